@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what shazip needs from Debian (bookworm), configures and builds it,
+# then runs one of:
+#   tools/setup.sh test          the whole test suite through ctest
+#   tools/setup.sh build         build only
+# Idempotent: installs only missing packages, reuses the build directory.
+# Environment: BUILD_DIR (default build), JOBS (default nproc).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+mode="${1:-build}"
+build_dir="${BUILD_DIR:-build}"
+jobs="${JOBS:-$(nproc)}"
+
+packages=(cmake g++ make libtorch-dev libopenblas0-openmp libzstd-dev libcli11-dev catch2 zstd)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >&2
+cmake --build "$build_dir" -j "$jobs" >&2
+
+case "$mode" in
+  build) ;;
+  test)
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+    ;;
+  *)
+    echo "usage: tools/setup.sh [build|test]" >&2
+    exit 2
+    ;;
+esac
