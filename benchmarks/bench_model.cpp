@@ -1,0 +1,123 @@
+// Model benchmark: bits per byte and coding speed of the online SHA-RNN.
+//
+// For each input file and each preset it codes the file through the real
+// driver (predictor + range coder) and prints the model's cross-entropy (from
+// the float probabilities), the coded size in bits per byte, and KB/s.
+// Hyperparameters can be overridden for tuning.
+//
+// Usage: bench_model [options] FILE...
+//   -p LIST      presets, e.g. 1,3,5 (default: the default preset)
+//   -n BYTES     code only the first BYTES of each file
+//   -t THREADS   intra-op threads (default 1)
+//   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
+//   --beta2 X --clip X --eps X
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "src/driver.h"
+
+using namespace shazip;
+
+namespace {
+
+struct NullSink final : coder::ByteSink {
+  void write(const uint8_t*, size_t) override {}
+};
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "bench_model: cannot read %s\n", path.c_str());
+    std::exit(1);
+  }
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> presets{model::kDefaultPreset};
+  uint64_t limit = 0;
+  int threads = 1;
+  std::vector<std::pair<std::string, std::string>> overrides;
+  std::vector<std::string> files;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_model: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "-p") {
+      presets.clear();
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) presets.push_back(std::stoi(x));
+    } else if (a == "-n") {
+      limit = std::stoull(next());
+    } else if (a == "-t") {
+      threads = std::stoi(next());
+    } else if (a.rfind("--", 0) == 0) {
+      overrides.emplace_back(a.substr(2), next());
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (files.empty()) {
+    std::fprintf(stderr, "usage: bench_model [-p 1,3] [-n BYTES] [-t THREADS] [--dim D ...] FILE...\n");
+    return 2;
+  }
+  std::printf("%-24s %6s %-44s %7s %9s %9s %9s %8s %7s %7s\n", "file", "preset", "model", "streams", "bytes",
+              "model bpc", "coded bpc", "KB/s", "pred s", "train s");
+  for (const auto& path : files) {
+    std::vector<uint8_t> data = read_file(path);
+    if (limit && data.size() > limit) data.resize(limit);
+    for (int level : presets) {
+      model::Preset p = model::preset(level);
+      int max_streams = p.streams;
+      for (const auto& [k, v] : overrides) {
+        if (k == "dim") p.model.dim = std::stoi(v);
+        else if (k == "layers") p.model.layers = std::stoi(v);
+        else if (k == "attn") p.model.attn_layer = std::stoi(v);
+        else if (k == "mem") p.model.mem_len = std::stoi(v);
+        else if (k == "seg") p.model.seg_len = std::stoi(v);
+        else if (k == "lr") p.model.lr = std::stof(v);
+        else if (k == "decay") p.model.lr_decay = std::stof(v);
+        else if (k == "beta2") p.model.beta2 = std::stof(v);
+        else if (k == "clip") p.model.clip = std::stof(v);
+        else if (k == "eps") p.model.adam_eps = std::stof(v);
+        else if (k == "boom") p.model.boom_factor = std::stoi(v);
+        else if (k == "streams") max_streams = std::stoi(v);
+        else {
+          std::fprintf(stderr, "bench_model: unknown option --%s\n", k.c_str());
+          return 2;
+        }
+      }
+      const std::string err = p.model.validate();
+      if (!err.empty()) {
+        std::fprintf(stderr, "bench_model: %s\n", err.c_str());
+        return 2;
+      }
+      CodingParams params;
+      params.model = p.model;
+      params.streams = choose_streams(data.size(), max_streams);
+      params.runtime.threads = threads;
+      NullSink sink;
+      const CodingStats s = encode_neural(data.data(), data.size(), params, sink);
+      const double n = static_cast<double>(data.size());
+      std::string name = path.substr(path.find_last_of('/') + 1);
+      std::printf("%-24s %6d %-44s %7d %9zu %9.4f %9.4f %8.2f %7.1f %7.1f\n", name.c_str(), level,
+                  p.model.describe().c_str(), params.streams, data.size(), s.model_bits / n,
+                  8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,53 @@
+// Model and online-learning hyperparameters. Torch-free, so the container and
+// the CLI can read, write and print them without pulling in LibTorch.
+//
+// Every field here changes the model's arithmetic, so every field is stored in
+// the archive header (docs/FORMAT.md) and the decoder rebuilds the exact model
+// from it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace shazip::model {
+
+struct ModelConfig {
+  // --- architecture (Merity 2019, "Single Headed Attention RNN") ---
+  int dim = 128;            // d: embedding, LSTM hidden and attention width
+  int layers = 2;           // L: blocks of LayerNorm -> LSTM -> [attention] -> Boom
+  int attn_layer = 0;       // index of the one block with attention; -1 for none
+                            // (the reference puts it in the second-to-last block)
+  int boom_factor = 4;      // Boom width = boom_factor * dim, summed back in chunks
+  int mem_len = 256;        // M: past positions per stream the attention sees
+
+  // --- online learning ---
+  int seg_len = 32;         // T: positions coded between two training steps
+  float lr = 3e-3f;         // Adam learning rate at the start
+  float lr_decay = 0.0f;    // lr(step) = lr / (1 + lr_decay * step)
+  float beta1 = 0.0f;       // Adam first-moment decay (nncp uses 0)
+  float beta2 = 0.9999f;    // Adam second-moment decay (nncp uses 0.9999)
+  float adam_eps = 1e-6f;   // Adam epsilon
+  float clip = 1.0f;        // gradient clipping: maximum global L2 norm
+
+  uint64_t seed = 0x5a5a2019;  // seeds the initial weights
+
+  // Closed-form count of trainable parameters (see model/sha_rnn.cpp).
+  int64_t param_count() const;
+  // Human-readable one-liner, e.g. "d=128 L=2 M=256 T=32 lr=0.003".
+  std::string describe() const;
+  // Empty if the configuration can be built, else what is wrong with it.
+  std::string validate() const;
+};
+
+// Presets 1 (tiny, fastest) .. 9 (largest, for a GPU), like zstd's levels.
+constexpr int kMinPreset = 1;
+constexpr int kMaxPreset = 9;
+constexpr int kDefaultPreset = 3;
+
+struct Preset {
+  ModelConfig model;
+  int streams;  // B: parallel streams the input is cut into
+};
+Preset preset(int level);
+
+}  // namespace shazip::model

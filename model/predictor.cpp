@@ -1,0 +1,284 @@
+// Online learner: step-wise prediction for the coder, one truncated-BPTT Adam
+// step per segment of seg_len positions (nncp's scheme). See predictor.h.
+#include "model/predictor.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <dlfcn.h>
+
+#include <chrono>
+
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "coder/assert.h"
+#include "coder/quantize.h"
+#include "model/sha_rnn.h"
+
+namespace shazip::model {
+
+namespace {
+
+std::string detect_blas() {
+  // libtorch calls the generic libblas.so.3; which implementation the system
+  // resolved it to changes results (and speed by 10x). OpenBLAS exports its
+  // own query functions.
+  using ConfigFn = const char* (*)();
+  if (auto cfg = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
+    std::string s = cfg();
+    if (auto core = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
+      s += " core=";
+      s += core();
+    }
+    return s;
+  }
+  if (dlsym(RTLD_DEFAULT, "MKL_Get_Version")) return "MKL";
+  return "reference BLAS";
+}
+
+const char* capability_name() {
+  // at::get_cpu_capability() is not exported in 1.13; ATen honours the same
+  // environment variable it reads, so report that when set.
+  if (const char* env = std::getenv("ATEN_CPU_CAPABILITY")) return env;
+  return "auto";
+}
+
+}  // namespace
+
+BackendInfo backend_info() {
+  BackendInfo b;
+  b.torch_version = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
+                    "." + std::to_string(TORCH_VERSION_PATCH);
+  b.blas = detect_blas();
+  b.cpu_capability = capability_name();
+  b.cuda_available = torch::cuda::is_available();
+  return b;
+}
+
+void configure_runtime(const RuntimeOptions& rt) {
+  SHAZIP_ASSERT(rt.threads >= 1);
+  at::set_num_threads(rt.threads);
+  // oneDNN kernels (LSTM, GELU, ...) choose algorithms by CPU and size; keep
+  // ATen's native kernels so the arithmetic depends on fewer moving parts.
+  at::globalContext().setUserEnabledMkldnn(false);
+}
+
+struct Predictor::Impl {
+  Impl(const ModelConfig& c, int b, const RuntimeOptions& r)
+      : cfg(c), streams(b), rt(r),
+        device(r.device == DeviceKind::kCuda ? torch::kCUDA : torch::kCPU),
+        net(c) {
+    configure_runtime(rt);
+    net->to(device);
+    opt = std::make_unique<torch::optim::Adam>(
+        net->parameters(), torch::optim::AdamOptions(cfg.lr)
+                               .betas({cfg.beta1, cfg.beta2})
+                               .eps(cfg.adam_eps));
+    state = net->initial_state(streams, device);
+    seg_start = state.clone();
+    seg_bytes.assign(static_cast<size_t>(streams) * (cfg.seg_len + 1), 0);
+    prev = torch::zeros({streams}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  }
+
+  void train_segment();
+
+  ModelConfig cfg;
+  int streams;
+  RuntimeOptions rt;
+  torch::Device device;
+  ShaRnn net;
+  std::unique_ptr<torch::optim::Adam> opt;
+  ShaRnnState state;      // after the last observed position
+  ShaRnnState seg_start;  // at the start of the current segment
+  at::Tensor prev;        // (B,) int64: last observed byte per stream
+  at::Tensor probs;       // (B, 256) float32 on the CPU, contiguous
+  // (B, T + 1) row-major: column 0 is the byte before the segment, columns
+  // 1..T the bytes of the segment as they are observed.
+  std::vector<int64_t> seg_bytes;
+  int seg_pos = 0;
+  int64_t positions = 0;
+  int64_t steps = 0;
+  bool predicted = false;
+  double predict_s = 0, train_s = 0;
+};
+
+namespace {
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void Predictor::Impl::train_segment() {
+  const double t0 = seconds_now();
+  const int64_t t = cfg.seg_len;
+  const at::Tensor all = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).to(device);
+  const at::Tensor inputs = all.narrow(1, 0, t);
+  const at::Tensor targets = all.narrow(1, 1, t);
+
+  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(steps));
+  for (auto& group : opt->param_groups()) {
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  }
+  opt->zero_grad();
+  const at::Tensor logits = net->forward_segment(inputs, seg_start);
+  const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), targets.reshape({-1}));
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.clip);
+  opt->step();
+  net->refresh_gates();
+  ++steps;
+
+  // The next segment starts from the step path's state, detached.
+  seg_start = state.clone();
+  for (int b = 0; b < streams; ++b) {
+    seg_bytes[static_cast<size_t>(b) * (t + 1)] = seg_bytes[static_cast<size_t>(b) * (t + 1) + t];
+  }
+  seg_pos = 0;
+  train_s += seconds_now() - t0;
+}
+
+Predictor::Predictor(const ModelConfig& cfg, int streams, const RuntimeOptions& rt) {
+  SHAZIP_ASSERT(cfg.validate().empty() && streams >= 1);
+  impl_ = std::make_unique<Impl>(cfg, streams, rt);
+}
+
+Predictor::~Predictor() = default;
+
+int Predictor::streams() const { return impl_->streams; }
+const ModelConfig& Predictor::config() const { return impl_->cfg; }
+int64_t Predictor::positions() const { return impl_->positions; }
+int64_t Predictor::train_steps() const { return impl_->steps; }
+double Predictor::predict_seconds() const { return impl_->predict_s; }
+double Predictor::train_seconds() const { return impl_->train_s; }
+
+void Predictor::predict(uint32_t* cdfs) {
+  Impl& m = *impl_;
+  SHAZIP_ASSERT(!m.predicted);
+  const double t0 = seconds_now();
+  {
+    torch::NoGradGuard no_grad;
+    const at::Tensor logits = m.net->step(m.prev, m.state);
+    m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
+  }
+  const float* p = m.probs.data_ptr<float>();
+  for (int b = 0; b < m.streams; ++b) {
+    coder::quantize_probs(p + static_cast<size_t>(b) * 256, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
+  }
+  m.predicted = true;
+  m.predict_s += seconds_now() - t0;
+}
+
+const float* Predictor::probs() const { return impl_->probs.data_ptr<float>(); }
+
+void Predictor::observe(const uint8_t* bytes) {
+  Impl& m = *impl_;
+  SHAZIP_ASSERT(m.predicted);
+  m.predicted = false;
+  const int64_t t = m.cfg.seg_len;
+  ++m.seg_pos;
+  std::vector<int64_t> next(static_cast<size_t>(m.streams));
+  for (int b = 0; b < m.streams; ++b) {
+    next[b] = bytes[b];
+    m.seg_bytes[static_cast<size_t>(b) * (t + 1) + m.seg_pos] = bytes[b];
+  }
+  m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64).to(m.device, /*non_blocking=*/false, /*copy=*/true);
+  ++m.positions;
+  if (m.seg_pos == t) m.train_segment();
+}
+
+// Checkpoint layout (little-endian, host floats): "SHZW", u32 version, i64
+// training steps, u32 parameter count, then per parameter in registration
+// order: u64 element count, the floats, u8 has-Adam-state, and if set i64 Adam
+// step, exp_avg floats, exp_avg_sq floats. Written by hand rather than through
+// torch::save so that equal models give equal bytes.
+namespace {
+
+constexpr uint32_t kCheckpointVersion = 1;
+
+template <class T>
+void put_pod(std::ostream& out, T v) {
+  out.write(reinterpret_cast<const char*>(&v), sizeof v);
+}
+template <class T>
+T get_pod(std::istream& in) {
+  T v{};
+  in.read(reinterpret_cast<char*>(&v), sizeof v);
+  if (!in) throw std::runtime_error("checkpoint is truncated");
+  return v;
+}
+void put_tensor(std::ostream& out, const at::Tensor& t) {
+  const at::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()),
+            static_cast<std::streamsize>(c.numel() * sizeof(float)));
+}
+void get_tensor(std::istream& in, at::Tensor& t) {
+  at::Tensor c = torch::empty(t.sizes(), torch::kFloat32);
+  in.read(reinterpret_cast<char*>(c.data_ptr<float>()),
+          static_cast<std::streamsize>(c.numel() * sizeof(float)));
+  if (!in) throw std::runtime_error("checkpoint is truncated");
+  torch::NoGradGuard no_grad;
+  t.copy_(c);
+}
+std::string state_key(const at::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
+}  // namespace
+
+void Predictor::save(std::ostream& out) const {
+  const Impl& m = *impl_;
+  out.write("SHZW", 4);
+  put_pod<uint32_t>(out, kCheckpointVersion);
+  put_pod<int64_t>(out, m.steps);
+  const auto params = m.net->parameters();
+  put_pod<uint32_t>(out, static_cast<uint32_t>(params.size()));
+  auto& states = m.opt->state();
+  for (const auto& p : params) {
+    put_pod<uint64_t>(out, static_cast<uint64_t>(p.numel()));
+    put_tensor(out, p);
+    auto it = states.find(state_key(p));
+    put_pod<uint8_t>(out, it != states.end());
+    if (it != states.end()) {
+      const auto& st = static_cast<const torch::optim::AdamParamState&>(*it->second);
+      put_pod<int64_t>(out, st.step());
+      put_tensor(out, st.exp_avg());
+      put_tensor(out, st.exp_avg_sq());
+    }
+  }
+}
+
+void Predictor::load(std::istream& in) {
+  Impl& m = *impl_;
+  char magic[4] = {};
+  in.read(magic, 4);
+  if (!in || std::string(magic, 4) != "SHZW") throw std::runtime_error("not a shazip checkpoint");
+  if (get_pod<uint32_t>(in) != kCheckpointVersion) throw std::runtime_error("unsupported checkpoint version");
+  m.steps = get_pod<int64_t>(in);
+  const auto params = m.net->parameters();
+  if (get_pod<uint32_t>(in) != params.size()) throw std::runtime_error("checkpoint is for another model");
+  auto& states = m.opt->state();
+  for (const auto& p : params) {
+    if (get_pod<uint64_t>(in) != static_cast<uint64_t>(p.numel()))
+      throw std::runtime_error("checkpoint is for another model");
+    at::Tensor param = p;
+    get_tensor(in, param);
+    const std::string key = state_key(p);
+    if (get_pod<uint8_t>(in)) {
+      auto st = std::make_unique<torch::optim::AdamParamState>();
+      st->step(get_pod<int64_t>(in));
+      at::Tensor avg = torch::zeros_like(p), avg_sq = torch::zeros_like(p);
+      get_tensor(in, avg);
+      get_tensor(in, avg_sq);
+      st->exp_avg(avg);
+      st->exp_avg_sq(avg_sq);
+      states[key] = std::move(st);
+    } else {
+      states.erase(key);
+    }
+  }
+  m.net->refresh_gates();
+}
+
+}  // namespace shazip::model

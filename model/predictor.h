@@ -1,0 +1,78 @@
+// The online predictor: an SHA-RNN that codes B parallel streams one position
+// at a time and trains itself on every segment of T positions it has coded.
+//
+// Contract, identical for encoder and decoder:
+//   for each position:  predict(cdfs)  ->  code byte b of stream s with
+//                       cdfs + s * kCdfSize  ->  observe(bytes)
+// observe() runs a training step after every seg_len positions. Encoder and
+// decoder that build the Predictor from the same config, stream count and
+// RuntimeOptions, and feed it the same bytes, get identical tables.
+//
+// Torch-free header: the driver and CLI include it without LibTorch.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+
+#include "model/config.h"
+
+namespace shazip::model {
+
+enum class DeviceKind : uint8_t { kCpu = 0, kCuda = 1 };
+
+struct RuntimeOptions {
+  DeviceKind device = DeviceKind::kCpu;
+  int threads = 1;  // intra-op threads; changes the floats, so archives record it
+};
+
+// What the arithmetic of this process depends on besides the model: recorded in
+// archives so that a decoder can tell whether it can reproduce them.
+struct BackendInfo {
+  std::string torch_version;  // e.g. "1.13.0"
+  std::string blas;           // e.g. "OpenBLAS 0.3.21 (Haswell)" or "reference BLAS"
+  std::string cpu_capability; // ATen's kernel set: "DEFAULT", "AVX2", "AVX512"
+  bool cuda_available = false;
+};
+BackendInfo backend_info();
+
+// Applies process-wide settings that the model's arithmetic depends on (thread
+// count, oneDNN off). Called by the Predictor; exposed for tools and tests.
+void configure_runtime(const RuntimeOptions& rt);
+
+class Predictor {
+ public:
+  Predictor(const ModelConfig& cfg, int streams, const RuntimeOptions& rt);
+  ~Predictor();
+  Predictor(const Predictor&) = delete;
+  Predictor& operator=(const Predictor&) = delete;
+
+  int streams() const;
+  const ModelConfig& config() const;
+
+  // Writes streams() * kCdfSize integers: the table for the next byte of every
+  // stream. Call exactly once before each observe().
+  void predict(uint32_t* cdfs);
+  // streams() * 256 floats: the probabilities behind the last predict().
+  const float* probs() const;
+  // The actual next byte of every stream (streams() entries; streams that have
+  // ended get a fixed filler byte from the caller).
+  void observe(const uint8_t* bytes);
+
+  int64_t positions() const;    // observe() calls so far
+  int64_t train_steps() const;  // training steps so far
+  // Wall-clock seconds spent in predict() and in training steps so far.
+  double predict_seconds() const;
+  double train_seconds() const;
+
+  // Weights, optimizer state and counters (not the recurrent state).
+  void save(std::ostream& out) const;
+  void load(std::istream& in);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shazip::model

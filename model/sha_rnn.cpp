@@ -1,0 +1,239 @@
+// SHA-RNN forward paths; see sha_rnn.h for the architecture.
+#include "model/sha_rnn.h"
+
+#include <cmath>
+#include <string>
+
+#include "coder/assert.h"
+
+namespace shazip::model {
+namespace {
+
+// The reference model.py uses apex's FusedLayerNorm with eps 1e-12.
+constexpr double kLnEps = 1e-12;
+// GELU approximation of the reference: x * sigmoid(1.702 x). Plain elementwise
+// ops, so it is reproducible without oneDNN's GELU kernel.
+constexpr double kGeluScale = 1.702;
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return at::layer_norm(x, {x.size(-1)}, w, b, kLnEps);
+}
+
+// Deterministic weight initialisation independent of LibTorch's generators
+// (whose vectorised normal_ differs between CPU capabilities): splitmix64 and
+// an Irwin-Hall sum of four uniforms for "normal" draws, all in exact
+// double arithmetic, rounded once to float.
+class InitRng {
+ public:
+  explicit InitRng(uint64_t seed) : s_(seed) {}
+  uint64_t next() {
+    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  double normal() {  // mean 0, variance 1 (sum of 4 U(0,1) has variance 1/3)
+    const double s = uniform() + uniform() + uniform() + uniform();
+    return (s - 2.0) * std::sqrt(3.0);
+  }
+
+ private:
+  uint64_t s_;
+};
+
+}  // namespace
+
+ShaRnnState ShaRnnState::clone() const {
+  ShaRnnState s;
+  for (const auto& t : h) s.h.push_back(t.clone());
+  for (const auto& t : c) s.c.push_back(t.clone());
+  if (mem.defined()) s.mem = mem.clone();
+  s.mem_fill = mem_fill;
+  s.mem_pos = mem_pos;
+  return s;
+}
+
+ShaRnnImpl::ShaRnnImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  SHAZIP_ASSERT(cfg_.validate().empty());
+  const int64_t d = cfg_.dim;
+  const int64_t f = int64_t{cfg_.boom_factor} * d;
+  auto param = [&](const std::string& name, at::IntArrayRef shape) {
+    return register_parameter(name, torch::empty(shape));
+  };
+  embed_ = param("embed", {256, d});
+  dec_bias_ = param("dec_bias", {256});
+  for (int l = 0; l < cfg_.layers; ++l) {
+    const std::string p = "block" + std::to_string(l) + "_";
+    Block b;
+    b.ln_start_w = param(p + "ln_start_weight", {d});
+    b.ln_start_b = param(p + "ln_start_bias", {d});
+    b.w_ih = param(p + "lstm_weight_ih", {4 * d, d});
+    b.w_hh = param(p + "lstm_weight_hh", {4 * d, d});
+    b.b_ih = param(p + "lstm_bias_ih", {4 * d});
+    b.b_hh = param(p + "lstm_bias_hh", {4 * d});
+    b.ln_ff_w = param(p + "ln_ff_weight", {d});
+    b.ln_ff_b = param(p + "ln_ff_bias", {d});
+    b.ln_xff_w = param(p + "ln_xff_weight", {d});
+    b.ln_xff_b = param(p + "ln_xff_bias", {d});
+    b.boom_w = param(p + "boom_weight", {f, d});
+    b.boom_b = param(p + "boom_bias", {f});
+    blocks_.push_back(b);
+  }
+  if (cfg_.attn_layer >= 0) {
+    const std::string p = "attn_";
+    attn_.ln_mem_w = param(p + "ln_mem_weight", {d});
+    attn_.ln_mem_b = param(p + "ln_mem_bias", {d});
+    attn_.ln_mid_w = param(p + "ln_mid_weight", {d});
+    attn_.ln_mid_b = param(p + "ln_mid_bias", {d});
+    attn_.q_w = param(p + "q_weight", {d, d});
+    attn_.q_b = param(p + "q_bias", {d});
+    attn_.q_ln_w = param(p + "q_ln_weight", {d});
+    attn_.q_ln_b = param(p + "q_ln_bias", {d});
+    attn_.qs = param(p + "qs", {d});
+    attn_.ks = param(p + "ks", {d});
+    attn_.vs = param(p + "vs", {d});
+    attn_.vq_w = param(p + "vq_weight", {2 * d, d});
+    attn_.vq_b = param(p + "vq_bias", {2 * d});
+  }
+  init_weights();
+  refresh_gates();
+}
+
+// As the reference: Linear and Embedding weights ~ N(0, 0.1/sqrt(d)), biases
+// 0; LayerNorm weight 1, bias 0 (apex's FusedLayerNorm escapes the reference's
+// init_weights); LSTM weights and biases U(-1/sqrt(d), 1/sqrt(d)) (PyTorch's
+// default); attention gates qs, ks, vs zero (sigmoid 0.5).
+void ShaRnnImpl::init_weights() {
+  torch::NoGradGuard no_grad;
+  InitRng rng(cfg_.seed);
+  const double d = cfg_.dim;
+  const double normal_std = 0.1 / std::sqrt(d);
+  const double lstm_bound = 1.0 / std::sqrt(d);
+  for (const auto& item : named_parameters(/*recurse=*/false)) {
+    const std::string& name = item.key();
+    at::Tensor t = item.value();
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    auto ends_with = [&](const char* s) {
+      const std::string suf(s);
+      return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+    };
+    const bool is_ln = name.find("ln_") != std::string::npos;
+    for (auto& x : v) {
+      double value = 0.0;
+      if (name.find("_lstm_") != std::string::npos) {
+        value = (2.0 * rng.uniform() - 1.0) * lstm_bound;
+      } else if (is_ln) {
+        value = ends_with("_weight") ? 1.0 : 0.0;
+      } else if (ends_with("weight") || name == "embed") {
+        value = rng.normal() * normal_std;
+      }
+      x = static_cast<float>(value);
+    }
+    t.copy_(torch::from_blob(v.data(), t.sizes(), torch::kFloat32));
+  }
+}
+
+void ShaRnnImpl::refresh_gates() {
+  if (cfg_.attn_layer < 0) return;
+  torch::NoGradGuard no_grad;
+  query_gate_ = query_gate().detach();
+  value_gate_ = value_gate().detach();
+}
+
+// sigmoid(qs) scales the query and sigmoid(ks) the keys; both, and the
+// 1/sqrt(d) of scaled dot-product attention, fold into one query-side vector.
+at::Tensor ShaRnnImpl::query_gate() const {
+  return at::sigmoid(attn_.qs) * at::sigmoid(attn_.ks) * (1.0 / std::sqrt(double(cfg_.dim)));
+}
+
+// The reference's "overparam" value gate: c, f = Linear(sigmoid(vs)) split in
+// two; gate = sigmoid(f) * tanh(c). Values are the keys times this gate, so the
+// gate is applied once to the attention's output instead.
+at::Tensor ShaRnnImpl::value_gate() const {
+  const auto cf = at::linear(at::sigmoid(attn_.vs), attn_.vq_w, attn_.vq_b).chunk(2, -1);
+  return at::sigmoid(cf[1]) * at::tanh(cf[0]);
+}
+
+at::Tensor ShaRnnImpl::boom(const Block& b, const at::Tensor& h) const {
+  const at::Tensor base = layer_norm(h, b.ln_ff_w, b.ln_ff_b);
+  at::Tensor x = at::linear(layer_norm(h, b.ln_xff_w, b.ln_xff_b), b.boom_w, b.boom_b);
+  x = x * at::sigmoid(x * kGeluScale);
+  std::vector<int64_t> shape(h.sizes().begin(), h.sizes().end());
+  shape.back() = cfg_.boom_factor;
+  shape.push_back(cfg_.dim);
+  return x.view(shape).sum(-2) + base;
+}
+
+ShaRnnState ShaRnnImpl::initial_state(int64_t batch, const torch::Device& device) const {
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  ShaRnnState s;
+  for (int l = 0; l < cfg_.layers; ++l) {
+    s.h.push_back(torch::zeros({batch, cfg_.dim}, opts));
+    s.c.push_back(torch::zeros({batch, cfg_.dim}, opts));
+  }
+  if (cfg_.attn_layer >= 0) s.mem = torch::zeros({batch, cfg_.mem_len + 1, cfg_.dim}, opts);
+  return s;
+}
+
+at::Tensor ShaRnnImpl::step(const at::Tensor& x, ShaRnnState& s) {
+  at::Tensor h = at::embedding(embed_, x);
+  for (int l = 0; l < cfg_.layers; ++l) {
+    const Block& b = blocks_[l];
+    h = layer_norm(h, b.ln_start_w, b.ln_start_b);
+    auto hc = at::lstm_cell(h, {s.h[l], s.c[l]}, b.w_ih, b.w_hh, b.b_ih, b.b_hh);
+    s.h[l] = std::get<0>(hc);
+    s.c[l] = std::get<1>(hc);
+    h = s.h[l];
+    if (l == cfg_.attn_layer) {
+      const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
+      const at::Tensor hq = layer_norm(h, attn_.ln_mid_w, attn_.ln_mid_b);
+      // The current position joins the memory first: it is its own key too.
+      const int64_t slots = s.mem.size(1);
+      s.mem.select(1, s.mem_pos).copy_(mh);
+      s.mem_pos = (s.mem_pos + 1) % slots;
+      s.mem_fill = std::min(s.mem_fill + 1, slots);
+      const at::Tensor keys = s.mem.narrow(1, 0, s.mem_fill);          // (B, F, d)
+      const at::Tensor q = layer_norm(at::linear(hq, attn_.q_w, attn_.q_b), attn_.q_ln_w,
+                                      attn_.q_ln_b) * query_gate_;     // (B, d)
+      const at::Tensor w = at::softmax(at::bmm(keys, q.unsqueeze(2)), 1);  // (B, F, 1)
+      const at::Tensor mix = at::bmm(w.transpose(1, 2), keys).squeeze(1);  // (B, d)
+      h = mix * value_gate_ + hq;
+    }
+    h = boom(b, h);
+  }
+  return at::linear(h, embed_, dec_bias_);
+}
+
+at::Tensor ShaRnnImpl::forward_segment(const at::Tensor& x, const ShaRnnState& s) {
+  const int64_t seg = x.size(1);
+  at::Tensor h = at::embedding(embed_, x);  // (B, T, d)
+  for (int l = 0; l < cfg_.layers; ++l) {
+    const Block& b = blocks_[l];
+    h = layer_norm(h, b.ln_start_w, b.ln_start_b);
+    auto out = at::lstm(h, {s.h[l].unsqueeze(0), s.c[l].unsqueeze(0)},
+                        {b.w_ih, b.w_hh, b.b_ih, b.b_hh}, /*has_biases=*/true,
+                        /*num_layers=*/1, /*dropout=*/0.0, /*train=*/true,
+                        /*bidirectional=*/false, /*batch_first=*/true);
+    h = std::get<0>(out);
+    if (l == cfg_.attn_layer) {
+      const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
+      const at::Tensor hq = layer_norm(h, attn_.ln_mid_w, attn_.ln_mid_b);
+      const int64_t past = s.mem_fill;
+      const at::Tensor keys = past > 0 ? at::cat({s.mem.narrow(1, 0, past), mh}, 1) : mh;
+      const at::Tensor q = layer_norm(at::linear(hq, attn_.q_w, attn_.q_b), attn_.q_ln_w,
+                                      attn_.q_ln_b) * query_gate();    // (B, T, d)
+      // Memory fully visible; causal within the segment (a position sees itself).
+      const auto opts = h.options();
+      const at::Tensor causal =
+          at::full({seg, seg}, -std::numeric_limits<float>::infinity(), opts).triu(1);
+      const at::Tensor mask = past > 0 ? at::cat({at::zeros({seg, past}, opts), causal}, 1) : causal;
+      const at::Tensor w = at::softmax(at::bmm(q, keys.transpose(1, 2)) + mask, -1);
+      h = at::bmm(w, keys) * value_gate() + hq;
+    }
+    h = boom(b, h);
+  }
+  return at::linear(h, embed_, dec_bias_);
+}
+
+}  // namespace shazip::model

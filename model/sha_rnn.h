@@ -1,0 +1,86 @@
+// SHA-RNN (Merity 2019, "Single Headed Attention RNN") as a LibTorch module,
+// with the two forward paths that online compression needs:
+//   step()            one position for every stream, carrying LSTM states and
+//                     the attention memory; this is what produces the
+//                     probabilities that are coded, on both sides
+//   forward_segment() teacher-forced pass over the segment just coded, with
+//                     autograd, used only for the training step
+// The two give equal results within float rounding but not bit for bit; the
+// coder only ever sees step()'s output, and both encoder and decoder run the
+// same forward_segment() on the same bytes, so each path is reproducible on
+// its own.
+//
+// Layout per block (as the reference model.py): LayerNorm -> LSTM (no
+// residual) -> [attention block: LayerNorm for keys/values and for the query
+// side, single-head attention over memory + segment, residual] -> two
+// LayerNorms -> Boom (Linear d->4d, x*sigmoid(1.702x), sum of the four d-wide
+// chunks) + residual. Output: tied embedding as decoder, with bias.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/config.h"
+
+namespace shazip::model {
+
+// Recurrent state of B streams. Never requires grad.
+struct ShaRnnState {
+  std::vector<at::Tensor> h, c;  // per layer: (B, d)
+  at::Tensor mem;                // (B, S, d) ring of LayerNormed hidden states, S = M + 1
+  int64_t mem_fill = 0;          // valid slots; slots [0, mem_fill) until the ring wraps
+  int64_t mem_pos = 0;           // next slot to write
+  ShaRnnState clone() const;
+};
+
+class ShaRnnImpl : public torch::nn::Module {
+ public:
+  explicit ShaRnnImpl(const ModelConfig& cfg);
+
+  ShaRnnState initial_state(int64_t batch, const torch::Device& device) const;
+
+  // x: (B,) int64 input bytes (the previous byte of every stream). Returns
+  // logits (B, 256) for the next byte and advances `state` by one position.
+  // Call under torch::NoGradGuard.
+  at::Tensor step(const at::Tensor& x, ShaRnnState& state);
+
+  // x: (B, T) int64 inputs. Returns logits (B, T, 256) computed from `state`
+  // (left unchanged) with autograd.
+  at::Tensor forward_segment(const at::Tensor& x, const ShaRnnState& state);
+
+  const ModelConfig& config() const { return cfg_; }
+
+  // Recomputes the cached attention gates used by step(); call after every
+  // change of the weights (optimizer step, load).
+  void refresh_gates();
+
+ private:
+  struct Block {
+    at::Tensor ln_start_w, ln_start_b;
+    at::Tensor w_ih, w_hh, b_ih, b_hh;   // LSTM, gate order i, f, g, o
+    at::Tensor ln_ff_w, ln_ff_b, ln_xff_w, ln_xff_b;
+    at::Tensor boom_w, boom_b;           // (f, d), (f)
+  };
+  struct Attention {
+    at::Tensor ln_mem_w, ln_mem_b, ln_mid_w, ln_mid_b;
+    at::Tensor q_w, q_b, q_ln_w, q_ln_b;
+    at::Tensor qs, ks, vs;               // gates before sigmoid, (d)
+    at::Tensor vq_w, vq_b;               // overparam value gate, (2d, d), (2d)
+  };
+
+  at::Tensor boom(const Block& b, const at::Tensor& h) const;
+  at::Tensor query_gate() const;
+  at::Tensor value_gate() const;
+  void init_weights();
+
+  ModelConfig cfg_;
+  at::Tensor embed_;    // (256, d), also the decoder's weight
+  at::Tensor dec_bias_; // (256)
+  std::vector<Block> blocks_;
+  Attention attn_;
+  at::Tensor query_gate_, value_gate_;  // step()'s cached copies, no grad
+};
+TORCH_MODULE(ShaRnn);
+
+}  // namespace shazip::model

@@ -1,0 +1,56 @@
+// Compress/decompress driver: runs the predictor over B parallel streams and
+// the range coder over its tables. Knows nothing of files or headers.
+//
+// Stream layout: the input of n bytes is cut into B contiguous pieces of
+// ceil(n / B) bytes (the last ones shorter, possibly empty). Position i of
+// every stream is predicted in one model step; the bytes are coded in stream
+// order 0..B-1 and the predictor is fed 0 for streams that have ended.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "coder/range_coder.h"
+#include "model/config.h"
+#include "model/predictor.h"
+
+namespace shazip {
+
+struct CodingParams {
+  model::ModelConfig model;
+  int streams = 1;  // B actually used (see choose_streams)
+  model::RuntimeOptions runtime;
+};
+
+// Progress callback: bytes coded so far, model code length so far in bits.
+using ProgressFn = std::function<void(uint64_t done, double bits)>;
+
+struct CodingStats {
+  uint64_t coded_bytes = 0;  // range coder output
+  double model_bits = 0;     // sum of -log2 p(byte) under the float probabilities
+  double seconds = 0;
+  double predict_seconds = 0;  // of which in the model's step path
+  double train_seconds = 0;    // of which in training steps
+};
+
+// Streams to use for n bytes when the preset allows at most `max_streams`:
+// every stream gets at least kMinStreamBytes so that short inputs are coded
+// mostly sequentially (better ratio) and long ones use the full batch.
+constexpr uint64_t kMinStreamBytes = 4096;
+int choose_streams(uint64_t n, int max_streams);
+
+// Codes data[0..n) into sink. Calls progress about every `progress_every`
+// bytes (0: never).
+CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& params,
+                          coder::ByteSink& sink, const ProgressFn& progress = {},
+                          uint64_t progress_every = 1 << 16);
+
+// Decodes n bytes from payload into out (n bytes of room). Throws
+// DecodeError when the payload is truncated or does not belong to these
+// parameters (a checksum in the container catches what slips through).
+CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
+                          const CodingParams& params, uint8_t* out,
+                          const ProgressFn& progress = {}, uint64_t progress_every = 1 << 16);
+
+}  // namespace shazip
