@@ -5,6 +5,7 @@
 #include <string>
 
 #include "coder/assert.h"
+#include "model/lstm.h"
 
 namespace shazip::model {
 namespace {
@@ -181,9 +182,9 @@ at::Tensor ShaRnnImpl::step(const at::Tensor& x, ShaRnnState& s) {
   for (int l = 0; l < cfg_.layers; ++l) {
     const Block& b = blocks_[l];
     h = layer_norm(h, b.ln_start_w, b.ln_start_b);
-    auto hc = at::lstm_cell(h, {s.h[l], s.c[l]}, b.w_ih, b.w_hh, b.b_ih, b.b_hh);
-    s.h[l] = std::get<0>(hc);
-    s.c[l] = std::get<1>(hc);
+    auto hc = lstm_step(h, s.h[l], s.c[l], b.w_ih, b.w_hh, b.b_ih, b.b_hh);
+    s.h[l] = hc.first;
+    s.c[l] = hc.second;
     h = s.h[l];
     if (l == cfg_.attn_layer) {
       const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
@@ -211,11 +212,7 @@ at::Tensor ShaRnnImpl::forward_segment(const at::Tensor& x, const ShaRnnState& s
   for (int l = 0; l < cfg_.layers; ++l) {
     const Block& b = blocks_[l];
     h = layer_norm(h, b.ln_start_w, b.ln_start_b);
-    auto out = at::lstm(h, {s.h[l].unsqueeze(0), s.c[l].unsqueeze(0)},
-                        {b.w_ih, b.w_hh, b.b_ih, b.b_hh}, /*has_biases=*/true,
-                        /*num_layers=*/1, /*dropout=*/0.0, /*train=*/true,
-                        /*bidirectional=*/false, /*batch_first=*/true);
-    h = std::get<0>(out);
+    h = lstm_layer(h, s.h[l], s.c[l], b.w_ih, b.w_hh, b.b_ih, b.b_hh);
     if (l == cfg_.attn_layer) {
       const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
       const at::Tensor hq = layer_norm(h, attn_.ln_mid_w, attn_.ln_mid_b);

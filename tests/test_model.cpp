@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "coder/range_coder.h"
+#include "model/lstm.h"
 #include "model/predictor.h"
 #include "model/sha_rnn.h"
 
@@ -178,4 +179,44 @@ TEST_CASE("save and load round-trip weights and optimizer state exactly", "[mode
   fresh_a.predict(ca.data());
   fresh_b.predict(cb.data());
   CHECK(ca == cb);
+}
+
+TEST_CASE("det_expf is accurate over the gate range", "[model]") {
+  double worst = 0;
+  for (float x = -30.0f; x <= 30.0f; x += 0.001f) {
+    const double ref = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(shazip::model::det_expf(x) - ref) / ref);
+  }
+  CHECK(worst < 5e-7);
+  CHECK(shazip::model::det_expf(1000.0f) > 1e38f);
+  CHECK(shazip::model::det_expf(-1000.0f) >= 0.0f);
+}
+
+TEST_CASE("fused LSTM layer matches torch's LSTM, values and gradients", "[model]") {
+  const int64_t batch = 3, steps = 7, d = 16;
+  torch::manual_seed(0);
+  auto w_ih = (torch::randn({4 * d, d}) * 0.3).requires_grad_();
+  auto w_hh = (torch::randn({4 * d, d}) * 0.3).requires_grad_();
+  auto b_ih = (torch::randn({4 * d}) * 0.3).requires_grad_();
+  auto b_hh = (torch::randn({4 * d}) * 0.3).requires_grad_();
+  auto x = torch::randn({batch, steps, d}).requires_grad_();
+  const auto h0 = torch::randn({batch, d}), c0 = torch::randn({batch, d});
+  const auto weights = torch::randn({batch, steps, d});
+
+  const auto ours = shazip::model::lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh);
+  (ours * weights).sum().backward();
+  std::vector<at::Tensor> ours_grads = {x.grad().clone(), w_ih.grad().clone(), w_hh.grad().clone(),
+                                        b_ih.grad().clone(), b_hh.grad().clone()};
+  for (auto* t : {&x, &w_ih, &w_hh, &b_ih, &b_hh}) t->mutable_grad().zero_();
+
+  auto ref = std::get<0>(at::lstm(x, {h0.unsqueeze(0), c0.unsqueeze(0)}, {w_ih, w_hh, b_ih, b_hh},
+                                  true, 1, 0.0, true, false, true));
+  (ref * weights).sum().backward();
+  std::vector<at::Tensor> ref_grads = {x.grad(), w_ih.grad(), w_hh.grad(), b_ih.grad(), b_hh.grad()};
+
+  CHECK((ours - ref).abs().max().item<double>() < 1e-5);
+  for (size_t i = 0; i < ref_grads.size(); ++i) {
+    INFO("gradient " << i);
+    CHECK((ours_grads[i] - ref_grads[i]).abs().max().item<double>() < 1e-4);
+  }
 }

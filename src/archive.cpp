@@ -1,0 +1,77 @@
+#include "src/archive.h"
+
+#include "src/crc32.h"
+#include "src/errors.h"
+
+namespace shazip {
+
+std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
+                                     CompressReport* report) {
+  Header h;
+  h.original_size = n;
+  h.content_crc = crc32(data, n);
+  CompressReport local;
+  CompressReport& rep = report ? *report : local;
+
+  std::vector<uint8_t> payload;
+  if (n > 0) {
+    const model::Preset p = model::preset(options.preset);
+    CodingParams params;
+    params.model = p.model;
+    params.streams = choose_streams(n, p.streams);
+    params.runtime = options.runtime;
+    coder::VectorSink<std::vector<uint8_t>> sink(payload);
+    rep.stats = encode_neural(data, n, params, sink, options.progress);
+    h.method = Method::kNeural;
+    h.preset = options.preset;
+    h.model = params.model;
+    h.streams = params.streams;
+    h.threads = params.runtime.threads;
+    h.backend = current_backend(params.runtime.device);
+    h.payload_size = payload.size();
+  }
+  std::vector<uint8_t> out = write_header(h);
+  if (h.method == Method::kNeural && out.size() + payload.size() >= n + kStoredHeaderSize) {
+    // The model could not shrink this input: store it.
+    rep.fell_back = true;
+    h = Header{};
+    h.original_size = n;
+    h.content_crc = crc32(data, n);
+    out = write_header(h);
+  }
+  if (h.method == Method::kNeural) {
+    out.insert(out.end(), payload.begin(), payload.end());
+  } else {
+    out.insert(out.end(), data, data + n);
+  }
+  rep.header = h;
+  return out;
+}
+
+std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress,
+                                       Header* header_out) {
+  size_t header_size = 0;
+  const Header h = parse_header(archive, size, &header_size);
+  if (header_out) *header_out = h;
+  const uint8_t* body = archive + header_size;
+  std::vector<uint8_t> out;
+  if (h.method == Method::kStored) {
+    out.assign(body, body + h.original_size);
+  } else {
+    const std::string why = backend_mismatch(h.backend, model::backend_info());
+    if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
+    CodingParams params;
+    params.model = h.model;
+    params.streams = h.streams;
+    params.runtime.threads = h.threads;
+    params.runtime.device = h.backend.device;
+    out.resize(h.original_size);
+    decode_neural(body, h.payload_size, h.original_size, params, out.data(), progress);
+  }
+  if (crc32(out.data(), out.size()) != h.content_crc) {
+    throw Error(ErrorCode::kCorrupt, "checksum mismatch: the decoded data is not the original");
+  }
+  return out;
+}
+
+}  // namespace shazip

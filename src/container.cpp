@@ -1,0 +1,239 @@
+// Archive header serialisation and validation; the layout is specified in
+// docs/FORMAT.md, section "Header".
+#include "src/container.h"
+
+#include <cstring>
+
+#include "src/crc32.h"
+#include "src/errors.h"
+
+namespace shazip {
+namespace {
+
+class Writer {
+ public:
+  template <class T>
+  void put(T v, int bytes = sizeof(T)) {
+    uint64_t u = 0;
+    std::memcpy(&u, &v, sizeof(T));
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(u >> (8 * i)));
+  }
+  void put_f32(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    put<uint32_t>(u);
+  }
+  void put_string(const std::string& s) {
+    const size_t n = std::min<size_t>(s.size(), 255);
+    put<uint8_t>(static_cast<uint8_t>(n));
+    out.insert(out.end(), s.begin(), s.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  std::vector<uint8_t> out;
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* d, size_t n) : data(d), size(n) {}
+  uint64_t get(int bytes) {
+    need(bytes);
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(data[pos + i]) << (8 * i);
+    pos += bytes;
+    return v;
+  }
+  float get_f32() {
+    const uint32_t u = static_cast<uint32_t>(get(4));
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  std::string get_string() {
+    const size_t n = get(1);
+    need(n);
+    std::string s(reinterpret_cast<const char*>(data + pos), n);
+    pos += n;
+    return s;
+  }
+  void need(size_t n) const {
+    if (size - pos < n) throw Error(ErrorCode::kTruncated, "truncated archive: the header is incomplete");
+  }
+  const uint8_t* data;
+  size_t size;
+  size_t pos = 0;
+};
+
+[[noreturn]] void corrupt(const std::string& what) {
+  throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
+}
+
+// The family and version of the BLAS (e.g. "OpenBLAS 0.3.21"), without the
+// core type and build options that follow.
+std::string blas_family(const std::string& blas) {
+  size_t end = blas.find(' ');
+  if (end == std::string::npos) return blas;
+  end = blas.find(' ', end + 1);
+  return blas.substr(0, end);
+}
+
+}  // namespace
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::kStored: return "stored";
+    case Method::kNeural: return "neural";
+  }
+  return "?";
+}
+
+const char* device_name(model::DeviceKind d) {
+  return d == model::DeviceKind::kCuda ? "cuda" : "cpu";
+}
+
+std::vector<uint8_t> write_header(const Header& h) {
+  Writer w;
+  w.out.assign(kMagic, kMagic + 4);
+  w.put<uint8_t>(h.version);
+  w.put<uint8_t>(static_cast<uint8_t>(h.method));
+  w.put<uint16_t>(0);  // flags, reserved
+  w.put<uint64_t>(h.original_size);
+  w.put<uint32_t>(h.content_crc);
+  if (h.method == Method::kNeural) {
+    const model::ModelConfig& m = h.model;
+    w.put<uint8_t>(static_cast<uint8_t>(h.preset));
+    w.put<uint8_t>(static_cast<uint8_t>(h.backend.device));
+    w.put<uint16_t>(static_cast<uint16_t>(h.threads));
+    w.put<uint32_t>(static_cast<uint32_t>(h.streams));
+    w.put<uint32_t>(static_cast<uint32_t>(m.dim));
+    w.put<uint16_t>(static_cast<uint16_t>(m.layers));
+    w.put<int16_t>(static_cast<int16_t>(m.attn_layer));
+    w.put<uint16_t>(static_cast<uint16_t>(m.boom_factor));
+    w.put<uint16_t>(0);  // reserved
+    w.put<uint32_t>(static_cast<uint32_t>(m.mem_len));
+    w.put<uint32_t>(static_cast<uint32_t>(m.seg_len));
+    w.put_f32(m.lr);
+    w.put_f32(m.lr_decay);
+    w.put_f32(m.beta1);
+    w.put_f32(m.beta2);
+    w.put_f32(m.adam_eps);
+    w.put_f32(m.clip);
+    w.put<uint64_t>(m.seed);
+    w.put<uint64_t>(h.payload_size);
+    w.put_string(h.backend.torch_version);
+    w.put_string(h.backend.blas);
+    w.put_string(h.backend.cpu_capability);
+  }
+  w.put<uint32_t>(crc32(w.out.data(), w.out.size()));
+  return w.out;
+}
+
+Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
+  if (size < 4 || std::memcmp(data, kMagic, 4) != 0) {
+    throw Error(ErrorCode::kNotArchive, "not a shazip archive");
+  }
+  Reader r(data, size);
+  r.pos = 4;
+  Header h;
+  h.version = static_cast<uint8_t>(r.get(1));
+  if (h.version > kFormatVersion) {
+    throw Error(ErrorCode::kVersion, "this archive is format version " + std::to_string(h.version) +
+                                         " but this shazip reads only up to version " +
+                                         std::to_string(kFormatVersion) + "; upgrade shazip");
+  }
+  if (h.version < kMinFormatVersion) {
+    throw Error(ErrorCode::kVersion, "this archive is format version " + std::to_string(h.version) +
+                                         ", which this shazip no longer reads");
+  }
+  const uint8_t method = static_cast<uint8_t>(r.get(1));
+  const uint16_t flags = static_cast<uint16_t>(r.get(2));
+  h.original_size = r.get(8);
+  h.content_crc = static_cast<uint32_t>(r.get(4));
+  int16_t attn = 0;
+  uint16_t reserved = 0;
+  if (method == static_cast<uint8_t>(Method::kNeural)) {
+    h.method = Method::kNeural;
+    model::ModelConfig& m = h.model;
+    h.preset = static_cast<int>(r.get(1));
+    h.backend.device = static_cast<model::DeviceKind>(r.get(1));
+    h.threads = static_cast<int>(r.get(2));
+    h.streams = static_cast<int>(r.get(4));
+    m.dim = static_cast<int>(r.get(4));
+    m.layers = static_cast<int>(r.get(2));
+    attn = static_cast<int16_t>(r.get(2));
+    m.attn_layer = attn;
+    m.boom_factor = static_cast<int>(r.get(2));
+    reserved = static_cast<uint16_t>(r.get(2));
+    m.mem_len = static_cast<int>(r.get(4));
+    m.seg_len = static_cast<int>(r.get(4));
+    m.lr = r.get_f32();
+    m.lr_decay = r.get_f32();
+    m.beta1 = r.get_f32();
+    m.beta2 = r.get_f32();
+    m.adam_eps = r.get_f32();
+    m.clip = r.get_f32();
+    m.seed = r.get(8);
+    h.payload_size = r.get(8);
+    h.backend.torch_version = r.get_string();
+    h.backend.blas = r.get_string();
+    h.backend.cpu_capability = r.get_string();
+  } else if (method == static_cast<uint8_t>(Method::kStored)) {
+    h.method = Method::kStored;
+  } else {
+    // Unknown method: check the header CRC first if we can't parse further?
+    // The length of an unknown method's header is unknown, so say what we see.
+    corrupt("unknown method " + std::to_string(method));
+  }
+  const size_t covered = r.pos;
+  const uint32_t stored_crc = static_cast<uint32_t>(r.get(4));
+  if (stored_crc != crc32(data, covered)) corrupt("header checksum mismatch");
+  if (flags != 0 || reserved != 0) corrupt("reserved header bits are set");
+  *header_size = r.pos;
+
+  const uint64_t body = size - r.pos;
+  if (h.method == Method::kStored) {
+    if (body < h.original_size) throw Error(ErrorCode::kTruncated, "truncated archive: stored data ends early");
+    if (body > h.original_size) corrupt("trailing data after the stored content");
+    return h;
+  }
+  if (static_cast<uint8_t>(h.backend.device) > 1) corrupt("unknown device kind");
+  const std::string why = h.model.validate();
+  if (!why.empty()) corrupt("invalid model parameters (" + why + ")");
+  if (h.threads < 1 || h.streams < 1 || (h.original_size > 0 && static_cast<uint64_t>(h.streams) > h.original_size)) {
+    corrupt("invalid stream or thread count");
+  }
+  if (h.preset > model::kMaxPreset) corrupt("invalid preset");
+  // Every coded byte costs at least -log2(1 - 255 / 2^24) ~ 2.2e-5 bits, which
+  // bounds the original size by the payload's; a header claiming more is
+  // damaged (and would make the decoder allocate absurd amounts).
+  if (h.original_size / 45000 > (h.payload_size + 9) * 8) corrupt("original size is impossible for the coded size");
+  if (body < h.payload_size) throw Error(ErrorCode::kTruncated, "truncated archive: the coded data ends early");
+  if (body > h.payload_size) corrupt("trailing data after the coded data");
+  return h;
+}
+
+Backend current_backend(model::DeviceKind device) {
+  const model::BackendInfo info = model::backend_info();
+  Backend b;
+  b.device = device;
+  b.torch_version = info.torch_version;
+  b.blas = info.blas;
+  b.cpu_capability = info.cpu_capability;
+  return b;
+}
+
+std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& here) {
+  if (recorded.device == model::DeviceKind::kCuda && !here.cuda_available) {
+    return "it was made on a CUDA GPU (LibTorch " + recorded.torch_version +
+           "); decode it with a CUDA build of shazip on a GPU";
+  }
+  if (recorded.torch_version != here.torch_version) {
+    return "it was made with LibTorch " + recorded.torch_version + " but this shazip uses LibTorch " +
+           here.torch_version + "; decode it with a shazip built against LibTorch " + recorded.torch_version;
+  }
+  if (recorded.device == model::DeviceKind::kCpu && blas_family(recorded.blas) != blas_family(here.blas)) {
+    return "it was made with " + blas_family(recorded.blas) + " but this process uses " +
+           blas_family(here.blas) + "; install the same BLAS (Debian: libopenblas0-openmp)";
+  }
+  return "";
+}
+
+}  // namespace shazip

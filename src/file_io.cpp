@@ -1,0 +1,162 @@
+#include "src/file_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+
+#include "src/errors.h"
+
+namespace shazip {
+namespace {
+
+// The temporary file in progress, for the signal handler. Written only
+// outside the handler, with signals that could observe a half-written path
+// blocked.
+char g_temp_path[4096];
+volatile sig_atomic_t g_temp_active = 0;
+
+void on_signal(int sig) {
+  if (g_temp_active) unlink(g_temp_path);
+  signal(sig, SIG_DFL);
+  raise(sig);  // exit with the conventional status 128 + sig
+}
+
+void set_active_temp(const std::string& path) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  if (path.empty()) {
+    g_temp_active = 0;
+  } else {
+    std::snprintf(g_temp_path, sizeof g_temp_path, "%s", path.c_str());
+    g_temp_active = 1;
+  }
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+}
+
+[[noreturn]] void io_error(int err) { throw Error(ErrorCode::kIo, std::strerror(err)); }
+
+}  // namespace
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+bool is_terminal(int fd) { return isatty(fd) == 1; }
+
+void install_signal_cleanup() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  const bool is_stdin = path == "-";
+  const int fd = is_stdin ? STDIN_FILENO : open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) io_error(errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0) io_error(errno);
+  if (S_ISDIR(st.st_mode)) {
+    if (!is_stdin) close(fd);
+    throw Error(ErrorCode::kIo, "is a directory");
+  }
+  std::vector<uint8_t> data;
+  if (S_ISREG(st.st_mode)) data.reserve(static_cast<size_t>(st.st_size));
+  uint8_t buf[1 << 16];
+  for (;;) {
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      if (!is_stdin) close(fd);
+      io_error(err);
+    }
+    if (got == 0) break;
+    data.insert(data.end(), buf, buf + got);
+  }
+  if (!is_stdin) close(fd);
+  return data;
+}
+
+OutputFile::OutputFile(const std::string& path, bool force) : path_(path) {
+  if (path == "-") {
+    fd_ = STDOUT_FILENO;
+    return;
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw Error(ErrorCode::kIo, "output is a directory");
+    if (!S_ISREG(st.st_mode)) {
+      // A device or pipe (/dev/null, /dev/full, a FIFO): write to it directly.
+      fd_ = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd_ < 0) io_error(errno);
+      direct_ = true;
+      return;
+    }
+    if (!force) throw Error(ErrorCode::kUsage, "already exists; use -f to overwrite");
+  }
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string tmpl = dir + "." + base + ".tmpXXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  fd_ = mkstemp(buf.data());
+  if (fd_ < 0) io_error(errno);
+  temp_ = buf.data();
+  set_active_temp(temp_);
+  // mkstemp creates mode 0600; give the file the mode a plain open would.
+  const mode_t mask = umask(0);
+  umask(mask);
+  fchmod(fd_, 0666 & ~mask);
+}
+
+OutputFile::~OutputFile() {
+  if (fd_ >= 0 && fd_ != STDOUT_FILENO) close(fd_);
+  if (direct_) return;
+  if (!temp_.empty() && !committed_) {
+    unlink(temp_.c_str());
+    set_active_temp("");
+  }
+}
+
+void OutputFile::write(const uint8_t* data, size_t size) {
+  while (size > 0) {
+    const ssize_t put = ::write(fd_, data, size);
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      io_error(errno);
+    }
+    data += put;
+    size -= static_cast<size_t>(put);
+  }
+}
+
+void OutputFile::commit() {
+  if (fd_ == STDOUT_FILENO || direct_) {
+    committed_ = true;
+    return;
+  }
+  if (fsync(fd_) != 0) io_error(errno);  // a full disk may only show here
+  if (close(fd_) != 0) {
+    fd_ = -1;
+    io_error(errno);
+  }
+  fd_ = -1;
+  if (rename(temp_.c_str(), path_.c_str()) != 0) io_error(errno);
+  committed_ = true;
+  set_active_temp("");
+}
+
+}  // namespace shazip

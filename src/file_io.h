@@ -1,0 +1,42 @@
+// File handling for the CLI: whole-file reads with typed errors, and output
+// files that appear only when complete (temporary file + rename), removed on
+// error and on SIGINT/SIGTERM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shazip {
+
+// Reads a whole file ("-" is standard input). Throws Error(kIo) with the
+// system's reason (missing, directory, permission, ...).
+std::vector<uint8_t> read_file(const std::string& path);
+
+bool file_exists(const std::string& path);
+bool is_terminal(int fd);
+
+// Installs SIGINT/SIGTERM handlers that remove the output in progress.
+void install_signal_cleanup();
+
+// An output file written under a temporary name in the target directory and
+// renamed over `path` by commit(). Destroyed uncommitted, it removes the
+// temporary. "-" writes to standard output directly.
+class OutputFile {
+ public:
+  OutputFile(const std::string& path, bool force);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  void write(const uint8_t* data, size_t size);
+  void commit();
+
+ private:
+  std::string path_, temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+  bool direct_ = false;  // existing device or pipe, written in place
+};
+
+}  // namespace shazip

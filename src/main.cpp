@@ -1,0 +1,305 @@
+// shazip command line: parses flags (zstd's conventions) and calls the archive
+// layer, the way zstd's zstdcli.c sits over fileio.c. Exit codes are listed in
+// --help and docs/FORMAT.md.
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "model/predictor.h"
+#include "src/archive.h"
+#include "src/errors.h"
+#include "src/file_io.h"
+
+using namespace shazip;
+
+namespace {
+
+constexpr const char* kSuffix = ".shz";
+
+struct Options {
+  std::vector<std::string> files;
+  bool decompress = false, to_stdout = false, force = false, remove = false;
+  bool list = false, test = false, keep = false;
+  std::string output;
+  int level = model::kDefaultPreset;
+  std::string device = "cpu";
+  int threads = 2;
+  int verbosity = 1;  // 0 quiet, 1 normal, 2+ verbose
+};
+
+std::string human_bytes(double n) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (n >= 1024 && u < 4) {
+    n /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", n, units[u]);
+  return buf;
+}
+
+// One-line progress on standard error, redrawn at most 5 times a second.
+class Progress {
+ public:
+  Progress(std::string name, uint64_t total, bool enabled)
+      : name_(std::move(name)), total_(total), enabled_(enabled),
+        start_(std::chrono::steady_clock::now()) {}
+  ~Progress() { clear(); }
+
+  void update(uint64_t done, double bits) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total_ && now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const double rate = secs > 0 ? done / secs : 0;
+    const double pct = total_ ? 100.0 * done / total_ : 100.0;
+    const double bpc = done ? bits / done : 0;
+    char eta[32] = "--:--";
+    if (rate > 0 && done < total_) {
+      const long left = std::lround((total_ - done) / rate);
+      std::snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);
+    }
+    std::fprintf(stderr, "\r%s: %5.1f%%  %s / %s  %.1f KB/s  %.3f bpc  ETA %s   ", name_.c_str(), pct,
+                 human_bytes(done).c_str(), human_bytes(total_).c_str(), rate / 1024, bpc, eta);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void clear() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");
+    drawn_ = false;
+  }
+
+ private:
+  std::string name_;
+  uint64_t total_;
+  bool enabled_, drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_{};
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string display_name(const std::string& path) { return path == "-" ? "(stdin)" : path; }
+
+model::RuntimeOptions runtime_from(const Options& o) {
+  model::RuntimeOptions rt;
+  rt.threads = o.threads;
+  const bool cuda = model::backend_info().cuda_available;
+  if (o.device == "cuda") {
+    if (!cuda) throw Error(ErrorCode::kBackend, "--device cuda: no CUDA device or this build has no CUDA");
+    rt.device = model::DeviceKind::kCuda;
+  } else if (o.device == "auto") {
+    rt.device = cuda ? model::DeviceKind::kCuda : model::DeviceKind::kCpu;
+  }
+  return rt;
+}
+
+void list_archive(const std::string& path, const Options& o) {
+  const std::vector<uint8_t> data = read_file(path);
+  size_t header_size = 0;
+  const Header h = parse_header(data.data(), data.size(), &header_size);
+  const double n = static_cast<double>(h.original_size);
+  std::printf("%s\n", display_name(path).c_str());
+  std::printf("  format version   %d\n", h.version);
+  std::printf("  method           %s", method_name(h.method));
+  if (h.method == Method::kNeural && h.preset) std::printf(" (preset %d)", h.preset);
+  std::printf("\n  original size    %llu bytes\n", static_cast<unsigned long long>(h.original_size));
+  std::printf("  archive size     %zu bytes (header %zu)\n", data.size(), header_size);
+  if (h.original_size) {
+    std::printf("  ratio            %.3f\n", n / data.size());
+    std::printf("  bits per char    %.4f\n", 8.0 * data.size() / n);
+  }
+  if (h.method == Method::kNeural) {
+    std::printf("  model            SHA-RNN %s (%lld parameters)\n", h.model.describe().c_str(),
+                static_cast<long long>(h.model.param_count()));
+    if (o.verbosity >= 2) {
+      std::printf("  optimizer        Adam beta1=%g beta2=%g eps=%g clip=%g lr decay=%g seed=%llu\n",
+                  h.model.beta1, h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
+                  static_cast<unsigned long long>(h.model.seed));
+    }
+    std::printf("  streams          %d\n", h.streams);
+    std::printf("  threads          %d\n", h.threads);
+    std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),
+                h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+  }
+  std::printf("  checksum         CRC-32 %08x\n", h.content_crc);
+}
+
+// Compresses, decompresses or tests one input. Throws Error.
+void process(const std::string& in, const Options& o) {
+  const bool is_stdin = in == "-";
+  std::string out = o.output;
+  if (o.test) {
+    out.clear();
+  } else if (o.to_stdout || (is_stdin && out.empty())) {
+    out = "-";
+  } else if (out.empty()) {
+    if (o.decompress) {
+      if (!ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "unknown suffix (expected .shz); use -o NAME");
+      out = in.substr(0, in.size() - 4);
+    } else {
+      if (ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "already has the .shz suffix; use -f -o NAME to compress it again");
+      out = in + kSuffix;
+    }
+  }
+  if (!o.decompress && !o.test && out == "-" && is_terminal(STDOUT_FILENO) && !o.force) {
+    throw Error(ErrorCode::kUsage, "refusing to write compressed data to a terminal (use -o FILE or -f)");
+  }
+  // Refuse an existing output before hours of work, not after.
+  if (!out.empty() && out != "-" && !o.force && file_exists(out)) {
+    // OutputFile decides for devices; regular files need -f.
+    OutputFile probe(out, /*force=*/false);
+  }
+
+  const std::vector<uint8_t> input = read_file(in);
+  const bool show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
+  std::vector<uint8_t> result;
+  if (o.decompress || o.test) {
+    size_t header_size = 0;
+    const Header h = parse_header(input.data(), input.size(), &header_size);
+    Progress progress(display_name(in), h.original_size, show);
+    result = decompress_buffer(input.data(), input.size(),
+                               [&](uint64_t done, double bits) { progress.update(done, bits); });
+    progress.clear();
+    if (o.test) {
+      if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
+      return;
+    }
+  } else {
+    CompressOptions co;
+    co.preset = o.level;
+    co.runtime = runtime_from(o);
+    Progress progress(display_name(in), input.size(), show);
+    co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
+    CompressReport report;
+    result = compress_buffer(input.data(), input.size(), co, &report);
+    progress.clear();
+    if (o.verbosity >= 1) {
+      const double n = static_cast<double>(input.size());
+      std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s), %s%s\n", display_name(in).c_str(),
+                   static_cast<unsigned long long>(input.size()), result.size(),
+                   n ? 100.0 * result.size() / n : 100.0, n ? 8.0 * result.size() / n : 0.0,
+                   report.fell_back ? ", stored" : "", out == "-" ? "(stdout)" : out.c_str(),
+                   report.stats.seconds > 0
+                       ? (", " + std::to_string(static_cast<int>(n / 1024 / report.stats.seconds)) + " KB/s").c_str()
+                       : "");
+    }
+  }
+  OutputFile file(out, o.force);
+  file.write(result.data(), result.size());
+  file.commit();
+  if (o.remove && !is_stdin && out != "-") {
+    if (unlink(in.c_str()) != 0) throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
+  }
+}
+
+// CLI11 does not take options named by a digit; map zstd's -1 .. -9 to --level.
+std::vector<std::string> rewrite_levels(int argc, char** argv) {
+  std::vector<std::string> args;
+  bool after_dashdash = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (!after_dashdash && a.size() == 2 && a[0] == '-' && a[1] >= '1' && a[1] <= '9') {
+      a = "--level=" + a.substr(1);
+    }
+    if (a == "--") after_dashdash = true;
+    args.push_back(a);
+  }
+  std::reverse(args.begin(), args.end());  // CLI11's parse(vector) takes them reversed
+  return args;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "shazip: neural text compressor (SHA-RNN language model + range coder, learning online)",
+      "shazip"};
+  app.footer(
+      "Examples:\n"
+      "  shazip FILE           compress FILE to FILE.shz (keeps FILE)\n"
+      "  shazip -d FILE.shz    decompress to FILE\n"
+      "  shazip -5 --rm FILE   preset 5, remove FILE after success\n"
+      "  shazip -c FILE > x    compress to standard output\n"
+      "  cat FILE | shazip > FILE.shz\n"
+      "  shazip -l FILE.shz    show the archive's header\n"
+      "  shazip -t FILE.shz    decode and verify, write nothing\n"
+      "\n"
+      "Exit codes: 0 success, 1 usage or refused (existing output, terminal), 2 I/O error\n"
+      "(missing file, directory, permission, disk full), 3 not a shazip archive, 4 truncated\n"
+      "archive, 5 corrupt archive or checksum mismatch, 6 newer format version, 7 archive\n"
+      "made on a backend this build cannot reproduce; 128+N when killed by signal N.");
+  app.add_option("files", o.files, "Input files ('-' or none: standard input)");
+  app.add_flag("-d,--decompress", o.decompress, "Decompress");
+  app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
+  app.add_flag("-c,--stdout", o.to_stdout, "Write to standard output");
+  app.add_option("-o", o.output, "Output file (one input only)");
+  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed output to a terminal");
+  app.add_flag("-k,--keep", o.keep, "Keep the input (default)");
+  app.add_flag("--rm", o.remove, "Remove the input after success");
+  app.add_flag("-l,--list", o.list, "Show the archive's header without decoding");
+  app.add_flag("-t,--test", o.test, "Decode and verify without writing");
+  app.add_option("--level", o.level, "Preset 1 (fastest) .. 9 (largest); also -1 .. -9")
+      ->check(CLI::Range(model::kMinPreset, model::kMaxPreset));
+  app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("-T,--threads", o.threads, "Model threads (recorded in the archive; decoding reuses it)")
+      ->check(CLI::Range(1, 256));
+  app.add_flag("-v,--verbose", [&](int64_t n) { o.verbosity += static_cast<int>(n); }, "More output");
+  app.add_flag("-q,--quiet", [&](int64_t) { o.verbosity = 0; }, "No output but errors");
+  app.add_flag("-V,--version",
+               [&](int64_t) {
+                 const auto b = model::backend_info();
+                 std::printf("shazip %s (archive format %d), LibTorch %s, %s, CUDA %s\n", SHAZIP_VERSION,
+                             kFormatVersion, b.torch_version.c_str(), b.blas.c_str(),
+                             b.cuda_available ? "available" : "not available");
+                 std::exit(0);
+               },
+               "Print version and exit");
+
+  try {
+    std::vector<std::string> args = rewrite_levels(argc, argv);
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "shazip: %s (see --help)\n", e.what());
+    return static_cast<int>(ErrorCode::kUsage);
+  }
+  if (o.test) o.decompress = true;
+  if (o.files.empty()) o.files.push_back("-");
+  if (!o.output.empty() && o.files.size() > 1) {
+    std::fprintf(stderr, "shazip: -o takes one input file\n");
+    return static_cast<int>(ErrorCode::kUsage);
+  }
+  install_signal_cleanup();
+
+  int status = 0;
+  for (const auto& f : o.files) {
+    try {
+      if (o.list) {
+        list_archive(f, o);
+      } else {
+        process(f, o);
+      }
+    } catch (const Error& e) {
+      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
+      if (status == 0) status = static_cast<int>(e.code());
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "shazip: %s: out of memory\n", display_name(f).c_str());
+      if (status == 0) status = static_cast<int>(ErrorCode::kIo);
+    }
+  }
+  return status;
+}

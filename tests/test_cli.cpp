@@ -1,0 +1,264 @@
+// End-to-end tests of the shazip binary: round trips through files and pipes,
+// the flags users rely on, and every documented error with its exit code and
+// no output left behind. Inputs are generated here.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "src/container.h"
+#include "src/crc32.h"
+
+#ifndef SHAZIP_BIN
+#error "SHAZIP_BIN must name the shazip executable"
+#endif
+
+namespace {
+
+const std::string kBin = SHAZIP_BIN;
+
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/shazip-cli-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+  // Names of every entry, to prove that nothing (temporary files included) was left.
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    FILE* p = popen(("ls -A '" + path + "'").c_str(), "r");
+    char line[4096];
+    while (p && std::fgets(line, sizeof line, p)) {
+      std::string s(line);
+      if (!s.empty() && s.back() == '\n') s.pop_back();
+      out.push_back(s);
+    }
+    if (p) pclose(p);
+    return out;
+  }
+  std::string path;
+};
+
+int run(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t got;
+  while (p && (got = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, got);
+  if (p) pclose(p);
+  return out;
+}
+
+std::vector<uint8_t> slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+void spit(const std::string& path, const std::vector<uint8_t>& data) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+
+std::vector<uint8_t> english(size_t n, uint64_t seed) {
+  const char* words[] = {"the ",   "of ",   "and ",     "to ",     "a ",      "in ",    "compression ",
+                         "model ", "byte ", "network ", "learns ", "while ",  "it ",    "codes ",
+                         "every ", "file ", "that ",    "is ",     "small. ", "Text\n", "data, "};
+  std::mt19937_64 rng(seed);
+  std::string s;
+  while (s.size() < n) s += words[rng() % 21];
+  s.resize(n);
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace
+
+TEST_CASE("file round trip keeps the input and restores it exactly", "[cli]") {
+  TempDir dir;
+  const auto text = english(20000, 1);
+  spit(dir / "a.txt", text);
+  REQUIRE(run(kBin + " -q " + q(dir / "a.txt")) == 0);
+  REQUIRE(slurp(dir / "a.txt") == text);
+  const auto archive = slurp(dir / "a.txt.shz");
+  CHECK(archive.size() < text.size() / 2);
+  REQUIRE(run("mv " + q(dir / "a.txt") + " " + q(dir / "orig")) == 0);
+  REQUIRE(run(kBin + " -q -d " + q(dir / "a.txt.shz")) == 0);
+  CHECK(slurp(dir / "a.txt") == text);
+  CHECK(run(kBin + " -q -t " + q(dir / "a.txt.shz")) == 0);
+}
+
+TEST_CASE("pipes: standard input to standard output and back", "[cli]") {
+  TempDir dir;
+  const auto text = english(9000, 2);
+  spit(dir / "in", text);
+  REQUIRE(run("cat " + q(dir / "in") + " | " + kBin + " -q -1 | " + kBin + " -q -d > " + q(dir / "out")) == 0);
+  CHECK(slurp(dir / "out") == text);
+  REQUIRE(run(kBin + " -q -1 -c " + q(dir / "in") + " > " + q(dir / "c.shz")) == 0);
+  REQUIRE(run(kBin + " -q -d -c " + q(dir / "c.shz") + " > " + q(dir / "c.out")) == 0);
+  CHECK(slurp(dir / "c.out") == text);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "in") + " -o " + q(dir / "named.shz")) == 0);
+  REQUIRE(run(kBin + " -q -d " + q(dir / "named.shz") + " -o " + q(dir / "named.out")) == 0);
+  CHECK(slurp(dir / "named.out") == text);
+}
+
+TEST_CASE("-l shows the header without decoding", "[cli]") {
+  TempDir dir;
+  spit(dir / "x", english(12000, 3));
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "x")) == 0);
+  const std::string out = capture(kBin + " -l " + q(dir / "x.shz"));
+  CHECK(out.find("neural (preset 1)") != std::string::npos);
+  CHECK(out.find("original size    12000 bytes") != std::string::npos);
+  CHECK(out.find("bits per char") != std::string::npos);
+  CHECK(out.find("streams") != std::string::npos);
+  CHECK(out.find("LibTorch") != std::string::npos);
+  CHECK(out.find("CRC-32") != std::string::npos);
+}
+
+TEST_CASE("--rm removes the input only after success; -f overwrites; no -f refuses", "[cli]") {
+  TempDir dir;
+  const auto text = english(5000, 4);
+  spit(dir / "r", text);
+  REQUIRE(run(kBin + " -q -1 --rm " + q(dir / "r")) == 0);
+  CHECK_FALSE(std::ifstream(dir / "r").good());
+  REQUIRE(run(kBin + " -q -d --rm " + q(dir / "r.shz")) == 0);
+  CHECK(slurp(dir / "r") == text);
+  CHECK_FALSE(std::ifstream(dir / "r.shz").good());
+
+  spit(dir / "r.shz", {1, 2, 3});
+  CHECK(run(kBin + " -q -1 " + q(dir / "r") + " 2>/dev/null") == 1);  // exists: refused
+  CHECK(slurp(dir / "r.shz") == std::vector<uint8_t>{1, 2, 3});
+  CHECK(dir.entries().size() == 2);  // no temporary left
+  REQUIRE(run(kBin + " -q -1 -f " + q(dir / "r")) == 0);
+  CHECK(slurp(dir / "r.shz").size() > 3);
+}
+
+TEST_CASE("incompressible data is stored: at most the stored header larger", "[cli]") {
+  TempDir dir;
+  std::mt19937_64 rng(5);
+  std::vector<uint8_t> noise(30000);
+  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  spit(dir / "noise", noise);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "noise")) == 0);
+  const auto archive = slurp(dir / "noise.shz");
+  CHECK(archive.size() <= noise.size() + shazip::kStoredHeaderSize);
+  CHECK(capture(kBin + " -l " + q(dir / "noise.shz")).find("stored") != std::string::npos);
+  REQUIRE(run(kBin + " -q -d -c " + q(dir / "noise.shz") + " > " + q(dir / "noise.out")) == 0);
+  CHECK(slurp(dir / "noise.out") == noise);
+}
+
+TEST_CASE("empty and one-byte files round-trip", "[cli]") {
+  TempDir dir;
+  for (const auto& content : {std::vector<uint8_t>{}, std::vector<uint8_t>{'x'}}) {
+    spit(dir / "f", content);
+    REQUIRE(run(kBin + " -q -f " + q(dir / "f")) == 0);
+    CHECK(slurp(dir / "f.shz").size() <= content.size() + shazip::kStoredHeaderSize);
+    REQUIRE(run(kBin + " -q -d -c " + q(dir / "f.shz") + " > " + q(dir / "f.out")) == 0);
+    CHECK(slurp(dir / "f.out") == content);
+  }
+}
+
+TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]") {
+  TempDir dir;
+  const auto text = english(6000, 6);
+  spit(dir / "good", text);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "good")) == 0);
+  const auto archive = slurp(dir / "good.shz");
+  size_t header_size = 0;
+  const auto header = shazip::parse_header(archive.data(), archive.size(), &header_size);
+  REQUIRE(header.method == shazip::Method::kNeural);
+
+  auto expect = [&](const std::string& args, int code, const std::string& message) {
+    const std::string before = std::to_string(dir.entries().size());
+    const std::string err = capture(kBin + " " + args + " 2>&1 >/dev/null");
+    INFO(args << " -> " << err);
+    CHECK(run(kBin + " " + args + " >/dev/null 2>&1") == code);
+    CHECK(err.rfind("shazip: ", 0) == 0);
+    CHECK(err.find(message) != std::string::npos);
+    CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+    CHECK(std::to_string(dir.entries().size()) == before);
+  };
+
+  expect(q(dir / "missing"), 2, "No such file");
+  expect("-d " + q(dir / "missing.shz"), 2, "No such file");
+  REQUIRE(mkdir((dir / "sub").c_str(), 0755) == 0);
+  expect(q(dir / "sub"), 2, "directory");
+
+  spit(dir / "plain.shz", text);
+  expect("-d " + q(dir / "plain.shz"), 3, "not a shazip archive");
+
+  spit(dir / "cut.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + header_size + (archive.size() - header_size) / 2));
+  expect("-d " + q(dir / "cut.shz"), 4, "truncated");
+  spit(dir / "cuthead.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + 30));
+  expect("-d " + q(dir / "cuthead.shz"), 4, "truncated");
+
+  auto damaged = archive;
+  damaged[header_size + damaged.size() / 3 * 0 + (damaged.size() - header_size) / 2] ^= 0x10;
+  spit(dir / "bad.shz", damaged);
+  expect("-d " + q(dir / "bad.shz"), 5, "");
+
+  auto bad_crc = archive;
+  bad_crc[16] ^= 0xFF;  // the content CRC, re-sealed with a valid header CRC
+  {
+    const uint32_t crc = shazip::crc32(bad_crc.data(), header_size - 4);
+    for (int i = 0; i < 4; ++i) bad_crc[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  }
+  spit(dir / "crc.shz", bad_crc);
+  expect("-d " + q(dir / "crc.shz"), 5, "checksum mismatch");
+
+  auto newer = archive;
+  newer[4] = shazip::kFormatVersion + 1;
+  spit(dir / "newer.shz", newer);
+  expect("-d " + q(dir / "newer.shz"), 6, "upgrade shazip");
+
+  // Same archive, but claiming another LibTorch: re-encode its header.
+  auto other = header;
+  other.backend.torch_version = "9.9.9";
+  auto foreign = shazip::write_header(other);
+  foreign.insert(foreign.end(), archive.begin() + static_cast<long>(header_size), archive.end());
+  spit(dir / "foreign.shz", foreign);
+  expect("-d " + q(dir / "foreign.shz"), 7, "LibTorch 9.9.9");
+  auto gpu = header;
+  gpu.backend.device = shazip::model::DeviceKind::kCuda;
+  auto gpu_archive = shazip::write_header(gpu);
+  gpu_archive.insert(gpu_archive.end(), archive.begin() + static_cast<long>(header_size), archive.end());
+  spit(dir / "gpu.shz", gpu_archive);
+  if (capture(kBin + " -V").find("CUDA not available") != std::string::npos) {
+    expect("-d " + q(dir / "gpu.shz"), 7, "CUDA");
+  }
+
+  expect("-d " + q(dir / "good"), 1, "unknown suffix");
+  expect("--level 12 " + q(dir / "good"), 1, "");
+  // Writing into a directory we cannot create files in.
+  if (geteuid() != 0) {
+    REQUIRE(mkdir((dir / "ro").c_str(), 0555) == 0);
+    expect("-1 " + q(dir / "good") + " -o " + q(dir / "ro/x.shz"), 2, "Permission denied");
+  }
+  expect("-d " + q(dir / "good.shz") + " -o /dev/full", 2, "No space left on device");
+}
+
+TEST_CASE("compressed data is never written to a terminal", "[cli]") {
+  // `script` gives the child a pseudo-terminal as standard output.
+  if (run("command -v script >/dev/null 2>&1") != 0) return;
+  TempDir dir;
+  spit(dir / "t", english(100, 7));
+  const std::string out =
+      capture("script -qec \"" + kBin + " -c " + dir.path + "/t; echo rc=\\$?\" /dev/null 2>&1");
+  CHECK(out.find("refusing to write compressed data to a terminal") != std::string::npos);
+  CHECK(out.find("rc=1") != std::string::npos);
+}
