@@ -69,6 +69,11 @@ std::pair<at::Tensor, at::Tensor> lstm_step(const at::Tensor& x, const at::Tenso
                                             const at::Tensor& c, const at::Tensor& w_ih,
                                             const at::Tensor& w_hh, const at::Tensor& b_ih,
                                             const at::Tensor& b_hh) {
+  if (!x.is_cpu()) {
+    // GPU: LibTorch's fused cell (deterministic for fixed launch shapes).
+    auto hc = at::lstm_cell(x, {h, c}, w_ih, w_hh, b_ih, b_hh);
+    return {std::get<0>(hc), std::get<1>(hc)};
+  }
   at::Tensor gates = at::addmm(b_ih + b_hh, x, w_ih.t());
   gates.addmm_(h, w_hh.t());
   gates = gates.contiguous();
@@ -159,6 +164,11 @@ struct LstmLayerFn : torch::autograd::Function<LstmLayerFn> {
 at::Tensor lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& b_ih,
                       const at::Tensor& b_hh) {
+  if (!x.is_cpu()) {
+    return std::get<0>(at::lstm(x, {h0.unsqueeze(0), c0.unsqueeze(0)}, {w_ih, w_hh, b_ih, b_hh},
+                                /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0,
+                                /*train=*/true, /*bidirectional=*/false, /*batch_first=*/true));
+  }
   return LstmLayerFn::apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh);
 }
 

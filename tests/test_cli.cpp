@@ -262,3 +262,35 @@ TEST_CASE("compressed data is never written to a terminal", "[cli]") {
   CHECK(out.find("refusing to write compressed data to a terminal") != std::string::npos);
   CHECK(out.find("rc=1") != std::string::npos);
 }
+
+TEST_CASE("golden archives decode byte-exactly", "[cli][golden]") {
+  const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden";
+  TempDir dir;
+  int checked = 0;
+  for (const char* name : {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"}) {
+    INFO(name);
+    const std::string archive = golden + "/" + name + ".shz";
+    REQUIRE(run(kBin + " -q -d -c " + q(archive) + " > " + q(dir / "out")) == 0);
+    CHECK(slurp(dir / "out") == slurp(golden + "/" + name));
+    ++checked;
+  }
+  CHECK(checked == 5);
+}
+
+TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
+  // tests/golden-errors/NAME.CODE.shz must fail `shazip -t` with exit code CODE.
+  const std::string dir = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden-errors";
+  const std::string list = capture("ls " + q(dir));
+  size_t start = 0, checked = 0;
+  while (start < list.size()) {
+    const size_t end = list.find('\n', start);
+    const std::string name = list.substr(start, end - start);
+    start = end == std::string::npos ? list.size() : end + 1;
+    if (name.size() < 7 || name.compare(name.size() - 4, 4, ".shz") != 0) continue;
+    const int code = name[name.size() - 5] - '0';
+    INFO(name);
+    CHECK(run(kBin + " -q -t " + q(dir + "/" + name) + " 2>/dev/null") == code);
+    ++checked;
+  }
+  CHECK(checked >= 9);
+}

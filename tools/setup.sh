@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what shazip needs from Debian (bookworm), configures and builds it,
 # then runs one of:
+#   tools/setup.sh demo [FILE]   compress FILE (default: the GPL-3 text that
+#                                every Debian machine has), show the archive
+#                                size, bits per character and zstd -19 on the
+#                                same file, and round-trip it
 #   tools/setup.sh test          the whole test suite through ctest
 #   tools/setup.sh build         build only
 # Idempotent: installs only missing packages, reuses the build directory.
@@ -36,8 +40,11 @@ case "$mode" in
   test)
     ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
     ;;
+  demo)
+    exec bash tools/demo.sh "$build_dir/shazip" "${2:-/usr/share/common-licenses/GPL-3}"
+    ;;
   *)
-    echo "usage: tools/setup.sh [build|test]" >&2
+    echo "usage: tools/setup.sh [build|test|demo [FILE]]" >&2
     exit 2
     ;;
 esac
