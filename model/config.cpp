@@ -45,21 +45,34 @@ std::string ModelConfig::validate() const {
 
 Preset preset(int level) {
   SHAZIP_ASSERT(level >= kMinPreset && level <= kMaxPreset);
+  // Tuned on enwik6 (benchmarks/RESULTS.md, "Model search"): on CPU-sized
+  // inputs, learning speed is what counts, so short segments (T = 8, more Adam
+  // steps per byte), 16 streams and one wide block beat deeper models; clipping
+  // at norm 5 rather than 1 lets the early steps move, and a slow lr decay
+  // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
+  // GPU, where more streams fill the device.
+  struct Row { int dim, layers, attn, mem, streams, seg; float lr; };
+  static constexpr Row kRows[] = {
+      {64, 1, -1, 0, 16, 8, 3e-3f},        // 1: no attention, fastest
+      {96, 1, 0, 64, 16, 8, 3e-3f},        // 2
+      {128, 1, 0, 128, 16, 8, 3e-3f},      // 3: default
+      {192, 1, 0, 256, 16, 8, 3e-3f},      // 4
+      {256, 2, 0, 256, 16, 8, 2e-3f},      // 5
+      {384, 2, 0, 512, 64, 16, 1e-3f},     // 6: GPU from here on
+      {512, 3, 1, 1024, 128, 16, 5e-4f},   // 7
+      {768, 4, 2, 2048, 256, 32, 4e-4f},   // 8
+      {1024, 4, 2, 4096, 512, 32, 3e-4f},  // 9
+  };
+  const Row& r = kRows[level - 1];
   Preset p;
-  ModelConfig& m = p.model;
-  switch (level) {
-    case 1: m.dim = 64;  m.layers = 1; m.attn_layer = -1; m.mem_len = 0;    p.streams = 32; break;
-    case 2: m.dim = 96;  m.layers = 2; m.attn_layer = 0;  m.mem_len = 64;   p.streams = 32; break;
-    case 3: m.dim = 128; m.layers = 2; m.attn_layer = 0;  m.mem_len = 128;  p.streams = 32; break;
-    case 4: m.dim = 192; m.layers = 2; m.attn_layer = 0;  m.mem_len = 256;  p.streams = 32; break;
-    case 5: m.dim = 256; m.layers = 3; m.attn_layer = 1;  m.mem_len = 256;  p.streams = 32; break;
-    case 6: m.dim = 384; m.layers = 3; m.attn_layer = 1;  m.mem_len = 512;  p.streams = 64; break;
-    case 7: m.dim = 512; m.layers = 4; m.attn_layer = 2;  m.mem_len = 1024; p.streams = 128; break;
-    case 8: m.dim = 768; m.layers = 4; m.attn_layer = 2;  m.mem_len = 2048; p.streams = 256; break;
-    case 9: m.dim = 1024; m.layers = 4; m.attn_layer = 2; m.mem_len = 4096; p.streams = 512; break;
-  }
-  // Larger models want smaller steps (lr 3e-3 diverges at d=512).
-  m.lr = m.dim <= 128 ? 3e-3f : m.dim <= 256 ? 1.5e-3f : 4e-4f;
+  p.model.dim = r.dim;
+  p.model.layers = r.layers;
+  p.model.attn_layer = r.attn;
+  p.model.mem_len = r.mem;
+  p.model.seg_len = r.seg;
+  p.model.lr = r.lr;
+  p.model.lr_decay = 2e-4f;  // lr halves after 5000 steps (tuned on enwik6)
+  p.streams = r.streams;
   return p;
 }
 

@@ -21,13 +21,13 @@ struct ModelConfig {
   int mem_len = 256;        // M: past positions per stream the attention sees
 
   // --- online learning ---
-  int seg_len = 32;         // T: positions coded between two training steps
+  int seg_len = 8;          // T: positions coded between two training steps
   float lr = 3e-3f;         // Adam learning rate at the start
   float lr_decay = 0.0f;    // lr(step) = lr / (1 + lr_decay * step)
   float beta1 = 0.0f;       // Adam first-moment decay (nncp uses 0)
   float beta2 = 0.9999f;    // Adam second-moment decay (nncp uses 0.9999)
   float adam_eps = 1e-6f;   // Adam epsilon
-  float clip = 1.0f;        // gradient clipping: maximum global L2 norm
+  float clip = 5.0f;        // gradient clipping: maximum global L2 norm
 
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 

@@ -9,34 +9,12 @@
 
 namespace shazip::model {
 
-float det_expf(float x) {
-  // Clamp to the range where the result is a normal float (sigmoid and tanh
-  // saturate long before).
-  if (!(x < 88.0f)) x = x != x ? 0.0f : 88.0f;  // also maps NaN to 0
-  if (x < -86.0f) x = -86.0f;
-  // k = round(x / ln2): floor of a float is exact on every IEEE machine.
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  // r = x - k * ln2 in two parts (Cody-Waite) so that r is accurate.
-  const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187045e-06f;
-  // exp(r) on |r| <= 0.35: Taylor to degree 6 (error < 2e-8 relative).
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  // Multiply by 2^k built from its exponent bits (exact; k in [-126, 127]).
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
+float det_expf(float x) { return det_expf_inline(x); }
 
 namespace {
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf(-x)); }
-inline float tanh_(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
+inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf_inline(-x)); }
+inline float tanh_(float x) { return 2.0f / (1.0f + det_expf_inline(-2.0f * x)) - 1.0f; }
 
 }  // namespace
 

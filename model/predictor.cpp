@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <chrono>
 
@@ -27,7 +28,12 @@ std::string detect_blas() {
   // own query functions.
   using ConfigFn = const char* (*)();
   if (auto cfg = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
-    std::string s = cfg();
+    // "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ..." -> "OpenBLAS 0.3.21"; the
+    // build options do not change results, the kernel set (core) does.
+    std::istringstream words(cfg());
+    std::string name, version;
+    words >> name >> version;
+    std::string s = name + " " + version;
     if (auto core = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
       s += " core=";
       s += core();
@@ -59,6 +65,10 @@ BackendInfo backend_info() {
 
 void configure_runtime(const RuntimeOptions& rt) {
   SHAZIP_ASSERT(rt.threads >= 1);
+  // Every segment allocates and frees the same megabyte-sized tensors; keep
+  // them in the heap instead of mmap/munmap (page faults were ~5% of the time).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   at::set_num_threads(rt.threads);
   // oneDNN kernels (LSTM, GELU, ...) choose algorithms by CPU and size; keep
   // ATen's native kernels so the arithmetic depends on fewer moving parts.

@@ -32,7 +32,7 @@ struct Options {
   std::string output;
   int level = model::kDefaultPreset;
   std::string device = "cpu";
-  int threads = 2;
+  int threads = 1;
   int verbosity = 1;  // 0 quiet, 1 normal, 2+ verbose
 };
 

@@ -130,7 +130,7 @@ TEST_CASE("-l shows the header without decoding", "[cli]") {
   CHECK(out.find("CRC-32") != std::string::npos);
 }
 
-TEST_CASE("--rm removes the input only after success; -f overwrites; no -f refuses", "[cli]") {
+TEST_CASE("input removal (--rm) only after success; -f overwrites; no -f refuses", "[cli]") {
   TempDir dir;
   const auto text = english(5000, 4);
   spit(dir / "r", text);
@@ -244,10 +244,34 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
 
   expect("-d " + q(dir / "good"), 1, "unknown suffix");
   expect("--level 12 " + q(dir / "good"), 1, "");
-  // Writing into a directory we cannot create files in.
-  if (geteuid() != 0) {
-    REQUIRE(mkdir((dir / "ro").c_str(), 0555) == 0);
-    expect("-1 " + q(dir / "good") + " -o " + q(dir / "ro/x.shz"), 2, "Permission denied");
+  // Permission errors: root passes every permission check, so as root run the
+  // binary as user nobody through setpriv (util-linux).
+  {
+    std::string as_user;
+    if (geteuid() == 0) {
+      if (run("command -v setpriv >/dev/null") == 0) {
+        as_user = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+        chmod(dir.path.c_str(), 0755);
+      }
+    }
+    if (geteuid() != 0 || !as_user.empty()) {
+      REQUIRE(mkdir((dir / "ro").c_str(), 0555) == 0);
+      spit(dir / "secret", text);
+      chmod((dir / "secret").c_str(), 0600);
+      chmod((dir / "good").c_str(), 0644);
+      const std::string saved = kBin;
+      auto expect_as = [&](const std::string& args, const std::string& message) {
+        const std::string err = capture(as_user + kBin + " " + args + " 2>&1 >/dev/null");
+        INFO(args << " -> " << err);
+        CHECK(run(as_user + kBin + " " + args + " >/dev/null 2>&1") == 2);
+        CHECK(err.find(message) != std::string::npos);
+      };
+      if (geteuid() == 0 || access((dir / "secret").c_str(), R_OK) != 0) {
+        expect_as("-1 -c " + q(dir / "secret"), "Permission denied");
+      }
+      expect_as("-1 " + q(dir / "good") + " -o " + q(dir / "ro/x.shz"), "Permission denied");
+      CHECK(capture("ls -A " + q(dir / "ro")).empty());
+    }
   }
   expect("-d " + q(dir / "good.shz") + " -o /dev/full", 2, "No space left on device");
 }
@@ -293,4 +317,21 @@ TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
     ++checked;
   }
   CHECK(checked >= 9);
+}
+
+TEST_CASE("SIGINT and SIGTERM during compression leave no output", "[cli]") {
+  TempDir dir;
+  spit(dir / "big", english(400000, 8));
+  for (const char* sig : {"INT", "TERM"}) {
+    INFO(sig);
+    // Start, let the model get going, interrupt, and collect the exit status.
+    const std::string cmd = "( " + kBin + " -q -3 " + q(dir / "big") + " & pid=$!; sleep 2; kill -" +
+                            sig + " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
+    run(cmd);
+    const std::string status = capture("cat " + q(dir / "status"));
+    CHECK(std::stoi(status) >= 128);
+    run("rm -f " + q(dir / "status"));
+    const auto entries = dir.entries();
+    CHECK(entries == std::vector<std::string>{"big"});
+  }
 }
