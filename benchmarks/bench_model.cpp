@@ -10,7 +10,7 @@
 //   -n BYTES     code only the first BYTES of each file
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
-//   --beta2 X --clip X --eps X
+//   --beta1 X --beta2 X --clip X --eps X --boom F
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
         else if (k == "seg") p.model.seg_len = std::stoi(v);
         else if (k == "lr") p.model.lr = std::stof(v);
         else if (k == "decay") p.model.lr_decay = std::stof(v);
+        else if (k == "beta1") p.model.beta1 = std::stof(v);
         else if (k == "beta2") p.model.beta2 = std::stof(v);
         else if (k == "clip") p.model.clip = std::stof(v);
         else if (k == "eps") p.model.adam_eps = std::stof(v);

@@ -44,13 +44,13 @@ int choose_streams(uint64_t n, int max_streams);
 // bytes (0: never).
 CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& params,
                           coder::ByteSink& sink, const ProgressFn& progress = {},
-                          uint64_t progress_every = 1 << 16);
+                          uint64_t progress_every = 1 << 12);
 
 // Decodes n bytes from payload into out (n bytes of room). Throws
 // DecodeError when the payload is truncated or does not belong to these
 // parameters (a checksum in the container catches what slips through).
 CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
                           const CodingParams& params, uint8_t* out,
-                          const ProgressFn& progress = {}, uint64_t progress_every = 1 << 16);
+                          const ProgressFn& progress = {}, uint64_t progress_every = 1 << 12);
 
 }  // namespace shazip

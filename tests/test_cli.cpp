@@ -335,3 +335,38 @@ TEST_CASE("SIGINT and SIGTERM during compression leave no output", "[cli]") {
     CHECK(entries == std::vector<std::string>{"big"});
   }
 }
+
+TEST_CASE("damaged payloads and truncations fail with 4 or 5 and leave nothing", "[cli]") {
+  TempDir dir;
+  const auto text = english(3000, 9);
+  spit(dir / "p", text);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "p")) == 0);
+  const auto archive = slurp(dir / "p.shz");
+  size_t header_size = 0;
+  shazip::parse_header(archive.data(), archive.size(), &header_size);
+  const size_t payload = archive.size() - header_size;
+  REQUIRE(payload > 100);
+  run("rm " + q(dir / "p"));
+  int checked = 0;
+  // Bit flips spread over the payload, first and last bytes included.
+  for (int k = 0; k <= 12; ++k) {
+    auto bad = archive;
+    const size_t at = header_size + (payload - 1) * k / 12;
+    bad[at] ^= static_cast<uint8_t>(1u << (k % 8));
+    spit(dir / "p.shz", bad);
+    INFO("flip at payload byte " << at - header_size);
+    const int rc = run(kBin + " -q -d " + q(dir / "p.shz") + " 2>/dev/null");
+    CHECK((rc == 4 || rc == 5));
+    CHECK(dir.entries() == std::vector<std::string>{"p.shz"});
+    ++checked;
+  }
+  // Truncations inside the payload.
+  for (size_t cut : {size_t{1}, payload / 3, payload - 1}) {
+    spit(dir / "p.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + static_cast<long>(header_size + cut)));
+    INFO("payload cut to " << cut);
+    CHECK(run(kBin + " -q -d " + q(dir / "p.shz") + " 2>/dev/null") == 4);
+    CHECK(dir.entries() == std::vector<std::string>{"p.shz"});
+    ++checked;
+  }
+  CHECK(checked == 16);
+}

@@ -27,7 +27,8 @@ awk -v o="$orig" -v s="$shz" -v z="$zst" -v x="$xz_line" 'BEGIN {
   printf "  %-10s %10d bytes  %.3f bits per character\n", "shazip", s, 8 * s / o
   printf "  %-10s %10d bytes  %.3f bits per character\n", "zstd -19", z, 8 * z / o
   if (x != "") printf "  %-10s %10d bytes  %.3f bits per character\n", "xz -9e", x, 8 * x / o
-  printf "  shazip is %.1f%% %s than zstd -19\n", 100 * (s > z ? s / z - 1 : 1 - s / z), s > z ? "larger" : "smaller"
+  larger = (s > z)
+  printf "  shazip is %.1f%% %s than zstd -19\n", 100 * (larger ? s / z - 1 : 1 - s / z), (larger ? "larger" : "smaller")
 }'
 mv "$work/$name" "$work/$name.orig"
 "$bin" -q -d "$work/$name.shz"

@@ -5,7 +5,9 @@
 #                                every Debian machine has), show the archive
 #                                size, bits per character and zstd -19 on the
 #                                same file, and round-trip it
-#   tools/setup.sh test          the whole test suite through ctest
+#   tools/setup.sh test          the whole test suite through ctest, then the
+#                                coder and container tests again under
+#                                AddressSanitizer and UndefinedBehaviorSanitizer
 #   tools/setup.sh build         build only
 # Idempotent: installs only missing packages, reuses the build directory.
 # Environment: BUILD_DIR (default build), JOBS (default nproc).
@@ -39,6 +41,10 @@ case "$mode" in
   build) ;;
   test)
     ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+    # The torch-free parts again under AddressSanitizer and UBSan.
+    cmake -S . -B "$build_dir-sanitize" -DCMAKE_BUILD_TYPE=Debug -DSHAZIP_SANITIZE=ON >&2
+    cmake --build "$build_dir-sanitize" -j "$jobs" >&2
+    ctest --test-dir "$build_dir-sanitize" --output-on-failure -j "$jobs"
     ;;
   demo)
     exec bash tools/demo.sh "$build_dir/shazip" "${2:-/usr/share/common-licenses/GPL-3}"

@@ -1,0 +1,47 @@
+// Which arithmetic an archive needs, and whether this process has it. Kept
+// apart from container.cpp so that the header code builds without LibTorch.
+#include <string>
+
+#include "src/container.h"
+
+namespace shazip {
+namespace {
+
+// The family and version of the BLAS (e.g. "OpenBLAS 0.3.21"), without the
+// core type and build options that follow.
+std::string blas_family(const std::string& blas) {
+  size_t end = blas.find(' ');
+  if (end == std::string::npos) return blas;
+  end = blas.find(' ', end + 1);
+  return blas.substr(0, end);
+}
+
+}  // namespace
+
+Backend current_backend(model::DeviceKind device) {
+  const model::BackendInfo info = model::backend_info();
+  Backend b;
+  b.device = device;
+  b.torch_version = info.torch_version;
+  b.blas = info.blas;
+  b.cpu_capability = info.cpu_capability;
+  return b;
+}
+
+std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& here) {
+  if (recorded.device == model::DeviceKind::kCuda && !here.cuda_available) {
+    return "it was made on a CUDA GPU (LibTorch " + recorded.torch_version +
+           "); decode it with a CUDA build of shazip on a GPU";
+  }
+  if (recorded.torch_version != here.torch_version) {
+    return "it was made with LibTorch " + recorded.torch_version + " but this shazip uses LibTorch " +
+           here.torch_version + "; decode it with a shazip built against LibTorch " + recorded.torch_version;
+  }
+  if (recorded.device == model::DeviceKind::kCpu && blas_family(recorded.blas) != blas_family(here.blas)) {
+    return "it was made with " + blas_family(recorded.blas) + " but this process uses " +
+           blas_family(here.blas) + "; install the same BLAS (Debian: libopenblas0-openmp)";
+  }
+  return "";
+}
+
+}  // namespace shazip

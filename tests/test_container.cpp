@@ -1,0 +1,191 @@
+// Archive header tests: exact round trips, and every single-bit flip and every
+// truncation of a header ends in a specific error, never in a crash or in a
+// header that parses.
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <vector>
+
+#include "src/container.h"
+#include "src/crc32.h"
+#include "src/errors.h"
+
+using namespace shazip;
+
+namespace {
+
+Header neural_header() {
+  Header h;
+  h.method = Method::kNeural;
+  h.original_size = 123456;
+  h.content_crc = 0xDEADBEEF;
+  h.preset = 3;
+  h.model = model::preset(3).model;
+  h.model.seed = 0x0123456789ABCDEFull;
+  h.streams = 16;
+  h.threads = 2;
+  h.backend.device = model::DeviceKind::kCpu;
+  h.backend.torch_version = "1.13.0";
+  h.backend.blas = "OpenBLAS 0.3.21 core=Haswell";
+  h.backend.cpu_capability = "AVX2";
+  h.payload_size = 40000;
+  return h;
+}
+
+std::vector<uint8_t> with_body(const Header& h, size_t body) {
+  std::vector<uint8_t> a = write_header(h);
+  a.resize(a.size() + body, 0x5A);
+  return a;
+}
+
+// Parses and returns the error code, or -1 if it parsed.
+int parse_code(const std::vector<uint8_t>& a, size_t size) {
+  size_t header_size = 0;
+  try {
+    parse_header(a.data(), size, &header_size);
+    return -1;
+  } catch (const Error& e) {
+    return static_cast<int>(e.code());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("CRC-32 matches the standard check value", "[container]") {
+  const char* s = "123456789";
+  CHECK(crc32(reinterpret_cast<const uint8_t*>(s), 9) == 0xCBF43926u);
+  CHECK(crc32(reinterpret_cast<const uint8_t*>(s) + 4, 5, crc32(reinterpret_cast<const uint8_t*>(s), 4)) ==
+        0xCBF43926u);
+  CHECK(crc32(nullptr, 0) == 0);
+}
+
+TEST_CASE("headers round-trip every field", "[container]") {
+  const Header h = neural_header();
+  const auto a = with_body(h, h.payload_size);
+  size_t header_size = 0;
+  const Header p = parse_header(a.data(), a.size(), &header_size);
+  CHECK(header_size == a.size() - h.payload_size);
+  CHECK(header_size == 95 + h.backend.torch_version.size() + h.backend.blas.size() +
+                           h.backend.cpu_capability.size());
+  CHECK(p.version == kFormatVersion);
+  CHECK(p.method == Method::kNeural);
+  CHECK(p.original_size == h.original_size);
+  CHECK(p.content_crc == h.content_crc);
+  CHECK(p.preset == 3);
+  CHECK(p.model.dim == h.model.dim);
+  CHECK(p.model.layers == h.model.layers);
+  CHECK(p.model.attn_layer == h.model.attn_layer);
+  CHECK(p.model.boom_factor == h.model.boom_factor);
+  CHECK(p.model.mem_len == h.model.mem_len);
+  CHECK(p.model.seg_len == h.model.seg_len);
+  CHECK(p.model.lr == h.model.lr);
+  CHECK(p.model.lr_decay == h.model.lr_decay);
+  CHECK(p.model.beta1 == h.model.beta1);
+  CHECK(p.model.beta2 == h.model.beta2);
+  CHECK(p.model.adam_eps == h.model.adam_eps);
+  CHECK(p.model.clip == h.model.clip);
+  CHECK(p.model.seed == h.model.seed);
+  CHECK(p.streams == 16);
+  CHECK(p.threads == 2);
+  CHECK(p.backend.torch_version == "1.13.0");
+  CHECK(p.backend.blas == h.backend.blas);
+  CHECK(p.backend.cpu_capability == "AVX2");
+  CHECK(p.payload_size == h.payload_size);
+
+  Header stored;
+  stored.original_size = 3;
+  stored.content_crc = 7;
+  const auto s = with_body(stored, 3);
+  CHECK(write_header(stored).size() == kStoredHeaderSize);
+  const Header q = parse_header(s.data(), s.size(), &header_size);
+  CHECK(header_size == kStoredHeaderSize);
+  CHECK(q.method == Method::kStored);
+  CHECK(q.original_size == 3);
+  CHECK(q.content_crc == 7);
+}
+
+TEST_CASE("every single-bit flip of a header is rejected with a specific error", "[container]") {
+  for (const Header& h : {neural_header(), Header{}}) {
+    const size_t body = h.method == Method::kNeural ? h.payload_size : h.original_size;
+    const auto good = with_body(h, body);
+    const size_t header_size = good.size() - body;
+    std::set<int> seen;
+    for (size_t byte = 0; byte < header_size; ++byte) {
+      for (int bit = 0; bit < 8; ++bit) {
+        auto bad = good;
+        bad[byte] ^= static_cast<uint8_t>(1u << bit);
+        const int code = parse_code(bad, bad.size());
+        INFO("byte " << byte << " bit " << bit);
+        REQUIRE(code != -1);
+        if (byte < 4) {
+          CHECK(code == static_cast<int>(ErrorCode::kNotArchive));
+        } else if (byte == 4) {
+          CHECK(code == static_cast<int>(ErrorCode::kVersion));
+        } else {
+          CHECK((code == static_cast<int>(ErrorCode::kCorrupt) || code == static_cast<int>(ErrorCode::kTruncated)));
+        }
+        seen.insert(code);
+      }
+    }
+    CHECK(seen.count(static_cast<int>(ErrorCode::kCorrupt)) == 1);
+  }
+}
+
+TEST_CASE("every truncation of an archive is reported", "[container]") {
+  const Header h = neural_header();
+  const auto good = with_body(h, h.payload_size);
+  const size_t header_size = good.size() - h.payload_size;
+  for (size_t cut = 0; cut < good.size(); cut += cut < header_size + 8 ? 1 : 997) {
+    INFO("cut at " << cut);
+    const int code = parse_code(good, cut);
+    if (cut < 4) {
+      CHECK(code == static_cast<int>(ErrorCode::kNotArchive));
+    } else {
+      CHECK(code == static_cast<int>(ErrorCode::kTruncated));
+    }
+  }
+  CHECK(parse_code(good, good.size()) == -1);
+  auto longer = good;
+  longer.push_back(0);
+  CHECK(parse_code(longer, longer.size()) == static_cast<int>(ErrorCode::kCorrupt));
+}
+
+TEST_CASE("fields a header may not hold are rejected", "[container]") {
+  auto expect_corrupt = [](Header h) {
+    const auto a = with_body(h, h.payload_size);
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  };
+  Header h = neural_header();
+  h.model.dim = 7;
+  expect_corrupt(h);
+  h = neural_header();
+  h.model.attn_layer = 5;
+  expect_corrupt(h);
+  h = neural_header();
+  h.streams = 0;
+  expect_corrupt(h);
+  h = neural_header();
+  h.threads = 0;
+  expect_corrupt(h);
+  h = neural_header();
+  h.original_size = uint64_t{1} << 62;  // impossible for a 40 KB payload
+  expect_corrupt(h);
+  h = neural_header();
+  h.model.lr = -1;
+  expect_corrupt(h);
+  h = neural_header();
+  h.backend.device = static_cast<model::DeviceKind>(9);
+  expect_corrupt(h);
+
+  // A newer version is refused with the sentence users need.
+  auto a = with_body(neural_header(), neural_header().payload_size);
+  a[4] = kFormatVersion + 1;
+  size_t header_size = 0;
+  try {
+    parse_header(a.data(), a.size(), &header_size);
+    FAIL("parsed a newer version");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::kVersion);
+    CHECK(std::string(e.what()).find("reads only up to version 1") != std::string::npos);
+  }
+}
