@@ -18,7 +18,7 @@ now() { date +%s.%N; }
 echo "| file | bytes | shazip bytes | shazip bpc | compress KB/s | decompress KB/s | zstd -19 bytes | zstd -19 bpc | vs zstd -19 | round trip |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 find -L "$corpus" -type f | sort | while read -r f; do
-  size=$(stat -c %s "$f")
+  size=$(stat -L -c %s "$f")
   [[ $size -gt 0 ]] || continue
   other=$(LC_ALL=C tr -d '\11\12\15\40-\176' < "$f" | wc -c)
   (( other * 100 < size )) || continue

@@ -36,8 +36,11 @@ struct CodingStats {
 
 // Streams to use for n bytes when the preset allows at most `max_streams`:
 // every stream gets at least kMinStreamBytes so that short inputs are coded
-// mostly sequentially (better ratio) and long ones use the full batch.
-constexpr uint64_t kMinStreamBytes = 4096;
+// mostly sequentially and long ones use the full batch. On calgary/paper1
+// (53 KB) 13 streams give 3.07 bits per byte, one stream 2.78, at a quarter of
+// the speed (benchmarks/RESULTS.md); 32 KB keeps inputs of 512 KB and more at
+// 16 streams.
+constexpr uint64_t kMinStreamBytes = 32768;
 int choose_streams(uint64_t n, int max_streams);
 
 // Codes data[0..n) into sink. Calls progress about every `progress_every`
