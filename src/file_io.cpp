@@ -143,6 +143,16 @@ void OutputFile::write(const uint8_t* data, size_t size) {
   }
 }
 
+void OutputFile::copy_metadata_from(const std::string& source) {
+  if (temp_.empty() || source == "-") return;
+  struct stat st;
+  if (stat(source.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+  // Best effort, like gzip: a failure here does not fail the command.
+  (void)fchmod(fd_, st.st_mode & 07777);
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  (void)futimens(fd_, times);
+}
+
 void OutputFile::commit() {
   if (fd_ == STDOUT_FILENO || direct_) {
     committed_ = true;

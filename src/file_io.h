@@ -30,6 +30,10 @@ class OutputFile {
   OutputFile& operator=(const OutputFile&) = delete;
 
   void write(const uint8_t* data, size_t size);
+  // Gives the output the permission bits and access/modification times of
+  // the regular file `source` (as gzip and zstd do). No-op for standard
+  // output, devices and non-regular sources.
+  void copy_metadata_from(const std::string& source);
   void commit();
 
  private:

@@ -199,6 +199,7 @@ void process(const std::string& in, const Options& o) {
   }
   OutputFile file(out, o.force);
   file.write(result.data(), result.size());
+  file.copy_metadata_from(in);
   file.commit();
   if (o.remove && !is_stdin && out != "-") {
     if (unlink(in.c_str()) != 0) throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));

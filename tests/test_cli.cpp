@@ -370,3 +370,21 @@ TEST_CASE("damaged payloads and truncations fail with 4 or 5 and leave nothing",
   }
   CHECK(checked == 16);
 }
+
+TEST_CASE("outputs keep the input's permissions and modification time", "[cli]") {
+  TempDir dir;
+  spit(dir / "m", english(2000, 10));
+  REQUIRE(chmod((dir / "m").c_str(), 0640) == 0);
+  REQUIRE(run("touch -d '2001-02-03 04:05:06' " + q(dir / "m")) == 0);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "m")) == 0);
+  struct stat in_st, out_st;
+  REQUIRE(stat((dir / "m").c_str(), &in_st) == 0);
+  REQUIRE(stat((dir / "m.shz").c_str(), &out_st) == 0);
+  CHECK((out_st.st_mode & 07777) == 0640);
+  CHECK(out_st.st_mtime == in_st.st_mtime);
+  REQUIRE(run("rm " + q(dir / "m")) == 0);
+  REQUIRE(run(kBin + " -q -d " + q(dir / "m.shz")) == 0);
+  REQUIRE(stat((dir / "m").c_str(), &out_st) == 0);
+  CHECK((out_st.st_mode & 07777) == 0640);
+  CHECK(out_st.st_mtime == in_st.st_mtime);
+}
