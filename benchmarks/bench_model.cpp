@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "src/cpu_pin.h"
 #include "src/driver.h"
 
 using namespace shazip;
@@ -42,6 +43,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pin_cpu_kernels(argv);  // the kernels archives are made with
   std::vector<int> presets{model::kDefaultPreset};
   uint64_t limit = 0;
   int threads = 1;

@@ -41,6 +41,14 @@ std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& 
     return "it was made with " + blas_family(recorded.blas) + " but this process uses " +
            blas_family(here.blas) + "; install the same BLAS (Debian: libopenblas0-openmp)";
   }
+  if (recorded.device == model::DeviceKind::kCpu &&
+      (recorded.blas != here.blas || recorded.cpu_capability != here.cpu_capability)) {
+    return "it was made with CPU kernels '" + recorded.blas + "', ATen capability '" +
+           recorded.cpu_capability + "' but this process has '" + here.blas + "', '" +
+           here.cpu_capability + "'" +
+           (recorded.cpu_capability == "auto" ? "; it was made unpinned, decode it on the same kind of CPU"
+                                              : "; decode it on an x86-64 CPU with AVX2 and FMA");
+  }
   return "";
 }
 

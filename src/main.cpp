@@ -16,6 +16,7 @@
 
 #include "model/predictor.h"
 #include "src/archive.h"
+#include "src/cpu_pin.h"
 #include "src/errors.h"
 #include "src/file_io.h"
 
@@ -225,6 +226,7 @@ std::vector<std::string> rewrite_levels(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pin_cpu_kernels(argv);  // may re-execute; must precede every LibTorch call
   Options o;
   CLI::App app{
       "shazip: neural text compressor (SHA-RNN language model + range coder, learning online)",

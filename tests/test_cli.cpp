@@ -388,3 +388,28 @@ TEST_CASE("outputs keep the input's permissions and modification time", "[cli]")
   CHECK((out_st.st_mode & 07777) == 0640);
   CHECK(out_st.st_mtime == in_st.st_mtime);
 }
+
+TEST_CASE("archives do not depend on the caller's CPU kernel settings; any thread count decodes", "[cli]") {
+  // shazip pins OpenBLAS's core type and ATen's capability itself (on CPUs
+  // with AVX2), so forcing others from outside must change nothing.
+  if (capture(kBin + " -V").find("core=Haswell") == std::string::npos) return;  // unpinned CPU
+  TempDir dir;
+  const auto text = english(40000, 11);
+  spit(dir / "x", text);
+  REQUIRE(run(kBin + " -q -2 -c " + q(dir / "x") + " > " + q(dir / "base.shz")) == 0);
+  REQUIRE(run(kBin + " -q -2 -T 2 -c " + q(dir / "x") + " > " + q(dir / "t2.shz")) == 0);
+  const auto base = slurp(dir / "base.shz");
+  CHECK(base != slurp(dir / "t2.shz"));  // threads change the floats: recorded
+  for (const std::string env : {"ATEN_CPU_CAPABILITY=default OPENBLAS_CORETYPE=Sandybridge",
+                                "ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=SkylakeX",
+                                "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1"}) {
+    INFO(env);
+    REQUIRE(run("env " + env + " " + kBin + " -q -2 -c " + q(dir / "x") + " > " + q(dir / "again.shz")) == 0);
+    CHECK(slurp(dir / "again.shz") == base);
+    for (const char* archive : {"base.shz", "t2.shz"}) {
+      INFO(archive);
+      REQUIRE(run("env " + env + " " + kBin + " -q -d -c " + q(dir / archive) + " > " + q(dir / "out")) == 0);
+      CHECK(slurp(dir / "out") == text);
+    }
+  }
+}
