@@ -413,3 +413,20 @@ TEST_CASE("archives do not depend on the caller's CPU kernel settings; any threa
     }
   }
 }
+
+TEST_CASE("several shazip processes at once do not interfere", "[cli]") {
+  TempDir dir;
+  std::string together, alone;
+  for (int i = 0; i < 3; ++i) {
+    const std::string name = "f" + std::to_string(i);
+    spit(dir / name, english(15000 + 1000 * i, 20 + i));
+    REQUIRE(run(kBin + " -q -1 -c " + q(dir / name) + " > " + q(dir / (name + ".alone"))) == 0);
+    together += kBin + " -q -1 " + q(dir / name) + " & ";
+  }
+  REQUIRE(run("( " + together + "wait )") == 0);
+  for (int i = 0; i < 3; ++i) {
+    const std::string name = "f" + std::to_string(i);
+    INFO(name);
+    CHECK(slurp(dir / (name + ".shz")) == slurp(dir / (name + ".alone")));
+  }
+}
