@@ -9,12 +9,10 @@
 
 namespace shazip::model {
 
-float det_expf(float x) { return det_expf_inline(x); }
-
 namespace {
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf_inline(-x)); }
-inline float tanh_(float x) { return 2.0f / (1.0f + det_expf_inline(-2.0f * x)) - 1.0f; }
+inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf(-x)); }
+inline float tanh_(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
 
 }  // namespace
 

@@ -23,7 +23,7 @@ namespace shazip::model {
 // polynomial, float arithmetic in a fixed order; relative error < 2e-7.
 // Branch-free and without floor() or libm, so loops over it vectorise with
 // plain SSE2, and every IEEE machine computes the same bits.
-inline float det_expf_inline(float x) {
+inline float det_expf(float x) {
   x = x < 88.0f ? x : 88.0f;   // NaN compares false: becomes 88, saturating
   x = x > -86.0f ? x : -86.0f;  // the gates either way
   // k = round(x / ln2) by the 1.5 * 2^23 trick (exact in round-to-nearest).
@@ -44,7 +44,6 @@ inline float det_expf_inline(float x) {
   __builtin_memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
-float det_expf(float x);
 
 // One step for a batch: gates (B, 4d) pre-activations (already including both
 // biases and both projections), c_prev (B, d). Writes c, h (B, d). If

@@ -7,9 +7,10 @@ namespace shazip {
 
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report) {
+  const uint32_t content_crc = crc32(data, n);
   Header h;
   h.original_size = n;
-  h.content_crc = crc32(data, n);
+  h.content_crc = content_crc;
   CompressReport local;
   CompressReport& rep = report ? *report : local;
 
@@ -36,7 +37,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
     rep.fell_back = true;
     h = Header{};
     h.original_size = n;
-    h.content_crc = crc32(data, n);
+    h.content_crc = content_crc;
     out = write_header(h);
   }
   if (h.method == Method::kNeural) {
@@ -48,12 +49,13 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   return out;
 }
 
-std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress,
-                                       Header* header_out) {
+std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress) {
   size_t header_size = 0;
   const Header h = parse_header(archive, size, &header_size);
-  if (header_out) *header_out = h;
-  const uint8_t* body = archive + header_size;
+  return decompress_body(h, archive + header_size, progress);
+}
+
+std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body, const ProgressFn& progress) {
   std::vector<uint8_t> out;
   if (h.method == Method::kStored) {
     out.assign(body, body + h.original_size);

@@ -29,6 +29,11 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 // Decodes a complete archive. Throws Error (not an archive, truncated,
 // corrupt, checksum mismatch, newer version, backend it cannot reproduce).
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
-                                       const ProgressFn& progress = {}, Header* header_out = nullptr);
+                                       const ProgressFn& progress = {});
+
+// The same for a header already parsed by parse_header(); `body` is what
+// follows the header (parse_header has checked its length).
+std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body,
+                                     const ProgressFn& progress = {});
 
 }  // namespace shazip

@@ -138,7 +138,6 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
   const uint16_t flags = static_cast<uint16_t>(r.get(2));
   h.original_size = r.get(8);
   h.content_crc = static_cast<uint32_t>(r.get(4));
-  int16_t attn = 0;
   uint16_t reserved = 0;
   if (method == static_cast<uint8_t>(Method::kNeural)) {
     h.method = Method::kNeural;
@@ -149,8 +148,7 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
     h.streams = static_cast<int>(r.get(4));
     m.dim = static_cast<int>(r.get(4));
     m.layers = static_cast<int>(r.get(2));
-    attn = static_cast<int16_t>(r.get(2));
-    m.attn_layer = attn;
+    m.attn_layer = static_cast<int16_t>(r.get(2));
     m.boom_factor = static_cast<int>(r.get(2));
     reserved = static_cast<uint16_t>(r.get(2));
     m.mem_len = static_cast<int>(r.get(4));
@@ -169,8 +167,8 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
   } else if (method == static_cast<uint8_t>(Method::kStored)) {
     h.method = Method::kStored;
   } else {
-    // Unknown method: check the header CRC first if we can't parse further?
-    // The length of an unknown method's header is unknown, so say what we see.
+    // An unknown method's header length is unknown, so its CRC cannot be
+    // found: report the method itself.
     corrupt("unknown method " + std::to_string(method));
   }
   const size_t covered = r.pos;

@@ -15,8 +15,9 @@ enum class ErrorCode : int {
   kCorrupt = 5,          // malformed header or payload, checksum mismatch
   kVersion = 6,          // newer format version than this build reads
   kBackend = 7,          // made on a backend this build cannot reproduce
-  kInterrupted = 8,      // SIGINT / SIGTERM
 };
+// Killed by a signal (SIGINT, SIGTERM, SIGHUP): the handler removes the
+// partial output and re-raises, so the exit status is the shell's 128 + N.
 
 class Error : public std::runtime_error {
  public:

@@ -30,6 +30,7 @@ void set_active_temp(const std::string& path) {
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGHUP);
   sigprocmask(SIG_BLOCK, &block, &old);
   if (path.empty()) {
     g_temp_active = 0;
@@ -44,9 +45,11 @@ void set_active_temp(const std::string& path) {
 
 }  // namespace
 
-bool file_exists(const std::string& path) {
+void check_output(const std::string& path, bool force) {
   struct stat st;
-  return lstat(path.c_str(), &st) == 0;
+  if (path == "-" || stat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) throw Error(ErrorCode::kIo, "output is a directory");
+  if (S_ISREG(st.st_mode) && !force) throw Error(ErrorCode::kUsage, "already exists; use -f to overwrite");
 }
 
 bool is_terminal(int fd) { return isatty(fd) == 1; }
@@ -66,7 +69,11 @@ std::vector<uint8_t> read_file(const std::string& path) {
   const int fd = is_stdin ? STDIN_FILENO : open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) io_error(errno);
   struct stat st;
-  if (fstat(fd, &st) != 0) io_error(errno);
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    if (!is_stdin) close(fd);
+    io_error(err);
+  }
   if (S_ISDIR(st.st_mode)) {
     if (!is_stdin) close(fd);
     throw Error(ErrorCode::kIo, "is a directory");
@@ -94,17 +101,14 @@ OutputFile::OutputFile(const std::string& path, bool force) : path_(path) {
     fd_ = STDOUT_FILENO;
     return;
   }
+  check_output(path, force);
   struct stat st;
-  if (stat(path.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) throw Error(ErrorCode::kIo, "output is a directory");
-    if (!S_ISREG(st.st_mode)) {
-      // A device or pipe (/dev/null, /dev/full, a FIFO): write to it directly.
-      fd_ = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd_ < 0) io_error(errno);
-      direct_ = true;
-      return;
-    }
-    if (!force) throw Error(ErrorCode::kUsage, "already exists; use -f to overwrite");
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device or pipe (/dev/null, /dev/full, a FIFO): write to it directly.
+    fd_ = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd_ < 0) io_error(errno);
+    direct_ = true;
+    return;
   }
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);

@@ -1,6 +1,6 @@
 // File handling for the CLI: whole-file reads with typed errors, and output
 // files that appear only when complete (temporary file + rename), removed on
-// error and on SIGINT/SIGTERM.
+// error and on SIGINT/SIGTERM/SIGHUP.
 #pragma once
 
 #include <cstdint>
@@ -13,10 +13,15 @@ namespace shazip {
 // system's reason (missing, directory, permission, ...).
 std::vector<uint8_t> read_file(const std::string& path);
 
-bool file_exists(const std::string& path);
 bool is_terminal(int fd);
 
-// Installs SIGINT/SIGTERM handlers that remove the output in progress.
+// Throws unless `path` may be written as an output: an existing directory is
+// an I/O error, an existing regular file needs `force`. Devices and pipes
+// (/dev/null, a FIFO) are always allowed. "-" (standard output) always is.
+// OutputFile applies the same rule; callers use it to refuse before the work.
+void check_output(const std::string& path, bool force);
+
+// Installs SIGINT/SIGTERM/SIGHUP handlers that remove the output in progress.
 void install_signal_cleanup();
 
 // An output file written under a temporary name in the target directory and

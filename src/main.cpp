@@ -149,7 +149,7 @@ void process(const std::string& in, const Options& o) {
   } else if (out.empty()) {
     if (o.decompress) {
       if (!ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "unknown suffix (expected .shz); use -o NAME");
-      out = in.substr(0, in.size() - 4);
+      out = in.substr(0, in.size() - std::strlen(kSuffix));
     } else {
       if (ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "already has the .shz suffix; use -f -o NAME to compress it again");
       out = in + kSuffix;
@@ -159,10 +159,7 @@ void process(const std::string& in, const Options& o) {
     throw Error(ErrorCode::kUsage, "refusing to write compressed data to a terminal (use -o FILE or -f)");
   }
   // Refuse an existing output before hours of work, not after.
-  if (!out.empty() && out != "-" && !o.force && file_exists(out)) {
-    // OutputFile decides for devices; regular files need -f.
-    OutputFile probe(out, /*force=*/false);
-  }
+  if (!out.empty()) check_output(out, o.force);
 
   const std::vector<uint8_t> input = read_file(in);
   const bool show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
@@ -171,8 +168,8 @@ void process(const std::string& in, const Options& o) {
     size_t header_size = 0;
     const Header h = parse_header(input.data(), input.size(), &header_size);
     Progress progress(display_name(in), h.original_size, show);
-    result = decompress_buffer(input.data(), input.size(),
-                               [&](uint64_t done, double bits) { progress.update(done, bits); });
+    result = decompress_body(h, input.data() + header_size,
+                             [&](uint64_t done, double bits) { progress.update(done, bits); });
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
