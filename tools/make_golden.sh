@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Regenerates tests/golden/*.shz and tests/golden-errors/*.shz with a built
+# shazip. Run only on a deliberate format or model change (bump kFormatVersion
+# and record it in docs/FORMAT.md first): golden archives must otherwise keep
+# decoding byte-exactly forever.
+# Usage: tools/make_golden.sh [SHAZIP_BINARY]   (needs python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="$(realpath "${1:-build/shazip}")"
+
+cd tests/golden
+for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -f "$f"; done
+"$bin" -q -2 -T 1 -f design-p2.txt
+
+# Broken archives, each named NAME.EXITCODE.shz, derived from design.txt.shz.
+cd ../golden-errors
+python3 - <<'PY'
+import struct, zlib
+src = open('../golden/design.txt.shz', 'rb').read()
+pos = 88                      # first length-prefixed string of a neural header
+for _ in range(3):
+    pos += 1 + src[pos]
+hs = pos + 4                  # header size, header CRC included
+
+def reseal(b):                # recompute the header CRC after an edit
+    b = bytearray(b)
+    b[hs - 4:hs] = struct.pack('<I', zlib.crc32(bytes(b[:hs - 4])) & 0xffffffff)
+    return bytes(b)
+
+def flip(offset, mask, seal):
+    b = bytearray(src)
+    b[offset] ^= mask
+    return reseal(b) if seal else bytes(b)
+
+out = {
+    'not-an-archive.3.shz': b'Hello, this is plain text, not an archive.\n',
+    'truncated-header.4.shz': src[:40],
+    'truncated-payload.4.shz': src[:hs + (len(src) - hs) // 2],
+    'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
+    'content-crc.5.shz': flip(16, 0x01, True),
+    'header-crc.5.shz': flip(30, 0x01, False),
+    'reserved-flags.5.shz': flip(6, 0x01, True),
+    'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
+    'cuda-backend.7.shz': flip(21, 0x01, True),
+}
+s = bytearray(src)            # kernels this build does not use
+bp = 88 + 1 + s[88]
+n = s[bp]
+old = bytes(s[bp + 1:bp + 1 + n])
+new = old.replace(b'core=Haswell', b'core=Zen____')
+assert len(new) == len(old) and new != old
+s[bp + 1:bp + 1 + n] = new
+out['other-cpu-kernels.7.shz'] = reseal(s)
+for name, data in out.items():
+    open(name, 'wb').write(data)
+PY
