@@ -11,6 +11,8 @@
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
 //   --beta1 X --beta2 X --clip X --eps X --boom F
+//   --dump-nn OUT  also write the SHA-RNN's bit probabilities for the first
+//                  file and preset to OUT, for benchmarks/bench_mix
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "model/context_mix.h"
+#include "model/predictor.h"
 #include "src/cpu_pin.h"
 #include "src/driver.h"
 
@@ -40,6 +44,39 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
+// Runs the SHA-RNN alone over data as the driver would and writes, per byte in
+// file order, the 8 12-bit probabilities of its bits (uint16 little-endian).
+void dump_nn(const std::vector<uint8_t>& data, const CodingParams& params, const std::string& out_path) {
+  const uint64_t n = data.size();
+  const int streams = params.streams;
+  const uint64_t len = (n + streams - 1) / streams;
+  model::Predictor predictor(params.model, streams, params.runtime);
+  std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);
+  std::vector<uint8_t> bytes(streams, 0), out(n * 16);
+  for (uint64_t i = 0; i < len; ++i) {
+    predictor.predict(cdfs.data());
+    for (int b = 0; b < streams; ++b) {
+      const uint64_t at = b * len + i;
+      bytes[b] = at < n ? data[at] : 0;
+      if (at >= n) continue;
+      int c0 = 1;
+      for (int k = 0; k < 8; ++k) {
+        const int p = model::nn_bit_p12(cdfs.data() + static_cast<size_t>(b) * coder::kCdfSize, c0);
+        out[(at * 8 + k) * 2] = static_cast<uint8_t>(p);
+        out[(at * 8 + k) * 2 + 1] = static_cast<uint8_t>(p >> 8);
+        c0 = c0 << 1 | ((data[at] >> (7 - k)) & 1);
+      }
+    }
+    predictor.observe(bytes.data());
+  }
+  std::ofstream f(out_path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
+  if (!f) {
+    std::fprintf(stderr, "bench_model: cannot write %s\n", out_path.c_str());
+    std::exit(1);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,6 +86,7 @@ int main(int argc, char** argv) {
   int threads = 1;
   std::vector<std::pair<std::string, std::string>> overrides;
   std::vector<std::string> files;
+  std::string dump_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -66,6 +104,8 @@ int main(int argc, char** argv) {
       limit = std::stoull(next());
     } else if (a == "-t") {
       threads = std::stoi(next());
+    } else if (a == "--dump-nn") {
+      dump_path = next();
     } else if (a.rfind("--", 0) == 0) {
       overrides.emplace_back(a.substr(2), next());
     } else {
@@ -112,6 +152,11 @@ int main(int argc, char** argv) {
       params.model = p.model;
       params.streams = choose_streams(data.size(), max_streams);
       params.runtime.threads = threads;
+      if (!dump_path.empty()) {
+        dump_nn(data, params, dump_path);
+        std::printf("wrote %s\n", dump_path.c_str());
+        return 0;
+      }
       NullSink sink;
       const CodingStats s = encode_neural(data.data(), data.size(), params, sink);
       const double n = static_cast<double>(data.size());

@@ -61,22 +61,16 @@ void Encoder::shift_low() {
   cache_ = b;
 }
 
-void Encoder::encode(const uint32_t* cdf, int symbol) {
-  SHAZIP_ASSERT(!finished_ && symbol >= 0 && symbol < kAlphabet);
-  const uint32_t lo = cdf[symbol];
-  const uint32_t hi = cdf[symbol + 1];
-  SHAZIP_ASSERT(lo < hi && hi <= kFreqTotal);
-  const uint64_t r = range_ >> kFreqBits;
-  const uint64_t new_low = low_ + r * lo;
+// low_ += v, carrying into the held-back bytes if the window overflows.
+void Encoder::add_low(uint64_t v) {
+  const uint64_t new_low = low_ + v;
   if (new_low < low_) {
     // Carry out of the window: add one to the held-back bytes. The pending
     // 0xFF run becomes zeros; the last of them is the new open byte.
-    SHAZIP_ASSERT(has_cache_);
+    SHAZIP_ASSERT(has_cache_ && cache_ != 0xFF);
     if (ff_count_ == 0) {
-      SHAZIP_ASSERT(cache_ != 0xFF);
       ++cache_;
     } else {
-      SHAZIP_ASSERT(cache_ != 0xFF);
       put(static_cast<uint8_t>(cache_ + 1));
       for (uint64_t i = 1; i < ff_count_; ++i) put(0x00);
       cache_ = 0x00;
@@ -84,11 +78,37 @@ void Encoder::encode(const uint32_t* cdf, int symbol) {
     }
   }
   low_ = new_low;
-  range_ = r * (hi - lo);
+}
+
+void Encoder::normalize() {
   while (range_ < kTop) {
     shift_low();
     range_ <<= 8;
   }
+}
+
+void Encoder::encode(const uint32_t* cdf, int symbol) {
+  SHAZIP_ASSERT(!finished_ && symbol >= 0 && symbol < kAlphabet);
+  const uint32_t lo = cdf[symbol];
+  const uint32_t hi = cdf[symbol + 1];
+  SHAZIP_ASSERT(lo < hi && hi <= kFreqTotal);
+  const uint64_t r = range_ >> kFreqBits;
+  add_low(r * lo);
+  range_ = r * (hi - lo);
+  normalize();
+}
+
+// A 1 takes the bottom p1 part of the interval, a 0 the rest.
+void Encoder::encode_bit(int bit, uint32_t p1) {
+  SHAZIP_ASSERT(!finished_ && p1 > 0 && p1 < kBitTotal);
+  const uint64_t bound = (range_ >> kBitBits) * p1;
+  if (bit) {
+    range_ = bound;
+  } else {
+    add_low(bound);
+    range_ -= bound;
+  }
+  normalize();
 }
 
 void Encoder::finish() {
@@ -138,6 +158,13 @@ uint8_t Decoder::next_byte() {
   return 0;
 }
 
+void Decoder::normalize() {
+  while (range_ < kTop) {
+    code_ = (code_ << 8) | next_byte();
+    range_ <<= 8;
+  }
+}
+
 int Decoder::decode(const uint32_t* cdf) {
   const uint64_t r = range_ >> kFreqBits;
   uint64_t target = code_ / r;
@@ -156,11 +183,29 @@ int Decoder::decode(const uint32_t* cdf) {
     corrupt_ = true;
     code_ = range_ - 1;
   }
-  while (range_ < kTop) {
-    code_ = (code_ << 8) | next_byte();
-    range_ <<= 8;
-  }
+  normalize();
   return s;
+}
+
+int Decoder::decode_bit(uint32_t p1) {
+  SHAZIP_ASSERT(p1 > 0 && p1 < kBitTotal);
+  const uint64_t bound = (range_ >> kBitBits) * p1;
+  int bit;
+  if (code_ < bound) {
+    range_ = bound;
+    bit = 1;
+  } else {
+    code_ -= bound;
+    range_ -= bound;
+    bit = 0;
+  }
+  if (code_ >= range_) {
+    // Only on input no encoder produced (e.g. an all-0xFF start).
+    corrupt_ = true;
+    code_ = range_ - 1;
+  }
+  normalize();
+  return bit;
 }
 
 }  // namespace shazip::coder

@@ -31,6 +31,10 @@ constexpr uint32_t kFreqTotal = uint32_t{1} << kFreqBits;
 constexpr int kAlphabet = 256;
 constexpr int kCdfSize = kAlphabet + 1;
 
+// Precision of binary probabilities (encode_bit/decode_bit).
+constexpr int kBitBits = 16;
+constexpr uint32_t kBitTotal = uint32_t{1} << kBitBits;
+
 // Receives the encoder's output in blocks. Called from encode() only when the
 // internal buffer is full and from finish(); must not throw through the coder
 // unless the caller is prepared to abandon the Encoder.
@@ -50,6 +54,11 @@ class Encoder {
   // Never allocates; calls the sink at most once.
   void encode(const uint32_t* cdf, int symbol);
 
+  // Codes one binary decision: bit (0 or 1) where p1 / 2^kBitBits is the
+  // probability of a 1, 0 < p1 < 2^kBitBits. For the bitwise mixing stage
+  // (model/context_mix.h); may be interleaved freely with encode().
+  void encode_bit(int bit, uint32_t p1);
+
   // Flushes the fewest bytes that let the decoder recover every symbol (the
   // decoder reads zeros past the end). Call exactly once; no encode() after.
   void finish();
@@ -58,6 +67,8 @@ class Encoder {
   uint64_t bytes_out() const { return flushed_ + used_ + pending_bytes(); }
 
  private:
+  void add_low(uint64_t v);
+  void normalize();
   void shift_low();
   void put(uint8_t b);
   void flush_buffer();
@@ -88,6 +99,9 @@ class Decoder {
   // or overran() and keeps going without undefined behaviour.
   int decode(const uint32_t* cdf);
 
+  // Decodes one binary decision coded by Encoder::encode_bit with the same p1.
+  int decode_bit(uint32_t p1);
+
   // True when the input ran out earlier than any valid stream can (more than
   // the 8 implicit zero bytes that finish() relies on were needed).
   bool overran() const { return virtual_bytes_ > 8; }
@@ -99,6 +113,7 @@ class Decoder {
 
  private:
   uint8_t next_byte();
+  void normalize();
 
   const uint8_t* data_;
   size_t size_;

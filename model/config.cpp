@@ -24,7 +24,7 @@ int64_t ModelConfig::param_count() const {
 std::string ModelConfig::describe() const {
   std::ostringstream s;
   s << "d=" << dim << " L=" << layers << " attn=" << attn_layer << " M=" << mem_len
-    << " T=" << seg_len << " lr=" << lr;
+    << " T=" << seg_len << " lr=" << lr << (mix ? " mix" : "");
   return s.str();
 }
 
@@ -40,6 +40,7 @@ std::string ModelConfig::validate() const {
   if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) return "Adam betas must be in [0, 1)";
   if (!(adam_eps > 0 && adam_eps < 1)) return "Adam epsilon must be in (0, 1)";
   if (!(clip > 0)) return "gradient clip must be positive";
+  if (mix < 0 || mix > 1) return "mix level must be 0 or 1";
   return "";
 }
 

@@ -31,6 +31,11 @@ struct ModelConfig {
 
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
+  // --- coding ---
+  int mix = 1;              // 0: the SHA-RNN's byte table codes each byte (format v1);
+                            // 1: bytes are coded bit by bit, the SHA-RNN mixed with
+                            //    context models (model/context_mix.h; format v2)
+
   // Closed-form count of trainable parameters (see model/sha_rnn.cpp).
   int64_t param_count() const;
   // Human-readable one-liner, e.g. "d=128 L=2 M=256 T=32 lr=0.003".

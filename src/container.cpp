@@ -98,7 +98,8 @@ std::vector<uint8_t> write_header(const Header& h) {
     w.put<uint16_t>(static_cast<uint16_t>(m.layers));
     w.put<int16_t>(static_cast<int16_t>(m.attn_layer));
     w.put<uint16_t>(static_cast<uint16_t>(m.boom_factor));
-    w.put<uint16_t>(0);  // reserved
+    // Version 1: reserved (0); version 2: the mix level.
+    w.put<uint16_t>(static_cast<uint16_t>(h.version >= 2 ? m.mix : 0));
     w.put<uint32_t>(static_cast<uint32_t>(m.mem_len));
     w.put<uint32_t>(static_cast<uint32_t>(m.seg_len));
     w.put_f32(m.lr);
@@ -150,7 +151,13 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
     m.layers = static_cast<int>(r.get(2));
     m.attn_layer = static_cast<int16_t>(r.get(2));
     m.boom_factor = static_cast<int>(r.get(2));
-    reserved = static_cast<uint16_t>(r.get(2));
+    const uint16_t mix = static_cast<uint16_t>(r.get(2));
+    if (h.version >= 2) {
+      m.mix = mix;
+    } else {
+      m.mix = 0;  // version 1 coded whole bytes with the SHA-RNN alone
+      reserved = mix;
+    }
     m.mem_len = static_cast<int>(r.get(4));
     m.seg_len = static_cast<int>(r.get(4));
     m.lr = r.get_f32();

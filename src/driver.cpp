@@ -1,27 +1,35 @@
-// The coding loop, as short as lpaq1's: predict, code, observe.
+// The coding loop: predict, code (whole bytes, or bit by bit through the
+// mixing stage), observe.
 #include "src/driver.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <vector>
+
+#include "model/context_mix.h"
 
 #include "src/errors.h"
 
 namespace shazip {
 namespace {
 
-// Shared walk over positions. code(at, cdf) codes or decodes the byte at
-// offset `at` of the input with table `cdf` and returns it.
-template <class CodeFn>
-CodingStats walk(uint64_t n, const CodingParams& params, CodeFn code,
-                 const ProgressFn& progress, uint64_t progress_every) {
+// Shared walk over positions. The Side codes or decodes:
+//   int byte(at, cdf):      the byte at offset `at` with the SHA-RNN's table;
+//   int bit(at, k, p16):    bit k (0 = most significant) of that byte with
+//                           probability p16 / 2^16 of a 1 (mixing stage).
+template <class Side>
+CodingStats walk(uint64_t n, const CodingParams& params, Side& side, const ProgressFn& progress,
+                 uint64_t progress_every) {
   CodingStats stats;
   const auto t0 = std::chrono::steady_clock::now();
   if (n == 0) return stats;
   const int streams = params.streams;
   const uint64_t len = (n + streams - 1) / streams;
   model::Predictor predictor(params.model, streams, params.runtime);
+  std::unique_ptr<model::ContextMixer> mixer;
+  if (params.model.mix) mixer = std::make_unique<model::ContextMixer>(streams, len);
   std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);
   std::vector<uint8_t> bytes(streams, 0);
   uint64_t done = 0, next_report = progress_every;
@@ -34,9 +42,23 @@ CodingStats walk(uint64_t n, const CodingParams& params, CodeFn code,
         bytes[b] = 0;  // filler for a stream that has ended
         continue;
       }
-      const uint8_t byte = code(at, cdfs.data() + static_cast<size_t>(b) * coder::kCdfSize);
+      const uint32_t* cdf = cdfs.data() + static_cast<size_t>(b) * coder::kCdfSize;
+      uint8_t byte;
+      if (mixer) {
+        mixer->begin(b);
+        for (int k = 0; k < 8; ++k) {
+          const uint32_t p16 = mixer->predict(model::nn_bit_p12(cdf, mixer->c0()));
+          const int bit = side.bit(at, k, p16);
+          stats.model_bits -= std::log2((bit ? p16 : coder::kBitTotal - p16) / double{coder::kBitTotal});
+          mixer->update(bit);
+        }
+        byte = static_cast<uint8_t>(mixer->byte());
+      } else {
+        byte = static_cast<uint8_t>(side.byte(at, cdf));
+        stats.model_bits -= std::log2(static_cast<double>(cdf[byte + 1] - cdf[byte]) / coder::kFreqTotal);
+      }
       bytes[b] = byte;
-      stats.model_bits -= std::log2(static_cast<double>(probs[b * 256 + byte]));
+      stats.nn_bits -= std::log2(static_cast<double>(probs[b * 256 + byte]));
       ++done;
     }
     predictor.observe(bytes.data());
@@ -52,6 +74,35 @@ CodingStats walk(uint64_t n, const CodingParams& params, CodeFn code,
   return stats;
 }
 
+struct EncodeSide {
+  const uint8_t* data;
+  coder::Encoder& enc;
+  int byte(uint64_t at, const uint32_t* cdf) {
+    enc.encode(cdf, data[at]);
+    return data[at];
+  }
+  int bit(uint64_t at, int k, uint32_t p16) {
+    const int b = (data[at] >> (7 - k)) & 1;
+    enc.encode_bit(b, p16);
+    return b;
+  }
+};
+
+struct DecodeSide {
+  coder::Decoder& dec;
+  uint8_t* out;
+  int byte(uint64_t at, const uint32_t* cdf) {
+    out[at] = static_cast<uint8_t>(dec.decode(cdf));
+    return out[at];
+  }
+  int bit(uint64_t at, int k, uint32_t p16) {
+    const int b = dec.decode_bit(p16);
+    if (k == 0) out[at] = 0;
+    out[at] = static_cast<uint8_t>(out[at] | b << (7 - k));
+    return b;
+  }
+};
+
 }  // namespace
 
 int choose_streams(uint64_t n, int max_streams) {
@@ -63,13 +114,8 @@ CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& p
                           coder::ByteSink& sink, const ProgressFn& progress,
                           uint64_t progress_every) {
   coder::Encoder enc(sink);
-  CodingStats stats = walk(
-      n, params,
-      [&](uint64_t at, const uint32_t* cdf) {
-        enc.encode(cdf, data[at]);
-        return data[at];
-      },
-      progress, progress_every);
+  EncodeSide side{data, enc};
+  CodingStats stats = walk(n, params, side, progress, progress_every);
   enc.finish();
   stats.coded_bytes = enc.bytes_out();
   return stats;
@@ -79,15 +125,11 @@ CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
                           const CodingParams& params, uint8_t* out,
                           const ProgressFn& progress, uint64_t progress_every) {
   coder::Decoder dec(payload, size);
-  CodingStats stats = walk(
-      n, params,
-      [&](uint64_t at, const uint32_t* cdf) {
-        const uint8_t byte = static_cast<uint8_t>(dec.decode(cdf));
-        out[at] = byte;
-        return byte;
-      },
-      progress, progress_every);
-  if (dec.overran()) throw Error(ErrorCode::kTruncated, "truncated archive: the coded data ends early");
+  DecodeSide side{dec, out};
+  CodingStats stats = walk(n, params, side, progress, progress_every);
+  // The container has already checked that the payload is complete, so a
+  // decoder that runs past its end was led there by damaged data.
+  if (dec.overran()) throw Error(ErrorCode::kCorrupt, "corrupt archive: the coded data is damaged (it ends too early)");
   if (dec.corrupt()) throw Error(ErrorCode::kCorrupt, "corrupt archive: the coded data is damaged");
   stats.coded_bytes = size;
   return stats;

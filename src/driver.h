@@ -4,7 +4,9 @@
 // Stream layout: the input of n bytes is cut into B contiguous pieces of
 // ceil(n / B) bytes (the last ones shorter, possibly empty). Position i of
 // every stream is predicted in one model step; the bytes are coded in stream
-// order 0..B-1 and the predictor is fed 0 for streams that have ended.
+// order 0..B-1 and the predictor is fed 0 for streams that have ended. With
+// mixing on (ModelConfig::mix), each byte is coded as 8 bits through
+// model::ContextMixer, which is fed the SHA-RNN's table of that byte.
 #pragma once
 
 #include <cstddef>
@@ -28,7 +30,9 @@ using ProgressFn = std::function<void(uint64_t done, double bits)>;
 
 struct CodingStats {
   uint64_t coded_bytes = 0;  // range coder output
-  double model_bits = 0;     // sum of -log2 p(byte) under the float probabilities
+  double model_bits = 0;     // code length in bits under the integer probabilities the
+                             // coder used (the mixing stage's, or the SHA-RNN's table)
+  double nn_bits = 0;        // the SHA-RNN's own: sum of -log2 p(byte), float probabilities
   double seconds = 0;
   double predict_seconds = 0;  // of which in the model's step path
   double train_seconds = 0;    // of which in training steps
@@ -49,9 +53,10 @@ CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& p
                           coder::ByteSink& sink, const ProgressFn& progress = {},
                           uint64_t progress_every = 1 << 12);
 
-// Decodes n bytes from payload into out (n bytes of room). Throws
-// DecodeError when the payload is truncated or does not belong to these
-// parameters (a checksum in the container catches what slips through).
+// Decodes n bytes from payload into out (n bytes of room). The payload must be
+// complete (the container checks its size); throws Error(kCorrupt) when it
+// does not belong to these parameters (the content checksum catches what
+// slips through).
 CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
                           const CodingParams& params, uint8_t* out,
                           const ProgressFn& progress = {}, uint64_t progress_every = 1 << 12);

@@ -130,6 +130,8 @@ void list_archive(const std::string& path, const Options& o) {
                   h.model.beta1, h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
     }
+    std::printf("  coding           %s\n", h.model.mix ? "bitwise, SHA-RNN mixed with context models (mix 1)"
+                                                     : "whole bytes, SHA-RNN alone");
     std::printf("  streams          %d\n", h.streams);
     std::printf("  threads          %d\n", h.threads);
     std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),

@@ -302,18 +302,26 @@ TEST_CASE("compressed data is never written to a terminal", "[cli]") {
   CHECK(out.find("rc=1") != std::string::npos);
 }
 
-TEST_CASE("golden archives decode byte-exactly", "[cli][golden]") {
+TEST_CASE("golden archives of every supported version decode byte-exactly", "[cli][golden]") {
+  // tests/golden/vN/NAME.shz: made by the shazip of format version N from
+  // tests/golden/NAME (tools/make_golden.sh).
   const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden";
   TempDir dir;
   int checked = 0;
-  for (const char* name : {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"}) {
-    INFO(name);
-    const std::string archive = golden + "/" + name + ".shz";
-    REQUIRE(run(kBin + " -q -d -c " + q(archive) + " > " + q(dir / "out")) == 0);
-    CHECK(slurp(dir / "out") == slurp(golden + "/" + name));
-    ++checked;
+  for (int version = shazip::kMinFormatVersion; version <= shazip::kFormatVersion; ++version) {
+    const std::string vdir = golden + "/v" + std::to_string(version);
+    for (const char* name : {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"}) {
+      INFO("version " << version << ": " << name);
+      const std::string archive = vdir + "/" + name + ".shz";
+      const std::vector<uint8_t> bytes = slurp(archive);
+      REQUIRE(bytes.size() > 4);
+      CHECK(static_cast<int>(static_cast<uint8_t>(bytes[4])) == version);
+      REQUIRE(run(kBin + " -q -d -c " + q(archive) + " > " + q(dir / "out")) == 0);
+      CHECK(slurp(dir / "out") == slurp(golden + "/" + name));
+      ++checked;
+    }
   }
-  CHECK(checked == 5);
+  CHECK(checked == 5 * (shazip::kFormatVersion - shazip::kMinFormatVersion + 1));
 }
 
 TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {

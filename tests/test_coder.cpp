@@ -241,6 +241,69 @@ TEST_CASE("a truncated stream is reported", "[coder]") {
   }
 }
 
+TEST_CASE("binary decisions, interleaved with byte symbols, at every probability", "[coder]") {
+  // Probabilities from the extremes (1 and 2^16 - 1) through the middle;
+  // bits drawn from those probabilities, so the size can be checked against
+  // the ideal code length.
+  std::mt19937_64 rng(10);
+  const Cdf t = random_cdf(rng);
+  std::vector<uint32_t> ps;
+  std::vector<int> bits;
+  std::vector<int> symbols;
+  double ideal = 0;
+  for (int i = 0; i < 400000; ++i) {
+    uint32_t p;
+    switch (i % 4) {
+      case 0: p = 1 + static_cast<uint32_t>(rng() % 63); break;                 // near 0
+      case 1: p = kBitTotal - 1 - static_cast<uint32_t>(rng() % 63); break;     // near 1
+      default: p = 1 + static_cast<uint32_t>(rng() % (kBitTotal - 1)); break;  // anywhere
+    }
+    const int bit = (rng() & (kBitTotal - 1)) < p ? 1 : 0;
+    ps.push_back(p);
+    bits.push_back(bit);
+    ideal += -std::log2((bit ? p : kBitTotal - p) / double{kBitTotal});
+    if (i % 16 == 0) {
+      symbols.push_back(sample(t, rng));
+      ideal += ideal_bits(t, symbols.back());
+    }
+  }
+  std::vector<uint8_t> out;
+  VectorSink<std::vector<uint8_t>> sink(out);
+  Encoder enc(sink);
+  for (size_t i = 0, s = 0; i < bits.size(); ++i) {
+    enc.encode_bit(bits[i], ps[i]);
+    if (i % 16 == 0) enc.encode(t.data(), symbols[s++]);
+  }
+  enc.finish();
+  Decoder dec(out.data(), out.size());
+  size_t mismatches = 0;
+  for (size_t i = 0, s = 0; i < bits.size(); ++i) {
+    mismatches += dec.decode_bit(ps[i]) != bits[i];
+    if (i % 16 == 0) mismatches += dec.decode(t.data()) != symbols[s++];
+  }
+  CHECK(mismatches == 0);
+  CHECK_FALSE(dec.corrupt());
+  CHECK_FALSE(dec.overran());
+  CHECK(static_cast<double>(out.size()) <= ideal / 8 * 1.0001 + 9);
+  CHECK(static_cast<double>(out.size()) >= std::floor(ideal / 8) - 1);
+}
+
+TEST_CASE("binary decoding of garbage and of all-0xFF input stays sane", "[coder]") {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<uint8_t> junk(rng() % 32, trial % 2 ? 0xFF : 0);
+    if (trial % 4 == 0)
+      for (auto& b : junk) b = static_cast<uint8_t>(rng());
+    Decoder dec(junk.data(), junk.size());
+    for (int i = 0; i < 2000; ++i) {
+      const int bit = dec.decode_bit(1 + static_cast<uint32_t>(rng() % (kBitTotal - 1)));
+      REQUIRE((bit == 0 || bit == 1));
+    }
+    // 2000 decisions at random probabilities need more than 32 bytes.
+    CHECK((dec.overran() || dec.corrupt()));
+  }
+}
+
 TEST_CASE("quantizer: valid tables for any input", "[coder]") {
   std::mt19937_64 rng(9);
   std::uniform_real_distribution<float> u(0.0f, 1.0f);

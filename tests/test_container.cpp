@@ -85,6 +85,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
   CHECK(p.model.adam_eps == h.model.adam_eps);
   CHECK(p.model.clip == h.model.clip);
   CHECK(p.model.seed == h.model.seed);
+  CHECK(p.model.mix == 1);
   CHECK(p.streams == 16);
   CHECK(p.threads == 2);
   CHECK(p.backend.torch_version == "1.13.0");
@@ -186,6 +187,40 @@ TEST_CASE("fields a header may not hold are rejected", "[container]") {
     FAIL("parsed a newer version");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::kVersion);
-    CHECK(std::string(e.what()).find("reads only up to version 1") != std::string::npos);
+    CHECK(std::string(e.what()).find("reads only up to version " + std::to_string(kFormatVersion)) !=
+          std::string::npos);
   }
+}
+
+TEST_CASE("the mix level: version 2 stores it, version 1 means whole-byte coding", "[container]") {
+  size_t header_size = 0;
+  Header h = neural_header();
+  h.model.mix = 0;
+  auto a = with_body(h, h.payload_size);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 0);
+
+  h.model.mix = 2;  // no such level
+  a = with_body(h, h.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+
+  // A version-1 header (as written by shazip 0.1) has no mix field: the two
+  // bytes after the Boom factor are reserved zeros and the archive is
+  // decoded byte-wise with the SHA-RNN alone.
+  h = neural_header();
+  h.version = 1;
+  a = with_body(h, h.payload_size);
+  const Header v1 = parse_header(a.data(), a.size(), &header_size);
+  CHECK(v1.version == 1);
+  CHECK(v1.model.mix == 0);
+  constexpr size_t kMixOffset = 38;  // docs/FORMAT.md, "Neural header"
+  CHECK(a[kMixOffset] == 0);
+  a[kMixOffset] = 1;  // a set reserved field, with a valid header CRC
+  const uint32_t crc = crc32(a.data(), header_size - 4);
+  for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  // The same bytes in version 2 are the mix level.
+  a[4] = 2;
+  const uint32_t crc2 = crc32(a.data(), header_size - 4);
+  for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc2 >> (8 * i));
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# Regenerates tests/golden/*.shz and tests/golden-errors/*.shz with a built
-# shazip. Run only on a deliberate format or model change (bump kFormatVersion
-# and record it in docs/FORMAT.md first): golden archives must otherwise keep
-# decoding byte-exactly forever.
+# Writes tests/golden/vN/*.shz (N: the built shazip's format version) and
+# regenerates tests/golden-errors/*.shz from them. Run only on a deliberate
+# format or model change (bump kFormatVersion and record it in docs/FORMAT.md
+# first). The archives of older versions stay as they are: they must keep
+# decoding byte-exactly forever, or be refused with a clear message.
 # Usage: tools/make_golden.sh [SHAZIP_BINARY]   (needs python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:-build/shazip}")"
 
+version="$("$bin" -V | sed -n 's/.*archive format \([0-9]*\).*/\1/p')"
+[ -n "$version" ] || { echo "make_golden.sh: cannot read the format version of $bin" >&2; exit 1; }
+mkdir -p "tests/golden/v$version"
 cd tests/golden
-for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -f "$f"; done
-"$bin" -q -2 -T 1 -f design-p2.txt
+for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$f" > "v$version/$f.shz"; done
+"$bin" -q -2 -T 1 -c design-p2.txt > "v$version/design-p2.txt.shz"
 
 # Broken archives, each named NAME.EXITCODE.shz, derived from design.txt.shz.
 cd ../golden-errors
-python3 - <<'PY'
-import struct, zlib
-src = open('../golden/design.txt.shz', 'rb').read()
+GOLDEN_VERSION="$version" python3 - <<'PY'
+import os, struct, zlib
+src = open('../golden/v%s/design.txt.shz' % os.environ['GOLDEN_VERSION'], 'rb').read()
 pos = 88                      # first length-prefixed string of a neural header
 for _ in range(3):
     pos += 1 + src[pos]

@@ -1,0 +1,105 @@
+// Context-mixing benchmark and tuner: bits per byte of the mixing stage
+// (model/context_mix.h) on a file, alone or on top of recorded SHA-RNN
+// probabilities, in a fraction of a second per megabyte instead of minutes.
+//
+// The SHA-RNN's probabilities do not depend on the mixing stage, so one run of
+// `bench_model --dump-nn DUMP FILE` records them (8 12-bit bit probabilities
+// per byte, little-endian uint16, in file order) and this program replays them
+// with any mixing knobs. Streams are interleaved exactly as the driver does.
+//
+// Usage: bench_mix [--nn DUMP] [--streams B] [--lr N] [--lr-min N] [--limit N]
+//                  [--apm-rate N] [--nn-weight N] [--cm-weight N] FILE
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "model/context_mix.h"
+#include "src/driver.h"
+
+using namespace shazip;
+
+namespace {
+
+std::vector<uint8_t> slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "bench_mix: cannot read %s\n", path.c_str());
+    std::exit(1);
+  }
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  model::MixTuning t;
+  std::string file, dump;
+  int streams = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto num = [&]() {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_mix: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return std::atoi(argv[++i]);
+    };
+    if (a == "--nn") dump = argv[++i];
+    else if (a == "--streams") streams = num();
+    else if (a == "--lr") t.mixer_lr = num();
+    else if (a == "--lr-min") t.mixer_lr_min = num();
+    else if (a == "--lr2") t.mixer2_lr = num();
+    else if (a == "--decay") t.mixer_decay = num();
+    else if (a == "--limit") t.counter_limit = num();
+    else if (a == "--apm-rate") t.apm_rate = num();
+    else if (a == "--nn-weight") t.nn_weight = num();
+    else if (a == "--cm-weight") t.cm_weight = num();
+    else file = a;
+  }
+  if (file.empty()) {
+    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--streams B] [knobs] FILE\n");
+    return 2;
+  }
+  const std::vector<uint8_t> data = slurp(file);
+  const uint64_t n = data.size();
+  std::vector<uint16_t> nn;
+  if (!dump.empty()) {
+    const std::vector<uint8_t> raw = slurp(dump);
+    if (raw.size() != n * 16) {
+      std::fprintf(stderr, "bench_mix: %s holds %zu bytes, expected %llu\n", dump.c_str(), raw.size(),
+                   static_cast<unsigned long long>(n * 16));
+      return 1;
+    }
+    nn.resize(n * 8);
+    for (size_t i = 0; i < nn.size(); ++i) nn[i] = static_cast<uint16_t>(raw[2 * i] | raw[2 * i + 1] << 8);
+  } else {
+    t.use_nn = false;
+  }
+  if (streams == 0) streams = choose_streams(n, model::preset(model::kDefaultPreset).streams);
+  const uint64_t len = (n + streams - 1) / streams;
+  model::ContextMixer mixer(streams, len, t);
+  double bits = 0, nn_bits = 0;
+  for (uint64_t i = 0; i < len; ++i) {
+    for (int b = 0; b < streams; ++b) {
+      const uint64_t at = b * len + i;
+      if (at >= n) continue;
+      mixer.begin(b);
+      for (int k = 0; k < 8; ++k) {
+        const int bit = (data[at] >> (7 - k)) & 1;
+        const int nn_p = nn.empty() ? 2048 : nn[at * 8 + k];
+        const uint32_t p = mixer.predict(nn_p);
+        bits -= std::log2((bit ? p : 65536 - p) / 65536.0);
+        nn_bits -= std::log2((bit ? nn_p : 4096 - nn_p) / 4096.0);
+        mixer.update(bit);
+      }
+    }
+  }
+  std::printf("%s streams=%d mixed %.4f bpc", file.c_str(), streams, bits / n);
+  if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
+  std::printf("\n");
+  return 0;
+}

@@ -1,0 +1,80 @@
+// Bitwise context mixing on top of the SHA-RNN (mix level 1).
+//
+// The SHA-RNN learns from scratch while it codes, so on the first hundreds of
+// kilobytes it knows less than a counting model: on enwik6 alone it gives 2.36
+// bits per byte where order-N statistics reach ~2.1. This stage codes every
+// byte as 8 binary decisions, most significant bit first, and for each one
+// mixes, in the logistic domain, the SHA-RNN's probability of that bit (from
+// its quantized byte table) with order-0..6 and word context statistics and a
+// match model, through an online-trained gated linear mixer and two adaptive
+// probability maps (the lpaq/paq8 family of designs, written for this code
+// base). The SHA-RNN still decides most bits on long inputs; the counters cover
+// its slow start and the long exact repeats it cannot memorise.
+//
+// Everything here is integer arithmetic with a fixed evaluation order: encoder
+// and decoder that feed the same bits and the same SHA-RNN probabilities get the
+// same outputs on every platform. Torch-free.
+//
+// Streams: the driver codes B streams interleaved (position-major, stream
+// order). Each stream has its own history (context hashes, match model); the
+// statistics tables and the mixer are shared, so what one stream learns helps
+// all. The order of calls is therefore part of the format.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+namespace shazip::model {
+
+// Probabilities at the interface are 16-bit: p / 65536 that the bit is 1,
+// always in [kMinP16, 65536 - kMinP16].
+constexpr uint32_t kMinP16 = 32;
+
+// Knobs of the mixing stage. They change the arithmetic, so the archive's mix
+// level fixes them; only benchmarks/bench_mix overrides them, for tuning.
+struct MixTuning {
+  int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> 14)
+  int mixer_lr_min = 1;      // ... falls by 1 every 2^mixer_decay bits to this
+  int mixer_decay = 15;
+  int mixer2_lr = 2;         // learning rate of the second mixing layer
+  int counter_limit = 255;   // adaptation count cap of the context counters
+  int apm_rate = 7;          // adaptive probability maps: step = error >> rate
+  int nn_weight = 40000;     // initial weight of the SHA-RNN input (65536 = 1)
+  int cm_weight = 12000;     // initial weight of every other input
+  bool use_nn = true;        // false: the context models alone (benchmarks only)
+};
+
+// The SHA-RNN's probability (12-bit, 1..4095) that the next bit is 1, given
+// its byte table `cdf` (coder::kCdfSize entries) and the partial byte c0: the
+// bits seen so far of the current byte behind a leading 1 (1 at the start of a
+// byte, 0b1xxx after three bits, ...). Integer arithmetic only.
+int nn_bit_p12(const uint32_t* cdf, int c0);
+
+class ContextMixer {
+ public:
+  // streams: the number of interleaved streams; stream_len: the most bytes any
+  // stream holds (sizes the tables; encoder and decoder derive it alike).
+  ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning = {});
+  ~ContextMixer();
+  ContextMixer(const ContextMixer&) = delete;
+  ContextMixer& operator=(const ContextMixer&) = delete;
+
+  // Starts the next byte of `stream`.
+  void begin(int stream);
+  // Probability (16-bit) that the next bit of the current byte is 1, given the
+  // SHA-RNN's 12-bit probability for it (ignored when tuning.use_nn is off).
+  uint32_t predict(int nn_p12);
+  // The bit that was coded. After the 8th bit the byte joins the stream's
+  // history and byte() returns it.
+  void update(int bit);
+  // The partial byte with its leading 1 (see nn_bit_p12); 1 at a byte start.
+  int c0() const;
+  // The byte completed by the last 8 updates.
+  int byte() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shazip::model

@@ -1,0 +1,175 @@
+// Context-mixing stage tests (model/context_mix.h): the SHA-RNN's bit
+// probabilities, learning, use of a good SHA-RNN input, and exact round trips
+// through the binary coder with interleaved streams. Torch-free.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "coder/quantize.h"
+#include "coder/range_coder.h"
+#include "model/context_mix.h"
+
+using namespace shazip;
+using model::ContextMixer;
+
+namespace {
+
+std::string repetitive_text(size_t n) {
+  const char* words[] = {"the ", "model ", "learns ", "while ", "it ", "codes ", "every ", "byte ", "of ", "text. "};
+  std::mt19937 rng(3);
+  std::string s;
+  while (s.size() < n) s += words[rng() % 10];
+  s.resize(n);
+  return s;
+}
+
+// Bits per byte of the mixer over `data` as one stream; nn(i) gives the
+// SHA-RNN's table for byte i (nullptr: uniform).
+template <class NnFn>
+double cost(const std::string& data, NnFn nn, size_t from = 0) {
+  ContextMixer mixer(1, data.size());
+  double bits = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const uint32_t* cdf = nn(i);
+    mixer.begin(0);
+    for (int k = 0; k < 8; ++k) {
+      const int bit = (static_cast<uint8_t>(data[i]) >> (7 - k)) & 1;
+      const uint32_t p = mixer.predict(model::nn_bit_p12(cdf, mixer.c0()));
+      REQUIRE(p >= model::kMinP16);
+      REQUIRE(p <= 65536 - model::kMinP16);
+      if (i >= from) bits -= std::log2((bit ? p : 65536 - p) / 65536.0);
+      mixer.update(bit);
+    }
+    REQUIRE(mixer.byte() == static_cast<uint8_t>(data[i]));
+  }
+  return bits / static_cast<double>(data.size() - from);
+}
+
+}  // namespace
+
+TEST_CASE("the SHA-RNN's bit probabilities follow its byte table", "[mix]") {
+  std::mt19937 rng(1);
+  std::array<float, 256> probs;
+  for (float& p : probs) p = static_cast<float>(rng() % 1000 + 1);
+  float sum = 0;
+  for (float p : probs) sum += p;
+  for (float& p : probs) p /= sum;
+  std::array<uint32_t, coder::kCdfSize> cdf;
+  coder::quantize_probs(probs.data(), cdf.data());
+  // Every node of the binary tree: the share of the upper half.
+  for (int c0 = 1; c0 < 256; ++c0) {
+    int k = 0;
+    while ((c0 >> k) > 1) ++k;
+    const int span = 256 >> k, lo = (c0 - (1 << k)) * span;
+    const double total = cdf[lo + span] - cdf[lo];
+    const double ones = cdf[lo + span] - cdf[lo + span / 2];
+    INFO("c0 " << c0);
+    CHECK(std::abs(model::nn_bit_p12(cdf.data(), c0) - ones / total * 4096) <= 0.5 + 1e-9);
+  }
+  // A table sure of one byte gives that byte's bits with near certainty.
+  std::array<float, 256> sure{};
+  sure['e'] = 1;
+  coder::quantize_probs(sure.data(), cdf.data());
+  int c0 = 1;
+  for (int k = 0; k < 8; ++k) {
+    const int bit = ('e' >> (7 - k)) & 1;
+    const int p = model::nn_bit_p12(cdf.data(), c0);
+    CHECK((bit ? p : 4096 - p) >= 4095);
+    c0 = c0 << 1 | bit;
+  }
+}
+
+TEST_CASE("the context models learn a repetitive text on their own", "[mix]") {
+  const std::string text = repetitive_text(20000);
+  std::array<uint32_t, coder::kCdfSize> uniform;
+  coder::uniform_cdf(uniform.data());
+  const double late = cost(text, [&](size_t) { return uniform.data(); }, 10000);
+  // Ten words drawn at random: about log2(10) = 3.3 bits per word of ~5.6
+  // bytes, ~0.6 bits per byte; the order-N models must get near that.
+  CHECK(late < 1.0);
+}
+
+TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]") {
+  // Random bytes: nothing to learn from the context; an oracle that knows each
+  // byte with probability ~0.9 is worth ~0.9 bits per byte.
+  std::mt19937 rng(2);
+  std::string noise(30000, 0);
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::vector<std::array<uint32_t, coder::kCdfSize>> oracle(noise.size());
+  for (size_t i = 0; i < noise.size(); ++i) {
+    std::array<float, 256> p;
+    p.fill(0.1f / 255);
+    p[static_cast<uint8_t>(noise[i])] = 0.9f;
+    coder::quantize_probs(p.data(), oracle[i].data());
+  }
+  const double with_oracle = cost(noise, [&](size_t i) { return oracle[i].data(); }, 10000);
+  // -log2(0.9) + 0.1 * log2(255 / 0.1) = 0.15 + 1.13 for a perfect user.
+  CHECK(with_oracle < 1.5);
+  std::array<uint32_t, coder::kCdfSize> uniform;
+  coder::uniform_cdf(uniform.data());
+  const double without = cost(noise, [&](size_t) { return uniform.data(); }, 10000);
+  CHECK(without > 7.9);
+  CHECK(without < 8.2);  // random data may cost only a little more than 8 bits
+}
+
+TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[mix]") {
+  // Four streams of different content, coded position-major as the driver
+  // does, decoded by a second mixer that sees only the decoded bits.
+  const std::string text = repetitive_text(12000);
+  std::mt19937 rng(4);
+  std::vector<std::string> streams = {text.substr(0, 4000), text.substr(4000, 4000), std::string(3000, 'a'), ""};
+  for (int i = 0; i < 3999; ++i) streams[3] += static_cast<char>(rng() % 7 + 'x');
+  const size_t len = 4000;
+  std::array<uint32_t, coder::kCdfSize> nn;
+  std::array<float, 256> probs;
+  for (int i = 0; i < 256; ++i) probs[i] = 1.0f / (1 + i);
+  coder::quantize_probs(probs.data(), nn.data());
+
+  std::vector<uint8_t> out;
+  coder::VectorSink<std::vector<uint8_t>> sink(out);
+  std::vector<uint32_t> encoder_ps;
+  {
+    coder::Encoder enc(sink);
+    ContextMixer mixer(4, len);
+    for (size_t i = 0; i < len; ++i) {
+      for (int s = 0; s < 4; ++s) {
+        if (i >= streams[s].size()) continue;
+        mixer.begin(s);
+        for (int k = 0; k < 8; ++k) {
+          const int bit = (static_cast<uint8_t>(streams[s][i]) >> (7 - k)) & 1;
+          const uint32_t p = mixer.predict(model::nn_bit_p12(nn.data(), mixer.c0()));
+          encoder_ps.push_back(p);
+          enc.encode_bit(bit, p);
+          mixer.update(bit);
+        }
+      }
+    }
+    enc.finish();
+  }
+  coder::Decoder dec(out.data(), out.size());
+  ContextMixer mixer(4, len);
+  std::vector<std::string> decoded(4);
+  size_t n = 0, differing_ps = 0;
+  for (size_t i = 0; i < len; ++i) {
+    for (int s = 0; s < 4; ++s) {
+      if (i >= streams[s].size()) continue;
+      mixer.begin(s);
+      for (int k = 0; k < 8; ++k) {
+        const uint32_t p = mixer.predict(model::nn_bit_p12(nn.data(), mixer.c0()));
+        differing_ps += p != encoder_ps[n++];
+        mixer.update(dec.decode_bit(p));
+      }
+      decoded[s] += static_cast<char>(mixer.byte());
+    }
+  }
+  CHECK(differing_ps == 0);
+  CHECK_FALSE(dec.corrupt());
+  CHECK_FALSE(dec.overran());
+  for (int s = 0; s < 4; ++s) CHECK(decoded[s] == streams[s]);
+  // Shared statistics: well under the 8 bits per byte of the raw streams.
+  CHECK(out.size() * 8.0 / (len * 3 + 3000) < 3.0);
+}
