@@ -16,6 +16,7 @@
 
 #include "model/predictor.h"
 #include "src/archive.h"
+#include "src/bench.h"
 #include "src/cpu_pin.h"
 #include "src/errors.h"
 #include "src/file_io.h"
@@ -30,6 +31,10 @@ struct Options {
   std::vector<std::string> files;
   bool decompress = false, to_stdout = false, force = false, remove = false;
   bool list = false, test = false, keep = false;
+  // Benchmark mode (-b).
+  bool bench = false, json = false, csv = false, markdown = false, no_zstd = false;
+  std::string plot;
+  std::string levels;  // comma-separated presets
   std::string output;
   int level = model::kDefaultPreset;
   std::string device = "cpu";
@@ -206,6 +211,66 @@ void process(const std::string& in, const Options& o) {
   }
 }
 
+// "1,3,4" -> {1, 3, 4}; empty -> {fallback}. Throws Error(kUsage).
+std::vector<int> parse_levels(const std::string& list, int fallback) {
+  if (list.empty()) return {fallback};
+  std::vector<int> levels;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    const std::string item = list.substr(start, end - start);
+    if (item.size() != 1 || item[0] < '0' + model::kMinPreset || item[0] > '0' + model::kMaxPreset) {
+      throw Error(ErrorCode::kUsage, "--levels: '" + item + "' is not a preset 1..9");
+    }
+    levels.push_back(item[0] - '0');
+    start = end + 1;
+  }
+  return levels;
+}
+
+// Benchmark mode: every input through shazip and zstd, one report at the end.
+int run_bench(const Options& o) {
+  BenchOptions bo;
+  bo.presets = parse_levels(o.levels, o.level);
+  bo.runtime = runtime_from(o);
+  bo.zstd = !o.no_zstd;
+  static bool show = false;
+  show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
+  bo.status = [](const std::string& s) {
+    if (!show) return;
+    std::fprintf(stderr, "\r%-100.100s\r%s", "", s.c_str());
+    std::fflush(stderr);
+  };
+  std::vector<BenchRow> rows;
+  int status = 0;
+  for (const auto& f : o.files) {
+    try {
+      const std::vector<BenchRow> r = bench_buffer(f == "-" ? "(stdin)" : f, read_file(f), bo);
+      if (!o.plot.empty() && rows.empty()) {
+        // The first file's learning curve.
+        OutputFile svg(o.plot, true);
+        const std::string doc = bench_svg(r);
+        svg.write(reinterpret_cast<const uint8_t*>(doc.data()), doc.size());
+        svg.commit();
+      }
+      for (const BenchRow& row : r) {
+        if (!row.round_trip) {
+          std::fprintf(stderr, "shazip: %s: %s round trip FAILED\n", display_name(f).c_str(), row.compressor.c_str());
+          status = static_cast<int>(ErrorCode::kCorrupt);
+        }
+      }
+      rows.insert(rows.end(), r.begin(), r.end());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
+      if (status == 0) status = static_cast<int>(e.code());
+    }
+  }
+  const std::string out = o.json ? bench_json(rows) : o.csv ? bench_csv(rows) : o.markdown ? bench_markdown(rows)
+                                                                                          : bench_table(rows);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return status;
+}
+
 // CLI11 does not take options named by a digit; map zstd's -1 .. -9 to --level.
 std::vector<std::string> rewrite_levels(int argc, char** argv) {
   std::vector<std::string> args;
@@ -239,6 +304,8 @@ int main(int argc, char** argv) {
       "  cat FILE | shazip > FILE.shz\n"
       "  shazip -l FILE.shz    show the archive's header\n"
       "  shazip -t FILE.shz    decode and verify, write nothing\n"
+      "  shazip -b FILE        benchmark against zstd -3, -19, -22 --long; --json, --csv,\n"
+      "                        --plot curve.svg (learning curve of the first file)\n"
       "\n"
       "Exit codes: 0 success, 1 usage or refused (existing output, terminal), 2 I/O error\n"
       "(missing file, directory, permission, disk full), 3 not a shazip archive, 4 truncated\n"
@@ -254,6 +321,13 @@ int main(int argc, char** argv) {
   app.add_flag("--rm", o.remove, "Remove the input after success");
   app.add_flag("-l,--list", o.list, "Show the archive's header without decoding");
   app.add_flag("-t,--test", o.test, "Decode and verify without writing");
+  app.add_flag("-b,--bench", o.bench, "Benchmark mode: shazip against zstd on each input, nothing written");
+  app.add_option("--levels", o.levels, "Benchmark these presets (e.g. --levels 1,3,4); default: the -# level");
+  app.add_flag("--json", o.json, "Benchmark report as JSON");
+  app.add_flag("--csv", o.csv, "Benchmark report as CSV");
+  app.add_flag("--markdown", o.markdown, "Benchmark report as a Markdown table");
+  app.add_option("--plot", o.plot, "Write the first file's learning curve to this SVG file");
+  app.add_flag("--no-zstd", o.no_zstd, "Benchmark shazip only");
   app.add_option("--level", o.level, "Preset 1 (fastest) .. 9 (largest); also -1 .. -9")
       ->check(CLI::Range(model::kMinPreset, model::kMaxPreset));
   app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
@@ -286,6 +360,22 @@ int main(int argc, char** argv) {
     return static_cast<int>(ErrorCode::kUsage);
   }
   install_signal_cleanup();
+  if (o.bench) {
+    if (o.decompress || o.list || !o.output.empty() || o.to_stdout) {
+      std::fprintf(stderr, "shazip: -b does not combine with -d, -t, -l, -c or -o\n");
+      return static_cast<int>(ErrorCode::kUsage);
+    }
+    try {
+      return run_bench(o);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "shazip: %s\n", e.what());
+      return static_cast<int>(e.code());
+    }
+  }
+  if (o.json || o.csv || o.markdown || !o.plot.empty() || !o.levels.empty() || o.no_zstd) {
+    std::fprintf(stderr, "shazip: --json, --csv, --markdown, --plot, --levels and --no-zstd need -b\n");
+    return static_cast<int>(ErrorCode::kUsage);
+  }
 
   int status = 0;
   for (const auto& f : o.files) {

@@ -7,11 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -102,6 +105,120 @@ SmallArchive make_archive(const TempDir& dir, const std::string& name, const std
   a.header = shazip::parse_header(a.bytes.data(), a.bytes.size(), &a.header_size);
   return a;
 }
+
+// Just enough JSON to check the benchmark's output: a strict recursive-descent
+// parser that throws on anything malformed.
+struct Json {
+  enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string string;
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> fields;
+  const Json* get(const std::string& key) const {
+    for (const auto& [k, v] : fields)
+      if (k == key) return &v;
+    return nullptr;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(const std::string& text) : s_(text) {}
+  Json parse() {
+    Json v = value();
+    space();
+    if (i_ != s_.size()) fail("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) { throw std::runtime_error("JSON: " + why + " at " + std::to_string(i_)); }
+  void space() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  bool eat(char c) {
+    space();
+    if (i_ < s_.size() && s_[i_] == c) return ++i_, true;
+    return false;
+  }
+  void expect(char c) {
+    if (!eat(c)) fail(std::string("expected ") + c);
+  }
+  std::string str() {
+    expect('"');
+    std::string out;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      if (s_[i_] == '\\') {
+        if (++i_ >= s_.size()) fail("bad escape");
+        const char e = s_[i_];
+        if (e == 'u') {
+          if (i_ + 4 >= s_.size()) fail("bad \\u");
+          out += static_cast<char>(std::stoi(s_.substr(i_ + 1, 4), nullptr, 16));
+          i_ += 4;
+        } else if (e == '"' || e == '\\' || e == '/') {
+          out += e;
+        } else if (e == 'n') {
+          out += '\n';
+        } else {
+          fail("unknown escape");
+        }
+        ++i_;
+      } else {
+        if (static_cast<unsigned char>(s_[i_]) < 0x20) fail("control character in string");
+        out += s_[i_++];
+      }
+    }
+    expect('"');
+    return out;
+  }
+  Json value() {
+    space();
+    if (i_ >= s_.size()) fail("unexpected end");
+    Json v;
+    const char c = s_[i_];
+    if (c == '{') {
+      v.kind = Json::kObject;
+      ++i_;
+      if (eat('}')) return v;
+      do {
+        std::string k = str();
+        expect(':');
+        v.fields.emplace_back(std::move(k), value());
+      } while (eat(','));
+      expect('}');
+    } else if (c == '[') {
+      v.kind = Json::kArray;
+      ++i_;
+      if (eat(']')) return v;
+      do v.items.push_back(value());
+      while (eat(','));
+      expect(']');
+    } else if (c == '"') {
+      v.kind = Json::kString;
+      v.string = str();
+    } else if (s_.compare(i_, 4, "true") == 0 || s_.compare(i_, 5, "false") == 0) {
+      v.kind = Json::kBool;
+      v.boolean = s_[i_] == 't';
+      i_ += v.boolean ? 4 : 5;
+    } else if (s_.compare(i_, 4, "null") == 0) {
+      i_ += 4;
+    } else {
+      size_t used = 0;
+      try {
+        v.number = std::stod(s_.substr(i_, 40), &used);
+      } catch (const std::exception&) {
+        fail("bad value");
+      }
+      if (used == 0 || !(std::isdigit(static_cast<unsigned char>(c)) || c == '-')) fail("bad number");
+      v.kind = Json::kNumber;
+      i_ += used;
+    }
+    return v;
+  }
+  const std::string& s_;
+  size_t i_ = 0;
+};
 
 }  // namespace
 
@@ -449,4 +566,75 @@ TEST_CASE("several shazip processes at once do not interfere", "[cli]") {
     INFO(name);
     CHECK(slurp(dir / (name + ".shz")) == slurp(dir / (name + ".alone")));
   }
+}
+
+TEST_CASE("-b: sizes equal the shazip and zstd command lines; JSON and CSV hold every field", "[cli][bench]") {
+  TempDir dir;
+  spit(dir / "t", english(5000, 11));
+  const std::string json = capture(kBin + " -b -q --json -1 " + q(dir / "t") + " --plot " + q(dir / "curve.svg"));
+  Json rows;
+  REQUIRE_NOTHROW(rows = JsonParser(json).parse());
+  REQUIRE(rows.kind == Json::kArray);
+  REQUIRE(rows.items.size() == 4);
+  auto size_of = [&](const std::string& cmd) { return std::stod("0" + capture(cmd + " | wc -c")); };
+  REQUIRE(run("zstd --version >/dev/null 2>&1") == 0);  // tools/setup.sh installs it
+  const std::string in = q(dir / "t");
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"shazip -1", kBin + " -q -1 -c " + in},
+      {"zstd -3", "zstd -q -3 -c " + in},
+      {"zstd -19", "zstd -q -19 -c " + in},
+      {"zstd --ultra -22 --long", "zstd -q --ultra -22 --long -c " + in}};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const Json& r = rows.items[i];
+    INFO(expected[i].first);
+    REQUIRE(r.kind == Json::kObject);
+    for (const char* key : {"file", "compressor", "original_bytes", "compressed_bytes", "ratio", "bits_per_char",
+                            "compress_kb_per_s", "decompress_kb_per_s", "round_trip"}) {
+      INFO(key);
+      CHECK(r.get(key) != nullptr);
+    }
+    CHECK(r.get("compressor")->string == expected[i].first);
+    CHECK(r.get("file")->string == dir / "t");
+    CHECK(r.get("original_bytes")->number == 5000);
+    CHECK(r.get("round_trip")->boolean);
+    const double compressed = r.get("compressed_bytes")->number;
+    CHECK(compressed == size_of(expected[i].second));
+    CHECK(r.get("bits_per_char")->number == Approx(8 * compressed / 5000).epsilon(1e-5));
+    CHECK(r.get("ratio")->number == Approx(5000 / compressed).epsilon(1e-5));
+    CHECK(r.get("compress_kb_per_s")->number > 0);
+    CHECK(r.get("decompress_kb_per_s")->number > 0);
+    if (i == 0) {
+      for (const char* key : {"header_bytes", "stored", "model_bits_per_char", "sha_rnn_bits_per_char",
+                              "coder_overhead_bytes", "curve"}) {
+        INFO(key);
+        REQUIRE(r.get(key) != nullptr);
+      }
+      // The archive is the model's code length plus header and a few bytes of flush.
+      const double model_bytes = r.get("model_bits_per_char")->number * 5000 / 8;
+      const double header = r.get("header_bytes")->number;
+      CHECK(compressed - header - model_bytes >= -1);
+      CHECK(compressed - header - model_bytes <= 10);
+      CHECK(r.get("sha_rnn_bits_per_char")->number > 0);
+      const Json& curve = *r.get("curve");
+      REQUIRE(curve.kind == Json::kArray);
+      REQUIRE(curve.items.size() >= 2);
+      CHECK(curve.items.back().items.at(0).number == 5000);
+      CHECK(curve.items.back().items.at(1).number / 5000 == Approx(r.get("model_bits_per_char")->number).epsilon(1e-3));
+    }
+  }
+  const std::string svg = capture("cat " + q(dir / "curve.svg"));
+  CHECK(svg.find("<svg") != std::string::npos);
+  CHECK(svg.find("bits per character") != std::string::npos);
+  CHECK(svg.find("zstd -19") != std::string::npos);
+
+  const std::string csv = capture(kBin + " -b -q --csv --no-zstd -1 " + in);
+  CHECK(csv.rfind("file,compressor,original_bytes,compressed_bytes,ratio,bits_per_char,", 0) == 0);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);
+  CHECK(csv.find("," + std::to_string(static_cast<long long>(size_of(expected[0].second))) + ",") != std::string::npos);
+
+  // Usage errors.
+  CHECK(run(kBin + " -q --json " + in + " 2>/dev/null") == 1);
+  CHECK(run(kBin + " -b -q --levels 1,x " + in + " 2>/dev/null") == 1);
+  CHECK(run(kBin + " -b -d -q " + in + " 2>/dev/null") == 1);
+  CHECK(run(kBin + " -b -q " + q(dir / "missing") + " >/dev/null 2>&1") == 2);
 }
