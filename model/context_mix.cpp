@@ -81,51 +81,80 @@ struct Counters {
   }
 };
 
-// Zero-initialised table of 2^bits words. calloc, so that pages nobody touches
-// (small inputs) cost nothing.
+// Zero-initialised array from calloc, so that pages nobody touches (small
+// inputs, short fuzz runs) cost nothing: every structure below is laid out so
+// that all-zero memory is its initial state.
+template <class T>
+class ZeroArray {
+ public:
+  explicit ZeroArray(size_t n) : data_(n ? static_cast<T*>(std::calloc(n, sizeof(T))) : nullptr) {
+    if (n && !data_) throw std::bad_alloc();
+  }
+  ~ZeroArray() { std::free(data_); }
+  ZeroArray(const ZeroArray&) = delete;
+  ZeroArray& operator=(const ZeroArray&) = delete;
+  ZeroArray(ZeroArray&& o) noexcept : data_(o.data_) { o.data_ = nullptr; }
+  ZeroArray& operator=(ZeroArray&& o) noexcept {
+    std::swap(data_, o.data_);
+    return *this;
+  }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+
+ private:
+  T* data_;
+};
+
+// 2^bits counters, indexed modulo their number.
 class Table {
  public:
-  explicit Table(int bits) : mask_((uint32_t{1} << bits) - 1) {
-    data_ = static_cast<uint32_t*>(std::calloc(size_t{1} << bits, sizeof(uint32_t)));
-    if (!data_) throw std::bad_alloc();
-  }
-  ~Table() { std::free(data_); }
-  Table(const Table&) = delete;
-  Table& operator=(const Table&) = delete;
-  Table(Table&& o) noexcept : data_(o.data_), mask_(o.mask_) { o.data_ = nullptr; }
+  explicit Table(int bits) : data_(size_t{1} << bits), mask_((uint32_t{1} << bits) - 1) {}
   uint32_t& at(uint32_t i) { return data_[i & mask_]; }
 
  private:
-  uint32_t* data_;
+  ZeroArray<uint32_t> data_;
   uint32_t mask_;
 };
 
 // Refines a probability given a small context: a piecewise-linear map over
 // the stretched input, 33 knots per context, each a 16-bit probability.
+// Knot j starts at squash((j - 16) * 128), the identity map; knots are stored
+// XOR that start value so that zeroed memory is the initial state.
 class Apm {
  public:
-  Apm(int contexts, int rate) : t_(static_cast<size_t>(contexts) * 33), rate_(rate) {
-    for (int c = 0; c < contexts; ++c)
-      for (int j = 0; j < 33; ++j) t_[static_cast<size_t>(c) * 33 + j] = static_cast<uint16_t>(squash((j - 16) * 128) * 16);
-  }
+  Apm(int contexts, int rate) : t_(static_cast<size_t>(contexts) * 33), rate_(rate) {}
   // Returns a 16-bit probability.
   int refine(int p12, int ctx) {
     const int s = stretch(p12) + 2048;  // 1..4095
     const int lo = s >> 7, w = s & 127;
     const size_t i = static_cast<size_t>(ctx) * 33 + lo;
-    index_ = i + (w >> 6);  // the nearer knot learns
-    return (t_[i] * (128 - w) + t_[i + 1] * w) >> 7;
+    const int near = lo + (w >> 6);  // the nearer knot learns
+    index_ = i + (w >> 6);
+    start_ = kApmStart.v[near];
+    return (knot(i, lo) * (128 - w) + knot(i + 1, lo + 1) * w) >> 7;
   }
   void update(int bit) {
     const int target = bit ? 65535 : 0;
-    t_[index_] = static_cast<uint16_t>(t_[index_] + ((target - t_[index_]) >> rate_));
+    const int v = t_[index_] ^ start_;
+    t_[index_] = static_cast<uint16_t>((v + ((target - v) >> rate_)) ^ start_);
   }
 
  private:
-  std::vector<uint16_t> t_;
+  struct StartTable {
+    uint16_t v[33];
+    StartTable() {
+      for (int j = 0; j < 33; ++j) v[j] = static_cast<uint16_t>(squash((j - 16) * 128) * 16);
+    }
+  };
+  static const StartTable kApmStart;
+  int knot(size_t i, int j) const { return t_[i] ^ kApmStart.v[j]; }
+
+  ZeroArray<uint16_t> t_;
   size_t index_ = 0;
+  uint16_t start_ = 0;
   int rate_;
 };
+const Apm::StartTable Apm::kApmStart;
 
 // Gated linear mixing in the logistic domain: one weight vector per context,
 // picked anew for every bit; trained by gradient descent on coding cost.
@@ -170,7 +199,7 @@ struct StreamState {
   uint32_t prev_word = 0;   // hash of the word before it
   uint32_t base[kHashed] = {};  // context hashes for the next byte
   std::vector<uint8_t> hist;    // every byte of the stream so far
-  std::vector<uint32_t> match_table;  // hash of kMatchMin bytes -> position after them
+  ZeroArray<uint32_t> match_table{0};  // hash of kMatchMin bytes -> position after them
   uint32_t match_ptr = 0;   // position in hist of the predicted byte
   uint32_t match_len = 0;   // bytes matched before it; 0: no match
 };
@@ -200,7 +229,7 @@ struct ContextMixer::Impl {
     const int match_bits = std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22);
     state.resize(static_cast<size_t>(streams));
     for (StreamState& s : state) {
-      s.match_table.assign(size_t{1} << match_bits, 0);
+      s.match_table = ZeroArray<uint32_t>(size_t{1} << match_bits);
       s.hist.reserve(stream_len);
       compute_contexts(s);
     }

@@ -476,6 +476,26 @@ TEST_CASE("SIGINT and SIGTERM during compression leave no output", "[cli]") {
   }
 }
 
+TEST_CASE("SIGINT and SIGTERM during decompression leave no output", "[cli]") {
+  TempDir dir;
+  spit(dir / "big", english(120000, 12));
+  REQUIRE(run(kBin + " -q -1 --rm " + q(dir / "big")) == 0);
+  REQUIRE(dir.entries() == std::vector<std::string>{"big.shz"});
+  for (const char* sig : {"INT", "TERM"}) {
+    INFO(sig);
+    const std::string cmd = "( " + kBin + " -q -d " + q(dir / "big.shz") + " & pid=$!; sleep 1.5; kill -" + sig +
+                            " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
+    run(cmd);
+    const std::string status = capture("cat " + q(dir / "status"));
+    CHECK(std::stoi(status) >= 128);
+    run("rm -f " + q(dir / "status"));
+    CHECK(dir.entries() == std::vector<std::string>{"big.shz"});
+  }
+  // Undisturbed, the same archive decodes.
+  CHECK(run(kBin + " -q -d " + q(dir / "big.shz")) == 0);
+  CHECK(slurp(dir / "big") == english(120000, 12));
+}
+
 TEST_CASE("damaged payloads and truncations fail with 4 or 5 and leave nothing", "[cli]") {
   TempDir dir;
   const SmallArchive made = make_archive(dir, "p", english(3000, 9));

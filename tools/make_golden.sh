@@ -16,6 +16,10 @@ cd tests/golden
 for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$f" > "v$version/$f.shz"; done
 "$bin" -q -2 -T 1 -c design-p2.txt > "v$version/design-p2.txt.shz"
 
+# A neural archive small enough for the decoding fuzzer (tests/fuzz).
+python3 -c "import sys; sys.stdout.write(('The model learns while it codes. ' * 16)[:500])" |
+  "$bin" -q -1 -T 1 -c > ../fuzz/seeds/repeat-500.txt.shz
+
 # Broken archives, each named NAME.EXITCODE.shz, derived from design.txt.shz.
 cd ../golden-errors
 GOLDEN_VERSION="$version" python3 - <<'PY'

@@ -6,8 +6,9 @@
 #                                size, bits per character and zstd -19 on the
 #                                same file, and round-trip it
 #   tools/setup.sh test          the whole test suite through ctest, then the
-#                                coder and container tests again under
-#                                AddressSanitizer and UndefinedBehaviorSanitizer
+#                                torch-free tests again under AddressSanitizer
+#                                and UndefinedBehaviorSanitizer, then short
+#                                libFuzzer runs (clang)
 #   tools/setup.sh build         build only
 # Idempotent: installs only missing packages, reuses the build directory.
 # Environment: BUILD_DIR (default build), JOBS (default nproc).
@@ -19,6 +20,8 @@ build_dir="${BUILD_DIR:-build}"
 jobs="${JOBS:-$(nproc)}"
 
 packages=(cmake g++ make libtorch-dev libopenblas0-openmp libzstd-dev libcli11-dev catch2 zstd)
+# The tests also build the libFuzzer targets, which need clang.
+if [[ $mode == test ]]; then packages+=(clang libclang-rt-14-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -45,6 +48,12 @@ case "$mode" in
     cmake -S . -B "$build_dir-sanitize" -DCMAKE_BUILD_TYPE=Debug -DSHAZIP_SANITIZE=ON >&2
     cmake --build "$build_dir-sanitize" -j "$jobs" >&2
     ctest --test-dir "$build_dir-sanitize" --output-on-failure -j "$jobs"
+    # Short libFuzzer runs (header parser, coder and mixing stage, whole
+    # archives), seeded with the golden archives.
+    cmake -S . -B "$build_dir-fuzz" -DCMAKE_CXX_COMPILER=clang++ -DSHAZIP_FUZZ=ON \
+      -DSHAZIP_BUILD_TESTS=OFF -DSHAZIP_BUILD_BENCHMARKS=OFF >&2
+    cmake --build "$build_dir-fuzz" -j "$jobs" --target fuzz_header fuzz_mix fuzz_decode >&2
+    ctest --test-dir "$build_dir-fuzz" --output-on-failure -j "$jobs"
     ;;
   demo)
     exec bash tools/demo.sh "$build_dir/shazip" "${2:-/usr/share/common-licenses/GPL-3}"
