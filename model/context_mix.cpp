@@ -254,7 +254,6 @@ struct ContextMixer::Impl {
   }
 
   void end_byte(StreamState& s, int byte) {
-    const uint32_t pos = static_cast<uint32_t>(s.hist.size());
     s.hist.push_back(static_cast<uint8_t>(byte));
     s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
     int lower = byte;
@@ -272,8 +271,11 @@ struct ContextMixer::Impl {
     } else {
       s.match_len = 0;
     }
-    const uint32_t n = pos + 1;  // bytes in hist
-    if (n >= kMatchMin) {
+    const uint64_t n64 = s.hist.size();
+    const uint32_t n = static_cast<uint32_t>(n64);  // bytes in hist
+    // Positions are 32-bit: past 4 GiB in one stream the match model just
+    // keeps the matches it has.
+    if (n >= kMatchMin && n64 < 0xFFFFFFFFull) {
       const uint32_t slot = hash32((s.last8 & 0xFFFFFFFFFFFF) | uint64_t{1} << 60) & match_mask;
       if (s.match_len == 0) {
         const uint32_t cand = s.match_table[slot];
@@ -316,7 +318,6 @@ struct ContextMixer::Impl {
   uint32_t* match_slot = nullptr;
   int x[kInputs] = {};
   int mix_p12 = 2048;
-  int final_p16 = 32768;
 };
 
 ContextMixer::ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning)
@@ -372,8 +373,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int a0 = m.apm_order0.refine(m.mix_p12, c0);
   const int a1 = m.apm_order1.refine(m.mix_p12, static_cast<int>(c1 << 8) | c0);
   const int p16 = (m.mix_p12 * 16 + a0 + 2 * a1 + 2) >> 2;
-  m.final_p16 = std::clamp(p16, static_cast<int>(kMinP16), static_cast<int>(65536 - kMinP16));
-  return static_cast<uint32_t>(m.final_p16);
+  return static_cast<uint32_t>(std::clamp(p16, static_cast<int>(kMinP16), static_cast<int>(65536 - kMinP16)));
 }
 
 void ContextMixer::update(int bit) {
