@@ -12,6 +12,7 @@
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
 //   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1
+//   --min-stream BYTES  smallest stream (default kMinStreamBytes)
 //   --dump-nn OUT  also write the SHA-RNN's bit probabilities for the first
 //                  file and preset to OUT, for benchmarks/bench_mix
 #include <cstdio>
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
     for (int level : presets) {
       model::Preset p = model::preset(level);
       int max_streams = p.streams;
+      uint64_t min_stream = kMinStreamBytes;
       for (const auto& [k, v] : overrides) {
         if (k == "dim") p.model.dim = std::stoi(v);
         else if (k == "layers") p.model.layers = std::stoi(v);
@@ -139,6 +141,7 @@ int main(int argc, char** argv) {
         else if (k == "eps") p.model.adam_eps = std::stof(v);
         else if (k == "boom") p.model.boom_factor = std::stoi(v);
         else if (k == "mix") p.model.mix = std::stoi(v);
+        else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
         else {
           std::fprintf(stderr, "bench_model: unknown option --%s\n", k.c_str());
@@ -152,7 +155,7 @@ int main(int argc, char** argv) {
       }
       CodingParams params;
       params.model = p.model;
-      params.streams = choose_streams(data.size(), max_streams);
+      params.streams = choose_streams(data.size(), max_streams, min_stream);
       params.runtime.threads = threads;
       if (!dump_path.empty()) {
         dump_nn(data, params, dump_path);

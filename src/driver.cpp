@@ -105,8 +105,8 @@ struct DecodeSide {
 
 }  // namespace
 
-int choose_streams(uint64_t n, int max_streams) {
-  const uint64_t by_size = std::max<uint64_t>(1, n / kMinStreamBytes);
+int choose_streams(uint64_t n, int max_streams, uint64_t min_stream_bytes) {
+  const uint64_t by_size = std::max<uint64_t>(1, n / std::max<uint64_t>(1, min_stream_bytes));
   return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(std::max(1, max_streams)), by_size));
 }
 

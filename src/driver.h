@@ -45,7 +45,7 @@ struct CodingStats {
 // the speed (benchmarks/RESULTS.md); 32 KB keeps inputs of 512 KB and more at
 // 16 streams.
 constexpr uint64_t kMinStreamBytes = 32768;
-int choose_streams(uint64_t n, int max_streams);
+int choose_streams(uint64_t n, int max_streams, uint64_t min_stream_bytes = kMinStreamBytes);
 
 // Codes data[0..n) into sink. Calls progress about every `progress_every`
 // bytes (0: never).
