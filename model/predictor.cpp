@@ -18,6 +18,14 @@
 #include "coder/quantize.h"
 #include "model/sha_rnn.h"
 
+#ifdef SHAZIP_HAVE_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstring>
+
+#include "model/cuda/cdf_kernel.h"
+#endif
+
 namespace shazip::model {
 
 namespace {
@@ -170,6 +178,26 @@ void Predictor::predict(uint32_t* cdfs) {
   {
     torch::NoGradGuard no_grad;
     const at::Tensor logits = m.net->step(m.prev, m.state);
+#ifdef SHAZIP_HAVE_CUDA
+    if (logits.is_cuda()) {
+      // Softmax and quantization on the device (model/cuda/cdf_kernel.cu):
+      // the tables cross to the host as B x 257 integers; the probabilities
+      // follow only for the statistics (probs()).
+      const at::Tensor l = logits.to(torch::kFloat32).contiguous();
+      const at::Tensor probs = at::empty_like(l);
+      const at::Tensor tables = at::empty({m.streams, coder::kCdfSize}, l.options().dtype(torch::kInt32));
+      const cudaError_t err = cuda::softmax_quantize_device(
+          l.data_ptr<float>(), probs.data_ptr<float>(), reinterpret_cast<uint32_t*>(tables.data_ptr<int32_t>()),
+          m.streams, c10::cuda::getCurrentCUDAStream().stream());
+      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel: ") + cudaGetErrorString(err));
+      const at::Tensor host = tables.to(torch::kCPU);
+      std::memcpy(cdfs, host.data_ptr<int32_t>(), sizeof(uint32_t) * static_cast<size_t>(m.streams) * coder::kCdfSize);
+      m.probs = probs.to(torch::kCPU).contiguous();
+      m.predicted = true;
+      m.predict_s += seconds_now() - t0;
+      return;
+    }
+#endif
     m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
   }
   const float* p = m.probs.data_ptr<float>();
