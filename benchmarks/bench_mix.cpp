@@ -12,25 +12,25 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "model/context_mix.h"
 #include "src/driver.h"
+#include "src/errors.h"
+#include "src/file_io.h"
 
 using namespace shazip;
 
 namespace {
 
-std::vector<uint8_t> slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "bench_mix: cannot read %s\n", path.c_str());
+std::vector<uint8_t> load(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_mix: %s: %s\n", path.c_str(), e.what());
     std::exit(1);
   }
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
 }  // namespace
@@ -41,14 +41,15 @@ int main(int argc, char** argv) {
   int streams = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto num = [&]() {
+    auto next = [&]() -> std::string {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "bench_mix: %s needs a value\n", a.c_str());
         std::exit(2);
       }
-      return std::atoi(argv[++i]);
+      return argv[++i];
     };
-    if (a == "--nn") dump = argv[++i];
+    auto num = [&]() { return std::atoi(next().c_str()); };
+    if (a == "--nn") dump = next();
     else if (a == "--streams") streams = num();
     else if (a == "--lr") t.mixer_lr = num();
     else if (a == "--lr-min") t.mixer_lr_min = num();
@@ -64,11 +65,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--streams B] [knobs] FILE\n");
     return 2;
   }
-  const std::vector<uint8_t> data = slurp(file);
+  const std::vector<uint8_t> data = load(file);
   const uint64_t n = data.size();
   std::vector<uint16_t> nn;
   if (!dump.empty()) {
-    const std::vector<uint8_t> raw = slurp(dump);
+    const std::vector<uint8_t> raw = load(dump);
     if (raw.size() != n * 16) {
       std::fprintf(stderr, "bench_mix: %s holds %zu bytes, expected %llu\n", dump.c_str(), raw.size(),
                    static_cast<unsigned long long>(n * 16));

@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -28,6 +27,8 @@
 #include "model/predictor.h"
 #include "src/cpu_pin.h"
 #include "src/driver.h"
+#include "src/errors.h"
+#include "src/file_io.h"
 
 using namespace shazip;
 
@@ -37,13 +38,13 @@ struct NullSink final : coder::ByteSink {
   void write(const uint8_t*, size_t) override {}
 };
 
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "bench_model: cannot read %s\n", path.c_str());
+std::vector<uint8_t> load(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_model: %s: %s\n", path.c_str(), e.what());
     std::exit(1);
   }
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
 // Runs the SHA-RNN alone over data as the driver would and writes, per byte in
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
   std::printf("%-24s %6s %-44s %7s %9s %11s %9s %9s %8s %7s %7s\n", "file", "preset", "model", "streams", "bytes",
               "SHA-RNN bpc", "model bpc", "coded bpc", "KB/s", "pred s", "train s");
   for (const auto& path : files) {
-    std::vector<uint8_t> data = read_file(path);
+    std::vector<uint8_t> data = load(path);
     if (limit && data.size() > limit) data.resize(limit);
     for (int level : presets) {
       model::Preset p = model::preset(level);

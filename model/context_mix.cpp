@@ -6,12 +6,11 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "coder/assert.h"
-#include "coder/range_coder.h"
 
 namespace shazip::model {
 namespace {

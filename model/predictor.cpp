@@ -175,6 +175,7 @@ void Predictor::predict(uint32_t* cdfs) {
   Impl& m = *impl_;
   SHAZIP_ASSERT(!m.predicted);
   const double t0 = seconds_now();
+  bool quantized = false;  // by the device kernel
   {
     torch::NoGradGuard no_grad;
     const at::Tensor logits = m.net->step(m.prev, m.state);
@@ -193,16 +194,16 @@ void Predictor::predict(uint32_t* cdfs) {
       const at::Tensor host = tables.to(torch::kCPU);
       std::memcpy(cdfs, host.data_ptr<int32_t>(), sizeof(uint32_t) * static_cast<size_t>(m.streams) * coder::kCdfSize);
       m.probs = probs.to(torch::kCPU).contiguous();
-      m.predicted = true;
-      m.predict_s += seconds_now() - t0;
-      return;
+      quantized = true;
     }
 #endif
-    m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
+    if (!quantized) m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
   }
-  const float* p = m.probs.data_ptr<float>();
-  for (int b = 0; b < m.streams; ++b) {
-    coder::quantize_probs(p + static_cast<size_t>(b) * 256, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
+  if (!quantized) {
+    const float* p = m.probs.data_ptr<float>();
+    for (int b = 0; b < m.streams; ++b) {
+      coder::quantize_probs(p + static_cast<size_t>(b) * 256, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
+    }
   }
   m.predicted = true;
   m.predict_s += seconds_now() - t0;

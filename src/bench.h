@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,7 +38,7 @@ struct BenchOptions {
   model::RuntimeOptions runtime;
   bool zstd = true;          // also the zstd rows
   // Called with a line of progress text (empty: clear), e.g. for a terminal.
-  void (*status)(const std::string&) = nullptr;
+  std::function<void(const std::string&)> status;
 };
 
 // Runs every compressor on one file's contents. Throws Error if a round trip

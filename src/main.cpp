@@ -234,13 +234,12 @@ int run_bench(const Options& o) {
   bo.presets = parse_levels(o.levels, o.level);
   bo.runtime = runtime_from(o);
   bo.zstd = !o.no_zstd;
-  static bool show = false;
-  show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
-  bo.status = [](const std::string& s) {
-    if (!show) return;
-    std::fprintf(stderr, "\r%-100.100s\r%s", "", s.c_str());
-    std::fflush(stderr);
-  };
+  if (o.verbosity >= 1 && is_terminal(STDERR_FILENO)) {
+    bo.status = [](const std::string& s) {
+      std::fprintf(stderr, "\r%-100.100s\r%s", "", s.c_str());
+      std::fflush(stderr);
+    };
+  }
   std::vector<BenchRow> rows;
   int status = 0;
   for (const auto& f : o.files) {
