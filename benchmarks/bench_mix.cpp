@@ -7,8 +7,10 @@
 // per byte, little-endian uint16, in file order) and this program replays them
 // with any mixing knobs. Streams are interleaved exactly as the driver does.
 //
-// Usage: bench_mix [--nn DUMP] [--streams B] [--lr N] [--lr-min N] [--limit N]
-//                  [--apm-rate N] [--nn-weight N] [--cm-weight N] FILE
+// Usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--lr N] [--lr-min N]
+//                  [--decay N] [--lr2 N] [--limit N] [--history-limit N]
+//                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N] FILE
+// (--level: the mix level, default the highest.)
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,7 +38,16 @@ std::vector<uint8_t> load(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  model::MixTuning t;
+  // The level first: the knobs below override its settings.
+  int level = model::kMaxMixLevel;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--level") level = std::atoi(argv[i + 1]);
+  }
+  if (level < 1 || level > model::kMaxMixLevel) {
+    std::fprintf(stderr, "bench_mix: --level must be 1..%d\n", model::kMaxMixLevel);
+    return 2;
+  }
+  model::MixTuning t = model::MixTuning::for_level(level);
   std::string file, dump;
   int streams = 0;
   for (int i = 1; i < argc; ++i) {
@@ -50,19 +61,22 @@ int main(int argc, char** argv) {
     };
     auto num = [&]() { return std::atoi(next().c_str()); };
     if (a == "--nn") dump = next();
+    else if (a == "--level") next();
     else if (a == "--streams") streams = num();
     else if (a == "--lr") t.mixer_lr = num();
     else if (a == "--lr-min") t.mixer_lr_min = num();
     else if (a == "--lr2") t.mixer2_lr = num();
     else if (a == "--decay") t.mixer_decay = num();
     else if (a == "--limit") t.counter_limit = num();
+    else if (a == "--history-limit") t.history_limit = num();
+    else if (a == "--state-limit") t.state_limit = num();
     else if (a == "--apm-rate") t.apm_rate = num();
     else if (a == "--nn-weight") t.nn_weight = num();
     else if (a == "--cm-weight") t.cm_weight = num();
     else file = a;
   }
   if (file.empty()) {
-    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--streams B] [knobs] FILE\n");
+    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [knobs] FILE\n");
     return 2;
   }
   const std::vector<uint8_t> data = load(file);
@@ -99,7 +113,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("%s streams=%d mixed %.4f bpc", file.c_str(), streams, bits / n);
+  std::printf("%s level=%d streams=%d mixed %.4f bpc", file.c_str(), level, streams, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("\n");
   return 0;

@@ -1,8 +1,10 @@
 #include "model/config.h"
 
 #include <sstream>
+#include <string>
 
 #include "coder/assert.h"
+#include "model/context_mix.h"
 
 namespace shazip::model {
 
@@ -24,7 +26,8 @@ int64_t ModelConfig::param_count() const {
 std::string ModelConfig::describe() const {
   std::ostringstream s;
   s << "d=" << dim << " L=" << layers << " attn=" << attn_layer << " M=" << mem_len
-    << " T=" << seg_len << " lr=" << lr << (mix ? " mix" : "");
+    << " T=" << seg_len << " lr=" << lr;
+  if (mix) s << " mix=" << mix;
   return s.str();
 }
 
@@ -40,7 +43,7 @@ std::string ModelConfig::validate() const {
   if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) return "Adam betas must be in [0, 1)";
   if (!(adam_eps > 0 && adam_eps < 1)) return "Adam epsilon must be in (0, 1)";
   if (!(clip > 0)) return "gradient clip must be positive";
-  if (mix < 0 || mix > 1) return "mix level must be 0 or 1";
+  if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";
 }
 
@@ -52,17 +55,21 @@ Preset preset(int level) {
   // at norm 5 rather than 1 lets the early steps move, and a slow lr decay
   // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
   // GPU, where more streams fill the device.
-  struct Row { int dim, layers, attn, mem, streams, seg; float lr; };
+  //
+  // Mix level 2's context models cost about 12 s per MB on one core; on a GPU
+  // that would cap the speed near 85 KB/s, so presets 6..9 keep level 1
+  // (about 3.5 s per MB) until a GPU measurement says otherwise.
+  struct Row { int dim, layers, attn, mem, streams, seg; float lr; int mix; };
   static constexpr Row kRows[] = {
-      {64, 1, -1, 0, 16, 8, 3e-3f},        // 1: no attention, fastest
-      {96, 1, 0, 64, 16, 8, 3e-3f},        // 2
-      {128, 1, 0, 128, 16, 8, 3e-3f},      // 3: default
-      {192, 1, 0, 256, 16, 8, 3e-3f},      // 4
-      {256, 2, 0, 256, 16, 8, 2e-3f},      // 5
-      {384, 2, 0, 512, 64, 16, 1e-3f},     // 6: GPU from here on
-      {512, 3, 1, 1024, 128, 16, 5e-4f},   // 7
-      {768, 4, 2, 2048, 256, 32, 4e-4f},   // 8
-      {1024, 4, 2, 4096, 512, 32, 3e-4f},  // 9
+      {64, 1, -1, 0, 16, 8, 3e-3f, 2},        // 1: no attention, fastest
+      {96, 1, 0, 64, 16, 8, 3e-3f, 2},        // 2: default
+      {128, 1, 0, 128, 16, 8, 3e-3f, 2},      // 3
+      {192, 1, 0, 256, 16, 8, 3e-3f, 2},      // 4
+      {256, 2, 0, 256, 16, 8, 2e-3f, 2},      // 5
+      {384, 2, 0, 512, 64, 16, 1e-3f, 1},     // 6: GPU from here on
+      {512, 3, 1, 1024, 128, 16, 5e-4f, 1},   // 7
+      {768, 4, 2, 2048, 256, 32, 4e-4f, 1},   // 8
+      {1024, 4, 2, 4096, 512, 32, 3e-4f, 1},  // 9
   };
   const Row& r = kRows[level - 1];
   Preset p;
@@ -73,6 +80,7 @@ Preset preset(int level) {
   p.model.seg_len = r.seg;
   p.model.lr = r.lr;
   p.model.lr_decay = 2e-4f;  // lr halves after 5000 steps (tuned on enwik6)
+  p.model.mix = r.mix;
   p.streams = r.streams;
   return p;
 }

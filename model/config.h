@@ -32,9 +32,10 @@ struct ModelConfig {
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---
-  int mix = 1;              // 0: the SHA-RNN's byte table codes each byte (format v1);
-                            // 1: bytes are coded bit by bit, the SHA-RNN mixed with
-                            //    context models (model/context_mix.h; format v2)
+  int mix = 2;              // 0: the SHA-RNN's byte table codes each byte (format v1);
+                            // 1, 2: bytes are coded bit by bit, the SHA-RNN mixed with
+                            //    context models (model/context_mix.h; mix level 1 since
+                            //    format v2, level 2 since format v3)
 
   // Closed-form count of trainable parameters (see model/sha_rnn.cpp).
   int64_t param_count() const;
@@ -47,7 +48,7 @@ struct ModelConfig {
 // Presets 1 (tiny, fastest) .. 9 (largest, for a GPU), like zstd's levels.
 constexpr int kMinPreset = 1;
 constexpr int kMaxPreset = 9;
-constexpr int kDefaultPreset = 3;
+constexpr int kDefaultPreset = 2;
 
 struct Preset {
   ModelConfig model;

@@ -80,6 +80,72 @@ struct Counters {
   }
 };
 
+// Bit histories (level 2): a state in one byte stands for a pair of counts
+// (zeros, ones) seen in a context, each capped at 34; a bit adds to its own
+// count and, when the other count is above 2, halves the excess of the other
+// (recent bits weigh more). The 248 reachable pairs are numbered in
+// breadth-first order from (0, 0) = state 0, so zeroed memory is "nothing seen".
+struct BitHistory {
+  static constexpr int kCap = 34;
+  uint8_t next[256][2] = {};
+  uint8_t zeros[256] = {}, ones[256] = {};
+  int states = 0;
+  BitHistory() {
+    int index[kCap + 1][kCap + 1];
+    for (auto& row : index) for (int& v : row) v = -1;
+    int queue[256][2];
+    index[0][0] = 0;
+    queue[0][0] = queue[0][1] = 0;
+    states = 1;
+    for (int head = 0; head < states; ++head) {
+      const int a = queue[head][0], b = queue[head][1];
+      zeros[head] = static_cast<uint8_t>(a);
+      ones[head] = static_cast<uint8_t>(b);
+      for (int y = 0; y < 2; ++y) {
+        int na = a, nb = b;
+        if (y) {
+          nb = std::min(nb + 1, kCap);
+          if (na > 2) na = 2 + (na - 2) / 2;
+        } else {
+          na = std::min(na + 1, kCap);
+          if (nb > 2) nb = 2 + (nb - 2) / 2;
+        }
+        if (index[na][nb] < 0) {
+          SHAZIP_ASSERT(states < 256);
+          index[na][nb] = states;
+          queue[states][0] = na;
+          queue[states][1] = nb;
+          ++states;
+        }
+        next[head][y] = static_cast<uint8_t>(index[na][nb]);
+      }
+    }
+  }
+};
+const BitHistory kHistory;
+
+// Level 2's hashed slot, one 32-bit word per context and bit position: a
+// 16-bit probability (stored XOR 2^15: zero means 1/2) in the top half, the
+// bit-history state in bits 8-15 and an 8-bit check of the context hash in the
+// low byte, so that a slot that belongs to another context is noticed and
+// taken over instead of trusted. The probability adapts at 1 / (n + 1.5) with
+// n the history's count (capped): a surprise shortens the history, so the
+// counter speeds up again.
+struct Slot {
+  static int p12(uint32_t e) { return std::clamp(static_cast<int>(((e >> 16) ^ 0x8000) >> 4), 1, 4095); }
+  static int state(uint32_t e) { return static_cast<int>((e >> 8) & 255); }
+  static int count(uint32_t e) { return kHistory.zeros[state(e)] + kHistory.ones[state(e)]; }
+  static uint32_t check(uint32_t e) { return e & 255; }
+  static void update(uint32_t& e, int bit, int limit) {
+    const int st = state(e);
+    const int n = std::min(count(e), limit);
+    const int p = static_cast<int>((e >> 16) ^ 0x8000);
+    const int target = bit ? 65535 : 0;
+    const int q = p + static_cast<int>((static_cast<int64_t>(target - p) * kRecip.v[n]) >> 16);
+    e = static_cast<uint32_t>(q ^ 0x8000) << 16 | static_cast<uint32_t>(kHistory.next[st][bit]) << 8 | check(e);
+  }
+};
+
 // Zero-initialised array from calloc, so that pages nobody touches (small
 // inputs, short fuzz runs) cost nothing: every structure below is laid out so
 // that all-zero memory is its initial state.
@@ -185,10 +251,21 @@ class Mixer {
   int st_ = 0, p_ = 2048;
 };
 
-// Inputs to the mixer: the SHA-RNN, order 0 and 1 (direct tables), hashed
-// orders 2, 3, 4, 6 and two word contexts, the match model, a bias.
-constexpr int kHashed = 8;
-constexpr int kInputs = 1 + 2 + kHashed + 1 + 1;
+// Contexts. Level 1: orders 2, 3, 4, 6, word + previous byte, word +
+// previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
+// and 1 in direct tables. Level 2 adds 15 hashed contexts (compute_contexts).
+constexpr int kLevel1Hashed = 8;
+constexpr int kLevel2Hashed = 23;
+constexpr int kMaxHashed = kLevel2Hashed;
+// Level 2's run maps: the byte that last followed orders 3, 4 and word +
+// previous byte (indices into the hashed contexts).
+constexpr int kRuns = 3;
+constexpr int kRunContext[kRuns] = {1, 2, 4};
+// Mixer inputs: 0 the SHA-RNN, 1 bias, 2 match model, 3-4 orders 0 and 1,
+// then one per hashed context; level 2 then adds one bit-history input per
+// hashed context and one per run map.
+constexpr int kFirstCounter = 3;
+constexpr int kMaxInputs = kFirstCounter + 2 + 2 * kMaxHashed + kRuns;
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
 
@@ -196,14 +273,49 @@ struct StreamState {
   uint64_t last8 = 0;       // the last 8 bytes, most recent in the low byte
   uint32_t word = 0;        // hash of the current word's letters (0 between words)
   uint32_t prev_word = 0;   // hash of the word before it
-  uint32_t base[kHashed] = {};  // context hashes for the next byte
-  std::vector<uint8_t> hist;    // every byte of the stream so far
-  ZeroArray<uint32_t> match_table{0};  // hash of kMatchMin bytes -> position after them
-  uint32_t match_ptr = 0;   // position in hist of the predicted byte
-  uint32_t match_len = 0;   // bytes matched before it; 0: no match
+  uint32_t prev_word2 = 0;  // ... and of the one before that (level 2)
+  uint64_t line_start = 0, prev_line_start = 0;  // where the last two lines start in hist (level 2)
+  uint32_t column = 0;      // bytes since the line start (level 2)
+  uint32_t markup = 0;      // the last two markup characters ([]{}<>|=';&) (level 2)
+  uint32_t base[kMaxHashed] = {};  // context hashes for the next byte
+  uint32_t* runs[kRuns] = {};      // level 2: this byte's run map entries
+  std::vector<uint8_t> hist;       // every byte of the stream so far
+  ZeroArray<uint32_t> match_table{0};  // level 1: hash of kMatchMin bytes -> position after them
+  uint32_t match_stream = 0;  // stream whose history holds the match
+  uint32_t match_ptr = 0;     // position in that history of the predicted byte
+  uint32_t match_len = 0;     // bytes matched before it; 0: no match
 };
 
+bool is_markup(int c) {
+  return c == '[' || c == ']' || c == '{' || c == '}' || c == '<' || c == '>' || c == '|' || c == '=' ||
+         c == '\'' || c == '&' || c == ';';
+}
+
+// The low 4 bytes of b with ASCII letters in lower case.
+uint64_t fold4(uint64_t b) {
+  uint64_t r = 0;
+  for (int k = 0; k < 4; ++k) {
+    uint64_t c = (b >> (8 * k)) & 0xFF;
+    if (c >= 'A' && c <= 'Z') c += 'a' - 'A';
+    r |= c << (8 * k);
+  }
+  return r;
+}
+
 }  // namespace
+
+MixTuning MixTuning::for_level(int level) {
+  SHAZIP_ASSERT(level >= 1 && level <= kMaxMixLevel);
+  MixTuning t;
+  t.level = level;
+  if (level == 2) {
+    // Tuned on enwik6 and book1 (benchmarks/RESULTS.md, "Mix level 2"): with
+    // five times the inputs, smaller initial weights and a slower second layer.
+    t.cm_weight = 4000;
+    t.mixer2_lr = 1;
+  }
+  return t;
+}
 
 int nn_bit_p12(const uint32_t* cdf, int c0) {
   // c0 = 1 followed by k known bits: the candidates are the 2^(8-k) bytes
@@ -220,24 +332,57 @@ int nn_bit_p12(const uint32_t* cdf, int c0) {
 
 struct ContextMixer::Impl {
   Impl(int streams, uint64_t stream_len, const MixTuning& t)
-      : tuning(t), order0(8), order1(16), apm_order0(256, t.apm_rate), apm_order1(65536, t.apm_rate) {
-    SHAZIP_ASSERT(streams >= 1);
+      : tuning(t),
+        level2(t.level >= 2),
+        n_hashed(level2 ? kLevel2Hashed : kLevel1Hashed),
+        order0(8),
+        order1(16),
+        apm_order0(256, t.apm_rate),
+        apm_order1(65536, t.apm_rate),
+        apm_order2(level2 ? 65536 : 0, t.apm_rate) {
+    SHAZIP_ASSERT(streams >= 1 && t.level >= 1 && t.level <= kMaxMixLevel);
     const uint64_t total = stream_len * static_cast<uint64_t>(streams);
-    const int bits = std::clamp(ceil_log2(std::max<uint64_t>(total, 1)) + 1, 16, 22);
-    for (int i = 0; i < kHashed; ++i) hashed.emplace_back(bits);
-    const int match_bits = std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22);
+    const int log_total = ceil_log2(std::max<uint64_t>(total, 1));
+    // Two slots per coded byte at level 1, four at level 2 (its slots are
+    // 2-way associative), up to 16 MiB a table.
+    const int bits = std::clamp(log_total + (level2 ? 2 : 1), 16, 22);
+    for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits);
     state.resize(static_cast<size_t>(streams));
-    for (StreamState& s : state) {
-      s.match_table = ZeroArray<uint32_t>(size_t{1} << match_bits);
-      s.hist.reserve(stream_len);
-      compute_contexts(s);
+    if (level2) {
+      for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits);
+      const int shared_bits = std::clamp(log_total, 10, 24);
+      shared_table = ZeroArray<uint64_t>(size_t{1} << shared_bits);
+      match_mask = (uint32_t{1} << shared_bits) - 1;
+      indirect2 = ZeroArray<uint16_t>(65536);
+      indirect1 = ZeroArray<uint16_t>(256);
+    } else {
+      const int match_bits = std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22);
+      for (StreamState& s : state) s.match_table = ZeroArray<uint32_t>(size_t{1} << match_bits);
+      match_mask = (uint32_t{1} << match_bits) - 1;
     }
-    match_mask = (uint32_t{1} << match_bits) - 1;
+    for (size_t i = 0; i < state.size(); ++i) {
+      state[i].match_stream = static_cast<uint32_t>(i);
+      state[i].hist.reserve(stream_len);
+      compute_contexts(state[i]);
+    }
+
+    n_inputs = kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0);
+    layer1.emplace_back(n_inputs, 256);        // by the partial byte
+    layer1.emplace_back(n_inputs, 4 * 8 * 2);  // by the match state
+    layer1.emplace_back(n_inputs, 16 * 8);     // by the SHA-RNN's confidence
+    if (level2) {
+      layer1.emplace_back(n_inputs, 6 * 8);    // by how many orders know their context
+      layer1.emplace_back(n_inputs, 256 * 8);  // by the previous byte
+      layer1.emplace_back(n_inputs, 256 * 8);  // by the last markup character
+      layer1.emplace_back(n_inputs, 256);      // by order 3's bit history
+    }
     for (Mixer& mx : layer1) {
-      for (int i = 1; i < kInputs; ++i) mx.set_initial(i, t.cm_weight);
+      for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
     }
-    for (int i = 0; i < kMixers; ++i) layer2.set_initial(i, 65536 / kMixers);
+    const int mixers = static_cast<int>(layer1.size());
+    layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (level 2) or the bit position
+    for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
   }
 
   void compute_contexts(StreamState& s) {
@@ -250,20 +395,36 @@ struct ContextMixer::Impl {
     s.base[5] = hash32((uint64_t{s.word} << 32 | s.prev_word) ^ uint64_t{8} << 58);
     s.base[6] = hash32((h & 0xFFFFFFFFFF) | uint64_t{5} << 56);
     s.base[7] = hash32((h & 0xFFFF00) | uint64_t{9} << 56);
+    if (!level2) return;
+    // The byte in the line above, at the same column.
+    const uint32_t above = s.line_start > s.prev_line_start && s.prev_line_start + s.column < s.line_start
+                               ? s.hist[s.prev_line_start + s.column]
+                               : 0;
+    const uint64_t c2c1 = h & 0xFFFF;
+    uint64_t expected = 0;  // the match model's next byte and length
+    if (s.match_len > 0) {
+      expected = 256 | uint64_t{state[s.match_stream].hist[s.match_ptr]} | uint64_t{std::min<uint32_t>(s.match_len, 15)} << 9;
+    }
+    const uint64_t word3 = (uint64_t{s.word} << 32 | s.prev_word) ^ (uint64_t{s.prev_word2} * 0x9E3779B1u);
+    s.base[8] = hash32(word3 ^ uint64_t{10} << 58);                                   // word trigram
+    s.base[9] = hash32(h ^ 0x5bd1e995ull) ^ 0x11;                                      // order 8
+    s.base[10] = hash32((h & 0xFF00FF) | uint64_t{12} << 56);                          // bytes 1 and 3
+    s.base[11] = hash32(fold4(h) | uint64_t{13} << 56);                                // order 4, case folded
+    s.base[12] = hash32((uint64_t{std::min<uint32_t>(s.column, 255)} << 8 | above) | uint64_t{14} << 56);
+    s.base[13] = hash32((uint64_t{s.word} << 16 | c2c1) ^ uint64_t{15} << 56);        // word + 2 bytes
+    s.base[14] = hash32((h & 0xFFFFFFFFFFFFFF) | uint64_t{16} << 56);                  // order 7
+    s.base[15] = hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);    // above + byte 1
+    s.base[16] = hash32((uint64_t{indirect2[c2c1]} << 16 | c2c1) | uint64_t{18} << 56);
+    s.base[17] = hash32((uint64_t{indirect1[h & 0xFF]} << 16 | (h & 0xFF)) | uint64_t{19} << 56);
+    s.base[18] = hash32((uint64_t{s.markup} << 16 | c2c1) | uint64_t{20} << 56);      // markup + 2 bytes
+    s.base[19] = hash32((uint64_t{s.prev_word} << 16 | c2c1) ^ uint64_t{21} << 56);   // previous word + 2 bytes
+    s.base[20] = hash32(expected | uint64_t{22} << 56);                                // match prediction
+    s.base[21] = hash32((uint64_t{s.markup} << 32 | s.word) ^ uint64_t{23} << 56);    // markup + word
+    s.base[22] = hash32((uint64_t{s.prev_word2} << 32 | s.word) ^ uint64_t{24} << 56);  // word + word 2 back
   }
 
-  void end_byte(StreamState& s, int byte) {
-    s.hist.push_back(static_cast<uint8_t>(byte));
-    s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
-    int lower = byte;
-    if (lower >= 'A' && lower <= 'Z') lower += 'a' - 'A';
-    if ((lower >= 'a' && lower <= 'z') || byte >= 128) {
-      s.word = (s.word + static_cast<uint32_t>(lower) + 1) * 0x2E1B5A3Du;
-    } else if (s.word != 0) {
-      s.prev_word = s.word;
-      s.word = 0;
-    }
-    // Match model: extend the current match or look one up.
+  // Level 1: each stream finds matches in its own history.
+  void update_own_match(StreamState& s, int byte) {
     if (s.match_len > 0 && s.hist[s.match_ptr] == byte) {
       s.match_len = std::min<uint32_t>(s.match_len + 1, 65535);
       ++s.match_ptr;
@@ -289,22 +450,118 @@ struct ContextMixer::Impl {
       }
       s.match_table[slot] = n;
     }
+  }
+
+  // Level 2: one table over every stream's history, so that a stream finds
+  // text that another stream coded before it. Entries: position << 16 |
+  // stream (0 = empty; positions are >= kMatchMin). A match into a stream
+  // that has not yet coded the next byte ends there.
+  void update_shared_match(StreamState& s, int byte) {
+    const uint32_t self = static_cast<uint32_t>(&s - state.data());
+    if (s.match_len > 0) {
+      const std::vector<uint8_t>& h = state[s.match_stream].hist;
+      if (h[s.match_ptr] == byte && s.match_ptr + 1 < h.size()) {
+        s.match_len = std::min<uint32_t>(s.match_len + 1, 65535);
+        ++s.match_ptr;
+      } else {
+        s.match_len = 0;
+      }
+    }
+    const uint64_t n = s.hist.size();
+    if (n < kMatchMin || n >= (uint64_t{1} << 32)) return;
+    const uint32_t slot = hash32((s.last8 & 0xFFFFFFFFFFFF) | uint64_t{1} << 60) & match_mask;
+    if (s.match_len == 0 && shared_table[slot] != 0) {
+      const uint64_t e = shared_table[slot];
+      const uint32_t cs = static_cast<uint32_t>(e & 0xFFFF);
+      const uint64_t cand = e >> 16;
+      const std::vector<uint8_t>& h = state[cs].hist;
+      uint32_t len = 0;
+      while (len < 64 && len < cand && len < n && h[cand - 1 - len] == s.hist[n - 1 - len]) ++len;
+      if (len >= kMatchMin && cand < h.size()) {
+        s.match_len = len;
+        s.match_ptr = static_cast<uint32_t>(cand);
+        s.match_stream = cs;
+      }
+    }
+    shared_table[slot] = n << 16 | self;
+  }
+
+  void end_byte(StreamState& s, int byte) {
+    if (level2) {
+      for (uint32_t* e : s.runs) {
+        const uint32_t count = *e & 255, prev = (*e >> 8) & 255;
+        if (count > 0 && prev == static_cast<uint32_t>(byte)) {
+          *e = (*e & ~uint32_t{255}) | std::min<uint32_t>(count + 1, 255);
+        } else {
+          *e = (*e & 0xFFFF0000u) | static_cast<uint32_t>(byte) << 8 | 1;
+        }
+      }
+      const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
+      indirect2[c2c1] = static_cast<uint16_t>(indirect2[c2c1] << 8 | byte);
+      indirect1[c2c1 & 0xFF] = static_cast<uint16_t>(indirect1[c2c1 & 0xFF] << 8 | byte);
+      if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
+    }
+    s.hist.push_back(static_cast<uint8_t>(byte));
+    s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
+    if (byte == '\n') {
+      s.prev_line_start = s.line_start;
+      s.line_start = s.hist.size();
+      s.column = 0;
+    } else {
+      ++s.column;
+    }
+    int lower = byte;
+    if (lower >= 'A' && lower <= 'Z') lower += 'a' - 'A';
+    if ((lower >= 'a' && lower <= 'z') || byte >= 128) {
+      s.word = (s.word + static_cast<uint32_t>(lower) + 1) * 0x2E1B5A3Du;
+    } else if (s.word != 0) {
+      s.prev_word2 = s.prev_word;
+      s.prev_word = s.word;
+      s.word = 0;
+    }
+    if (level2) {
+      update_shared_match(s, byte);
+    } else {
+      update_own_match(s, byte);
+    }
     compute_contexts(s);
   }
 
-  MixTuning tuning;
+  // Level 2: the slot of hashed context i for this bit, by its check byte in
+  // a pair of neighbours; a context seen in neither takes the one with the
+  // shorter history.
+  uint32_t* find_slot(int i, uint32_t h) {
+    const uint32_t check = h >> 24;
+    uint32_t* a = &hashed[static_cast<size_t>(i)].at(h);
+    if (Slot::check(*a) == check) return a;
+    uint32_t* b = &hashed[static_cast<size_t>(i)].at(h ^ 1);
+    if (Slot::check(*b) == check) return b;
+    uint32_t* slot = Slot::count(*a) <= Slot::count(*b) ? a : b;
+    *slot = check;
+    return slot;
+  }
+
+  const MixTuning tuning;
+  const bool level2;
+  const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
   std::vector<StreamState> state;
   uint32_t match_mask = 0;
+  ZeroArray<uint64_t> shared_table{0};  // level 2's match model
   uint32_t match_counters[2 * (kMatchCap + 1)] = {};
-  // Layer 1 picks weights by the partial byte, by the match state and by the
-  // SHA-RNN's confidence; layer 2 mixes their outputs.
-  static constexpr int kMixers = 3;
-  Mixer layer1[kMixers] = {Mixer(kInputs, 256), Mixer(kInputs, 4 * 8 * 2), Mixer(kInputs, 16 * 8)};
-  Mixer layer2{kMixers, 8};
-  int x2[kMixers] = {};
-  Apm apm_order0, apm_order1;
+  // Level 2: per hashed context, bit-history state -> probability.
+  ZeroArray<uint32_t> state_maps{kMaxHashed * 256};
+  // Level 2: per context hash, a check (16 bits), the byte that followed it
+  // last and how often in a row (8 bits each).
+  std::vector<Table> run_tables;
+  uint32_t run_counters[kRuns * 16 * 2] = {};
+  // Level 2: the two bytes that followed the last occurrence of each c2c1 and c1.
+  ZeroArray<uint16_t> indirect2{0}, indirect1{0};
+  std::vector<Mixer> layer1;
+  Mixer layer2{1, 1};
+  int x2[7] = {};
+  Apm apm_order0, apm_order1, apm_order2;
 
   // The byte in progress.
   StreamState* cur = nullptr;
@@ -313,9 +570,12 @@ struct ContextMixer::Impl {
   int last_byte = 0;
   uint64_t updates = 0;
   // The bit in progress.
-  uint32_t* slots[2 + kHashed] = {};
+  uint32_t* slots[2 + kMaxHashed] = {};
+  uint32_t* state_slots[kMaxHashed] = {};
+  uint32_t* run_counter[kRuns] = {};
   uint32_t* match_slot = nullptr;
-  int x[kInputs] = {};
+  int n_inputs = 0;
+  int x[kMaxInputs] = {};
   int mix_p12 = 2048;
 };
 
@@ -331,6 +591,16 @@ void ContextMixer::begin(int stream) {
   SHAZIP_ASSERT(stream >= 0 && static_cast<size_t>(stream) < m.state.size() && m.bitpos == 0);
   m.cur = &m.state[static_cast<size_t>(stream)];
   m.c0 = 1;
+  if (m.level2) {
+    // Run maps: find (or take over) this byte's entries.
+    for (int k = 0; k < kRuns; ++k) {
+      const uint32_t h = hash32(uint64_t{m.cur->base[kRunContext[k]]} | uint64_t{0x77} << 40);
+      uint32_t& e = m.run_tables[static_cast<size_t>(k)].at(h);
+      const uint32_t check = h >> 16;
+      if ((e >> 16) != check) e = check << 16;
+      m.cur->runs[k] = &e;
+    }
+  }
 }
 
 uint32_t ContextMixer::predict(int nn_p12) {
@@ -339,26 +609,53 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int c0 = m.c0;
   const uint32_t c1 = static_cast<uint32_t>(s.last8 & 0xFF);
   const uint32_t spread = static_cast<uint32_t>(c0) * 0x9E3779B1u;  // distinct low bits per c0
-  m.slots[0] = &m.order0.at(static_cast<uint32_t>(c0));
-  m.slots[1] = &m.order1.at(c1 << 8 | static_cast<uint32_t>(c0));
-  for (int i = 0; i < kHashed; ++i) m.slots[2 + i] = &m.hashed[i].at(s.base[i] ^ spread);
-
   int* x = m.x;
   x[0] = m.tuning.use_nn ? stretch(std::clamp(nn_p12, 1, 4095)) : 0;
-  for (int i = 0; i < 2 + kHashed; ++i) x[1 + i] = stretch(Counters::p12(*m.slots[i]));
+  x[1] = 256;
+  m.slots[0] = &m.order0.at(static_cast<uint32_t>(c0));
+  m.slots[1] = &m.order1.at(c1 << 8 | static_cast<uint32_t>(c0));
+  for (int i = 0; i < 2; ++i) x[kFirstCounter + i] = stretch(Counters::p12(*m.slots[i]));
+  if (m.level2) {
+    const int histories = kFirstCounter + 2 + m.n_hashed;
+    for (int i = 0; i < m.n_hashed; ++i) {
+      uint32_t* slot = m.find_slot(i, s.base[i] ^ spread);
+      m.slots[2 + i] = slot;
+      x[kFirstCounter + 2 + i] = stretch(Slot::p12(*slot));
+      m.state_slots[i] = &m.state_maps[static_cast<size_t>(i) * 256 + static_cast<size_t>(Slot::state(*slot))];
+      x[histories + i] = stretch(Counters::p12(*m.state_slots[i]));
+    }
+    // Run maps: the next bit of the byte that last followed the context.
+    const int runs = histories + m.n_hashed;
+    for (int k = 0; k < kRuns; ++k) {
+      const uint32_t e = *s.runs[k];
+      const uint32_t count = e & 255;
+      const int predicted = static_cast<int>((e >> 8) & 255) | 256;
+      m.run_counter[k] = nullptr;
+      x[runs + k] = 0;
+      if (count > 0 && (predicted >> (8 - m.bitpos)) == c0) {
+        const int expected = (predicted >> (7 - m.bitpos)) & 1;
+        m.run_counter[k] = &m.run_counters[(k * 16 + std::min<uint32_t>(count, 15)) * 2 + expected];
+        x[runs + k] = stretch(Counters::p12(*m.run_counter[k]));
+      }
+    }
+  } else {
+    for (int i = 0; i < m.n_hashed; ++i) {
+      m.slots[2 + i] = &m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread);
+      x[kFirstCounter + 2 + i] = stretch(Counters::p12(*m.slots[2 + i]));
+    }
+  }
   // Match model: the next bit of the predicted byte, while the byte so far agrees.
   m.match_slot = nullptr;
-  x[3 + kHashed] = 0;
+  x[2] = 0;
   if (s.match_len > 0) {
-    const int predicted = s.hist[s.match_ptr] | 256;
+    const int predicted = m.state[s.match_stream].hist[s.match_ptr] | 256;
     if ((predicted >> (8 - m.bitpos)) == c0) {
       const int expected = (predicted >> (7 - m.bitpos)) & 1;
       const uint32_t len = std::min<uint32_t>(s.match_len, kMatchCap);
       m.match_slot = &m.match_counters[len * 2 + static_cast<uint32_t>(expected)];
-      x[3 + kHashed] = stretch(Counters::p12(*m.match_slot));
+      x[2] = stretch(Counters::p12(*m.match_slot));
     }
   }
-  x[4 + kHashed] = 256;
 
   const int match_bucket = s.match_len == 0 ? 0 : s.match_len < 16 ? 1 : s.match_len < 32 ? 2 : 3;
   const int match_ctx = (match_bucket * 8 + m.bitpos) * 2 + (m.match_slot != nullptr);
@@ -366,12 +663,30 @@ uint32_t ContextMixer::predict(int nn_p12) {
   m.layer1[0].mix(x, c0);
   m.layer1[1].mix(x, match_ctx);
   m.layer1[2].mix(x, nn_ctx);
-  for (int i = 0; i < Impl::kMixers; ++i) m.x2[i] = m.layer1[i].stretched();
-  m.mix_p12 = m.layer2.mix(m.x2, m.bitpos);
+  if (m.level2) {
+    // Orders 2, 3, 4, 5, 6 (slots 2, 3, 4, 8, 5): how many in a row have a history.
+    static constexpr int kOrderSlots[5] = {2, 3, 4, 8, 5};
+    int known = 0;
+    while (known < 5 && Slot::state(*m.slots[kOrderSlots[known]]) > 0) ++known;
+    m.layer1[3].mix(x, known * 8 + m.bitpos);
+    m.layer1[4].mix(x, static_cast<int>(c1) * 8 + m.bitpos);
+    m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
+    m.layer1[6].mix(x, Slot::state(*m.slots[3]));
+  }
+  const int mixers = static_cast<int>(m.layer1.size());
+  for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
+  m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? c0 : m.bitpos);
 
-  const int a0 = m.apm_order0.refine(m.mix_p12, c0);
+  int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, static_cast<int>(c1 << 8) | c0);
-  const int p16 = (m.mix_p12 * 16 + a0 + 2 * a1 + 2) >> 2;
+  if (m.level2) {
+    const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
+    const int a2 = m.apm_order2.refine(m.mix_p12, static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread) >> 16));
+    p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
+  } else {
+    const int a0 = m.apm_order0.refine(m.mix_p12, c0);
+    p16 = (m.mix_p12 * 16 + a0 + 2 * a1 + 2) >> 2;
+  }
   return static_cast<uint32_t>(std::clamp(p16, static_cast<int>(kMinP16), static_cast<int>(65536 - kMinP16)));
 }
 
@@ -379,9 +694,21 @@ void ContextMixer::update(int bit) {
   Impl& m = *impl_;
   SHAZIP_ASSERT(m.cur != nullptr && (bit == 0 || bit == 1));
   const int limit = m.tuning.counter_limit;
-  for (uint32_t* slot : m.slots) Counters::update(*slot, bit, limit);
+  for (int i = 0; i < 2; ++i) Counters::update(*m.slots[i], bit, limit);
+  if (m.level2) {
+    for (int i = 0; i < m.n_hashed; ++i) {
+      Counters::update(*m.state_slots[i], bit, m.tuning.state_limit);
+      Slot::update(*m.slots[2 + i], bit, m.tuning.history_limit);
+    }
+    for (uint32_t* counter : m.run_counter) {
+      if (counter) Counters::update(*counter, bit, 1023);
+    }
+    m.apm_order2.update(bit);
+  } else {
+    for (int i = 2; i < 2 + m.n_hashed; ++i) Counters::update(*m.slots[i], bit, limit);
+    m.apm_order0.update(bit);
+  }
   if (m.match_slot) Counters::update(*m.match_slot, bit, 1023);
-  m.apm_order0.update(bit);
   m.apm_order1.update(bit);
 
   // Mixer: gradient step on coding cost, the rate falling from mixer_lr to

@@ -1,24 +1,25 @@
-// Bitwise context mixing on top of the SHA-RNN (mix level 1).
+// Bitwise context mixing on top of the SHA-RNN (mix levels 1 and 2).
 //
 // The SHA-RNN learns from scratch while it codes, so on the first hundreds of
 // kilobytes it knows less than a counting model: on enwik6 alone it gives 2.36
-// bits per byte where order-N statistics reach ~2.1. This stage codes every
+// bits per byte where counting models reach ~1.85. This stage codes every
 // byte as 8 binary decisions, most significant bit first, and for each one
 // mixes, in the logistic domain, the SHA-RNN's probability of that bit (from
-// its quantized byte table) with order-0..6 and word context statistics and a
-// match model, through an online-trained gated linear mixer and two adaptive
-// probability maps (the lpaq/paq8 family of designs, written for this code
-// base). The SHA-RNN still decides most bits on long inputs; the counters cover
-// its slow start and the long exact repeats it cannot memorise.
+// its quantized byte table) with order-N, word, markup and other context
+// statistics and a match model, through online-trained gated linear mixers
+// and adaptive probability maps (the lpaq/paq8 family of designs, written for
+// this code base). The counters cover the SHA-RNN's slow start and the long
+// exact repeats it cannot memorise; the SHA-RNN adds what it generalises.
 //
 // Everything here is integer arithmetic with a fixed evaluation order: encoder
 // and decoder that feed the same bits and the same SHA-RNN probabilities get the
 // same outputs on every platform. Torch-free.
 //
 // Streams: the driver codes B streams interleaved (position-major, stream
-// order). Each stream has its own history (context hashes, match model); the
-// statistics tables and the mixer are shared, so what one stream learns helps
-// all. The order of calls is therefore part of the format.
+// order). Each stream has its own history (context hashes; at level 1 also its
+// match model); the statistics tables and the mixers are shared, so what one
+// stream learns helps all, and at level 2 the match model finds text in every
+// stream's history. The order of calls is therefore part of the format.
 #pragma once
 
 #include <cstdint>
@@ -30,18 +31,34 @@ namespace shazip::model {
 // always in [kMinP16, 65536 - kMinP16].
 constexpr uint32_t kMinP16 = 32;
 
-// Knobs of the mixing stage. They change the arithmetic, so the archive's mix
-// level fixes them; only benchmarks/bench_mix overrides them, for tuning.
+// The highest mix level this build knows (model::ModelConfig::mix).
+constexpr int kMaxMixLevel = 2;
+
+// Settings of the mixing stage. They change the arithmetic, so the archive's
+// mix level fixes them (for_level); only benchmarks/bench_mix overrides the
+// numeric knobs, for tuning.
+//
+// Level 1 (format version 2): orders 0-6, two word contexts and a sparse one
+// as adaptive counters, a per-stream match model, three mixers, two APMs.
+// Level 2 (format version 3): 23 hashed contexts whose slots carry a check
+// byte and a bit history next to the counter, a match model over all streams,
+// run maps, seven mixers, an order-2 APM.
 struct MixTuning {
+  int level = 1;             // 1 or 2
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> 14)
   int mixer_lr_min = 1;      // ... falls by 1 every 2^mixer_decay bits to this
   int mixer_decay = 15;
   int mixer2_lr = 2;         // learning rate of the second mixing layer
-  int counter_limit = 255;   // adaptation count cap of the context counters
+  int counter_limit = 255;   // adaptation count cap of the level-1 context counters
+  int history_limit = 30;    // level 2: count cap of the counters beside the bit histories
+  int state_limit = 1023;    // level 2: count cap of the bit-history maps
   int apm_rate = 7;          // adaptive probability maps: step = error >> rate
   int nn_weight = 40000;     // initial weight of the SHA-RNN input (65536 = 1)
   int cm_weight = 12000;     // initial weight of every other input
   bool use_nn = true;        // false: the context models alone (benchmarks only)
+
+  // The settings an archive of this mix level was coded with (1 or 2).
+  static MixTuning for_level(int level);
 };
 
 // The SHA-RNN's probability (12-bit, 1..4095) that the next bit is 1, given
@@ -54,7 +71,7 @@ class ContextMixer {
  public:
   // streams: the number of interleaved streams; stream_len: the most bytes any
   // stream holds (sizes the tables; encoder and decoder derive it alike).
-  ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning = {});
+  ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning);
   ~ContextMixer();
   ContextMixer(const ContextMixer&) = delete;
   ContextMixer& operator=(const ContextMixer&) = delete;

@@ -29,7 +29,9 @@ CodingStats walk(uint64_t n, const CodingParams& params, Side& side, const Progr
   const uint64_t len = (n + streams - 1) / streams;
   model::Predictor predictor(params.model, streams, params.runtime);
   std::unique_ptr<model::ContextMixer> mixer;
-  if (params.model.mix) mixer = std::make_unique<model::ContextMixer>(streams, len);
+  if (params.model.mix) {
+    mixer = std::make_unique<model::ContextMixer>(streams, len, model::MixTuning::for_level(params.model.mix));
+  }
   std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);
   std::vector<uint8_t> bytes(streams, 0);
   uint64_t done = 0, next_report = progress_every;

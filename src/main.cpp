@@ -135,8 +135,11 @@ void list_archive(const std::string& path, const Options& o) {
                   h.model.beta1, h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
     }
-    std::printf("  coding           %s\n", h.model.mix ? "bitwise, SHA-RNN mixed with context models (mix 1)"
-                                                     : "whole bytes, SHA-RNN alone");
+    if (h.model.mix) {
+      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d)\n", h.model.mix);
+    } else {
+      std::printf("  coding           whole bytes, SHA-RNN alone\n");
+    }
     std::printf("  streams          %d\n", h.streams);
     std::printf("  threads          %d\n", h.threads);
     std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),

@@ -15,6 +15,7 @@
 
 using namespace shazip;
 using model::ContextMixer;
+using model::MixTuning;
 
 namespace {
 
@@ -27,11 +28,11 @@ std::string repetitive_text(size_t n) {
   return s;
 }
 
-// Bits per byte of the mixer over `data` as one stream; nn(i) gives the
-// SHA-RNN's table for byte i (nullptr: uniform).
+// Bits per byte of the mixer (mix level `level`) over `data` as one stream;
+// nn(i) gives the SHA-RNN's table for byte i.
 template <class NnFn>
-double cost(const std::string& data, NnFn nn, size_t from = 0) {
-  ContextMixer mixer(1, data.size());
+double cost(int level, const std::string& data, NnFn nn, size_t from = 0) {
+  ContextMixer mixer(1, data.size(), MixTuning::for_level(level));
   double bits = 0;
   for (size_t i = 0; i < data.size(); ++i) {
     const uint32_t* cdf = nn(i);
@@ -87,13 +88,48 @@ TEST_CASE("the context models learn a repetitive text on their own", "[mix]") {
   const std::string text = repetitive_text(20000);
   std::array<uint32_t, coder::kCdfSize> uniform;
   coder::uniform_cdf(uniform.data());
-  const double late = cost(text, [&](size_t) { return uniform.data(); }, 10000);
+  const double level1 = cost(1, text, [&](size_t) { return uniform.data(); }, 10000);
+  const double level2 = cost(2, text, [&](size_t) { return uniform.data(); }, 10000);
   // Ten words drawn at random: about log2(10) = 3.3 bits per word of ~5.6
   // bytes, ~0.6 bits per byte; the order-N models must get near that.
-  CHECK(late < 1.0);
+  CHECK(level1 < 1.0);
+  CHECK(level2 < 1.0);
+}
+
+TEST_CASE("level 2's match model finds text in another stream", "[mix]") {
+  // Stream 1 repeats stream 0's random bytes: the same byte comes up in
+  // stream 0 one step earlier (position-major order). Level 1's per-stream
+  // match model cannot see it; only its order-N counters, seen once each, help.
+  std::mt19937 rng(5);
+  std::string noise(6000, 0);
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::array<uint32_t, coder::kCdfSize> uniform;
+  coder::uniform_cdf(uniform.data());
+  double copy_cost[3] = {};
+  for (int level = 1; level <= 2; ++level) {
+    ContextMixer mixer(2, noise.size(), MixTuning::for_level(level));
+    double bits = 0;
+    for (size_t i = 0; i < noise.size(); ++i) {
+      for (int s = 0; s < 2; ++s) {
+        mixer.begin(s);
+        for (int k = 0; k < 8; ++k) {
+          const int bit = (static_cast<uint8_t>(noise[i]) >> (7 - k)) & 1;
+          const uint32_t p = mixer.predict(model::nn_bit_p12(uniform.data(), mixer.c0()));
+          if (s == 1 && i >= 1000) bits -= std::log2((bit ? p : 65536 - p) / 65536.0);
+          mixer.update(bit);
+        }
+      }
+    }
+    copy_cost[level] = bits / static_cast<double>(noise.size() - 1000);
+  }
+  INFO("level 1: " << copy_cost[1] << " bpc, level 2: " << copy_cost[2]);
+  CHECK(copy_cost[2] < 0.3);
+  CHECK(copy_cost[2] < copy_cost[1] / 3);
 }
 
 TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]") {
+  const int level = GENERATE(1, 2);
+  INFO("mix level " << level);
   // Random bytes: nothing to learn from the context; an oracle that knows each
   // byte with probability ~0.9 is worth ~0.9 bits per byte.
   std::mt19937 rng(2);
@@ -106,12 +142,12 @@ TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]")
     p[static_cast<uint8_t>(noise[i])] = 0.9f;
     coder::quantize_probs(p.data(), oracle[i].data());
   }
-  const double with_oracle = cost(noise, [&](size_t i) { return oracle[i].data(); }, 10000);
+  const double with_oracle = cost(level, noise, [&](size_t i) { return oracle[i].data(); }, 10000);
   // -log2(0.9) + 0.1 * log2(255 / 0.1) = 0.15 + 1.13 for a perfect user.
   CHECK(with_oracle < 1.5);
   std::array<uint32_t, coder::kCdfSize> uniform;
   coder::uniform_cdf(uniform.data());
-  const double without = cost(noise, [&](size_t) { return uniform.data(); }, 10000);
+  const double without = cost(level, noise, [&](size_t) { return uniform.data(); }, 10000);
   CHECK(without > 7.9);
   CHECK(without < 8.2);  // random data may cost only a little more than 8 bits
 }
@@ -119,6 +155,8 @@ TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]")
 TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[mix]") {
   // Four streams of different content, coded position-major as the driver
   // does, decoded by a second mixer that sees only the decoded bits.
+  const int level = GENERATE(1, 2);
+  INFO("mix level " << level);
   const std::string text = repetitive_text(12000);
   std::mt19937 rng(4);
   std::vector<std::string> streams = {text.substr(0, 4000), text.substr(4000, 4000), std::string(3000, 'a'), ""};
@@ -134,7 +172,7 @@ TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[m
   std::vector<uint32_t> encoder_ps;
   {
     coder::Encoder enc(sink);
-    ContextMixer mixer(4, len);
+    ContextMixer mixer(4, len, MixTuning::for_level(level));
     for (size_t i = 0; i < len; ++i) {
       for (int s = 0; s < 4; ++s) {
         if (i >= streams[s].size()) continue;
@@ -151,7 +189,7 @@ TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[m
     enc.finish();
   }
   coder::Decoder dec(out.data(), out.size());
-  ContextMixer mixer(4, len);
+  ContextMixer mixer(4, len, MixTuning::for_level(level));
   std::vector<std::string> decoded(4);
   size_t n = 0, differing_ps = 0;
   for (size_t i = 0; i < len; ++i) {
