@@ -340,7 +340,8 @@ struct ContextMixer::Impl {
         apm_order0(256, t.apm_rate),
         apm_order1(65536, t.apm_rate),
         apm_order2(level2 ? 65536 : 0, t.apm_rate) {
-    SHAZIP_ASSERT(streams >= 1 && t.level >= 1 && t.level <= kMaxMixLevel);
+    SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
+    SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
     const uint64_t total = stream_len * static_cast<uint64_t>(streams);
     const int log_total = ceil_log2(std::max<uint64_t>(total, 1));
     // Two slots per coded byte at level 1, four at level 2 (its slots are
@@ -453,9 +454,10 @@ struct ContextMixer::Impl {
   }
 
   // Level 2: one table over every stream's history, so that a stream finds
-  // text that another stream coded before it. Entries: position << 16 |
-  // stream (0 = empty; positions are >= kMatchMin). A match into a stream
-  // that has not yet coded the next byte ends there.
+  // text that another stream coded before it. Entries: position << 24 |
+  // stream (0 = empty; positions are >= kMatchMin and below 2^32, streams
+  // below kMaxMixStreams). A match into a stream that has not yet coded the
+  // next byte ends there.
   void update_shared_match(StreamState& s, int byte) {
     const uint32_t self = static_cast<uint32_t>(&s - state.data());
     if (s.match_len > 0) {
@@ -472,8 +474,8 @@ struct ContextMixer::Impl {
     const uint32_t slot = hash32((s.last8 & 0xFFFFFFFFFFFF) | uint64_t{1} << 60) & match_mask;
     if (s.match_len == 0 && shared_table[slot] != 0) {
       const uint64_t e = shared_table[slot];
-      const uint32_t cs = static_cast<uint32_t>(e & 0xFFFF);
-      const uint64_t cand = e >> 16;
+      const uint32_t cs = static_cast<uint32_t>(e & (kMaxMixStreams - 1));
+      const uint64_t cand = e >> 24;
       const std::vector<uint8_t>& h = state[cs].hist;
       uint32_t len = 0;
       while (len < 64 && len < cand && len < n && h[cand - 1 - len] == s.hist[n - 1 - len]) ++len;
@@ -483,7 +485,7 @@ struct ContextMixer::Impl {
         s.match_stream = cs;
       }
     }
-    shared_table[slot] = n << 16 | self;
+    shared_table[slot] = n << 24 | self;
   }
 
   void end_byte(StreamState& s, int byte) {

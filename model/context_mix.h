@@ -67,10 +67,14 @@ struct MixTuning {
 // byte, 0b1xxx after three bits, ...). Integer arithmetic only.
 int nn_bit_p12(const uint32_t* cdf, int c0);
 
+// The most streams the mixing stage takes (archive headers are held to it).
+constexpr uint64_t kMaxMixStreams = uint64_t{1} << 24;
+
 class ContextMixer {
  public:
-  // streams: the number of interleaved streams; stream_len: the most bytes any
-  // stream holds (sizes the tables; encoder and decoder derive it alike).
+  // streams: the number of interleaved streams (1..kMaxMixStreams);
+  // stream_len: the most bytes any stream holds (sizes the tables; encoder and
+  // decoder derive it alike).
   ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning);
   ~ContextMixer();
   ContextMixer(const ContextMixer&) = delete;

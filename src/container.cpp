@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "model/context_mix.h"
 #include "src/crc32.h"
 #include "src/errors.h"
 
@@ -199,6 +200,7 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
     corrupt("invalid stream or thread count");
   }
   if (h.preset > model::kMaxPreset) corrupt("invalid preset");
+  if (h.model.mix > 0 && static_cast<uint64_t>(h.streams) > model::kMaxMixStreams) corrupt("too many streams");
   // Every coded byte costs at least -log2(1 - 255 / 2^24) ~ 2.2e-5 bits, which
   // bounds the original size by the payload's; a header claiming more is
   // damaged (and would make the decoder allocate absurd amounts).

@@ -214,6 +214,16 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   h.model.mix = 1;
   a = with_body(h, h.payload_size);
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
+  // The mixing stage takes at most 2^24 streams; the SHA-RNN alone has no such bound.
+  h = neural_header();
+  h.original_size = 100000000;
+  h.payload_size = 1000000;
+  h.streams = (1 << 24) + 1;
+  a = with_body(h, h.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  h.model.mix = 0;
+  a = with_body(h, h.payload_size);
+  CHECK(parse_header(a.data(), a.size(), &header_size).streams == (1 << 24) + 1);
 
   // A version-1 header (as written by shazip 0.1) has no mix field: the two
   // bytes after the Boom factor are reserved zeros and the archive is
