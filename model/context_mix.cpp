@@ -626,6 +626,16 @@ uint32_t ContextMixer::predict(int nn_p12) {
   m.slots[1] = &m.order1.at(c1 << 8 | static_cast<uint32_t>(c0));
   for (int i = 0; i < 2; ++i) x[kFirstCounter + i] = stretch(Counters::p12(*m.slots[i]));
   if (m.level2) {
+    // The next bit's slots are somewhere in 23 large tables: ask for both
+    // candidates' cache lines now, so that the loads overlap this bit's work.
+    if (m.bitpos < 7) {
+      const uint32_t spread0 = static_cast<uint32_t>(c0 << 1) * 0x9E3779B1u;
+      const uint32_t spread1 = static_cast<uint32_t>(c0 << 1 | 1) * 0x9E3779B1u;
+      for (int i = 0; i < m.n_hashed; ++i) {
+        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread0));
+        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread1));
+      }
+    }
     const int histories = kFirstCounter + 2 + m.n_hashed;
     for (int i = 0; i < m.n_hashed; ++i) {
       uint32_t* slot = m.find_slot(i, s.base[i] ^ spread);
@@ -733,6 +743,13 @@ void ContextMixer::update(int bit) {
   if (++m.bitpos == 8) {
     m.last_byte = m.c0 & 0xFF;
     m.end_byte(*m.cur, m.last_byte);
+    if (m.level2) {
+      // The driver codes the streams in turn: warm the first bit's slots of
+      // the next one (a guess; a wrong one costs nothing but the loads).
+      const size_t next = (static_cast<size_t>(m.cur - m.state.data()) + 1) % m.state.size();
+      const StreamState& n = m.state[next];
+      for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(n.base[i] ^ 0x9E3779B1u));
+    }
     m.bitpos = 0;
     m.c0 = 1;
     m.cur = nullptr;
