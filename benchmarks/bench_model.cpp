@@ -11,7 +11,7 @@
 //   -n BYTES     code only the first BYTES of each file
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
-//   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1
+//   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2
 //   --min-stream BYTES  smallest stream (default kMinStreamBytes)
 //   --dump-nn OUT  also write the SHA-RNN's bit probabilities for the first
 //                  file and preset to OUT, for benchmarks/bench_mix

@@ -49,7 +49,7 @@ struct MixTuning {
   int mixer_lr_min = 1;      // ... falls by 1 every 2^mixer_decay bits to this
   int mixer_decay = 15;
   int mixer2_lr = 2;         // learning rate of the second mixing layer
-  int counter_limit = 255;   // adaptation count cap of the level-1 context counters
+  int counter_limit = 255;   // count cap of the plain counters (level 1: all; level 2: orders 0, 1)
   int history_limit = 30;    // level 2: count cap of the counters beside the bit histories
   int state_limit = 1023;    // level 2: count cap of the bit-history maps
   int apm_rate = 7;          // adaptive probability maps: step = error >> rate
