@@ -345,7 +345,7 @@ struct ContextMixer::Impl {
         n_hashed(level2 ? kLevel2Hashed : kLevel1Hashed),
         order0(8),
         order1(16),
-        apm_order0(256, t.apm_rate),
+        apm_order0(level2 ? 0 : 256, t.apm_rate),
         apm_order1(65536, t.apm_rate),
         apm_order2(level2 ? 65536 : 0, t.apm_rate) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
