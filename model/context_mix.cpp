@@ -274,6 +274,7 @@ constexpr int kRunContext[kRuns] = {1, 2, 4};
 // hashed context and one per run map.
 constexpr int kFirstCounter = 3;
 constexpr int kMaxInputs = kFirstCounter + 2 + 2 * kMaxHashed + kRuns;
+constexpr int kMaxMixers = 7;   // layer-1 mixers at level 2 (3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
 
@@ -293,6 +294,19 @@ struct StreamState {
   uint32_t match_ptr = 0;     // position in that history of the predicted byte
   uint32_t match_len = 0;     // bytes matched before it; 0: no match
 };
+
+// Spreads a hashed context over the table by the partial byte c0: the slot of
+// context hash h for the next bit is at h ^ spread(c0).
+inline uint32_t spread(int c0) { return static_cast<uint32_t>(c0) * 0x9E3779B1u; }
+
+// The next bit of a byte that some model expects (the match model, a run
+// map), or -1 when the bits coded so far (c0, bitpos of them) already differ
+// from it.
+inline int expected_bit(int byte, int c0, int bitpos) {
+  const int with_lead = byte | 256;
+  if ((with_lead >> (8 - bitpos)) != c0) return -1;
+  return (with_lead >> (7 - bitpos)) & 1;
+}
 
 bool is_markup(int c) {
   return c == '[' || c == ']' || c == '{' || c == '}' || c == '<' || c == '>' || c == '|' || c == '=' ||
@@ -390,6 +404,7 @@ struct ContextMixer::Impl {
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
     }
     const int mixers = static_cast<int>(layer1.size());
+    SHAZIP_ASSERT(mixers <= kMaxMixers);
     layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (level 2) or the bit position
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
   }
@@ -570,7 +585,7 @@ struct ContextMixer::Impl {
   ZeroArray<uint16_t> indirect2{0}, indirect1{0};
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1};
-  int x2[7] = {};
+  int x2[kMaxMixers] = {};
   Apm apm_order0, apm_order1, apm_order2;
 
   // The byte in progress.
@@ -618,7 +633,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
   StreamState& s = *m.cur;
   const int c0 = m.c0;
   const uint32_t c1 = static_cast<uint32_t>(s.last8 & 0xFF);
-  const uint32_t spread = static_cast<uint32_t>(c0) * 0x9E3779B1u;  // distinct low bits per c0
+  const uint32_t spread_c0 = spread(c0);
   int* x = m.x;
   x[0] = m.tuning.use_nn ? stretch(std::clamp(nn_p12, 1, 4095)) : 0;
   x[1] = 256;
@@ -629,8 +644,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
     // The next bit's slots are somewhere in 23 large tables: ask for both
     // candidates' cache lines now, so that the loads overlap this bit's work.
     if (m.bitpos < 7) {
-      const uint32_t spread0 = static_cast<uint32_t>(c0 << 1) * 0x9E3779B1u;
-      const uint32_t spread1 = static_cast<uint32_t>(c0 << 1 | 1) * 0x9E3779B1u;
+      const uint32_t spread0 = spread(c0 << 1), spread1 = spread(c0 << 1 | 1);
       for (int i = 0; i < m.n_hashed; ++i) {
         __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread0));
         __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread1));
@@ -638,7 +652,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
     }
     const int histories = kFirstCounter + 2 + m.n_hashed;
     for (int i = 0; i < m.n_hashed; ++i) {
-      uint32_t* slot = m.find_slot(i, s.base[i] ^ spread);
+      uint32_t* slot = m.find_slot(i, s.base[i] ^ spread_c0);
       m.slots[2 + i] = slot;
       x[kFirstCounter + 2 + i] = stretch(Slot::p12(*slot));
       m.state_slots[i] = &m.state_maps[static_cast<size_t>(i) * 256 + static_cast<size_t>(Slot::state(*slot))];
@@ -649,18 +663,17 @@ uint32_t ContextMixer::predict(int nn_p12) {
     for (int k = 0; k < kRuns; ++k) {
       const uint32_t e = *s.runs[k];
       const uint32_t count = e & 255;
-      const int predicted = static_cast<int>((e >> 8) & 255) | 256;
+      const int expected = count > 0 ? expected_bit(static_cast<int>((e >> 8) & 255), c0, m.bitpos) : -1;
       m.run_counter[k] = nullptr;
       x[runs + k] = 0;
-      if (count > 0 && (predicted >> (8 - m.bitpos)) == c0) {
-        const int expected = (predicted >> (7 - m.bitpos)) & 1;
+      if (expected >= 0) {
         m.run_counter[k] = &m.run_counters[(k * 16 + std::min<uint32_t>(count, 15)) * 2 + expected];
         x[runs + k] = stretch(Counters::p12(*m.run_counter[k]));
       }
     }
   } else {
     for (int i = 0; i < m.n_hashed; ++i) {
-      m.slots[2 + i] = &m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread);
+      m.slots[2 + i] = &m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread_c0);
       x[kFirstCounter + 2 + i] = stretch(Counters::p12(*m.slots[2 + i]));
     }
   }
@@ -668,9 +681,8 @@ uint32_t ContextMixer::predict(int nn_p12) {
   m.match_slot = nullptr;
   x[2] = 0;
   if (s.match_len > 0) {
-    const int predicted = m.state[s.match_stream].hist[s.match_ptr] | 256;
-    if ((predicted >> (8 - m.bitpos)) == c0) {
-      const int expected = (predicted >> (7 - m.bitpos)) & 1;
+    const int expected = expected_bit(m.state[s.match_stream].hist[s.match_ptr], c0, m.bitpos);
+    if (expected >= 0) {
       const uint32_t len = std::min<uint32_t>(s.match_len, kMatchCap);
       m.match_slot = &m.match_counters[len * 2 + static_cast<uint32_t>(expected)];
       x[2] = stretch(Counters::p12(*m.match_slot));
@@ -701,7 +713,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int a1 = m.apm_order1.refine(m.mix_p12, static_cast<int>(c1 << 8) | c0);
   if (m.level2) {
     const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
-    const int a2 = m.apm_order2.refine(m.mix_p12, static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread) >> 16));
+    const int a2 = m.apm_order2.refine(m.mix_p12, static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread_c0) >> 16));
     p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
   } else {
     const int a0 = m.apm_order0.refine(m.mix_p12, c0);
@@ -748,7 +760,7 @@ void ContextMixer::update(int bit) {
       // the next one (a guess; a wrong one costs nothing but the loads).
       const size_t next = (static_cast<size_t>(m.cur - m.state.data()) + 1) % m.state.size();
       const StreamState& n = m.state[next];
-      for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(n.base[i] ^ 0x9E3779B1u));
+      for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(n.base[i] ^ spread(1)));
     }
     m.bitpos = 0;
     m.c0 = 1;
