@@ -28,6 +28,7 @@ std::string ModelConfig::describe() const {
   s << "d=" << dim << " L=" << layers << " attn=" << attn_layer << " M=" << mem_len
     << " T=" << seg_len << " lr=" << lr;
   if (mix) s << " mix=" << mix;
+  if (!train_lag) s << " lag=0";
   return s.str();
 }
 
@@ -43,6 +44,7 @@ std::string ModelConfig::validate() const {
   if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) return "Adam betas must be in [0, 1)";
   if (!(adam_eps > 0 && adam_eps < 1)) return "Adam epsilon must be in (0, 1)";
   if (!(clip > 0)) return "gradient clip must be positive";
+  if (train_lag < 0 || train_lag > 1) return "training lag must be 0 or 1";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";
 }

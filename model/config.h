@@ -29,6 +29,11 @@ struct ModelConfig {
   float adam_eps = 1e-6f;   // Adam epsilon
   float clip = 5.0f;        // gradient clipping: maximum global L2 norm
 
+  int train_lag = 1;        // 0: segment k + 1 is predicted with the weights trained on
+                            //    segments 0..k (formats 1-3); 1: with those trained on
+                            //    0..k-1, so that the training step on segment k runs
+                            //    beside the coding of segment k + 1 (format v4)
+
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---

@@ -8,10 +8,16 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include <atomic>
 #include <chrono>
-
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "coder/assert.h"
@@ -83,30 +89,143 @@ void configure_runtime(const RuntimeOptions& rt) {
   at::globalContext().setUserEnabledMkldnn(false);
 }
 
+namespace {
+
+// The training steps, run inline or on a thread of their own. One job at a
+// time: the predictor submits the step for segment k and, one segment later,
+// waits for it before taking its weights (train_lag 1); with train_lag 0 it
+// runs each job inline and the step path uses the trained weights directly.
+class TrainWorker {
+ public:
+  using Job = std::function<void()>;
+
+  // threaded: run jobs on a thread of its own, which first calls `setup`
+  // (thread-local settings the arithmetic depends on).
+  TrainWorker(bool threaded, std::function<void()> setup) {
+    if (threaded) thread_ = std::thread([this, setup = std::move(setup)] { loop(setup); });
+  }
+  ~TrainWorker() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  TrainWorker(const TrainWorker&) = delete;
+  TrainWorker& operator=(const TrainWorker&) = delete;
+
+  // Starts `job` (inline: runs it). The previous job must have been waited for.
+  void submit(Job job) {
+    if (!thread_.joinable()) {
+      job();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      SHAZIP_ASSERT(!job_ && !busy_);
+      job_ = std::move(job);
+      busy_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // Blocks until the submitted job has finished; rethrows what it threw.
+  void wait() {
+    if (!thread_.joinable()) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !busy_; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void loop(const std::function<void()>& setup) {
+    setup();
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || job_; });
+      if (stop_) return;
+      Job job = std::move(job_);
+      job_ = nullptr;
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        job();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      error_ = error;
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Job job_;
+  bool busy_ = false, stop_ = false;
+  std::exception_ptr error_;
+};
+
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void copy_weights(ShaRnn& to, const ShaRnn& from) {
+  torch::NoGradGuard no_grad;
+  const auto dst = to->parameters(), src = from->parameters();
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+  to->refresh_gates();
+}
+
+}  // namespace
+
 struct Predictor::Impl {
   Impl(const ModelConfig& c, int b, const RuntimeOptions& r)
       : cfg(c), streams(b), rt(r),
         device(r.device == DeviceKind::kCuda ? torch::kCUDA : torch::kCPU),
-        net(c) {
+        net(c), trainer(nullptr) {
     configure_runtime(rt);
     net->to(device);
+    if (cfg.train_lag) {
+      // Its own copy of the weights, which the training steps update; the step
+      // path takes them one segment later.
+      trainer = ShaRnn(c);
+      trainer->to(device);
+      copy_weights(trainer, net);
+    } else {
+      trainer = net;
+    }
     opt = std::make_unique<torch::optim::Adam>(
-        net->parameters(), torch::optim::AdamOptions(cfg.lr)
-                               .betas({cfg.beta1, cfg.beta2})
-                               .eps(cfg.adam_eps));
+        trainer->parameters(), torch::optim::AdamOptions(cfg.lr)
+                                   .betas({cfg.beta1, cfg.beta2})
+                                   .eps(cfg.adam_eps));
     state = net->initial_state(streams, device);
     seg_start = state.clone();
     seg_bytes.assign(static_cast<size_t>(streams) * (cfg.seg_len + 1), 0);
     prev = torch::zeros({streams}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    // Last: the worker's thread uses the members above.
+    worker = std::make_unique<TrainWorker>(cfg.train_lag && rt.async_train,
+                                           [rt = rt] { configure_runtime(rt); });
   }
 
-  void train_segment();
+  void end_segment();
+  void train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step);
+  // The trainer's weights once no training step is running.
+  void settle() {
+    worker->wait();
+    if (cfg.train_lag) copy_weights(net, trainer);
+  }
 
   ModelConfig cfg;
   int streams;
   RuntimeOptions rt;
   torch::Device device;
-  ShaRnn net;
+  ShaRnn net;      // the step path's weights
+  ShaRnn trainer;  // the weights the training steps update: net itself at lag 0
   std::unique_ptr<torch::optim::Adam> opt;
   ShaRnnState state;      // after the last observed position
   ShaRnnState seg_start;  // at the start of the current segment
@@ -117,44 +236,51 @@ struct Predictor::Impl {
   std::vector<int64_t> seg_bytes;
   int seg_pos = 0;
   int64_t positions = 0;
-  int64_t steps = 0;
+  int64_t steps = 0;  // training steps started
   bool predicted = false;
-  double predict_s = 0, train_s = 0;
+  double predict_s = 0;
+  std::atomic<double> train_s{0};  // written by the worker
+  std::unique_ptr<TrainWorker> worker;  // declared last: destroyed (joined) first
 };
 
-namespace {
-double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
-void Predictor::Impl::train_segment() {
+// One Adam step of `trainer` on a segment: bytes (B, T + 1) on the CPU,
+// starting from the step path's state at the segment's start. May run on the
+// worker's thread; touches only the trainer, the optimizer and its arguments.
+void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step) {
   const double t0 = seconds_now();
   const int64_t t = cfg.seg_len;
-  const at::Tensor all = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).to(device);
+  const at::Tensor all = bytes.to(device);
   const at::Tensor inputs = all.narrow(1, 0, t);
   const at::Tensor targets = all.narrow(1, 1, t);
 
-  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(steps));
+  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(step));
   for (auto& group : opt->param_groups()) {
     static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
   }
   opt->zero_grad();
-  const at::Tensor logits = net->forward_segment(inputs, seg_start);
+  const at::Tensor logits = trainer->forward_segment(inputs, start);
   const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), targets.reshape({-1}));
   loss.backward();
-  torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.clip);
+  torch::nn::utils::clip_grad_norm_(trainer->parameters(), cfg.clip);
   opt->step();
-  net->refresh_gates();
-  ++steps;
+  if (!cfg.train_lag) trainer->refresh_gates();
+  train_s.store(train_s.load() + (seconds_now() - t0));
+}
 
+void Predictor::Impl::end_segment() {
+  const int64_t t = cfg.seg_len;
+  at::Tensor bytes = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).clone();
+  // The step path moves on to the weights of the previous step (lag 1).
+  settle();
   // The next segment starts from the step path's state, detached.
+  ShaRnnState start = std::move(seg_start);
   seg_start = state.clone();
+  const int64_t step = steps++;
+  worker->submit([this, bytes = std::move(bytes), start = std::move(start), step] { train(bytes, start, step); });
   for (int b = 0; b < streams; ++b) {
     seg_bytes[static_cast<size_t>(b) * (t + 1)] = seg_bytes[static_cast<size_t>(b) * (t + 1) + t];
   }
   seg_pos = 0;
-  train_s += seconds_now() - t0;
 }
 
 Predictor::Predictor(const ModelConfig& cfg, int streams, const RuntimeOptions& rt) {
@@ -169,7 +295,7 @@ const ModelConfig& Predictor::config() const { return impl_->cfg; }
 int64_t Predictor::positions() const { return impl_->positions; }
 int64_t Predictor::train_steps() const { return impl_->steps; }
 double Predictor::predict_seconds() const { return impl_->predict_s; }
-double Predictor::train_seconds() const { return impl_->train_s; }
+double Predictor::train_seconds() const { return impl_->train_s.load(); }
 
 void Predictor::predict(uint32_t* cdfs) {
   Impl& m = *impl_;
@@ -224,17 +350,19 @@ void Predictor::observe(const uint8_t* bytes) {
   }
   m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64).to(m.device, /*non_blocking=*/false, /*copy=*/true);
   ++m.positions;
-  if (m.seg_pos == t) m.train_segment();
+  if (m.seg_pos == t) m.end_segment();
 }
 
 // Checkpoint layout (little-endian, host floats): "SHZW", u32 version, i64
 // training steps, u32 parameter count, then per parameter in registration
-// order: u64 element count, the floats, u8 has-Adam-state, and if set i64 Adam
-// step, exp_avg floats, exp_avg_sq floats. Written by hand rather than through
-// torch::save so that equal models give equal bytes.
+// order: u64 element count, the trained floats, u8 has-Adam-state, and if set
+// i64 Adam step, exp_avg floats, exp_avg_sq floats; then u8 training lag and,
+// if 1, the step path's floats of every parameter (one step behind). Written
+// by hand rather than through torch::save so that equal models give equal
+// bytes.
 namespace {
 
-constexpr uint32_t kCheckpointVersion = 1;
+constexpr uint32_t kCheckpointVersion = 2;
 
 template <class T>
 void put_pod(std::ostream& out, T v) {
@@ -267,11 +395,12 @@ std::string state_key(const at::Tensor& p) {
 }  // namespace
 
 void Predictor::save(std::ostream& out) const {
-  const Impl& m = *impl_;
+  Impl& m = *impl_;
+  m.worker->wait();  // the trainer's weights and state are complete
   out.write("SHZW", 4);
   put_pod<uint32_t>(out, kCheckpointVersion);
   put_pod<int64_t>(out, m.steps);
-  const auto params = m.net->parameters();
+  const auto params = m.trainer->parameters();
   put_pod<uint32_t>(out, static_cast<uint32_t>(params.size()));
   auto& states = m.opt->state();
   for (const auto& p : params) {
@@ -286,16 +415,21 @@ void Predictor::save(std::ostream& out) const {
       put_tensor(out, st.exp_avg_sq());
     }
   }
+  put_pod<uint8_t>(out, static_cast<uint8_t>(m.cfg.train_lag));
+  if (m.cfg.train_lag) {
+    for (const auto& p : m.net->parameters()) put_tensor(out, p);
+  }
 }
 
 void Predictor::load(std::istream& in) {
   Impl& m = *impl_;
+  m.worker->wait();
   char magic[4] = {};
   in.read(magic, 4);
   if (!in || std::string(magic, 4) != "SHZW") throw std::runtime_error("not a shazip checkpoint");
   if (get_pod<uint32_t>(in) != kCheckpointVersion) throw std::runtime_error("unsupported checkpoint version");
   m.steps = get_pod<int64_t>(in);
-  const auto params = m.net->parameters();
+  const auto params = m.trainer->parameters();
   if (get_pod<uint32_t>(in) != params.size()) throw std::runtime_error("checkpoint is for another model");
   auto& states = m.opt->state();
   for (const auto& p : params) {
@@ -317,6 +451,11 @@ void Predictor::load(std::istream& in) {
       states.erase(key);
     }
   }
+  if (get_pod<uint8_t>(in) != m.cfg.train_lag) throw std::runtime_error("checkpoint is for another training lag");
+  if (m.cfg.train_lag) {
+    for (auto p : m.net->parameters()) get_tensor(in, p);
+  }
+  m.trainer->refresh_gates();
   m.net->refresh_gates();
 }
 

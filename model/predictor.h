@@ -4,9 +4,13 @@
 // Contract, identical for encoder and decoder:
 //   for each position:  predict(cdfs)  ->  code byte b of stream s with
 //                       cdfs + s * kCdfSize  ->  observe(bytes)
-// observe() runs a training step after every seg_len positions. Encoder and
-// decoder that build the Predictor from the same config, stream count and
-// RuntimeOptions, and feed it the same bytes, get identical tables.
+// observe() starts a training step after every seg_len positions. With
+// ModelConfig::train_lag 0 the step finishes before observe() returns; with
+// lag 1 the step path keeps the previous weights for one more segment while the
+// step runs (on a thread of its own, RuntimeOptions::async_train), and takes
+// its result at the end of that segment. Encoder and decoder that build the
+// Predictor from the same config, stream count and RuntimeOptions (threads,
+// device), and feed it the same bytes, get identical tables.
 //
 // Torch-free header: the driver and CLI include it without LibTorch.
 #pragma once
@@ -25,6 +29,10 @@ enum class DeviceKind : uint8_t { kCpu = 0, kCuda = 1 };
 struct RuntimeOptions {
   DeviceKind device = DeviceKind::kCpu;
   int threads = 1;  // intra-op threads; changes the floats, so archives record it
+  // With ModelConfig::train_lag 1: run each training step on a thread of its
+  // own, beside the coding of the next segment. The results are the same either
+  // way (tests/test_model.cpp); off, the step runs inline.
+  bool async_train = true;
 };
 
 // What the arithmetic of this process depends on besides the model: recorded in

@@ -63,6 +63,9 @@ class Reader {
   size_t pos = 0;
 };
 
+// Header flag bits (offset 6).
+constexpr uint16_t kFlagTrainLag = 1;  // version 4, neural method: ModelConfig::train_lag = 1
+
 [[noreturn]] void corrupt(const std::string& what) {
   throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
 }
@@ -86,7 +89,9 @@ std::vector<uint8_t> write_header(const Header& h) {
   w.out.assign(kMagic, kMagic + 4);
   w.put<uint8_t>(h.version);
   w.put<uint8_t>(static_cast<uint8_t>(h.method));
-  w.put<uint16_t>(0);  // flags, reserved
+  // Flags: bit 0 (version 4, neural) is the training lag; the rest are reserved.
+  const bool lag = h.method == Method::kNeural && h.version >= 4 && h.model.train_lag;
+  w.put<uint16_t>(lag ? kFlagTrainLag : 0);
   w.put<uint64_t>(h.original_size);
   w.put<uint32_t>(h.content_crc);
   if (h.method == Method::kNeural) {
@@ -99,7 +104,7 @@ std::vector<uint8_t> write_header(const Header& h) {
     w.put<uint16_t>(static_cast<uint16_t>(m.layers));
     w.put<int16_t>(static_cast<int16_t>(m.attn_layer));
     w.put<uint16_t>(static_cast<uint16_t>(m.boom_factor));
-    // Version 1: reserved (0); version 2: the mix level.
+    // Version 1: reserved (0); versions 2 and later: the mix level.
     w.put<uint16_t>(static_cast<uint16_t>(h.version >= 2 ? m.mix : 0));
     w.put<uint32_t>(static_cast<uint32_t>(m.mem_len));
     w.put<uint32_t>(static_cast<uint32_t>(m.seg_len));
@@ -137,13 +142,16 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
                                          ", which this shazip no longer reads");
   }
   const uint8_t method = static_cast<uint8_t>(r.get(1));
-  const uint16_t flags = static_cast<uint16_t>(r.get(2));
+  uint16_t flags = static_cast<uint16_t>(r.get(2));
   h.original_size = r.get(8);
   h.content_crc = static_cast<uint32_t>(r.get(4));
   uint16_t reserved = 0;
   if (method == static_cast<uint8_t>(Method::kNeural)) {
     h.method = Method::kNeural;
     model::ModelConfig& m = h.model;
+    // Before version 4 the step path always used the latest weights.
+    m.train_lag = h.version >= 4 && (flags & kFlagTrainLag) ? 1 : 0;
+    if (h.version >= 4) flags &= static_cast<uint16_t>(~kFlagTrainLag);
     h.preset = static_cast<int>(r.get(1));
     h.backend.device = static_cast<model::DeviceKind>(r.get(1));
     h.threads = static_cast<int>(r.get(2));

@@ -135,6 +135,8 @@ void list_archive(const std::string& path, const Options& o) {
                   h.model.beta1, h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
     }
+    std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len,
+                h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)");
     if (h.model.mix) {
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d)\n", h.model.mix);
     } else {

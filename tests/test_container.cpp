@@ -86,6 +86,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
   CHECK(p.model.clip == h.model.clip);
   CHECK(p.model.seed == h.model.seed);
   CHECK(p.model.mix == h.model.mix);
+  CHECK(p.model.train_lag == h.model.train_lag);
   CHECK(p.streams == 16);
   CHECK(p.threads == 2);
   CHECK(p.backend.torch_version == "1.13.0");
@@ -245,4 +246,41 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   const uint32_t crc2 = crc32(a.data(), header_size - 4);
   for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc2 >> (8 * i));
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
+}
+
+TEST_CASE("the training lag: a flag from version 4, lag 0 before", "[container]") {
+  size_t header_size = 0;
+  Header h = neural_header();
+  for (int lag : {0, 1}) {
+    h.model.train_lag = lag;
+    const auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == lag);  // flags, bit 0
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.train_lag == lag);
+  }
+  // Older versions have no lag: the step path always used the latest weights,
+  // and the flag bit is reserved there.
+  h.version = 3;
+  h.model.train_lag = 1;
+  auto a = with_body(h, h.payload_size);
+  CHECK(a[6] == 0);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.train_lag == 0);
+  auto reseal = [](std::vector<uint8_t>& b, size_t hs) {
+    const uint32_t crc = crc32(b.data(), hs - 4);
+    for (int i = 0; i < 4; ++i) b[hs - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  };
+  a[6] = 1;
+  reseal(a, a.size() - h.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  // The other flag bits stay reserved in version 4, and a stored archive has no lag.
+  h = neural_header();
+  a = with_body(h, h.payload_size);
+  a[6] |= 2;
+  reseal(a, a.size() - h.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  Header stored;
+  stored.original_size = 3;
+  a = with_body(stored, 3);
+  a[6] = 1;
+  reseal(a, kStoredHeaderSize);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
 }

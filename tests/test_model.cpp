@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -121,6 +122,44 @@ TEST_CASE("same seed, input and threads give bit-identical tables", "[model]") {
   CHECK(a == b);
 }
 
+TEST_CASE("training on its own thread gives the tables of inline training", "[model]") {
+  // Lag 1 lets the training step run beside the next segment; the thread it
+  // runs on must not change a bit. Lag 0 must differ (the step path uses newer
+  // weights), and agree with itself.
+  ModelConfig c = small_config();
+  c.seg_len = 4;  // many steps, each racing a short segment
+  const std::string text = repetitive_text(2 * 1024, 5);
+  const int streams = 2;
+  const size_t len = text.size() / streams;
+  auto run = [&](int lag, bool async) {
+    ModelConfig cl = c;
+    cl.train_lag = lag;
+    RuntimeOptions rt;
+    rt.async_train = async;
+    Predictor p(cl, streams, rt);
+    std::vector<uint32_t> cdfs(streams * kCdfSize), all;
+    std::vector<uint8_t> bytes(streams);
+    for (size_t i = 0; i < len; ++i) {
+      p.predict(cdfs.data());
+      all.insert(all.end(), cdfs.begin(), cdfs.end());
+      for (int b = 0; b < streams; ++b) bytes[b] = static_cast<uint8_t>(text[b * len + i]);
+      p.observe(bytes.data());
+    }
+    CHECK(p.train_steps() == static_cast<int64_t>(len / cl.seg_len));
+    return all;
+  };
+  const auto threaded = run(1, true);
+  CHECK(threaded == run(1, false));
+  const auto lag0 = run(0, true);
+  CHECK(lag0 == run(0, false));
+  // Both code segment 0 with the initial weights; lag 0 codes segment 1 with
+  // the first step's weights, lag 1 only segment 2.
+  const size_t two_segments = 2 * c.seg_len * streams * kCdfSize;
+  CHECK(std::equal(lag0.begin(), lag0.begin() + static_cast<std::ptrdiff_t>(two_segments / 2), threaded.begin()));
+  CHECK(!std::equal(lag0.begin(), lag0.begin() + static_cast<std::ptrdiff_t>(two_segments), threaded.begin()));
+  CHECK(lag0 != threaded);
+}
+
 TEST_CASE("the model learns a repetitive text", "[model]") {
   ModelConfig c = small_config();
   c.dim = 64;
@@ -148,7 +187,9 @@ TEST_CASE("the model learns a repetitive text", "[model]") {
 }
 
 TEST_CASE("save and load round-trip weights and optimizer state exactly", "[model]") {
-  const ModelConfig c = small_config();
+  ModelConfig c = small_config();
+  c.train_lag = GENERATE(0, 1);  // lag 1 also saves the step path's older weights
+  INFO("train_lag " << c.train_lag);
   const std::string text = repetitive_text(2048, 3);
   Predictor a(c, 2, RuntimeOptions{});
   std::vector<uint32_t> cdfs(2 * kCdfSize);
