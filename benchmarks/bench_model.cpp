@@ -11,7 +11,10 @@
 //   -n BYTES     code only the first BYTES of each file
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
-//   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2
+//   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2 --lag 0|1
+//   --async 0|1     training steps on a thread of their own (default 1)
+//   --lookahead 0|1 the model runs ahead of the coder on its own thread
+//                   (default: lookahead_pays()); neither changes the output
 //   --min-stream BYTES  smallest stream (default kMinStreamBytes)
 //   --dump-nn OUT  also write the SHA-RNN's bit probabilities for the first
 //                  file and preset to OUT, for benchmarks/bench_mix
@@ -127,6 +130,8 @@ int main(int argc, char** argv) {
     for (int level : presets) {
       model::Preset p = model::preset(level);
       int max_streams = p.streams;
+      bool async_train = true;
+      int lookahead = -1;  // -1: lookahead_pays()
       uint64_t min_stream = kMinStreamBytes;
       for (const auto& [k, v] : overrides) {
         if (k == "dim") p.model.dim = std::stoi(v);
@@ -142,6 +147,9 @@ int main(int argc, char** argv) {
         else if (k == "eps") p.model.adam_eps = std::stof(v);
         else if (k == "boom") p.model.boom_factor = std::stoi(v);
         else if (k == "mix") p.model.mix = std::stoi(v);
+        else if (k == "lag") p.model.train_lag = std::stoi(v);
+        else if (k == "async") async_train = std::stoi(v) != 0;
+        else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
         else {
@@ -158,6 +166,8 @@ int main(int argc, char** argv) {
       params.model = p.model;
       params.streams = choose_streams(data.size(), max_streams, min_stream);
       params.runtime.threads = threads;
+      params.runtime.async_train = async_train;
+      params.lookahead = lookahead < 0 ? lookahead_pays(params) : lookahead == 1;
       if (!dump_path.empty()) {
         dump_nn(data, params, dump_path);
         std::printf("wrote %s\n", dump_path.c_str());

@@ -21,6 +21,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
     params.model = p.model;
     params.streams = choose_streams(n, p.streams);
     params.runtime = options.runtime;
+    params.lookahead = lookahead_pays(params);
     coder::VectorSink<std::vector<uint8_t>> sink(payload);
     rep.stats = encode_neural(data, n, params, sink, options.progress);
     h.method = Method::kNeural;

@@ -2,12 +2,19 @@
 // mixing stage), observe.
 #include "src/driver.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
+#include "coder/assert.h"
 #include "model/context_mix.h"
 
 #include "src/errors.h"
@@ -15,36 +22,182 @@
 namespace shazip {
 namespace {
 
+// -log2 of the SHA-RNN's float probability of the bytes at position i, over
+// the streams that still have one: the statistic nn_bits.
+double nn_bits_at(const float* probs, const uint8_t* bytes, int streams, uint64_t i, uint64_t len, uint64_t n) {
+  double bits = 0;
+  for (int b = 0; b < streams; ++b) {
+    if (b * len + i < n) bits -= std::log2(static_cast<double>(probs[b * 256 + bytes[b]]));
+  }
+  return bits;
+}
+
+// Where walk() takes each position's tables from. A Model offers
+//   const uint32_t* next();                    streams x kCdfSize integers for
+//                                              the next position
+//   void done(uint64_t i, const uint8_t* b);   the bytes coded at position i
+//                                              (fillers for ended streams)
+//   void finish(CodingStats&);                 the model's share of the stats
+//
+// InlineModel runs the predictor on the coding thread: predict, code, observe.
+// The decoder needs this order, since the model observes what was decoded.
+class InlineModel {
+ public:
+  InlineModel(const CodingParams& params, uint64_t len, uint64_t n)
+      : predictor_(params.model, params.streams, params.runtime),
+        cdfs_(static_cast<size_t>(params.streams) * coder::kCdfSize),
+        len_(len), n_(n) {}
+  const uint32_t* next() {
+    predictor_.predict(cdfs_.data());
+    return cdfs_.data();
+  }
+  void done(uint64_t i, const uint8_t* bytes) {
+    nn_bits_ += nn_bits_at(predictor_.probs(), bytes, predictor_.streams(), i, len_, n_);
+    predictor_.observe(bytes);
+  }
+  void finish(CodingStats& stats) const {
+    stats.nn_bits = nn_bits_;
+    stats.predict_seconds = predictor_.predict_seconds();
+    stats.train_seconds = predictor_.train_seconds();
+  }
+
+ private:
+  model::Predictor predictor_;
+  std::vector<uint32_t> cdfs_;
+  uint64_t len_, n_;
+  double nn_bits_ = 0;
+};
+
+// The encoder's model: every byte the model observes is known in advance, so
+// a thread of its own runs the predictor up to `depth` positions ahead of the
+// coder and leaves the tables in a ring. The model's arithmetic is the same as
+// InlineModel's (it is built on that thread, so its thread settings apply
+// there); only the coder and the mixing stage no longer wait for it, nor it
+// for them.
+class ModelAhead {
+ public:
+  ModelAhead(const CodingParams& params, const uint8_t* data, uint64_t len, uint64_t n)
+      : params_(params), data_(data), len_(len), n_(n),
+        slot_size_(static_cast<size_t>(params.streams) * coder::kCdfSize) {
+    // A few MB of tables: enough to ride out a training step's wait.
+    depth_ = std::clamp<uint64_t>((size_t{16} << 20) / (slot_size_ * sizeof(uint32_t)), 2, 64);
+    ring_.resize(depth_ * slot_size_);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ModelAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  ModelAhead(const ModelAhead&) = delete;
+  ModelAhead& operator=(const ModelAhead&) = delete;
+
+  const uint32_t* next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return produced_ > consumed_ || error_ || finished_; });
+    if (produced_ > consumed_) return ring_.data() + (consumed_ % depth_) * slot_size_;
+    if (error_) std::rethrow_exception(error_);
+    SHAZIP_ASSERT(!"walk() asked for a position past the end");
+    return nullptr;
+  }
+  void done(uint64_t, const uint8_t*) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++consumed_;
+    }
+    cv_.notify_all();
+  }
+  void finish(CodingStats& stats) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return finished_; });
+    if (error_) std::rethrow_exception(error_);
+    stats.nn_bits = nn_bits_;
+    stats.predict_seconds = predict_s_;
+    stats.train_seconds = train_s_;
+  }
+
+ private:
+  void run() {
+    std::exception_ptr error;
+    try {
+      model::Predictor predictor(params_.model, params_.streams, params_.runtime);
+      std::vector<uint8_t> bytes(params_.streams);
+      for (uint64_t i = 0; i < len_; ++i) {
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait(lock, [this] { return stop_ || produced_ - consumed_ < depth_; });
+          if (stop_) return;
+        }
+        predictor.predict(ring_.data() + (i % depth_) * slot_size_);
+        for (int b = 0; b < params_.streams; ++b) {
+          const uint64_t at = b * len_ + i;
+          bytes[b] = at < n_ ? data_[at] : 0;
+        }
+        nn_bits_ += nn_bits_at(predictor.probs(), bytes.data(), params_.streams, i, len_, n_);
+        predictor.observe(bytes.data());
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++produced_;
+        }
+        cv_.notify_all();
+      }
+      predict_s_ = predictor.predict_seconds();
+      train_s_ = predictor.train_seconds();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = error;
+      finished_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  const CodingParams params_;
+  const uint8_t* data_;
+  const uint64_t len_, n_;
+  const size_t slot_size_;
+  uint64_t depth_ = 2;
+  std::vector<uint32_t> ring_;  // depth_ slots; position i in slot i % depth_
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t produced_ = 0, consumed_ = 0;  // positions: slots [consumed_, produced_) are filled
+  bool stop_ = false, finished_ = false;
+  std::exception_ptr error_;
+  // Written by the thread before finished_ is set.
+  double nn_bits_ = 0, predict_s_ = 0, train_s_ = 0;
+  std::thread thread_;  // last: starts once everything above exists
+};
+
 // Shared walk over positions. The Side codes or decodes:
 //   int byte(at, cdf):      the byte at offset `at` with the SHA-RNN's table;
 //   int bit(at, k, p16):    bit k (0 = most significant) of that byte with
 //                           probability p16 / 2^16 of a 1 (mixing stage).
-template <class Side>
-CodingStats walk(uint64_t n, const CodingParams& params, Side& side, const ProgressFn& progress,
-                 uint64_t progress_every) {
+template <class Model, class Side>
+CodingStats walk(uint64_t n, uint64_t len, const CodingParams& params, Model& model, Side& side,
+                 const ProgressFn& progress, uint64_t progress_every) {
   CodingStats stats;
   const auto t0 = std::chrono::steady_clock::now();
-  if (n == 0) return stats;
   const int streams = params.streams;
-  const uint64_t len = (n + streams - 1) / streams;
-  model::Predictor predictor(params.model, streams, params.runtime);
   std::unique_ptr<model::ContextMixer> mixer;
   if (params.model.mix) {
     mixer = std::make_unique<model::ContextMixer>(streams, len, model::MixTuning::for_level(params.model.mix));
   }
-  std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);
   std::vector<uint8_t> bytes(streams, 0);
   uint64_t done = 0, next_report = progress_every;
   for (uint64_t i = 0; i < len; ++i) {
-    predictor.predict(cdfs.data());
-    const float* probs = predictor.probs();
+    const uint32_t* cdfs = model.next();
     for (int b = 0; b < streams; ++b) {
       const uint64_t at = b * len + i;
       if (at >= n) {
         bytes[b] = 0;  // filler for a stream that has ended
         continue;
       }
-      const uint32_t* cdf = cdfs.data() + static_cast<size_t>(b) * coder::kCdfSize;
+      const uint32_t* cdf = cdfs + static_cast<size_t>(b) * coder::kCdfSize;
       uint8_t byte;
       if (mixer) {
         mixer->begin(b);
@@ -60,18 +213,16 @@ CodingStats walk(uint64_t n, const CodingParams& params, Side& side, const Progr
         stats.model_bits -= std::log2(static_cast<double>(cdf[byte + 1] - cdf[byte]) / coder::kFreqTotal);
       }
       bytes[b] = byte;
-      stats.nn_bits -= std::log2(static_cast<double>(probs[b * 256 + byte]));
       ++done;
     }
-    predictor.observe(bytes.data());
+    model.done(i, bytes.data());
     if (progress && progress_every && done >= next_report) {
       progress(done, stats.model_bits);
       next_report = done + progress_every;
     }
   }
   if (progress) progress(done, stats.model_bits);
-  stats.predict_seconds = predictor.predict_seconds();
-  stats.train_seconds = predictor.train_seconds();
+  model.finish(stats);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
 }
@@ -107,6 +258,15 @@ struct DecodeSide {
 
 }  // namespace
 
+bool lookahead_pays(const CodingParams& params) {
+  if (params.runtime.device == model::DeviceKind::kCuda) return true;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  const bool trainer = params.model.train_lag && params.runtime.async_train;
+  return cores >= params.runtime.threads * (trainer ? 2 : 1) + 1;
+}
+
 int choose_streams(uint64_t n, int max_streams, uint64_t min_stream_bytes) {
   const uint64_t by_size = std::max<uint64_t>(1, n / std::max<uint64_t>(1, min_stream_bytes));
   return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(std::max(1, max_streams)), by_size));
@@ -117,7 +277,17 @@ CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& p
                           uint64_t progress_every) {
   coder::Encoder enc(sink);
   EncodeSide side{data, enc};
-  CodingStats stats = walk(n, params, side, progress, progress_every);
+  CodingStats stats;
+  if (n > 0) {
+    const uint64_t len = (n + params.streams - 1) / params.streams;
+    if (params.lookahead) {
+      ModelAhead model(params, data, len, n);
+      stats = walk(n, len, params, model, side, progress, progress_every);
+    } else {
+      InlineModel model(params, len, n);
+      stats = walk(n, len, params, model, side, progress, progress_every);
+    }
+  }
   enc.finish();
   stats.coded_bytes = enc.bytes_out();
   return stats;
@@ -128,7 +298,12 @@ CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
                           const ProgressFn& progress, uint64_t progress_every) {
   coder::Decoder dec(payload, size);
   DecodeSide side{dec, out};
-  CodingStats stats = walk(n, params, side, progress, progress_every);
+  CodingStats stats;
+  if (n > 0) {
+    const uint64_t len = (n + params.streams - 1) / params.streams;
+    InlineModel model(params, len, n);
+    stats = walk(n, len, params, model, side, progress, progress_every);
+  }
   // The container has already checked that the payload is complete, so a
   // decoder that runs past its end was led there by damaged data.
   if (dec.overran()) throw Error(ErrorCode::kCorrupt, "corrupt archive: the coded data is damaged (it ends too early)");

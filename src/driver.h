@@ -23,7 +23,18 @@ struct CodingParams {
   model::ModelConfig model;
   int streams = 1;  // B actually used (see choose_streams)
   model::RuntimeOptions runtime;
+  // Encoder: run the model ahead of the coder on a thread of its own (the
+  // decoder cannot: its model observes what it decodes). The archive is the
+  // same either way; see lookahead_pays().
+  bool lookahead = false;
 };
+
+// Whether the encoder's lookahead thread makes it faster: when the model runs
+// on a GPU, or when this process may use a core for it besides the model's
+// threads (and the training thread's). On two cores with the training thread
+// running, the three threads share two cores and encoding gets ~12% slower
+// (benchmarks/RESULTS.md, "Training beside coding").
+bool lookahead_pays(const CodingParams& params);
 
 // Progress callback: bytes coded so far, model code length so far in bits.
 using ProgressFn = std::function<void(uint64_t done, double bits)>;

@@ -1,0 +1,115 @@
+// Driver tests (src/driver.h): the encoder's lookahead thread changes nothing
+// in the archive, its errors reach the caller, and a coder that fails stops it.
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "src/driver.h"
+
+using namespace shazip;
+
+namespace {
+
+std::string text(size_t n) {
+  const char* words[] = {"online ", "learning ", "codes ", "each ", "byte ", "as ", "it ", "comes.\n"};
+  std::mt19937 rng(11);
+  std::string s;
+  while (s.size() < n) s += words[rng() % 8];
+  s.resize(n);
+  return s;
+}
+
+CodingParams small_params(int mix) {
+  CodingParams p;
+  p.model.dim = 32;
+  p.model.layers = 1;
+  p.model.attn_layer = 0;
+  p.model.mem_len = 32;
+  p.model.seg_len = 4;
+  p.model.mix = mix;
+  p.streams = 3;
+  return p;
+}
+
+struct Encoded {
+  std::vector<uint8_t> payload;
+  CodingStats stats;
+};
+
+Encoded encode(const std::string& s, const CodingParams& params) {
+  Encoded e;
+  coder::VectorSink<std::vector<uint8_t>> sink(e.payload);
+  e.stats = encode_neural(reinterpret_cast<const uint8_t*>(s.data()), s.size(), params, sink);
+  return e;
+}
+
+// Accepts `limit` bytes, then fails as a full disk would.
+struct FailingSink final : coder::ByteSink {
+  size_t left;
+  explicit FailingSink(size_t limit) : left(limit) {}
+  void write(const uint8_t*, size_t n) override {
+    if (n > left) throw std::runtime_error("disk full");
+    left -= n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the encoder's lookahead thread gives the inline model's archive", "[driver]") {
+  // 3 streams over 3001 bytes: the last stream ends early and gets fillers.
+  const std::string s = text(3001);
+  for (int mix : {0, 2}) {
+    INFO("mix level " << mix);
+    CodingParams params = small_params(mix);
+    params.lookahead = true;
+    const Encoded ahead = encode(s, params);
+    params.lookahead = false;
+    const Encoded inline_ = encode(s, params);
+    REQUIRE(!ahead.payload.empty());
+    CHECK(ahead.payload == inline_.payload);
+    CHECK(ahead.stats.model_bits == inline_.stats.model_bits);
+    CHECK(ahead.stats.nn_bits == inline_.stats.nn_bits);
+    CHECK(ahead.stats.nn_bits > 0);
+
+    std::vector<uint8_t> out(s.size());
+    decode_neural(ahead.payload.data(), ahead.payload.size(), s.size(), params, out.data());
+    CHECK(std::string(out.begin(), out.end()) == s);
+  }
+}
+
+TEST_CASE("a coder that fails stops the lookahead thread", "[driver]") {
+  const std::string s = text(20000);
+  CodingParams params = small_params(2);
+  FailingSink sink(100);
+  CHECK_THROWS_WITH(encode_neural(reinterpret_cast<const uint8_t*>(s.data()), s.size(), params, sink),
+                    "disk full");
+  // And the next encoder is unaffected.
+  CHECK(encode(s.substr(0, 500), params).payload.size() > 0);
+}
+
+TEST_CASE("an error in the model's thread reaches the caller", "[driver]") {
+  if (model::backend_info().cuda_available) {
+    WARN("skipped: this build has a GPU, so asking for CUDA does not fail");
+    return;
+  }
+  // No CUDA here: the predictor cannot be built, on the lookahead thread or not.
+  const std::string s = text(1000);
+  CodingParams params = small_params(1);
+  params.runtime.device = model::DeviceKind::kCuda;
+  for (bool lookahead : {true, false}) {
+    INFO("lookahead " << lookahead);
+    params.lookahead = lookahead;
+    CHECK_THROWS(encode(s, params));
+  }
+}
+
+TEST_CASE("the lookahead thread is used where a core is free for it, or with a GPU", "[driver]") {
+  CodingParams params = small_params(2);
+  params.runtime.threads = 256;  // more than any test machine has
+  CHECK(!lookahead_pays(params));
+  params.runtime.device = model::DeviceKind::kCuda;  // the host only waits for the device
+  CHECK(lookahead_pays(params));
+}
