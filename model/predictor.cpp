@@ -74,6 +74,19 @@ BackendInfo backend_info() {
   b.blas = detect_blas();
   b.cpu_capability = capability_name();
   b.cuda_available = torch::cuda::is_available();
+#ifdef SHAZIP_HAVE_CUDA
+  // Plain CUDA runtime queries: no cuBLAS handle may exist before
+  // configure_runtime() has fixed cuBLAS's workspace.
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (b.cuda_available && cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
+    b.gpu = std::string(prop.name) + " sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+  }
+  int runtime = 0;
+  if (b.cuda_available && cudaRuntimeGetVersion(&runtime) == cudaSuccess) {
+    b.cuda_runtime = "CUDA " + std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10);
+  }
+#endif
   return b;
 }
 
@@ -87,6 +100,19 @@ void configure_runtime(const RuntimeOptions& rt) {
   // oneDNN kernels (LSTM, GELU, ...) choose algorithms by CPU and size; keep
   // ATen's native kernels so the arithmetic depends on fewer moving parts.
   at::globalContext().setUserEnabledMkldnn(false);
+  if (rt.device == DeviceKind::kCuda) {
+    // NVIDIA's conditions for repeatable cuBLAS results: a fixed workspace
+    // (read when the first cuBLAS handle is made, so before any GPU matmul) and
+    // one stream per handle; ATen's deterministic mode refuses the
+    // atomics-based kernels (index_add, scatter, ...) instead of running them.
+    // TF32 would change the floats: off, as in PyTorch's default.
+    const char* ws = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+    if (!ws || std::string(ws) != ":4096:8") setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 1);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
 }
 
 namespace {

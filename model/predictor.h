@@ -42,11 +42,19 @@ struct BackendInfo {
   std::string blas;           // e.g. "OpenBLAS 0.3.21 (Haswell)" or "reference BLAS"
   std::string cpu_capability; // ATen's kernel set: "DEFAULT", "AVX2", "AVX512"
   bool cuda_available = false;
+  // CUDA builds with a GPU: what the GPU arithmetic depends on besides
+  // LibTorch: the device ("NVIDIA H100 80GB HBM3 sm_90") and the CUDA runtime
+  // ("CUDA 13.0"). cuBLAS picks its kernels by GPU model, so archives made on
+  // the GPU record both and decode only on the same.
+  std::string gpu;
+  std::string cuda_runtime;
 };
 BackendInfo backend_info();
 
 // Applies process-wide settings that the model's arithmetic depends on (thread
-// count, oneDNN off). Called by the Predictor; exposed for tools and tests.
+// count, oneDNN off; on CUDA: deterministic algorithms, a fixed cuBLAS
+// workspace, no TF32). Called by the Predictor on every thread that runs the
+// model; exposed for tools and tests.
 void configure_runtime(const RuntimeOptions& rt);
 
 class Predictor {

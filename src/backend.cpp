@@ -23,8 +23,15 @@ Backend current_backend(model::DeviceKind device) {
   Backend b;
   b.device = device;
   b.torch_version = info.torch_version;
-  b.blas = info.blas;
-  b.cpu_capability = info.cpu_capability;
+  if (device == model::DeviceKind::kCuda) {
+    // The GPU's arithmetic does not touch the CPU's kernels: these two fields
+    // hold the GPU and the CUDA runtime instead (docs/FORMAT.md).
+    b.blas = info.gpu;
+    b.cpu_capability = info.cuda_runtime;
+  } else {
+    b.blas = info.blas;
+    b.cpu_capability = info.cpu_capability;
+  }
   return b;
 }
 
@@ -32,6 +39,12 @@ std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& 
   if (recorded.device == model::DeviceKind::kCuda && !here.cuda_available) {
     return "it was made on a CUDA GPU (LibTorch " + recorded.torch_version +
            "); decode it with a CUDA build of shazip on a GPU";
+  }
+  if (recorded.device == model::DeviceKind::kCuda &&
+      (recorded.blas != here.gpu || recorded.cpu_capability != here.cuda_runtime)) {
+    return "it was made on a " + recorded.blas + " with " + recorded.cpu_capability + " but this machine has " +
+           (here.gpu.empty() ? std::string("no usable GPU") : "a " + here.gpu + " with " + here.cuda_runtime) +
+           "; decode it on the same kind of GPU";
   }
   if (recorded.torch_version != here.torch_version) {
     return "it was made with LibTorch " + recorded.torch_version + " but this shazip uses LibTorch " +

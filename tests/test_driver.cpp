@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "src/container.h"
 #include "src/driver.h"
 
 using namespace shazip;
@@ -112,4 +113,32 @@ TEST_CASE("the lookahead thread is used where a core is free for it, or with a G
   CHECK(!lookahead_pays(params));
   params.runtime.device = model::DeviceKind::kCuda;  // the host only waits for the device
   CHECK(lookahead_pays(params));
+}
+
+TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
+  // cuBLAS picks kernels by GPU model: an archive from one decodes only on the
+  // same model and CUDA runtime (no GPU needed to check the rule).
+  Backend made;
+  made.device = model::DeviceKind::kCuda;
+  made.torch_version = "2.11.0";
+  made.blas = "NVIDIA H100 80GB HBM3 sm_90";
+  made.cpu_capability = "CUDA 13.0";
+  model::BackendInfo here;
+  here.torch_version = "2.11.0";
+  here.cuda_available = true;
+  here.gpu = made.blas;
+  here.cuda_runtime = made.cpu_capability;
+  CHECK(backend_mismatch(made, here).empty());
+  here.gpu = "NVIDIA H200 sm_90";
+  const std::string why = backend_mismatch(made, here);
+  CHECK(why.find("NVIDIA H100 80GB HBM3 sm_90") != std::string::npos);
+  CHECK(why.find("NVIDIA H200 sm_90") != std::string::npos);
+  here.gpu = made.blas;
+  here.cuda_runtime = "CUDA 12.8";
+  CHECK(backend_mismatch(made, here).find("CUDA 12.8") != std::string::npos);
+  here.cuda_available = false;
+  CHECK(backend_mismatch(made, here).find("CUDA build of shazip") != std::string::npos);
+  // The GPU fields say nothing about a CPU archive.
+  Backend cpu = current_backend(model::DeviceKind::kCpu);
+  CHECK(backend_mismatch(cpu, model::backend_info()).empty());
 }
