@@ -32,8 +32,9 @@ struct CodingParams {
 // Whether the encoder's lookahead thread makes it faster: when the model runs
 // on a GPU, or when this process may use a core for it besides the model's
 // threads (and the training thread's). On two cores with the training thread
-// running, the three threads share two cores and encoding gets ~12% slower
-// (benchmarks/RESULTS.md, "Training beside coding").
+// running, the three threads share two cores: preset 2 encoded 9-11% slower,
+// preset 1 between 13% slower and 5% faster (benchmarks/RESULTS.md, "Training
+// beside coding").
 bool lookahead_pays(const CodingParams& params);
 
 // Progress callback: bytes coded so far, model code length so far in bits.

@@ -45,6 +45,24 @@ std::string repetitive_text(size_t n, uint64_t seed) {
   return s;
 }
 
+// Runs a Predictor over `text` cut into `streams` equal streams, as the
+// driver does, and returns every position's tables one after another.
+std::vector<uint32_t> all_tables(const ModelConfig& c, const RuntimeOptions& rt, const std::string& text,
+                                 int streams) {
+  const size_t len = text.size() / streams;
+  Predictor p(c, streams, rt);
+  std::vector<uint32_t> cdfs(streams * kCdfSize), all;
+  std::vector<uint8_t> bytes(streams);
+  for (size_t i = 0; i < len; ++i) {
+    p.predict(cdfs.data());
+    all.insert(all.end(), cdfs.begin(), cdfs.end());
+    for (int b = 0; b < streams; ++b) bytes[b] = static_cast<uint8_t>(text[b * len + i]);
+    p.observe(bytes.data());
+  }
+  CHECK(p.train_steps() == static_cast<int64_t>(len / c.seg_len));
+  return all;
+}
+
 }  // namespace
 
 TEST_CASE("parameter count matches the closed form", "[model]") {
@@ -101,23 +119,8 @@ TEST_CASE("step path agrees with the teacher-forced segment pass", "[model]") {
 TEST_CASE("same seed, input and threads give bit-identical tables", "[model]") {
   const ModelConfig c = small_config();
   const std::string text = repetitive_text(4 * 1024, 1);
-  const int streams = 4;
-  const size_t len = text.size() / streams;
-  auto run = [&] {
-    Predictor p(c, streams, RuntimeOptions{});
-    std::vector<uint32_t> cdfs(streams * kCdfSize), all;
-    std::vector<uint8_t> bytes(streams);
-    for (size_t i = 0; i < len; ++i) {
-      p.predict(cdfs.data());
-      all.insert(all.end(), cdfs.begin(), cdfs.end());
-      for (int b = 0; b < streams; ++b) bytes[b] = static_cast<uint8_t>(text[b * len + i]);
-      p.observe(bytes.data());
-    }
-    CHECK(p.train_steps() == static_cast<int64_t>(len / c.seg_len));
-    return all;
-  };
-  const auto a = run();
-  const auto b = run();
+  const auto a = all_tables(c, RuntimeOptions{}, text, 4);
+  const auto b = all_tables(c, RuntimeOptions{}, text, 4);
   REQUIRE(a.size() == b.size());
   CHECK(a == b);
 }
@@ -130,23 +133,12 @@ TEST_CASE("training on its own thread gives the tables of inline training", "[mo
   c.seg_len = 4;  // many steps, each racing a short segment
   const std::string text = repetitive_text(2 * 1024, 5);
   const int streams = 2;
-  const size_t len = text.size() / streams;
   auto run = [&](int lag, bool async) {
     ModelConfig cl = c;
     cl.train_lag = lag;
     RuntimeOptions rt;
     rt.async_train = async;
-    Predictor p(cl, streams, rt);
-    std::vector<uint32_t> cdfs(streams * kCdfSize), all;
-    std::vector<uint8_t> bytes(streams);
-    for (size_t i = 0; i < len; ++i) {
-      p.predict(cdfs.data());
-      all.insert(all.end(), cdfs.begin(), cdfs.end());
-      for (int b = 0; b < streams; ++b) bytes[b] = static_cast<uint8_t>(text[b * len + i]);
-      p.observe(bytes.data());
-    }
-    CHECK(p.train_steps() == static_cast<int64_t>(len / cl.seg_len));
-    return all;
+    return all_tables(cl, rt, text, streams);
   };
   const auto threaded = run(1, true);
   CHECK(threaded == run(1, false));
@@ -154,9 +146,9 @@ TEST_CASE("training on its own thread gives the tables of inline training", "[mo
   CHECK(lag0 == run(0, false));
   // Both code segment 0 with the initial weights; lag 0 codes segment 1 with
   // the first step's weights, lag 1 only segment 2.
-  const size_t two_segments = 2 * c.seg_len * streams * kCdfSize;
-  CHECK(std::equal(lag0.begin(), lag0.begin() + static_cast<std::ptrdiff_t>(two_segments / 2), threaded.begin()));
-  CHECK(!std::equal(lag0.begin(), lag0.begin() + static_cast<std::ptrdiff_t>(two_segments), threaded.begin()));
+  const auto segment = static_cast<std::ptrdiff_t>(c.seg_len * streams * kCdfSize);  // tables per segment
+  CHECK(std::equal(lag0.begin(), lag0.begin() + segment, threaded.begin()));
+  CHECK(!std::equal(lag0.begin(), lag0.begin() + 2 * segment, threaded.begin()));
   CHECK(lag0 != threaded);
 }
 
