@@ -16,7 +16,9 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -414,8 +416,23 @@ void get_tensor(std::istream& in, at::Tensor& t) {
   torch::NoGradGuard no_grad;
   t.copy_(c);
 }
-std::string state_key(const at::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
+// LibTorch's optimizers key their per-parameter state by the parameter's
+// TensorImpl: as a std::string of the pointer (ostream formatting) up to 2.0,
+// as the pointer itself (void*) since. The key type is read off the map so
+// that one source builds against Debian's 1.13 and the GPU machine's 2.x.
+using StateMap = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+using StateKey = typename StateMap::key_type;
+
+template <class Key = StateKey>  // a template, so that only one branch is compiled
+Key state_key(const at::Tensor& p) {
+  void* impl = p.unsafeGetTensorImpl();
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << impl;
+    return s.str();
+  } else {
+    return impl;
+  }
 }
 
 }  // namespace
@@ -463,7 +480,7 @@ void Predictor::load(std::istream& in) {
       throw std::runtime_error("checkpoint is for another model");
     at::Tensor param = p;
     get_tensor(in, param);
-    const std::string key = state_key(p);
+    const StateKey key = state_key(p);
     if (get_pod<uint8_t>(in)) {
       auto st = std::make_unique<torch::optim::AdamParamState>();
       st->step(get_pod<int64_t>(in));
