@@ -57,6 +57,7 @@ void dump_nn(const std::vector<uint8_t>& data, const CodingParams& params, const
   const int streams = params.streams;
   const uint64_t len = (n + streams - 1) / streams;
   model::Predictor predictor(params.model, streams, params.runtime);
+  predictor.expect_positions(static_cast<int64_t>(len));
   std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);
   std::vector<uint8_t> bytes(streams, 0), out(n * 16);
   for (uint64_t i = 0; i < len; ++i) {

@@ -241,6 +241,14 @@ struct Predictor::Impl {
   }
 
   void end_segment();
+  // Whether any later predict() uses the weights of a training step started
+  // now, at the end of a segment: at lag 0 the next position does; at lag 1
+  // the step path takes them only at the end of the next full segment.
+  bool step_is_used() const {
+    if (total_positions < 0) return true;
+    const int64_t left = total_positions - positions;
+    return cfg.train_lag ? left > cfg.seg_len : left > 0;
+  }
   void train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step);
   // The trainer's weights once no training step is running.
   void settle() {
@@ -264,6 +272,7 @@ struct Predictor::Impl {
   std::vector<int64_t> seg_bytes;
   int seg_pos = 0;
   int64_t positions = 0;
+  int64_t total_positions = -1;  // unknown
   int64_t steps = 0;  // training steps started
   bool predicted = false;
   double predict_s = 0;
@@ -303,8 +312,10 @@ void Predictor::Impl::end_segment() {
   // The next segment starts from the step path's state, detached.
   ShaRnnState start = std::move(seg_start);
   seg_start = state.clone();
-  const int64_t step = steps++;
-  worker->submit([this, bytes = std::move(bytes), start = std::move(start), step] { train(bytes, start, step); });
+  if (step_is_used()) {
+    const int64_t step = steps++;
+    worker->submit([this, bytes = std::move(bytes), start = std::move(start), step] { train(bytes, start, step); });
+  }
   for (int b = 0; b < streams; ++b) {
     seg_bytes[static_cast<size_t>(b) * (t + 1)] = seg_bytes[static_cast<size_t>(b) * (t + 1) + t];
   }
@@ -320,6 +331,10 @@ Predictor::~Predictor() = default;
 
 int Predictor::streams() const { return impl_->streams; }
 const ModelConfig& Predictor::config() const { return impl_->cfg; }
+void Predictor::expect_positions(int64_t total) {
+  SHAZIP_ASSERT(total >= impl_->positions);
+  impl_->total_positions = total;
+}
 int64_t Predictor::positions() const { return impl_->positions; }
 int64_t Predictor::train_steps() const { return impl_->steps; }
 double Predictor::predict_seconds() const { return impl_->predict_s; }

@@ -76,6 +76,12 @@ class Predictor {
   // ended get a fixed filler byte from the caller).
   void observe(const uint8_t* bytes);
 
+  // The number of observe() calls this predictor will see in all, where the
+  // caller knows it (the coder knows the file's length). Training steps whose
+  // weights no later predict() would use (the last one or two of a file) are
+  // then skipped; the tables do not change.
+  void expect_positions(int64_t total);
+
   int64_t positions() const;    // observe() calls so far
   int64_t train_steps() const;  // training steps so far
   // Wall-clock seconds spent in predict() and in training steps so far.

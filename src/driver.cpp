@@ -46,7 +46,9 @@ class InlineModel {
   InlineModel(const CodingParams& params, uint64_t len, uint64_t n)
       : predictor_(params.model, params.streams, params.runtime),
         cdfs_(static_cast<size_t>(params.streams) * coder::kCdfSize),
-        len_(len), n_(n) {}
+        len_(len), n_(n) {
+    predictor_.expect_positions(static_cast<int64_t>(len));
+  }
   const uint32_t* next() {
     predictor_.predict(cdfs_.data());
     return cdfs_.data();
@@ -124,6 +126,7 @@ class ModelAhead {
     std::exception_ptr error;
     try {
       model::Predictor predictor(params_.model, params_.streams, params_.runtime);
+      predictor.expect_positions(static_cast<int64_t>(len_));
       std::vector<uint8_t> bytes(params_.streams);
       for (uint64_t i = 0; i < len_; ++i) {
         {

@@ -46,11 +46,13 @@ std::string repetitive_text(size_t n, uint64_t seed) {
 }
 
 // Runs a Predictor over `text` cut into `streams` equal streams, as the
-// driver does, and returns every position's tables one after another.
+// driver does, and returns every position's tables one after another. With
+// `tell_length` the predictor is told the length up front, as the driver does.
 std::vector<uint32_t> all_tables(const ModelConfig& c, const RuntimeOptions& rt, const std::string& text,
-                                 int streams) {
+                                 int streams, bool tell_length = false) {
   const size_t len = text.size() / streams;
   Predictor p(c, streams, rt);
+  if (tell_length) p.expect_positions(static_cast<int64_t>(len));
   std::vector<uint32_t> cdfs(streams * kCdfSize), all;
   std::vector<uint8_t> bytes(streams);
   for (size_t i = 0; i < len; ++i) {
@@ -59,7 +61,15 @@ std::vector<uint32_t> all_tables(const ModelConfig& c, const RuntimeOptions& rt,
     for (int b = 0; b < streams; ++b) bytes[b] = static_cast<uint8_t>(text[b * len + i]);
     p.observe(bytes.data());
   }
-  CHECK(p.train_steps() == static_cast<int64_t>(len / c.seg_len));
+  if (tell_length) {
+    // Only the steps that a later position uses: those that end a segment
+    // before the last position at lag 0, and more than a segment before it at
+    // lag 1.
+    const int64_t used_before = static_cast<int64_t>(len) - c.train_lag * c.seg_len;
+    CHECK(p.train_steps() == std::max<int64_t>(0, (used_before - 1) / c.seg_len));
+  } else {
+    CHECK(p.train_steps() == static_cast<int64_t>(len / c.seg_len));
+  }
   return all;
 }
 
@@ -150,6 +160,20 @@ TEST_CASE("training on its own thread gives the tables of inline training", "[mo
   CHECK(std::equal(lag0.begin(), lag0.begin() + segment, threaded.begin()));
   CHECK(!std::equal(lag0.begin(), lag0.begin() + 2 * segment, threaded.begin()));
   CHECK(lag0 != threaded);
+}
+
+TEST_CASE("knowing the length skips only the training steps nobody uses", "[model]") {
+  // The last step of a file (at lag 1 the last two, when the file ends within
+  // a segment of the next-to-last) would train weights that no position uses:
+  // skipped, the tables must not change.
+  ModelConfig c = small_config();
+  c.train_lag = GENERATE(0, 1);
+  const int streams = 2;
+  const size_t len = GENERATE(size_t{4 * 16}, size_t{4 * 16 + 5}, size_t{16 + 3}, size_t{7});
+  INFO("train_lag " << c.train_lag << ", " << len << " positions");
+  const std::string text = repetitive_text(len * streams, 6);
+  CHECK(all_tables(c, RuntimeOptions{}, text, streams, /*tell_length=*/true) ==
+        all_tables(c, RuntimeOptions{}, text, streams));
 }
 
 TEST_CASE("the model learns a repetitive text", "[model]") {
