@@ -3,7 +3,9 @@
 // For each input file and each preset it codes the file through the real
 // driver (predictor, mixing stage, range coder) and prints the SHA-RNN's own
 // cross-entropy (float probabilities), the code length under the coder's
-// probabilities (after mixing), the coded size in bits per byte, and KB/s.
+// probabilities (after mixing), the coded size in bits per byte, KB/s, and
+// the model's arithmetic rate (ModelConfig::flops_per_byte()) over the run and
+// in the step path, with its share of the GPU's FP32 peak on --device cuda.
 // Hyperparameters can be overridden for tuning.
 //
 // Usage: bench_model [options] FILE...
@@ -16,6 +18,7 @@
 //   --lookahead 0|1 the model runs ahead of the coder on its own thread
 //                   (default: lookahead_pays()); neither changes the output
 //   --min-stream BYTES  smallest stream (default kMinStreamBytes)
+//   --device cpu|cuda   where the model runs (default cpu)
 //   --dump-nn OUT  also write the SHA-RNN's bit probabilities for the first
 //                  file and preset to OUT, for benchmarks/bench_mix
 #include <cstdio>
@@ -123,8 +126,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_model [-p 1,3] [-n BYTES] [-t THREADS] [--dim D ...] FILE...\n");
     return 2;
   }
-  std::printf("%-24s %6s %-44s %7s %9s %11s %9s %9s %8s %7s %7s\n", "file", "preset", "model", "streams", "bytes",
-              "SHA-RNN bpc", "model bpc", "coded bpc", "KB/s", "pred s", "train s");
+  std::printf("%-24s %6s %-44s %7s %9s %11s %9s %9s %8s %7s %7s %8s %8s %7s\n", "file", "preset", "model", "streams",
+              "bytes", "SHA-RNN bpc", "model bpc", "coded bpc", "KB/s", "pred s", "train s", "GFLOP/s", "step", "% peak");
   for (const auto& path : files) {
     std::vector<uint8_t> data = load(path);
     if (limit && data.size() > limit) data.resize(limit);
@@ -133,6 +136,7 @@ int main(int argc, char** argv) {
       int max_streams = p.streams;
       bool async_train = true;
       int lookahead = -1;  // -1: lookahead_pays()
+      model::DeviceKind device = model::DeviceKind::kCpu;
       uint64_t min_stream = kMinStreamBytes;
       for (const auto& [k, v] : overrides) {
         if (k == "dim") p.model.dim = std::stoi(v);
@@ -153,6 +157,13 @@ int main(int argc, char** argv) {
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
+        else if (k == "device" && (v == "cpu" || v == "cuda")) {
+          device = v == "cuda" ? model::DeviceKind::kCuda : model::DeviceKind::kCpu;
+          if (device == model::DeviceKind::kCuda && !model::backend_info().cuda_available) {
+            std::fprintf(stderr, "bench_model: --device cuda: no CUDA device or this build has no CUDA\n");
+            return 2;
+          }
+        }
         else {
           std::fprintf(stderr, "bench_model: unknown option --%s\n", k.c_str());
           return 2;
@@ -168,6 +179,7 @@ int main(int argc, char** argv) {
       params.streams = choose_streams(data.size(), max_streams, min_stream);
       params.runtime.threads = threads;
       params.runtime.async_train = async_train;
+      params.runtime.device = device;
       params.lookahead = lookahead < 0 ? lookahead_pays(params) : lookahead == 1;
       if (!dump_path.empty()) {
         dump_nn(data, params, dump_path);
@@ -178,9 +190,18 @@ int main(int argc, char** argv) {
       const CodingStats s = encode_neural(data.data(), data.size(), params, sink);
       const double n = static_cast<double>(data.size());
       std::string name = path.substr(path.find_last_of('/') + 1);
-      std::printf("%-24s %6d %-44s %7d %9zu %11.4f %9.4f %9.4f %8.2f %7.1f %7.1f\n", name.c_str(), level,
-                  p.model.describe().c_str(), params.streams, data.size(), s.nn_bits / n, s.model_bits / n,
-                  8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds);
+      // GFLOP/s of the model's arithmetic over the whole run and in the step
+      // path alone; the step's share of the GPU's FP32 peak on CUDA.
+      const model::ModelConfig::Flops flops = p.model.flops_per_byte();
+      const double gflops = flops.total() * n / s.seconds / 1e9;
+      const double step_gflops = s.predict_seconds > 0 ? flops.predict * n / s.predict_seconds / 1e9 : 0;
+      const double peak = device == model::DeviceKind::kCuda ? model::backend_info().gpu_peak_gflops : 0;
+      char share[32] = "-";
+      if (peak > 0) std::snprintf(share, sizeof share, "%.3g", 100 * step_gflops / peak);
+      std::printf("%-24s %6d %-44s %7d %9zu %11.4f %9.4f %9.4f %8.2f %7.1f %7.1f %8.2f %8.2f %7s\n", name.c_str(),
+                  level, p.model.describe().c_str(), params.streams, data.size(), s.nn_bits / n, s.model_bits / n,
+                  8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds, gflops,
+                  step_gflops, share);
       std::fflush(stdout);
     }
   }

@@ -23,6 +23,28 @@ int64_t ModelConfig::param_count() const {
   return n;
 }
 
+ModelConfig::Flops ModelConfig::flops_per_byte() const {
+  const double d = dim;
+  const double f = static_cast<double>(boom_factor) * d;
+  // Per position: each block's LSTM (two 4d x d products) and Boom (d -> f),
+  // the tied decoder (d -> 256).
+  double dense = layers * (2 * 8 * d * d + 2 * f * d) + 2 * 256 * d;
+  // The attention's query (d x d), and its scores and mix over the keys: the
+  // step path sees the memory (mem_len + 1 slots, the position's own among
+  // them); a training segment sees the memory and the whole segment (the
+  // causal mask is applied after the product).
+  double step_keys = 0, seg_keys = 0;
+  if (attn_layer >= 0) {
+    dense += 2 * d * d;
+    step_keys = mem_len + 1.0;
+    seg_keys = mem_len + 1.0 + seg_len;
+  }
+  Flops fl;
+  fl.predict = dense + 4 * step_keys * d;
+  fl.train = 3 * (dense + 4 * seg_keys * d);
+  return fl;
+}
+
 std::string ModelConfig::describe() const {
   std::ostringstream s;
   s << "d=" << dim << " L=" << layers << " attn=" << attn_layer << " M=" << mem_len

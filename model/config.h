@@ -44,6 +44,19 @@ struct ModelConfig {
 
   // Closed-form count of trainable parameters (see model/sha_rnn.cpp).
   int64_t param_count() const;
+
+  // Arithmetic per input byte (one position of one stream), in floating-point
+  // operations, a multiply-add counting 2: the matrix products and the
+  // attention, which are all but a few percent of the model's work.
+  // `predict` is the step path's forward; `train` the position's share of
+  // the training step, forward and backward over the segment (3 forwards).
+  // The attention memory is taken as full, as it is after mem_len positions.
+  struct Flops {
+    double predict = 0;
+    double train = 0;
+    double total() const { return predict + train; }
+  };
+  Flops flops_per_byte() const;
   // Human-readable one-liner, e.g. "d=128 L=2 M=256 T=32 lr=0.003".
   std::string describe() const;
   // Empty if the configuration can be built, else what is wrong with it.

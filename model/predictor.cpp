@@ -60,6 +60,18 @@ std::string detect_blas() {
   return "reference BLAS";
 }
 
+#ifdef SHAZIP_HAVE_CUDA
+// FP32 lanes (CUDA cores) per SM by compute capability (NVIDIA's CUDA C++
+// Programming Guide, "Arithmetic Instructions"); 0 for the unknown.
+int fp32_lanes_per_sm(int major, int minor) {
+  if (major == 6) return minor == 0 ? 64 : 128;
+  if (major == 7) return 64;
+  if (major == 8) return minor == 0 ? 64 : 128;
+  if (major >= 9) return 128;
+  return 0;
+}
+#endif
+
 const char* capability_name() {
   // at::get_cpu_capability() is not exported in 1.13; ATen honours the same
   // environment variable it reads, so report that when set.
@@ -83,6 +95,11 @@ BackendInfo backend_info() {
   cudaDeviceProp prop{};
   if (b.cuda_available && cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
     b.gpu = std::string(prop.name) + " sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+    int sms = 0, clock_khz = 0;  // (CUDA 13 dropped cudaDeviceProp::clockRate)
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev) == cudaSuccess) {
+      b.gpu_peak_gflops = 2.0 * sms * fp32_lanes_per_sm(prop.major, prop.minor) * clock_khz / 1e6;
+    }
   }
   int runtime = 0;
   if (b.cuda_available && cudaRuntimeGetVersion(&runtime) == cudaSuccess) {

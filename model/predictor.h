@@ -48,6 +48,9 @@ struct BackendInfo {
   // the GPU record both and decode only on the same.
   std::string gpu;
   std::string cuda_runtime;
+  // The GPU's peak FP32 arithmetic on its CUDA cores (the model's, with TF32
+  // off), in GFLOP/s: SMs x FP32 lanes per SM x 2 x clock. 0 where unknown.
+  double gpu_peak_gflops = 0;
 };
 BackendInfo backend_info();
 

@@ -136,7 +136,14 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     CompressReport report;
     const auto t0 = Clock::now();
     const std::vector<uint8_t> archive = compress_buffer(data.data(), n, co, &report);
-    row.compress_kbs = kbs(n, seconds_since(t0));
+    const double compress_seconds = seconds_since(t0);
+    row.compress_kbs = kbs(n, compress_seconds);
+    if (report.stats.predict_seconds > 0) {
+      const model::ModelConfig::Flops flops = model::preset(preset).model.flops_per_byte();
+      row.model_gflops = flops.total() * static_cast<double>(n) / compress_seconds / 1e9;
+      row.step_gflops = flops.predict * static_cast<double>(n) / report.stats.predict_seconds / 1e9;
+      if (options.runtime.device == model::DeviceKind::kCuda) row.peak_gflops = model::backend_info().gpu_peak_gflops;
+    }
     row.compressed = archive.size();
     row.stored = report.fell_back;
     row.header = write_header(report.header).size();
@@ -195,6 +202,16 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
       "bpc: archive bits per character. model bpc: the code length under the coder's probabilities\n"
       "(the archive is that plus the header and the coder's flush). SHA-RNN: the neural model's own\n"
       "cross-entropy, before mixing with context models.\n";
+  for (const BenchRow& r : rows) {
+    if (!r.is_shazip() || r.model_gflops <= 0) continue;
+    out += base_name(r.file) + ", " + r.compressor + ": the model's arithmetic " + fmt("%.2f", r.model_gflops) +
+           " GFLOP/s over the compression, " + fmt("%.2f", r.step_gflops) + " GFLOP/s in the step path";
+    if (r.peak_gflops > 0) {
+      out += " (" + fmt("%.3g", 100 * r.step_gflops / r.peak_gflops) + "% of the GPU's " +
+             fmt("%.1f", r.peak_gflops / 1000) + " TFLOP/s FP32 peak)";
+    }
+    out += "\n";
+  }
   return out;
 }
 
@@ -214,7 +231,10 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
              ", \"model_bits_per_char\": " + fmt("%.6f", r.model_bits / n) +
              ", \"sha_rnn_bits_per_char\": " + fmt("%.6f", r.nn_bits / n) +
              ", \"coder_overhead_bytes\": " +
-             fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8) + ", \"curve\": [";
+             fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8) +
+             ", \"model_gflop_per_s\": " + fmt("%.4f", r.model_gflops) +
+             ", \"step_gflop_per_s\": " + fmt("%.4f", r.step_gflops) +
+             ", \"gpu_peak_gflop_per_s\": " + fmt("%.1f", r.peak_gflops) + ", \"curve\": [";
       for (size_t j = 0; j < r.curve.size(); ++j) {
         out += (j ? ", [" : "[") + std::to_string(r.curve[j].first) + ", " + fmt("%.1f", r.curve[j].second) + "]";
       }
@@ -228,14 +248,16 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
 std::string bench_csv(const std::vector<BenchRow>& rows) {
   std::string out =
       "file,compressor,original_bytes,compressed_bytes,ratio,bits_per_char,model_bits_per_char,"
-      "sha_rnn_bits_per_char,compress_kb_per_s,decompress_kb_per_s,round_trip\n";
+      "sha_rnn_bits_per_char,compress_kb_per_s,decompress_kb_per_s,round_trip,model_gflop_per_s,step_gflop_per_s\n";
   for (const BenchRow& r : rows) {
     const double n = r.original ? static_cast<double>(r.original) : 1;
     out += csv_field(r.file) + "," + csv_field(r.compressor) + "," + std::to_string(r.original) + "," +
            std::to_string(r.compressed) + "," + fmt("%.6f", r.ratio()) + "," + fmt("%.6f", r.bpc()) + "," +
            (r.is_shazip() ? fmt("%.6f", r.model_bits / n) : "") + "," +
            (r.is_shazip() ? fmt("%.6f", r.nn_bits / n) : "") + "," + fmt("%.3f", r.compress_kbs) + "," +
-           fmt("%.3f", r.decompress_kbs) + "," + (r.round_trip ? "1" : "0") + "\n";
+           fmt("%.3f", r.decompress_kbs) + "," + (r.round_trip ? "1" : "0") + "," +
+           (r.is_shazip() ? fmt("%.4f", r.model_gflops) : "") + "," + (r.is_shazip() ? fmt("%.4f", r.step_gflops) : "") +
+           "\n";
   }
   return out;
 }
@@ -243,7 +265,7 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
 std::string bench_markdown(const std::vector<BenchRow>& rows) {
   std::string out =
       "| file | bytes | shazip | bpc | SHA-RNN alone | zstd -19 | bpc | vs zstd -19 | zstd -22 --long | "
-      "shazip KB/s (comp/dec) | round trips |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "shazip KB/s (comp/dec) | model GFLOP/s (step) | round trips |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   // One line per file and shazip preset, with that file's zstd rows beside it.
   for (const BenchRow& r : rows) {
     if (!r.is_shazip()) continue;
@@ -263,7 +285,9 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
            (z19 && z19->compressed ? fmt("%+.1f%%", 100.0 * (static_cast<double>(r.compressed) / z19->compressed - 1))
                                    : "-") +
            " | " + (z22 ? std::to_string(z22->compressed) : "-") + " | " + fmt("%.1f", r.compress_kbs) + " / " +
-           fmt("%.1f", r.decompress_kbs) + " | " + (all_ok ? "all OK" : "FAILED") + " |\n";
+           fmt("%.1f", r.decompress_kbs) + " | " + fmt("%.2f", r.model_gflops) + " (" + fmt("%.2f", r.step_gflops) +
+           (r.peak_gflops > 0 ? "; " + fmt("%.3g", 100 * r.step_gflops / r.peak_gflops) + "% of peak" : "") + ") | " +
+           (all_ok ? "all OK" : "FAILED") + " |\n";
   }
   return out;
 }

@@ -25,6 +25,10 @@ struct BenchRow {
   double model_bits = 0;   // code length under the coder's probabilities
   double nn_bits = 0;      // the SHA-RNN's own cross-entropy, in bits
   bool stored = false;     // fell back to the stored method
+  // The model's arithmetic (ModelConfig::flops_per_byte() over the file) per
+  // second of the whole compression, and of the step path alone (predict);
+  // the GPU's FP32 peak where the model ran on one (0: unknown or CPU).
+  double model_gflops = 0, step_gflops = 0, peak_gflops = 0;
   // Learning curve (shazip only): (bytes coded, model bits so far).
   std::vector<std::pair<uint64_t, double>> curve;
 

@@ -625,10 +625,15 @@ TEST_CASE("-b: sizes equal the shazip and zstd command lines; JSON and CSV hold 
     CHECK(r.get("decompress_kb_per_s")->number > 0);
     if (i == 0) {
       for (const char* key : {"header_bytes", "stored", "model_bits_per_char", "sha_rnn_bits_per_char",
-                              "coder_overhead_bytes", "curve"}) {
+                              "coder_overhead_bytes", "model_gflop_per_s", "step_gflop_per_s",
+                              "gpu_peak_gflop_per_s", "curve"}) {
         INFO(key);
         REQUIRE(r.get(key) != nullptr);
       }
+      // The model's arithmetic rates are measured; no GPU peak on the CPU.
+      CHECK(r.get("model_gflop_per_s")->number > 0);
+      CHECK(r.get("step_gflop_per_s")->number > 0);
+      CHECK(r.get("gpu_peak_gflop_per_s")->number == 0);
       // The archive is the model's code length plus header and a few bytes of flush.
       const double model_bytes = r.get("model_bits_per_char")->number * 5000 / 8;
       const double header = r.get("header_bytes")->number;

@@ -202,6 +202,27 @@ TEST_CASE("the model learns a repetitive text", "[model]") {
   CHECK(last < 1.5);
 }
 
+TEST_CASE("the arithmetic count follows the built model's matrices", "[model]") {
+  // Every matrix of the model is used once per position in a product (the
+  // embedding as the tied decoder), except the value gate's, which is applied
+  // once per training step; the attention adds 4 x keys x d.
+  for (int level = kMinPreset; level <= kMaxPreset; ++level) {
+    const ModelConfig c = preset(level).model;
+    INFO("preset " << level);
+    ShaRnn net(c);
+    double matrix_flops = 0;
+    for (const auto& item : net->named_parameters()) {
+      if (item.value().dim() == 2 && item.key() != "attn_vq_weight") matrix_flops += 2.0 * item.value().numel();
+    }
+    const double d = c.dim;
+    const double attn = c.attn_layer >= 0 ? 4 * d : 0;
+    const ModelConfig::Flops f = c.flops_per_byte();
+    CHECK(f.predict == Approx(matrix_flops + attn * (c.mem_len + 1)));
+    CHECK(f.train == Approx(3 * (matrix_flops + attn * (c.mem_len + 1 + c.seg_len))));
+    CHECK(f.total() == f.predict + f.train);
+  }
+}
+
 TEST_CASE("save and load round-trip weights and optimizer state exactly", "[model]") {
   ModelConfig c = small_config();
   c.train_lag = GENERATE(0, 1);  // lag 1 also saves the step path's older weights
