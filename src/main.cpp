@@ -144,8 +144,15 @@ void list_archive(const std::string& path, const Options& o) {
     }
     std::printf("  streams          %d\n", h.streams);
     std::printf("  threads          %d\n", h.threads);
-    std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),
-                h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+    if (h.backend.device == model::DeviceKind::kCuda) {
+      // CUDA archives keep the GPU and the CUDA runtime in the BLAS and CPU
+      // capability fields (docs/FORMAT.md).
+      std::printf("  backend          cuda, LibTorch %s, GPU %s, %s\n", h.backend.torch_version.c_str(),
+                  h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+    } else {
+      std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),
+                  h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+    }
   }
   std::printf("  checksum         CRC-32 %08x\n", h.content_crc);
 }

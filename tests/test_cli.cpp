@@ -250,7 +250,7 @@ TEST_CASE("pipes: standard input to standard output and back", "[cli]") {
   CHECK(slurp(dir / "named.out") == text);
 }
 
-TEST_CASE("-l shows the header without decoding", "[cli]") {
+TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   TempDir dir;
   spit(dir / "x", english(12000, 3));
   REQUIRE(run(kBin + " -q -1 " + q(dir / "x")) == 0);
@@ -261,9 +261,25 @@ TEST_CASE("-l shows the header without decoding", "[cli]") {
   CHECK(out.find("streams") != std::string::npos);
   CHECK(out.find("LibTorch") != std::string::npos);
   CHECK(out.find("CRC-32") != std::string::npos);
+
+  // A CUDA archive names its GPU and CUDA runtime (kept in the BLAS and CPU
+  // capability fields), not a CPU kernel set: its header, re-encoded.
+  const SmallArchive a = make_archive(dir, "y", english(3000, 5));
+  shazip::Header gpu = a.header;
+  gpu.backend.device = shazip::model::DeviceKind::kCuda;
+  gpu.backend.torch_version = "2.11.0";
+  gpu.backend.blas = "NVIDIA H100 80GB HBM3 sm_90";
+  gpu.backend.cpu_capability = "CUDA 13.0";
+  std::vector<uint8_t> forged = shazip::write_header(gpu);
+  forged.insert(forged.end(), a.bytes.begin() + static_cast<long>(a.header_size), a.bytes.end());
+  spit(dir / "gpu.shz", forged);
+  const std::string listed = capture(kBin + " -l " + q(dir / "gpu.shz"));
+  CHECK(listed.find("backend          cuda, LibTorch 2.11.0, GPU NVIDIA H100 80GB HBM3 sm_90, CUDA 13.0\n") !=
+        std::string::npos);
+  CHECK(listed.find("CPU capability") == std::string::npos);
 }
 
-TEST_CASE("input removal (--rm) only after success; -f overwrites; no -f refuses", "[cli]") {
+TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses", "[cli]") {
   TempDir dir;
   const auto text = english(5000, 4);
   spit(dir / "r", text);
@@ -546,12 +562,12 @@ TEST_CASE("outputs keep the input's permissions and modification time", "[cli]")
   CHECK(out_st.st_mtime == in_st.st_mtime);
 }
 
-TEST_CASE("archives do not depend on the caller's CPU kernel settings; any thread count decodes", "[cli]") {
+TEST_CASE("archives do not depend on the caller's CPU kernel settings, and any thread count decodes", "[cli]") {
   // shazip pins OpenBLAS's core type and ATen's capability itself (on CPUs
   // with AVX2), so forcing others from outside must change nothing.
   if (capture(kBin + " -V").find("core=Haswell") == std::string::npos) return;  // unpinned CPU
   TempDir dir;
-  const auto text = english(40000, 11);
+  const auto text = english(12000, 11);  // 11 runs of preset 2: kept short
   spit(dir / "x", text);
   REQUIRE(run(kBin + " -q -2 -c " + q(dir / "x") + " > " + q(dir / "base.shz")) == 0);
   REQUIRE(run(kBin + " -q -2 -T 2 -c " + q(dir / "x") + " > " + q(dir / "t2.shz")) == 0);
@@ -588,7 +604,30 @@ TEST_CASE("several shazip processes at once do not interfere", "[cli]") {
   }
 }
 
-TEST_CASE("-b: sizes equal the shazip and zstd command lines; JSON and CSV hold every field", "[cli][bench]") {
+TEST_CASE("GPU: round trips, two runs give the same archive, the archive names the GPU", "[gpu][cli]") {
+  if (capture(kBin + " -V").find("CUDA available") == std::string::npos) {
+    WARN("no CUDA device or no CUDA build: [gpu] test skipped");
+    return;
+  }
+  TempDir dir;
+  // One stream of 10,000 positions (one GPU step each, so short): hundreds of
+  // training steps, and a GPU preset's attention memory fills.
+  const std::vector<uint8_t> text = english(10000, 21);
+  spit(dir / "t", text);
+  for (const char* level : {"-2", "-6"}) {  // the default; a GPU preset
+    INFO("preset " << level);
+    const std::string in = q(dir / "t"), a = q(dir / "a.shz"), b = q(dir / "b.shz");
+    REQUIRE(run(kBin + " -q --device cuda " + level + " -c " + in + " > " + a) == 0);
+    REQUIRE(run(kBin + " -q --device cuda " + level + " -c " + in + " > " + b) == 0);
+    CHECK(slurp(dir / "a.shz") == slurp(dir / "b.shz"));
+    CHECK(slurp(dir / "a.shz").size() < text.size() / 2);  // it learned (English-like text)
+    REQUIRE(run(kBin + " -q -d -c " + a + " > " + q(dir / "back")) == 0);
+    CHECK(slurp(dir / "back") == text);
+    CHECK(capture(kBin + " -l " + a).find("backend          cuda, LibTorch") != std::string::npos);
+  }
+}
+
+TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON and CSV hold every field", "[cli][bench]") {
   TempDir dir;
   spit(dir / "t", english(5000, 11));
   const std::string json = capture(kBin + " -b -q --json -1 " + q(dir / "t") + " --plot " + q(dir / "curve.svg"));
