@@ -157,7 +157,11 @@ int main(int argc, char** argv) {
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
-        else if (k == "device" && (v == "cpu" || v == "cuda")) {
+        else if (k == "device") {
+          if (v != "cpu" && v != "cuda") {
+            std::fprintf(stderr, "bench_model: --device must be cpu or cuda\n");
+            return 2;
+          }
           device = v == "cuda" ? model::DeviceKind::kCuda : model::DeviceKind::kCpu;
           if (device == model::DeviceKind::kCuda && !model::backend_info().cuda_available) {
             std::fprintf(stderr, "bench_model: --device cuda: no CUDA device or this build has no CUDA\n");
