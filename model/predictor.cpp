@@ -323,13 +323,13 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
 
 void Predictor::Impl::end_segment() {
   const int64_t t = cfg.seg_len;
-  at::Tensor bytes = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).clone();
   // The step path moves on to the weights of the previous step (lag 1).
   settle();
   // The next segment starts from the step path's state, detached.
   ShaRnnState start = std::move(seg_start);
   seg_start = state.clone();
   if (step_is_used()) {
+    at::Tensor bytes = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).clone();
     const int64_t step = steps++;
     worker->submit([this, bytes = std::move(bytes), start = std::move(start), step] { train(bytes, start, step); });
   }

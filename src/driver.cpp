@@ -50,9 +50,11 @@ class InlineModel {
     predictor_.expect_positions(static_cast<int64_t>(len));
   }
   const uint32_t* next() {
-    predictor_.predict(cdfs_.data());
+    predict_into(cdfs_.data());
     return cdfs_.data();
   }
+  // next(), writing the tables to `cdfs` (streams x kCdfSize) instead.
+  void predict_into(uint32_t* cdfs) { predictor_.predict(cdfs); }
   void done(uint64_t i, const uint8_t* bytes) {
     nn_bits_ += nn_bits_at(predictor_.probs(), bytes, predictor_.streams(), i, len_, n_);
     predictor_.observe(bytes);
@@ -71,11 +73,10 @@ class InlineModel {
 };
 
 // The encoder's model: every byte the model observes is known in advance, so
-// a thread of its own runs the predictor up to `depth` positions ahead of the
-// coder and leaves the tables in a ring. The model's arithmetic is the same as
-// InlineModel's (it is built on that thread, so its thread settings apply
-// there); only the coder and the mixing stage no longer wait for it, nor it
-// for them.
+// a thread of its own runs an InlineModel up to `depth` positions ahead of the
+// coder and leaves the tables in a ring. The arithmetic is InlineModel's (it is
+// built on that thread, so its thread settings apply there); only the coder and
+// the mixing stage no longer wait for it, nor it for them.
 class ModelAhead {
  public:
   ModelAhead(const CodingParams& params, const uint8_t* data, uint64_t len, uint64_t n)
@@ -116,17 +117,16 @@ class ModelAhead {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return finished_; });
     if (error_) std::rethrow_exception(error_);
-    stats.nn_bits = nn_bits_;
-    stats.predict_seconds = predict_s_;
-    stats.train_seconds = train_s_;
+    stats.nn_bits = model_stats_.nn_bits;
+    stats.predict_seconds = model_stats_.predict_seconds;
+    stats.train_seconds = model_stats_.train_seconds;
   }
 
  private:
   void run() {
     std::exception_ptr error;
     try {
-      model::Predictor predictor(params_.model, params_.streams, params_.runtime);
-      predictor.expect_positions(static_cast<int64_t>(len_));
+      InlineModel model(params_, len_, n_);
       std::vector<uint8_t> bytes(params_.streams);
       for (uint64_t i = 0; i < len_; ++i) {
         {
@@ -134,21 +134,19 @@ class ModelAhead {
           cv_.wait(lock, [this] { return stop_ || produced_ - consumed_ < depth_; });
           if (stop_) return;
         }
-        predictor.predict(ring_.data() + (i % depth_) * slot_size_);
+        model.predict_into(ring_.data() + (i % depth_) * slot_size_);
         for (int b = 0; b < params_.streams; ++b) {
           const uint64_t at = b * len_ + i;
           bytes[b] = at < n_ ? data_[at] : 0;
         }
-        nn_bits_ += nn_bits_at(predictor.probs(), bytes.data(), params_.streams, i, len_, n_);
-        predictor.observe(bytes.data());
+        model.done(i, bytes.data());
         {
           std::lock_guard<std::mutex> lock(mu_);
           ++produced_;
         }
         cv_.notify_all();
       }
-      predict_s_ = predictor.predict_seconds();
-      train_s_ = predictor.train_seconds();
+      model.finish(model_stats_);
     } catch (...) {
       error = std::current_exception();
     }
@@ -171,8 +169,7 @@ class ModelAhead {
   uint64_t produced_ = 0, consumed_ = 0;  // positions: slots [consumed_, produced_) are filled
   bool stop_ = false, finished_ = false;
   std::exception_ptr error_;
-  // Written by the thread before finished_ is set.
-  double nn_bits_ = 0, predict_s_ = 0, train_s_ = 0;
+  CodingStats model_stats_;  // the model's share, written by the thread before finished_ is set
   std::thread thread_;  // last: starts once everything above exists
 };
 
