@@ -80,9 +80,10 @@ Preset preset(int level) {
   // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
   // GPU, where more streams fill the device.
   //
-  // Mix level 2's context models cost about 13-15 s per MB on one core; on a GPU
-  // that would cap the speed near 70 KB/s, so presets 6..9 keep level 1
-  // (about 3.5 s per MB) until a GPU measurement says otherwise.
+  // Mix level 2's context models cost about 7.5 s per MB on one core; on a GPU
+  // that would cap the speed near 130 KB/s (the decoder cannot overlap them with
+  // the model), so presets 6..9 keep level 1 (about 3 s per MB) until a GPU
+  // measurement says otherwise.
   struct Row { int dim, layers, attn, mem, streams, seg; float lr; int mix; };
   static constexpr Row kRows[] = {
       {64, 1, -1, 0, 16, 8, 3e-3f, 2},        // 1: no attention, fastest

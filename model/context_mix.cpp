@@ -5,12 +5,19 @@
 #include "model/context_mix.h"
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <utility>
 #include <vector>
 
 #include "coder/assert.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 // The mixers' dot products and updates are straight-line loops that coverage
 // instrumentation only slows down (fourfold in the fuzz_mix target at level 2).
@@ -206,6 +213,12 @@ class Apm {
     start_ = kApmStart.v[near];
     return (knot(i, lo) * (128 - w) + knot(i + 1, lo + 1) * w) >> 7;
   }
+  // Asks for the cache lines of context ctx's knots, ahead of refine().
+  void prefetch(int ctx) const {
+    const uint16_t* row = &t_[static_cast<size_t>(ctx) * 33];
+    __builtin_prefetch(row);
+    __builtin_prefetch(row + 32);
+  }
   void update(int bit) {
     const int target = bit ? 65535 : 0;
     const int v = t_[index_] ^ start_;
@@ -229,33 +242,108 @@ class Apm {
 };
 const Apm::StartTable Apm::kApmStart;
 
+// The mixers' inner loops over their weights, in exact integer arithmetic:
+// a dot product summed in 64 bits, and the weight step (x * err + 2^13) >> 14.
+// Integer sums do not depend on their order, so the AVX2 versions give the
+// scalar loops' results bit for bit (tested); they are picked at run time, so
+// the build itself needs no -mavx2. Weight vectors are padded to a multiple of
+// kLanes with zero inputs, which add nothing to a dot product and give their
+// zero weights a zero step.
+constexpr int kLanes = 8;
+constexpr int padded(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// Every mixer input is a stretched probability or the bias: |x| <= 2047.
+constexpr int kMaxMixerInput = 2047;
+// Up to this |err| the step's product and rounding term fit in 32 bits.
+constexpr int64_t kMaxErr32 = (int64_t{INT32_MAX} - 8192) / kMaxMixerInput;
+
+SHAZIP_NO_COVERAGE int64_t dot_scalar(const int* x, const int32_t* w, int n) {
+  int64_t dot = 0;
+  for (int i = 0; i < n; ++i) dot += static_cast<int64_t>(x[i]) * w[i];
+  return dot;
+}
+
+SHAZIP_NO_COVERAGE void train_scalar(const int* x, int32_t* w, int n, int err) {
+  for (int i = 0; i < n; ++i) w[i] += static_cast<int32_t>((static_cast<int64_t>(x[i]) * err + 8192) >> 14);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) SHAZIP_NO_COVERAGE int64_t dot_avx2(const int* x, const int32_t* w, int n) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int i = 0; i < n; i += kLanes) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+    // Signed 32 x 32 -> 64-bit products of the even lanes, then of the odd.
+    const __m256i even = _mm256_mul_epi32(xv, wv);
+    const __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(xv, 32), _mm256_srli_epi64(wv, 32));
+    acc = _mm256_add_epi64(acc, _mm256_add_epi64(even, odd));
+  }
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+// Only for |err| <= kMaxErr32 (the caller checks).
+__attribute__((target("avx2"))) SHAZIP_NO_COVERAGE void train_avx2(const int* x, int32_t* w, int n, int err) {
+  const __m256i e = _mm256_set1_epi32(err);
+  const __m256i half = _mm256_set1_epi32(8192);
+  for (int i = 0; i < n; i += kLanes) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    __m256i wv = _mm256_loadu_si256(reinterpret_cast<__m256i*>(w + i));
+    const __m256i step = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(xv, e), half), 14);
+    wv = _mm256_add_epi32(wv, step);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + i), wv);
+  }
+}
+
+bool cpu_has_avx2() { return __builtin_cpu_supports("avx2"); }
+#else
+bool cpu_has_avx2() { return false; }
+#endif
+
+std::atomic<bool> g_simd{cpu_has_avx2()};
+
 // Gated linear mixing in the logistic domain: one weight vector per context,
 // picked anew for every bit; trained by gradient descent on coding cost.
+// Inputs are read from arrays of at least padded(inputs) ints, zero past the
+// last input.
 class Mixer {
  public:
-  Mixer(int inputs, int contexts) : n_(inputs), w_(static_cast<size_t>(inputs) * contexts, 0) {}
+  Mixer(int inputs, int contexts)
+      : n_(inputs), stride_(padded(inputs)), w_(static_cast<size_t>(stride_) * contexts, 0) {}
   SHAZIP_NO_COVERAGE void set_initial(int input, int32_t weight) {
-    for (size_t i = static_cast<size_t>(input); i < w_.size(); i += static_cast<size_t>(n_)) w_[i] = weight;
+    for (size_t i = static_cast<size_t>(input); i < w_.size(); i += static_cast<size_t>(stride_)) w_[i] = weight;
   }
   // Mixed probability (12-bit) of a 1; also keeps the stretched value.
-  SHAZIP_NO_COVERAGE int mix(const int* x, int ctx) {
-    sel_ = &w_[static_cast<size_t>(ctx) * n_];
-    int64_t dot = 0;
-    for (int i = 0; i < n_; ++i) dot += static_cast<int64_t>(x[i]) * sel_[i];
+  int mix(const int* x, int ctx) {
+    sel_ = &w_[static_cast<size_t>(ctx) * stride_];
+    simd_ = g_simd.load(std::memory_order_relaxed);
+#if defined(__x86_64__)
+    const int64_t dot = simd_ ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
+#else
+    const int64_t dot = dot_scalar(x, sel_, n_);
+#endif
     st_ = static_cast<int>(std::clamp<int64_t>(dot >> 16, -2047, 2047));
     p_ = squash(st_);
     return p_;
   }
   int stretched() const { return st_; }
-  SHAZIP_NO_COVERAGE void update(const int* x, int bit, int lr) {
+  void update(const int* x, int bit, int lr) {
     const int err = ((bit << 12) - p_) * lr;
-    for (int i = 0; i < n_; ++i) sel_[i] += static_cast<int32_t>((static_cast<int64_t>(x[i]) * err + 8192) >> 14);
+#if defined(__x86_64__)
+    if (simd_ && std::abs(static_cast<int64_t>(err)) <= kMaxErr32) {
+      train_avx2(x, sel_, stride_, err);
+      return;
+    }
+#endif
+    train_scalar(x, sel_, n_, err);
   }
 
  private:
-  int n_;
+  int n_, stride_;
   std::vector<int32_t> w_;
   int32_t* sel_ = nullptr;
+  bool simd_ = false;
   int st_ = 0, p_ = 2048;
 };
 
@@ -338,6 +426,14 @@ MixTuning MixTuning::for_level(int level) {
   }
   return t;
 }
+
+bool set_mixer_simd(bool on) {
+  const bool use = on && cpu_has_avx2();
+  g_simd.store(use);
+  return use;
+}
+
+bool mixer_simd() { return g_simd.load(); }
 
 int nn_bit_p12(const uint32_t* cdf, int c0) {
   // c0 = 1 followed by k known bits: the candidates are the 2^(8-k) bytes
@@ -585,7 +681,7 @@ struct ContextMixer::Impl {
   ZeroArray<uint16_t> indirect2{0}, indirect1{0};
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1};
-  int x2[kMaxMixers] = {};
+  int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
 
   // The byte in progress.
@@ -600,7 +696,7 @@ struct ContextMixer::Impl {
   uint32_t* run_counter[kRuns] = {};
   uint32_t* match_slot = nullptr;
   int n_inputs = 0;
-  int x[kMaxInputs] = {};
+  int x[padded(kMaxInputs)] = {};  // zero past the last input (Mixer's padding)
   int mix_p12 = 2048;
 };
 
@@ -634,6 +730,15 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int c0 = m.c0;
   const uint32_t c1 = static_cast<uint32_t>(s.last8 & 0xFF);
   const uint32_t spread_c0 = spread(c0);
+  // The APMs' rows are known now and used last: start their loads.
+  const int apm1_ctx = static_cast<int>(c1 << 8) | c0;
+  int apm2_ctx = 0;
+  m.apm_order1.prefetch(apm1_ctx);
+  if (m.level2) {
+    const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
+    apm2_ctx = static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread_c0) >> 16);
+    m.apm_order2.prefetch(apm2_ctx);
+  }
   int* x = m.x;
   x[0] = m.tuning.use_nn ? stretch(std::clamp(nn_p12, 1, 4095)) : 0;
   x[1] = 256;
@@ -641,15 +746,6 @@ uint32_t ContextMixer::predict(int nn_p12) {
   m.slots[1] = &m.order1.at(c1 << 8 | static_cast<uint32_t>(c0));
   for (int i = 0; i < 2; ++i) x[kFirstCounter + i] = stretch(Counters::p12(*m.slots[i]));
   if (m.level2) {
-    // The next bit's slots are somewhere in 23 large tables: ask for both
-    // candidates' cache lines now, so that the loads overlap this bit's work.
-    if (m.bitpos < 7) {
-      const uint32_t spread0 = spread(c0 << 1), spread1 = spread(c0 << 1 | 1);
-      for (int i = 0; i < m.n_hashed; ++i) {
-        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread0));
-        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread1));
-      }
-    }
     const int histories = kFirstCounter + 2 + m.n_hashed;
     for (int i = 0; i < m.n_hashed; ++i) {
       uint32_t* slot = m.find_slot(i, s.base[i] ^ spread_c0);
@@ -710,10 +806,9 @@ uint32_t ContextMixer::predict(int nn_p12) {
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? c0 : m.bitpos);
 
   int p16;
-  const int a1 = m.apm_order1.refine(m.mix_p12, static_cast<int>(c1 << 8) | c0);
+  const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
   if (m.level2) {
-    const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
-    const int a2 = m.apm_order2.refine(m.mix_p12, static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread_c0) >> 16));
+    const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
     p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
   } else {
     const int a0 = m.apm_order0.refine(m.mix_p12, c0);
@@ -725,6 +820,16 @@ uint32_t ContextMixer::predict(int nn_p12) {
 void ContextMixer::update(int bit) {
   Impl& m = *impl_;
   SHAZIP_ASSERT(m.cur != nullptr && (bit == 0 || bit == 1));
+  if (m.bitpos < 7) {
+    // The next bit's slots are somewhere in 8 (level 1) or 23 large tables:
+    // ask for their cache lines now, so that the loads overlap the updates
+    // below. (Asking in predict() for both possible next bits' lines doubles
+    // the loads: level 2 was 1.25x slower so, the memory system being the
+    // bottleneck.)
+    const uint32_t next = spread(m.c0 << 1 | bit);
+    const StreamState& s = *m.cur;
+    for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ next));
+  }
   const int limit = m.tuning.counter_limit;
   for (int i = 0; i < 2; ++i) Counters::update(*m.slots[i], bit, limit);
   if (m.level2) {

@@ -67,6 +67,15 @@ struct MixTuning {
 // byte, 0b1xxx after three bits, ...). Integer arithmetic only.
 int nn_bit_p12(const uint32_t* cdf, int c0);
 
+// The mixers' inner loops (integer dot products and weight steps) run in AVX2
+// where the CPU has it, else in portable loops; both give the same results bit
+// for bit. set_mixer_simd(false) forces the portable loops (tests and
+// benchmarks compare the two), set_mixer_simd(true) restores the default;
+// both return whether AVX2 is in use from then on. Affects mixers whose
+// coding starts afterwards.
+bool set_mixer_simd(bool on);
+bool mixer_simd();
+
 // The most streams the mixing stage takes (archive headers are held to it).
 constexpr uint64_t kMaxMixStreams = uint64_t{1} << 24;
 

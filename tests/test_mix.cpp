@@ -1,6 +1,7 @@
 // Context-mixing stage tests (model/context_mix.h): the SHA-RNN's bit
-// probabilities, learning, use of a good SHA-RNN input, and exact round trips
-// through the binary coder with interleaved streams. Torch-free.
+// probabilities, learning, use of a good SHA-RNN input, exact round trips
+// through the binary coder with interleaved streams, and the AVX2 mixers
+// against the portable ones. Torch-free.
 #include <catch2/catch.hpp>
 
 #include <array>
@@ -210,4 +211,60 @@ TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[m
   for (int s = 0; s < 4; ++s) CHECK(decoded[s] == streams[s]);
   // Shared statistics: well under the 8 bits per byte of the raw streams.
   CHECK(out.size() * 8.0 / (len * 3 + 3000) < 3.0);
+}
+
+namespace {
+
+// Every probability the mixer gives over `data` as two interleaved streams,
+// with a SHA-RNN table that changes with the position (some of them sure).
+std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::string& data) {
+  std::array<std::array<uint32_t, coder::kCdfSize>, 3> tables;
+  for (int t = 0; t < 3; ++t) {
+    std::array<float, 256> probs;
+    for (int i = 0; i < 256; ++i) probs[i] = t == 0 ? 1.0f : t == 1 ? 1.0f / (1 + i) : (i == 'e' ? 1e6f : 1.0f);
+    coder::quantize_probs(probs.data(), tables[t].data());
+  }
+  const size_t half = data.size() / 2;
+  ContextMixer mixer(2, half, tuning);
+  std::vector<uint32_t> ps;
+  for (size_t i = 0; i < half; ++i) {
+    for (int s = 0; s < 2; ++s) {
+      const uint8_t byte = static_cast<uint8_t>(data[s * half + i]);
+      mixer.begin(s);
+      for (int k = 0; k < 8; ++k) {
+        ps.push_back(mixer.predict(model::nn_bit_p12(tables[i % 3].data(), mixer.c0())));
+        mixer.update((byte >> (7 - k)) & 1);
+      }
+    }
+  }
+  return ps;
+}
+
+}  // namespace
+
+TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]") {
+  if (!model::set_mixer_simd(true)) {
+    WARN("this CPU has no AVX2: only the portable mixers are in use");
+    return;
+  }
+  const int level = GENERATE(1, 2);
+  // The tuned rates, and a mixer rate so high that some weight steps no
+  // longer fit the AVX2 loop's 32 bits and take the portable path.
+  const int lr = GENERATE(0, 300);
+  MixTuning tuning = MixTuning::for_level(level);
+  if (lr) tuning.mixer_lr = tuning.mixer_lr_min = lr;
+  INFO("mix level " << level << ", mixer rate " << tuning.mixer_lr);
+  std::string data = repetitive_text(12000);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 4000; ++i) data += static_cast<char>(rng() % 256);
+  data += repetitive_text(4000);
+
+  const std::vector<uint32_t> simd = all_probabilities(tuning, data);
+  REQUIRE_FALSE(model::set_mixer_simd(false));
+  const std::vector<uint32_t> portable = all_probabilities(tuning, data);
+  model::set_mixer_simd(true);
+  REQUIRE(simd.size() == portable.size());
+  size_t differ = 0;
+  for (size_t i = 0; i < simd.size(); ++i) differ += simd[i] != portable[i];
+  CHECK(differ == 0);
 }
