@@ -4,24 +4,45 @@
 # tree, runs the whole test suite ([gpu] tests included), and optionally the GPU
 # benchmark.
 #
-# The Debian -dev packages shazip builds against travel as unpacked .deb files:
-# on a Debian machine, `tools/gpu_build.sh fetch` downloads libcli11-dev,
-# catch2, libzstd-dev and libzstd1 and unpacks them under .debs/root (an
-# ignored folder; pass it to the device tool's `carry`).
+# Only the repository travels to the GPU machine (not ../shared), so the Debian
+# -dev packages shazip builds against and the benchmark's two files travel in
+# an ignored folder: on a Debian machine, `tools/gpu_build.sh fetch [CORPUS]`
+# downloads libcli11-dev, catch2, libzstd-dev and libzstd1, unpacks them under
+# .debs/root, and copies silesia/dickens and enwik/enwik8-head4M from CORPUS
+# (unpacked by ../shared/corpora/unpack.sh) to .debs/corpus, 14 MB. Pass .debs
+# to the device tool's `carry`.
 #
-# Usage: tools/gpu_build.sh fetch              (on the Debian machine)
-#        tools/gpu_build.sh [test|bench CORPUS_DIR]   (on the GPU machine)
+# Usage: tools/gpu_build.sh fetch [CORPUS_DIR]     (on the Debian machine)
+#        tools/gpu_build.sh test                   (on the GPU machine)
+#        tools/gpu_build.sh bench [LEVELS [BYTES [FILES...]]]
+#
+# bench runs `shazip -b --device cuda` (compress, decompress, compare, against
+# zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
+# on the first BYTES bytes of each (default: all) and prints Markdown rows.
+# A device session has 30 minutes and 10 per call: at 100 KB/s a round trip of
+# dickens (10 MB) takes over 3 minutes per preset, so measure 1 MB prefixes of
+# every preset first (`bench 6,7,8,9 1000000`), then whole files for the
+# presets that matter, one call each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.debs/root"
 mode="${1:-test}"
 
 if [[ $mode == fetch ]]; then
+  corpus_src=""
+  [[ $# -ge 2 ]] && corpus_src="$(realpath "$2")"
   mkdir -p .debs && cd .debs
   apt-get download libcli11-dev catch2 libzstd-dev libzstd1
   rm -rf root && mkdir root
   for deb in ./*.deb; do dpkg -x "$deb" root; done
-  echo "gpu_build.sh: unpacked into .debs/root; carry .debs"
+  if [[ -n $corpus_src ]]; then
+    mkdir -p corpus
+    for f in silesia/dickens enwik/enwik8-head4M; do
+      [[ -f $corpus_src/$f ]] || { echo "gpu_build.sh: no $corpus_src/$f (unpack the corpora there first)" >&2; exit 1; }
+      cp "$corpus_src/$f" corpus/
+    done
+  fi
+  echo "gpu_build.sh: unpacked into .debs/root${corpus_src:+, corpus files in .debs/corpus}; carry .debs"
   exit 0
 fi
 
@@ -42,13 +63,26 @@ case "$mode" in
     ctest --test-dir build-gpu --output-on-failure -j 4
     ;;
   bench)
-    corpus="${2:?usage: tools/gpu_build.sh bench CORPUS_DIR}"
-    for f in "$corpus/silesia/dickens" "$corpus/enwik/enwik8-head4M"; do
-      build-gpu/shazip -b --device cuda --levels 5,6,7,8,9 --markdown "$f"
+    levels="${2:-6,7,8,9}"
+    bytes="${3:-0}"
+    shift $(( $# < 3 ? $# : 3 ))
+    files=("$@")
+    [[ ${#files[@]} -gt 0 ]] || files=(.debs/corpus/*)
+    nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    for f in "${files[@]}"; do
+      [[ -f $f ]] || { echo "gpu_build.sh: no file $f" >&2; exit 1; }
+      input="$f"
+      if [[ $bytes -gt 0 ]]; then
+        input="$tmp/$(basename "$f")-head$bytes"
+        head -c "$bytes" "$f" > "$input"
+      fi
+      build-gpu/shazip -b --device cuda --levels "$levels" --markdown "$input"
     done
     ;;
   *)
-    echo "usage: tools/gpu_build.sh fetch | test | bench CORPUS_DIR" >&2
+    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]]" >&2
     exit 2
     ;;
 esac
