@@ -71,8 +71,8 @@ int nn_bit_p12(const uint32_t* cdf, int c0);
 // where the CPU has it, else in portable loops; both give the same results bit
 // for bit. set_mixer_simd(false) forces the portable loops (tests and
 // benchmarks compare the two), set_mixer_simd(true) restores the default;
-// both return whether AVX2 is in use from then on. Affects mixers whose
-// coding starts afterwards.
+// both return whether AVX2 is in use from then on (from every mixer's next
+// bit on; the setting is process-wide).
 bool set_mixer_simd(bool on);
 bool mixer_simd();
 
