@@ -11,7 +11,9 @@
 #include <cstring>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "model/predictor.h"
@@ -30,7 +32,7 @@ constexpr const char* kSuffix = ".shz";
 struct Options {
   std::vector<std::string> files;
   bool decompress = false, to_stdout = false, force = false, remove = false;
-  bool list = false, test = false, keep = false;
+  bool list = false, test = false, keep = false, recursive = false;
   // Benchmark mode (-b).
   bool bench = false, json = false, csv = false, markdown = false, no_zstd = false;
   std::string plot;
@@ -223,6 +225,38 @@ void process(const std::string& in, const Options& o) {
   }
 }
 
+// -r: each directory among the inputs stands for the regular files under it,
+// at any depth, in name order; symbolic links inside it are skipped (as gzip
+// does). `archives`: decompressing, testing and listing take only .shz files;
+// compressing (and -b) skips them. Other inputs pass through unchanged. A
+// directory that cannot be read is reported and sets `status`.
+std::vector<std::string> expand_directories(const std::vector<std::string>& inputs, bool archives, int* status) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  for (const std::string& in : inputs) {
+    std::error_code ec;
+    if (in == "-" || !fs::is_directory(in, ec)) {
+      out.push_back(in);
+      continue;
+    }
+    std::vector<std::string> found;
+    fs::recursive_directory_iterator it(in, ec), end;
+    for (; !ec && it != end; it.increment(ec)) {
+      std::error_code type_ec;
+      if (!it->is_regular_file(type_ec) || it->is_symlink(type_ec)) continue;
+      const std::string path = it->path().string();
+      if (ends_with(path, kSuffix) == archives) found.push_back(path);
+    }
+    if (ec) {
+      std::fprintf(stderr, "shazip: %s: cannot read directory: %s\n", in.c_str(), ec.message().c_str());
+      if (*status == 0) *status = static_cast<int>(ErrorCode::kIo);
+    }
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
 // "1,3,4" -> {1, 3, 4}; empty -> {fallback}. Throws Error(kUsage).
 std::vector<int> parse_levels(const std::string& list, int fallback) {
   if (list.empty()) return {fallback};
@@ -312,6 +346,7 @@ int main(int argc, char** argv) {
       "  shazip -d FILE.shz    decompress to FILE\n"
       "  shazip -5 --rm FILE   preset 5, remove FILE after success\n"
       "  shazip -c FILE > x    compress to standard output\n"
+      "  shazip -r DIR         compress every file under DIR, each to its own .shz\n"
       "  cat FILE | shazip > FILE.shz\n"
       "  shazip -l FILE.shz    show the archive's header\n"
       "  shazip -t FILE.shz    decode and verify, write nothing\n"
@@ -330,6 +365,9 @@ int main(int argc, char** argv) {
   app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed output to a terminal");
   app.add_flag("-k,--keep", o.keep, "Keep the input (default)");
   app.add_flag("--rm", o.remove, "Remove the input after success");
+  app.add_flag("-r,--recursive", o.recursive,
+               "Directories among the inputs: every file under them (compressing skips .shz files, "
+               "-d, -t and -l take only them)");
   app.add_flag("-l,--list", o.list, "Show the archive's header without decoding");
   app.add_flag("-t,--test", o.test, "Decode and verify without writing");
   app.add_flag("-b,--bench", o.bench, "Benchmark mode: shazip against zstd on each input, nothing written");
@@ -366,6 +404,8 @@ int main(int argc, char** argv) {
   }
   if (o.test) o.decompress = true;
   if (o.files.empty()) o.files.push_back("-");
+  int status = 0;
+  if (o.recursive) o.files = expand_directories(o.files, o.decompress || o.list, &status);
   if (!o.output.empty() && o.files.size() > 1) {
     std::fprintf(stderr, "shazip: -o takes one input file\n");
     return static_cast<int>(ErrorCode::kUsage);
@@ -377,7 +417,8 @@ int main(int argc, char** argv) {
       return static_cast<int>(ErrorCode::kUsage);
     }
     try {
-      return run_bench(o);
+      const int bench_status = run_bench(o);
+      return status ? status : bench_status;
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s\n", e.what());
       return static_cast<int>(e.code());
@@ -388,9 +429,12 @@ int main(int argc, char** argv) {
     return static_cast<int>(ErrorCode::kUsage);
   }
 
-  int status = 0;
   for (const auto& f : o.files) {
     try {
+      std::error_code ec;
+      if (f != "-" && std::filesystem::is_directory(f, ec)) {
+        throw Error(ErrorCode::kIo, "is a directory (-r takes the files under it)");
+      }
       if (o.list) {
         list_archive(f, o);
       } else {

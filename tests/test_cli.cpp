@@ -297,6 +297,42 @@ TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses
   CHECK(slurp(dir / "r.shz").size() > 3);
 }
 
+TEST_CASE("recursive mode (-r): every file under a directory to its own archive and back", "[cli]") {
+  TempDir dir;
+  const std::string tree = dir / "tree";
+  REQUIRE(run("mkdir -p " + q(tree + "/sub/deeper") + " " + q(tree + "/empty")) == 0);
+  const auto a = english(3000, 11), b = english(2000, 12), c = english(1000, 13);
+  spit(tree + "/a.txt", a);
+  spit(tree + "/sub/b.txt", b);
+  spit(tree + "/sub/deeper/c.txt", c);
+  spit(tree + "/sub/old.shz", {9, 9, 9});  // an archive already: not compressed again
+  REQUIRE(run("ln -s a.txt " + q(tree + "/link")) == 0);  // links inside the tree are skipped
+
+  // Without -r a directory is refused with a hint, and nothing is written.
+  CHECK(capture(kBin + " -q -1 " + q(tree) + " 2>&1; echo \" $?\"").find("-r takes the files under it") !=
+        std::string::npos);
+  CHECK(run(kBin + " -q -1 " + q(tree) + " 2>/dev/null") == 2);
+
+  REQUIRE(run(kBin + " -q -1 -r --rm " + q(tree)) == 0);
+  const std::string listing = capture("cd " + q(tree) + " && find . | sort");
+  CHECK(listing == ".\n./a.txt.shz\n./empty\n./link\n./sub\n./sub/b.txt.shz\n./sub/deeper\n./sub/deeper/c.txt.shz\n./sub/old.shz\n");
+  CHECK(slurp(tree + "/sub/old.shz") == std::vector<uint8_t>{9, 9, 9});
+
+  // -l and -t take the archives (the fake one fails, the others pass).
+  CHECK(capture(kBin + " -l -r " + q(tree) + " 2>/dev/null").find("original size    3000 bytes") != std::string::npos);
+  CHECK(run(kBin + " -q -t -r " + q(tree) + " 2>/dev/null") == 3);  // old.shz is not an archive
+  REQUIRE(run("rm " + q(tree + "/sub/old.shz")) == 0);
+  CHECK(run(kBin + " -q -t -r " + q(tree)) == 0);
+
+  // -o takes one file: a tree of several is refused.
+  CHECK(run(kBin + " -q -d -r -o " + q(dir / "x") + " " + q(tree) + " 2>/dev/null") == 1);
+  REQUIRE(run(kBin + " -q -d -r --rm " + q(tree)) == 0);
+  CHECK(slurp(tree + "/a.txt") == a);
+  CHECK(slurp(tree + "/sub/b.txt") == b);
+  CHECK(slurp(tree + "/sub/deeper/c.txt") == c);
+  CHECK(capture("cd " + q(tree) + " && find . -name '*.shz'").empty());
+}
+
 TEST_CASE("incompressible data is stored: at most the stored header larger", "[cli]") {
   TempDir dir;
   std::mt19937_64 rng(5);
