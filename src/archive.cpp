@@ -51,9 +51,25 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 }
 
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress) {
-  size_t header_size = 0;
-  const Header h = parse_header(archive, size, &header_size);
-  return decompress_body(h, archive + header_size, progress);
+  const std::vector<Member> members = split_members(archive, size);
+  if (members.size() == 1) return decompress_body(members[0].header, archive + members[0].header_size, progress);
+  std::vector<uint8_t> out;
+  double bits_before = 0;
+  for (const Member& m : members) {
+    const uint64_t before = out.size();
+    double bits = 0;
+    ProgressFn member_progress;
+    if (progress) {
+      member_progress = [&](uint64_t done, double b) {
+        bits = b;
+        progress(before + done, bits_before + b);
+      };
+    }
+    const std::vector<uint8_t> part = decompress_body(m.header, archive + m.offset + m.header_size, member_progress);
+    out.insert(out.end(), part.begin(), part.end());
+    bits_before += bits;
+  }
+  return out;
 }
 
 std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body, const ProgressFn& progress) {

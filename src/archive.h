@@ -26,13 +26,14 @@ struct CompressReport {
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report = nullptr);
 
-// Decodes a complete archive. Throws Error (not an archive, truncated,
-// corrupt, checksum mismatch, newer version, backend it cannot reproduce).
+// Decodes a complete archive, or several back to back (their contents
+// concatenated). Throws Error (not an archive, truncated, corrupt, checksum
+// mismatch, newer version, backend it cannot reproduce).
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
                                        const ProgressFn& progress = {});
 
-// The same for a header already parsed by parse_header(); `body` is what
-// follows the header (parse_header has checked its length).
+// The same for one archive whose header parse_header() or split_members()
+// has read; `body` is what follows the header (its length checked there).
 std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body,
                                      const ProgressFn& progress = {});
 

@@ -124,7 +124,7 @@ std::vector<uint8_t> write_header(const Header& h) {
   return w.out;
 }
 
-Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
+Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint64_t* archive_size) {
   if (size < 4 || std::memcmp(data, kMagic, 4) != 0) {
     throw Error(ErrorCode::kNotArchive, "not a shazip archive");
   }
@@ -198,7 +198,7 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
   const uint64_t body = size - r.pos;
   if (h.method == Method::kStored) {
     if (body < h.original_size) throw Error(ErrorCode::kTruncated, "truncated archive: stored data ends early");
-    if (body > h.original_size) corrupt("trailing data after the stored content");
+    *archive_size = r.pos + h.original_size;
     return h;
   }
   if (static_cast<uint8_t>(h.backend.device) > 1) corrupt("unknown device kind");
@@ -214,8 +214,33 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
   // damaged (and would make the decoder allocate absurd amounts).
   if (h.original_size / 45000 > (h.payload_size + 9) * 8) corrupt("original size is impossible for the coded size");
   if (body < h.payload_size) throw Error(ErrorCode::kTruncated, "truncated archive: the coded data ends early");
-  if (body > h.payload_size) corrupt("trailing data after the coded data");
+  *archive_size = r.pos + h.payload_size;
   return h;
+}
+
+Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
+  uint64_t archive_size = 0;
+  const Header h = parse_member(data, size, header_size, &archive_size);
+  if (archive_size < size) {
+    corrupt(h.method == Method::kStored ? "trailing data after the stored content" : "trailing data after the coded data");
+  }
+  return h;
+}
+
+std::vector<Member> split_members(const uint8_t* data, size_t size) {
+  std::vector<Member> members;
+  uint64_t pos = 0;
+  do {
+    if (pos > 0 && (size - pos < 4 || std::memcmp(data + pos, kMagic, 4) != 0)) {
+      corrupt("trailing data after the archive");
+    }
+    Member m;
+    m.offset = pos;
+    m.header = parse_member(data + pos, size - pos, &m.header_size, &m.size);
+    members.push_back(m);
+    pos += m.size;
+  } while (pos < size);
+  return members;
 }
 
 }  // namespace shazip

@@ -55,10 +55,29 @@ struct Header {
 // Serialises a header (including its trailing header CRC).
 std::vector<uint8_t> write_header(const Header& h);
 
-// Parses and validates the header at the start of `data`. Returns the header
-// and stores its size in *header_size. Throws Error with kNotArchive,
-// kTruncated, kCorrupt or kVersion.
+// Parses and validates the header of the archive that is data[0..size).
+// Returns the header and stores its size in *header_size. Throws Error with
+// kNotArchive, kTruncated, kCorrupt (trailing data included) or kVersion.
 Header parse_header(const uint8_t* data, size_t size, size_t* header_size);
+
+// The same for an archive at the start of data[0..size) that other archives
+// may follow: also stores the archive's whole size (header and body) in
+// *archive_size, and leaves what follows it to the caller.
+Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint64_t* archive_size);
+
+// A file may hold several archives back to back (docs/FORMAT.md, "Several
+// archives in one file"), as gzip members or zstd frames: its content is
+// theirs, concatenated.
+struct Member {
+  Header header;
+  uint64_t offset = 0;      // where the archive starts in the file
+  size_t header_size = 0;
+  uint64_t size = 0;        // header and body
+};
+// Every archive of data[0..size), in order, their headers checked. Throws as
+// parse_header; anything after an archive that is not another archive is
+// kCorrupt ("trailing data after the archive").
+std::vector<Member> split_members(const uint8_t* data, size_t size);
 
 // Empty if this process can reproduce the arithmetic the archive was made
 // with, else a sentence naming what it needs.

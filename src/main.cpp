@@ -114,20 +114,17 @@ model::RuntimeOptions runtime_from(const Options& o) {
   return rt;
 }
 
-void list_archive(const std::string& path, const Options& o) {
-  const std::vector<uint8_t> data = read_file(path);
-  size_t header_size = 0;
-  const Header h = parse_header(data.data(), data.size(), &header_size);
+void list_member(const Member& m, const Options& o) {
+  const Header& h = m.header;
   const double n = static_cast<double>(h.original_size);
-  std::printf("%s\n", display_name(path).c_str());
   std::printf("  format version   %d\n", h.version);
   std::printf("  method           %s", method_name(h.method));
   if (h.method == Method::kNeural && h.preset) std::printf(" (preset %d)", h.preset);
   std::printf("\n  original size    %llu bytes\n", static_cast<unsigned long long>(h.original_size));
-  std::printf("  archive size     %zu bytes (header %zu)\n", data.size(), header_size);
+  std::printf("  archive size     %llu bytes (header %zu)\n", static_cast<unsigned long long>(m.size), m.header_size);
   if (h.original_size) {
-    std::printf("  ratio            %.3f\n", n / data.size());
-    std::printf("  bits per char    %.4f\n", 8.0 * data.size() / n);
+    std::printf("  ratio            %.3f\n", n / static_cast<double>(m.size));
+    std::printf("  bits per char    %.4f\n", 8.0 * static_cast<double>(m.size) / n);
   }
   if (h.method == Method::kNeural) {
     std::printf("  model            SHA-RNN %s (%lld parameters)\n", h.model.describe().c_str(),
@@ -159,6 +156,23 @@ void list_archive(const std::string& path, const Options& o) {
   std::printf("  checksum         CRC-32 %08x\n", h.content_crc);
 }
 
+void list_archive(const std::string& path, const Options& o) {
+  const std::vector<uint8_t> data = read_file(path);
+  const std::vector<Member> members = split_members(data.data(), data.size());
+  std::printf("%s\n", display_name(path).c_str());
+  if (members.size() > 1) {
+    uint64_t total = 0;
+    for (const Member& m : members) total += m.header.original_size;
+    std::printf("  %zu archives back to back, %llu bytes of content in all\n", members.size(),
+                static_cast<unsigned long long>(total));
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (members.size() > 1) std::printf("archive %zu of %zu, at byte %llu\n", i + 1, members.size(),
+                                        static_cast<unsigned long long>(members[i].offset));
+    list_member(members[i], o);
+  }
+}
+
 // Compresses, decompresses or tests one input. Throws Error.
 void process(const std::string& in, const Options& o) {
   const bool is_stdin = in == "-";
@@ -186,11 +200,12 @@ void process(const std::string& in, const Options& o) {
   const bool show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
   std::vector<uint8_t> result;
   if (o.decompress || o.test) {
-    size_t header_size = 0;
-    const Header h = parse_header(input.data(), input.size(), &header_size);
-    Progress progress(display_name(in), h.original_size, show);
-    result = decompress_body(h, input.data() + header_size,
-                             [&](uint64_t done, double bits) { progress.update(done, bits); });
+    // Every archive's header is checked before anything is decoded.
+    uint64_t total = 0;
+    for (const Member& m : split_members(input.data(), input.size())) total += m.header.original_size;
+    Progress progress(display_name(in), total, show);
+    result = decompress_buffer(input.data(), input.size(),
+                               [&](uint64_t done, double bits) { progress.update(done, bits); });
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());

@@ -333,6 +333,44 @@ TEST_CASE("recursive mode (-r): every file under a directory to its own archive 
   CHECK(capture("cd " + q(tree) + " && find . -name '*.shz'").empty());
 }
 
+TEST_CASE("several archives in one file decode to their contents in order", "[cli]") {
+  // As with gzip and zstd: `shazip -c a b > ab.shz` and `cat a.shz b.shz`
+  // make files that decode to a + b.
+  TempDir dir;
+  const auto a = english(3000, 21), b = english(2000, 22);
+  spit(dir / "a", a);
+  spit(dir / "b", b);
+  spit(dir / "empty", {});
+  REQUIRE(run(kBin + " -q -1 -c " + q(dir / "a") + " " + q(dir / "b") + " > " + q(dir / "ab.shz")) == 0);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "a") + " " + q(dir / "b") + " " + q(dir / "empty")) == 0);
+  REQUIRE(run("cat " + q(dir / "b.shz") + " " + q(dir / "empty.shz") + " " + q(dir / "a.shz") + " > " +
+              q(dir / "bea.shz")) == 0);
+  std::vector<uint8_t> ab = a, ba = b;
+  ab.insert(ab.end(), b.begin(), b.end());
+  ba.insert(ba.end(), a.begin(), a.end());
+
+  REQUIRE(run(kBin + " -q -d " + q(dir / "ab.shz")) == 0);
+  CHECK(slurp(dir / "ab") == ab);
+  CHECK(run(kBin + " -q -d -c < " + q(dir / "bea.shz") + " > " + q(dir / "bea")) == 0);
+  CHECK(slurp(dir / "bea") == ba);
+  CHECK(run(kBin + " -q -t " + q(dir / "bea.shz")) == 0);
+  const std::string listing = capture(kBin + " -l " + q(dir / "bea.shz"));
+  CHECK(listing.find("3 archives back to back, 5000 bytes of content in all") != std::string::npos);
+  CHECK(listing.find("archive 3 of 3") != std::string::npos);
+
+  // Anything after the last archive that is not an archive, or an archive cut
+  // short, fails with nothing written.
+  std::vector<uint8_t> bad = slurp(dir / "ab.shz");
+  bad.push_back('\n');
+  spit(dir / "junk.shz", bad);
+  CHECK(run(kBin + " -q -d " + q(dir / "junk.shz") + " 2>/dev/null") == 5);
+  bad.resize(bad.size() - 2);
+  spit(dir / "cut.shz", bad);
+  CHECK(run(kBin + " -q -d " + q(dir / "cut.shz") + " 2>/dev/null") == 4);
+  CHECK_FALSE(std::ifstream(dir / "junk").good());
+  CHECK_FALSE(std::ifstream(dir / "cut").good());
+}
+
 TEST_CASE("incompressible data is stored: at most the stored header larger", "[cli]") {
   TempDir dir;
   std::mt19937_64 rng(5);

@@ -284,3 +284,52 @@ TEST_CASE("the training lag: a flag from version 4, lag 0 before", "[container]"
   reseal(a, kStoredHeaderSize);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
 }
+
+TEST_CASE("several archives back to back split into their members", "[container]") {
+  Header stored;
+  stored.original_size = 5;
+  const std::vector<uint8_t> a = with_body(neural_header(), neural_header().payload_size);
+  const std::vector<uint8_t> b = with_body(stored, 5);
+  std::vector<uint8_t> file = a;
+  file.insert(file.end(), b.begin(), b.end());
+  file.insert(file.end(), a.begin(), a.end());
+
+  const std::vector<Member> members = split_members(file.data(), file.size());
+  REQUIRE(members.size() == 3);
+  CHECK(members[0].offset == 0);
+  CHECK(members[0].size == a.size());
+  CHECK(members[0].header.method == Method::kNeural);
+  CHECK(members[1].offset == a.size());
+  CHECK(members[1].size == b.size());
+  CHECK(members[1].header.method == Method::kStored);
+  CHECK(members[1].header_size == kStoredHeaderSize);
+  CHECK(members[2].offset == a.size() + b.size());
+  CHECK(members[2].header.payload_size == neural_header().payload_size);
+  CHECK(split_members(a.data(), a.size()).size() == 1);
+  // One archive's parser still wants exactly one archive.
+  CHECK(parse_code(file, file.size()) == static_cast<int>(ErrorCode::kCorrupt));
+
+  auto split_code = [](const std::vector<uint8_t>& f) {
+    try {
+      split_members(f.data(), f.size());
+      return -1;
+    } catch (const Error& e) {
+      return static_cast<int>(e.code());
+    }
+  };
+  // Whatever follows an archive must be another archive, whole.
+  for (size_t junk = 1; junk <= 6; ++junk) {
+    auto bad = file;
+    bad.insert(bad.end(), junk, 0x8A);  // the magic's first byte, repeated
+    CHECK(split_code(bad) == static_cast<int>(ErrorCode::kCorrupt));
+  }
+  auto cut = file;
+  cut.resize(file.size() - 1);
+  CHECK(split_code(cut) == static_cast<int>(ErrorCode::kTruncated));
+  cut.resize(a.size() + b.size() + 10);  // the third header cut short
+  CHECK(split_code(cut) == static_cast<int>(ErrorCode::kTruncated));
+  auto newer = file;
+  newer[a.size() + 4] = kFormatVersion + 1;  // the second archive from a newer shazip
+  CHECK(split_code(newer) == static_cast<int>(ErrorCode::kVersion));
+  CHECK(split_code({}) == static_cast<int>(ErrorCode::kNotArchive));
+}
