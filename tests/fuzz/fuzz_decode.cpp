@@ -1,13 +1,15 @@
 // libFuzzer target: whole-archive decoding, SHA-RNN included, on small
-// archives (seed it with tests/golden/*/*.shz). Inputs whose header asks for
-// an expensive model or more than 512 bytes are skipped, so that an execution
-// stays in the milliseconds. Any input must end in a decoded buffer equal to
-// what the header promises (its CRC is checked inside) or in a shazip::Error.
+// archives, one or several back to back (seed it with tests/golden/*/*.shz).
+// Inputs whose headers ask for an expensive model, more than 512 bytes in one
+// archive or 2048 in all are skipped, so that an execution stays in the
+// milliseconds. Any input must end in a decoded buffer of the size the headers
+// promise (each archive's CRC is checked inside) or in a shazip::Error.
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
 
 #include "src/archive.h"
+#include "src/container.h"
 #include "src/cpu_pin.h"
 #include "src/errors.h"
 
@@ -17,15 +19,21 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** argv) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  size_t header_size = 0;
   try {
-    const shazip::Header h = shazip::parse_header(data, size, &header_size);
-    if (h.method == shazip::Method::kNeural &&
-        (h.original_size > 512 || h.model.param_count() > 120000 || h.model.mem_len > 256 || h.threads > 2)) {
-      return 0;
+    // One archive or several back to back, as the CLI decodes them.
+    const std::vector<shazip::Member> members = shazip::split_members(data, size);
+    uint64_t total = 0;
+    for (const shazip::Member& m : members) {
+      const shazip::Header& h = m.header;
+      if (h.method == shazip::Method::kNeural &&
+          (h.original_size > 512 || h.model.param_count() > 120000 || h.model.mem_len > 256 || h.threads > 2)) {
+        return 0;
+      }
+      total += h.original_size;
     }
-    const std::vector<uint8_t> out = shazip::decompress_body(h, data + header_size);
-    if (out.size() != h.original_size) std::abort();
+    if (total > 2048) return 0;
+    const std::vector<uint8_t> out = shazip::decompress_buffer(data, size);
+    if (out.size() != total) std::abort();
   } catch (const shazip::Error&) {
   }
   return 0;
