@@ -31,6 +31,7 @@
 
 #include "model/context_mix.h"
 #include "model/predictor.h"
+#include "src/bench.h"
 #include "src/cpu_pin.h"
 #include "src/driver.h"
 #include "src/errors.h"
@@ -196,16 +197,13 @@ int main(int argc, char** argv) {
       std::string name = path.substr(path.find_last_of('/') + 1);
       // GFLOP/s of the model's arithmetic over the whole run and in the step
       // path alone; the step's share of the GPU's FP32 peak on CUDA.
-      const model::ModelConfig::Flops flops = p.model.flops_per_byte();
-      const double gflops = flops.total() * n / s.seconds / 1e9;
-      const double step_gflops = s.predict_seconds > 0 ? flops.predict * n / s.predict_seconds / 1e9 : 0;
-      const double peak = device == model::DeviceKind::kCuda ? model::backend_info().gpu_peak_gflops : 0;
+      const ModelRates rates = model_rates(p.model, data.size(), s.seconds, s.predict_seconds, device);
       char share[32] = "-";
-      if (peak > 0) std::snprintf(share, sizeof share, "%.3g", 100 * step_gflops / peak);
+      if (rates.peak_gflops > 0) std::snprintf(share, sizeof share, "%.3g", rates.peak_percent());
       std::printf("%-24s %6d %-44s %7d %9zu %11.4f %9.4f %9.4f %8.2f %7.1f %7.1f %8.2f %8.2f %7s\n", name.c_str(),
                   level, p.model.describe().c_str(), params.streams, data.size(), s.nn_bits / n, s.model_bits / n,
-                  8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds, gflops,
-                  step_gflops, share);
+                  8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds,
+                  rates.model_gflops, rates.step_gflops, share);
       std::fflush(stdout);
     }
   }

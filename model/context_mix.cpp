@@ -317,9 +317,8 @@ class Mixer {
   // Mixed probability (12-bit) of a 1; also keeps the stretched value.
   int mix(const int* x, int ctx) {
     sel_ = &w_[static_cast<size_t>(ctx) * stride_];
-    simd_ = g_simd.load(std::memory_order_relaxed);
 #if defined(__x86_64__)
-    const int64_t dot = simd_ ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
+    const int64_t dot = g_simd.load(std::memory_order_relaxed) ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
 #else
     const int64_t dot = dot_scalar(x, sel_, n_);
 #endif
@@ -331,7 +330,7 @@ class Mixer {
   void update(const int* x, int bit, int lr) {
     const int err = ((bit << 12) - p_) * lr;
 #if defined(__x86_64__)
-    if (simd_ && std::abs(static_cast<int64_t>(err)) <= kMaxErr32) {
+    if (g_simd.load(std::memory_order_relaxed) && std::abs(static_cast<int64_t>(err)) <= kMaxErr32) {
       train_avx2(x, sel_, stride_, err);
       return;
     }
@@ -343,7 +342,6 @@ class Mixer {
   int n_, stride_;
   std::vector<int32_t> w_;
   int32_t* sel_ = nullptr;
-  bool simd_ = false;
   int st_ = 0, p_ = 2048;
 };
 

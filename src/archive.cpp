@@ -1,5 +1,7 @@
 #include "src/archive.h"
 
+#include <utility>
+
 #include "src/crc32.h"
 #include "src/errors.h"
 
@@ -51,8 +53,11 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 }
 
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress) {
-  const std::vector<Member> members = split_members(archive, size);
-  if (members.size() == 1) return decompress_body(members[0].header, archive + members[0].header_size, progress);
+  return decompress_members(archive, split_members(archive, size), progress);
+}
+
+std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
+                                        const ProgressFn& progress) {
   std::vector<uint8_t> out;
   double bits_before = 0;
   for (const Member& m : members) {
@@ -65,8 +70,12 @@ std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, cons
         progress(before + done, bits_before + b);
       };
     }
-    const std::vector<uint8_t> part = decompress_body(m.header, archive + m.offset + m.header_size, member_progress);
-    out.insert(out.end(), part.begin(), part.end());
+    std::vector<uint8_t> part = decompress_body(m.header, file + m.offset + m.header_size, member_progress);
+    if (out.empty()) {
+      out = std::move(part);  // one archive (the usual file): no copy
+    } else {
+      out.insert(out.end(), part.begin(), part.end());
+    }
     bits_before += bits;
   }
   return out;

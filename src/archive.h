@@ -32,6 +32,11 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
                                        const ProgressFn& progress = {});
 
+// The same for the archives of a file that split_members() has read (every
+// header checked before anything is decoded).
+std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
+                                        const ProgressFn& progress = {});
+
 // The same for one archive whose header parse_header() or split_members()
 // has read; `body` is what follows the header (its length checked there).
 std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body,

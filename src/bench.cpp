@@ -109,6 +109,17 @@ std::vector<uint8_t> zstd_decompress(const std::vector<uint8_t>& frame) {
   return out;
 }
 
+ModelRates model_rates(const model::ModelConfig& config, uint64_t n, double seconds, double predict_seconds,
+                       model::DeviceKind device) {
+  ModelRates r;
+  if (predict_seconds <= 0 || seconds <= 0) return r;
+  const model::ModelConfig::Flops flops = config.flops_per_byte();
+  r.model_gflops = flops.total() * static_cast<double>(n) / seconds / 1e9;
+  r.step_gflops = flops.predict * static_cast<double>(n) / predict_seconds / 1e9;
+  if (device == model::DeviceKind::kCuda) r.peak_gflops = model::backend_info().gpu_peak_gflops;
+  return r;
+}
+
 std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<uint8_t>& data,
                                    const BenchOptions& options) {
   std::vector<BenchRow> rows;
@@ -138,12 +149,8 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     const std::vector<uint8_t> archive = compress_buffer(data.data(), n, co, &report);
     const double compress_seconds = seconds_since(t0);
     row.compress_kbs = kbs(n, compress_seconds);
-    if (report.stats.predict_seconds > 0) {
-      const model::ModelConfig::Flops flops = model::preset(preset).model.flops_per_byte();
-      row.model_gflops = flops.total() * static_cast<double>(n) / compress_seconds / 1e9;
-      row.step_gflops = flops.predict * static_cast<double>(n) / report.stats.predict_seconds / 1e9;
-      if (options.runtime.device == model::DeviceKind::kCuda) row.peak_gflops = model::backend_info().gpu_peak_gflops;
-    }
+    row.rates = model_rates(model::preset(preset).model, n, compress_seconds, report.stats.predict_seconds,
+                            options.runtime.device);
     row.compressed = archive.size();
     row.stored = report.fell_back;
     row.header = write_header(report.header).size();
@@ -203,12 +210,13 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
       "(the archive is that plus the header and the coder's flush). SHA-RNN: the neural model's own\n"
       "cross-entropy, before mixing with context models.\n";
   for (const BenchRow& r : rows) {
-    if (!r.is_shazip() || r.model_gflops <= 0) continue;
-    out += base_name(r.file) + ", " + r.compressor + ": the model's arithmetic " + fmt("%.2f", r.model_gflops) +
-           " GFLOP/s over the compression, " + fmt("%.2f", r.step_gflops) + " GFLOP/s in the step path";
-    if (r.peak_gflops > 0) {
-      out += " (" + fmt("%.3g", 100 * r.step_gflops / r.peak_gflops) + "% of the GPU's " +
-             fmt("%.1f", r.peak_gflops / 1000) + " TFLOP/s FP32 peak)";
+    const ModelRates& m = r.rates;
+    if (!r.is_shazip() || m.model_gflops <= 0) continue;
+    out += base_name(r.file) + ", " + r.compressor + ": the model's arithmetic " + fmt("%.2f", m.model_gflops) +
+           " GFLOP/s over the compression, " + fmt("%.2f", m.step_gflops) + " GFLOP/s in the step path";
+    if (m.peak_gflops > 0) {
+      out += " (" + fmt("%.3g", m.peak_percent()) + "% of the GPU's " + fmt("%.1f", m.peak_gflops / 1000) +
+             " TFLOP/s FP32 peak)";
     }
     out += "\n";
   }
@@ -232,9 +240,9 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
              ", \"sha_rnn_bits_per_char\": " + fmt("%.6f", r.nn_bits / n) +
              ", \"coder_overhead_bytes\": " +
              fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8) +
-             ", \"model_gflop_per_s\": " + fmt("%.4f", r.model_gflops) +
-             ", \"step_gflop_per_s\": " + fmt("%.4f", r.step_gflops) +
-             ", \"gpu_peak_gflop_per_s\": " + fmt("%.1f", r.peak_gflops) + ", \"curve\": [";
+             ", \"model_gflop_per_s\": " + fmt("%.4f", r.rates.model_gflops) +
+             ", \"step_gflop_per_s\": " + fmt("%.4f", r.rates.step_gflops) +
+             ", \"gpu_peak_gflop_per_s\": " + fmt("%.1f", r.rates.peak_gflops) + ", \"curve\": [";
       for (size_t j = 0; j < r.curve.size(); ++j) {
         out += (j ? ", [" : "[") + std::to_string(r.curve[j].first) + ", " + fmt("%.1f", r.curve[j].second) + "]";
       }
@@ -256,7 +264,8 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
            (r.is_shazip() ? fmt("%.6f", r.model_bits / n) : "") + "," +
            (r.is_shazip() ? fmt("%.6f", r.nn_bits / n) : "") + "," + fmt("%.3f", r.compress_kbs) + "," +
            fmt("%.3f", r.decompress_kbs) + "," + (r.round_trip ? "1" : "0") + "," +
-           (r.is_shazip() ? fmt("%.4f", r.model_gflops) : "") + "," + (r.is_shazip() ? fmt("%.4f", r.step_gflops) : "") +
+           (r.is_shazip() ? fmt("%.4f", r.rates.model_gflops) : "") + "," +
+           (r.is_shazip() ? fmt("%.4f", r.rates.step_gflops) : "") +
            "\n";
   }
   return out;
@@ -285,8 +294,9 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
            (z19 && z19->compressed ? fmt("%+.1f%%", 100.0 * (static_cast<double>(r.compressed) / z19->compressed - 1))
                                    : "-") +
            " | " + (z22 ? std::to_string(z22->compressed) : "-") + " | " + fmt("%.1f", r.compress_kbs) + " / " +
-           fmt("%.1f", r.decompress_kbs) + " | " + fmt("%.2f", r.model_gflops) + " (" + fmt("%.2f", r.step_gflops) +
-           (r.peak_gflops > 0 ? "; " + fmt("%.3g", 100 * r.step_gflops / r.peak_gflops) + "% of peak" : "") + ") | " +
+           fmt("%.1f", r.decompress_kbs) + " | " + fmt("%.2f", r.rates.model_gflops) + " (" +
+           fmt("%.2f", r.rates.step_gflops) +
+           (r.rates.peak_gflops > 0 ? "; " + fmt("%.3g", r.rates.peak_percent()) + "% of peak" : "") + ") | " +
            (all_ok ? "all OK" : "FAILED") + " |\n";
   }
   return out;

@@ -13,6 +13,18 @@
 
 namespace shazip {
 
+// The model's arithmetic (ModelConfig::flops_per_byte() times the bytes
+// coded) per second of the whole compression and of the step path alone
+// (predict), and the GPU's FP32 peak where the model ran on one (0: unknown or
+// CPU). All 0 when the model did not run.
+struct ModelRates {
+  double model_gflops = 0, step_gflops = 0, peak_gflops = 0;
+  // The step path's share of the GPU's peak, in percent (0 without a peak).
+  double peak_percent() const { return peak_gflops > 0 ? 100 * step_gflops / peak_gflops : 0; }
+};
+ModelRates model_rates(const model::ModelConfig& config, uint64_t n, double seconds, double predict_seconds,
+                       model::DeviceKind device);
+
 struct BenchRow {
   std::string file;        // as given
   std::string compressor;  // "shazip -3", "zstd -19", "zstd --ultra -22 --long"
@@ -25,10 +37,7 @@ struct BenchRow {
   double model_bits = 0;   // code length under the coder's probabilities
   double nn_bits = 0;      // the SHA-RNN's own cross-entropy, in bits
   bool stored = false;     // fell back to the stored method
-  // The model's arithmetic (ModelConfig::flops_per_byte() over the file) per
-  // second of the whole compression, and of the step path alone (predict);
-  // the GPU's FP32 peak where the model ran on one (0: unknown or CPU).
-  double model_gflops = 0, step_gflops = 0, peak_gflops = 0;
+  ModelRates rates;        // the model's arithmetic rates
   // Learning curve (shazip only): (bytes coded, model bits so far).
   std::vector<std::pair<uint64_t, double>> curve;
 

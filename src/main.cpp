@@ -201,11 +201,12 @@ void process(const std::string& in, const Options& o) {
   std::vector<uint8_t> result;
   if (o.decompress || o.test) {
     // Every archive's header is checked before anything is decoded.
+    const std::vector<Member> members = split_members(input.data(), input.size());
     uint64_t total = 0;
-    for (const Member& m : split_members(input.data(), input.size())) total += m.header.original_size;
+    for (const Member& m : members) total += m.header.original_size;
     Progress progress(display_name(in), total, show);
-    result = decompress_buffer(input.data(), input.size(),
-                               [&](uint64_t done, double bits) { progress.update(done, bits); });
+    result = decompress_members(input.data(), members,
+                                [&](uint64_t done, double bits) { progress.update(done, bits); });
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());

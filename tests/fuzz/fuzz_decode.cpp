@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       total += h.original_size;
     }
     if (total > 2048) return 0;
-    const std::vector<uint8_t> out = shazip::decompress_buffer(data, size);
+    const std::vector<uint8_t> out = shazip::decompress_members(data, members);
     if (out.size() != total) std::abort();
   } catch (const shazip::Error&) {
   }
