@@ -51,6 +51,7 @@ std::string ModelConfig::describe() const {
     << " T=" << seg_len << " lr=" << lr;
   if (mix) s << " mix=" << mix;
   if (!train_lag) s << " lag=0";
+  if (!flat_train) s << " flat=0";
   return s.str();
 }
 
@@ -67,6 +68,7 @@ std::string ModelConfig::validate() const {
   if (!(adam_eps > 0 && adam_eps < 1)) return "Adam epsilon must be in (0, 1)";
   if (!(clip > 0)) return "gradient clip must be positive";
   if (train_lag < 0 || train_lag > 1) return "training lag must be 0 or 1";
+  if (flat_train < 0 || flat_train > 1) return "flat training must be 0 or 1";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";
 }

@@ -34,6 +34,10 @@ struct ModelConfig {
                             //    0..k-1, so that the training step on segment k runs
                             //    beside the coding of segment k + 1 (format v4)
 
+  int flat_train = 1;       // 0: LibTorch's Adam and gradient clipping, tensor by tensor
+                            //    (formats 1-4); 1: both over all parameters at once, kept
+                            //    in one buffer (format v5; model/predictor.cpp, FlatAdam)
+
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---

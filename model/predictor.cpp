@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -219,6 +220,94 @@ double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// ModelConfig::flat_train (format 5 on): the trainer's parameters are views
+// into one buffer and their gradients into another, so that zeroing the
+// gradients, clipping their global norm and the Adam step are a few ATen
+// operations over all the weights at once instead of a few per parameter
+// tensor (27 at preset 2): LibTorch's per-call overhead over the tensors was a
+// quarter of a CPU training step. The formulas are LibTorch's (Adam as in
+// torch::optim::Adam, the clip as clip_grad_norm_); the floats differ from
+// the tensor-by-tensor path in the last bits (one norm over every gradient
+// rather than a norm of per-tensor norms; vectorised kernels treat each
+// tensor's tail apart), hence its own format version.
+//
+// Each parameter starts at a multiple of kFlatAlign floats (64 bytes), so its
+// data stays as aligned as a tensor of its own; the padding between holds
+// zeros, which the Adam step leaves at zero.
+constexpr int64_t kFlatAlign = 16;
+
+// Moves the data of `params` into one zero-padded buffer (same device and
+// dtype) and makes each parameter a view of its part; returns the buffer.
+at::Tensor flatten_into_buffer(const std::vector<at::Tensor>& params, std::vector<int64_t>* offsets) {
+  SHAZIP_ASSERT(!params.empty());
+  int64_t total = 0;
+  offsets->clear();
+  for (const at::Tensor& p : params) {
+    offsets->push_back(total);
+    total += (p.numel() + kFlatAlign - 1) / kFlatAlign * kFlatAlign;
+  }
+  torch::NoGradGuard no_grad;
+  at::Tensor flat = at::zeros({total}, params[0].options().requires_grad(false));
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor view = flat.narrow(0, (*offsets)[i], params[i].numel()).view(params[i].sizes());
+    view.copy_(params[i].detach());
+    params[i].set_data(view);
+  }
+  return flat;
+}
+
+class FlatAdam {
+ public:
+  FlatAdam(const std::vector<at::Tensor>& params, const ModelConfig& cfg)
+      : params_(params), beta1_(cfg.beta1), beta2_(cfg.beta2), eps_(cfg.adam_eps) {
+    flat_ = flatten_into_buffer(params_, &offsets_);
+    grad_ = at::zeros_like(flat_);
+    exp_avg_ = at::zeros_like(flat_);
+    exp_avg_sq_ = at::zeros_like(flat_);
+    // Autograd adds into a defined gradient in place (backward runs without
+    // grad mode), so the gradients stay views of grad_.
+    for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = part(grad_, i);
+  }
+
+  void zero_grad() { grad_.zero_(); }
+
+  // As clip_grad_norm_(params, max_norm) with the 2-norm.
+  void clip_grad_norm(double max_norm) {
+    torch::NoGradGuard no_grad;
+    const at::Tensor coef = at::clamp_max(max_norm / (grad_.norm() + 1e-6), 1.0);
+    grad_.mul_(coef);
+  }
+
+  // As torch::optim::Adam's step without weight decay or amsgrad.
+  void step(double lr) {
+    torch::NoGradGuard no_grad;
+    ++steps_;
+    const double bias1 = 1.0 - std::pow(beta1_, static_cast<double>(steps_));
+    const double bias2 = 1.0 - std::pow(beta2_, static_cast<double>(steps_));
+    exp_avg_.mul_(beta1_).add_(grad_, 1.0 - beta1_);
+    exp_avg_sq_.mul_(beta2_).addcmul_(grad_, grad_, 1.0 - beta2_);
+    const at::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bias2)).add_(eps_);
+    flat_.addcdiv_(exp_avg_, denom, -lr / bias1);
+  }
+
+  const at::Tensor& weights() const { return flat_; }
+  int64_t steps() const { return steps_; }
+  // Parameter i's part of a buffer laid out like weights(), shaped like it.
+  at::Tensor part(const at::Tensor& buffer, size_t i) const {
+    return buffer.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
+  }
+  at::Tensor exp_avg(size_t i) const { return part(exp_avg_, i); }
+  at::Tensor exp_avg_sq(size_t i) const { return part(exp_avg_sq_, i); }
+  void set_steps(int64_t steps) { steps_ = steps; }
+
+ private:
+  std::vector<at::Tensor> params_;
+  std::vector<int64_t> offsets_;
+  at::Tensor flat_, grad_, exp_avg_, exp_avg_sq_;
+  double beta1_, beta2_, eps_;
+  int64_t steps_ = 0;
+};
+
 void copy_weights(ShaRnn& to, const ShaRnn& from) {
   torch::NoGradGuard no_grad;
   const auto dst = to->parameters(), src = from->parameters();
@@ -244,10 +333,17 @@ struct Predictor::Impl {
     } else {
       trainer = net;
     }
-    opt = std::make_unique<torch::optim::Adam>(
-        trainer->parameters(), torch::optim::AdamOptions(cfg.lr)
-                                   .betas({cfg.beta1, cfg.beta2})
-                                   .eps(cfg.adam_eps));
+    if (cfg.flat_train) {
+      flat = std::make_unique<FlatAdam>(trainer->parameters(), cfg);
+      // The step path's weights laid out alike: taking the trainer's is one copy.
+      std::vector<int64_t> offsets;
+      if (cfg.train_lag) net_weights = flatten_into_buffer(net->parameters(), &offsets);
+    } else {
+      opt = std::make_unique<torch::optim::Adam>(
+          trainer->parameters(), torch::optim::AdamOptions(cfg.lr)
+                                     .betas({cfg.beta1, cfg.beta2})
+                                     .eps(cfg.adam_eps));
+    }
     state = net->initial_state(streams, device);
     seg_start = state.clone();
     seg_bytes.assign(static_cast<size_t>(streams) * (cfg.seg_len + 1), 0);
@@ -270,7 +366,14 @@ struct Predictor::Impl {
   // The trainer's weights once no training step is running.
   void settle() {
     worker->wait();
-    if (cfg.train_lag) copy_weights(net, trainer);
+    if (!cfg.train_lag) return;
+    if (flat) {
+      torch::NoGradGuard no_grad;
+      net_weights.copy_(flat->weights());
+      net->refresh_gates();
+    } else {
+      copy_weights(net, trainer);
+    }
   }
 
   ModelConfig cfg;
@@ -279,7 +382,9 @@ struct Predictor::Impl {
   torch::Device device;
   ShaRnn net;      // the step path's weights
   ShaRnn trainer;  // the weights the training steps update: net itself at lag 0
-  std::unique_ptr<torch::optim::Adam> opt;
+  std::unique_ptr<torch::optim::Adam> opt;  // flat_train 0
+  std::unique_ptr<FlatAdam> flat;            // flat_train 1
+  at::Tensor net_weights;                    // flat_train 1, lag 1: the step path's weights, laid out alike
   ShaRnnState state;      // after the last observed position
   ShaRnnState seg_start;  // at the start of the current segment
   at::Tensor prev;        // (B,) int64: last observed byte per stream
@@ -308,15 +413,24 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
   const at::Tensor targets = all.narrow(1, 1, t);
 
   const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(step));
-  for (auto& group : opt->param_groups()) {
-    static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  if (flat) {
+    flat->zero_grad();
+  } else {
+    for (auto& group : opt->param_groups()) {
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    }
+    opt->zero_grad();
   }
-  opt->zero_grad();
   const at::Tensor logits = trainer->forward_segment(inputs, start);
   const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), targets.reshape({-1}));
   loss.backward();
-  torch::nn::utils::clip_grad_norm_(trainer->parameters(), cfg.clip);
-  opt->step();
+  if (flat) {
+    flat->clip_grad_norm(cfg.clip);
+    flat->step(lr);
+  } else {
+    torch::nn::utils::clip_grad_norm_(trainer->parameters(), cfg.clip);
+    opt->step();
+  }
   if (!cfg.train_lag) trainer->refresh_gates();
   train_s.store(train_s.load() + (seconds_now() - t0));
 }
@@ -477,10 +591,21 @@ void Predictor::save(std::ostream& out) const {
   put_pod<int64_t>(out, m.steps);
   const auto params = m.trainer->parameters();
   put_pod<uint32_t>(out, static_cast<uint32_t>(params.size()));
-  auto& states = m.opt->state();
-  for (const auto& p : params) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
     put_pod<uint64_t>(out, static_cast<uint64_t>(p.numel()));
     put_tensor(out, p);
+    if (m.flat) {
+      // The same layout: every parameter has Adam state once a step has run.
+      put_pod<uint8_t>(out, m.flat->steps() > 0);
+      if (m.flat->steps() > 0) {
+        put_pod<int64_t>(out, m.flat->steps());
+        put_tensor(out, m.flat->exp_avg(i));
+        put_tensor(out, m.flat->exp_avg_sq(i));
+      }
+      continue;
+    }
+    auto& states = m.opt->state();
     auto it = states.find(state_key(p));
     put_pod<uint8_t>(out, it != states.end());
     if (it != states.end()) {
@@ -506,12 +631,28 @@ void Predictor::load(std::istream& in) {
   m.steps = get_pod<int64_t>(in);
   const auto params = m.trainer->parameters();
   if (get_pod<uint32_t>(in) != params.size()) throw std::runtime_error("checkpoint is for another model");
-  auto& states = m.opt->state();
-  for (const auto& p : params) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
     if (get_pod<uint64_t>(in) != static_cast<uint64_t>(p.numel()))
       throw std::runtime_error("checkpoint is for another model");
     at::Tensor param = p;
     get_tensor(in, param);
+    if (m.flat) {
+      const int64_t steps = get_pod<uint8_t>(in) ? get_pod<int64_t>(in) : 0;
+      if (i > 0 && steps != m.flat->steps()) throw std::runtime_error("checkpoint is for another optimizer");
+      m.flat->set_steps(steps);
+      at::Tensor avg = m.flat->exp_avg(i), avg_sq = m.flat->exp_avg_sq(i);
+      if (steps > 0) {
+        get_tensor(in, avg);
+        get_tensor(in, avg_sq);
+      } else {
+        torch::NoGradGuard no_grad;
+        avg.zero_();
+        avg_sq.zero_();
+      }
+      continue;
+    }
+    auto& states = m.opt->state();
     const StateKey key = state_key(p);
     if (get_pod<uint8_t>(in)) {
       auto st = std::make_unique<torch::optim::AdamParamState>();

@@ -130,8 +130,9 @@ void list_member(const Member& m, const Options& o) {
     std::printf("  model            SHA-RNN %s (%lld parameters)\n", h.model.describe().c_str(),
                 static_cast<long long>(h.model.param_count()));
     if (o.verbosity >= 2) {
-      std::printf("  optimizer        Adam beta1=%g beta2=%g eps=%g clip=%g lr decay=%g seed=%llu\n",
-                  h.model.beta1, h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
+      std::printf("  optimizer        Adam (%s) beta1=%g beta2=%g eps=%g clip=%g lr decay=%g seed=%llu\n",
+                  h.model.flat_train ? "all weights at once" : "tensor by tensor", h.model.beta1,
+                  h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
     }
     std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len,

@@ -87,6 +87,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
   CHECK(p.model.seed == h.model.seed);
   CHECK(p.model.mix == h.model.mix);
   CHECK(p.model.train_lag == h.model.train_lag);
+  CHECK(p.model.flat_train == h.model.flat_train);
   CHECK(p.streams == 16);
   CHECK(p.threads == 2);
   CHECK(p.backend.torch_version == "1.13.0");
@@ -248,14 +249,32 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag: a flag from version 4, lag 0 before", "[container]") {
+TEST_CASE("the training lag and flat training: flags from versions 4 and 5, off before", "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
   for (int lag : {0, 1}) {
-    h.model.train_lag = lag;
-    const auto a = with_body(h, h.payload_size);
-    CHECK(a[6] == lag);  // flags, bit 0
-    CHECK(parse_header(a.data(), a.size(), &header_size).model.train_lag == lag);
+    for (int flat : {0, 1}) {
+      h.model.train_lag = lag;
+      h.model.flat_train = flat;
+      const auto a = with_body(h, h.payload_size);
+      CHECK(a[6] == (lag | flat << 1));  // flags, bits 0 and 1
+      const Header p = parse_header(a.data(), a.size(), &header_size);
+      CHECK(p.model.train_lag == lag);
+      CHECK(p.model.flat_train == flat);
+    }
+  }
+  // Version 4 has the lag but not flat training, whose bit is reserved there.
+  h.version = 4;
+  h.model.train_lag = 1;
+  h.model.flat_train = 1;
+  {
+    auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == 1);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.flat_train == 0);
+    a[6] = 3;
+    const uint32_t crc = crc32(a.data(), header_size - 4);
+    for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
   // Older versions have no lag: the step path always used the latest weights,
   // and the flag bit is reserved there.
@@ -271,10 +290,10 @@ TEST_CASE("the training lag: a flag from version 4, lag 0 before", "[container]"
   a[6] = 1;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
-  // The other flag bits stay reserved in version 4, and a stored archive has no lag.
+  // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 2;
+  a[6] |= 4;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;
