@@ -336,8 +336,11 @@ struct Predictor::Impl {
     if (cfg.flat_train) {
       flat = std::make_unique<FlatAdam>(trainer->parameters(), cfg);
       // The step path's weights laid out alike: taking the trainer's is one copy.
-      std::vector<int64_t> offsets;
-      if (cfg.train_lag) net_weights = flatten_into_buffer(net->parameters(), &offsets);
+      if (cfg.train_lag) {
+        std::vector<int64_t> offsets;
+        net_weights = flatten_into_buffer(net->parameters(), &offsets);
+        SHAZIP_ASSERT(net_weights.numel() == flat->weights().numel());
+      }
     } else {
       opt = std::make_unique<torch::optim::Adam>(
           trainer->parameters(), torch::optim::AdamOptions(cfg.lr)
