@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
     t.use_nn = false;
   }
   if (streams == 0) streams = choose_streams(n, model::preset(model::kDefaultPreset).streams);
-  const uint64_t len = (n + streams - 1) / streams;
+  const uint64_t len = stream_length(n, streams);
   const auto start = std::chrono::steady_clock::now();
   model::ContextMixer mixer(streams, len, t);
   double bits = 0, nn_bits = 0;

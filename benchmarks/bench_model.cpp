@@ -59,7 +59,7 @@ std::vector<uint8_t> load(const std::string& path) {
 void dump_nn(const std::vector<uint8_t>& data, const CodingParams& params, const std::string& out_path) {
   const uint64_t n = data.size();
   const int streams = params.streams;
-  const uint64_t len = (n + streams - 1) / streams;
+  const uint64_t len = stream_length(n, streams);
   model::Predictor predictor(params.model, streams, params.runtime);
   predictor.expect_positions(static_cast<int64_t>(len));
   std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * coder::kCdfSize);

@@ -279,7 +279,7 @@ CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& p
   EncodeSide side{data, enc};
   CodingStats stats;
   if (n > 0) {
-    const uint64_t len = (n + params.streams - 1) / params.streams;
+    const uint64_t len = stream_length(n, params.streams);
     if (params.lookahead) {
       ModelAhead model(params, data, len, n);
       stats = walk(n, len, params, model, side, progress, progress_every);
@@ -300,7 +300,7 @@ CodingStats decode_neural(const uint8_t* payload, size_t size, uint64_t n,
   DecodeSide side{dec, out};
   CodingStats stats;
   if (n > 0) {
-    const uint64_t len = (n + params.streams - 1) / params.streams;
+    const uint64_t len = stream_length(n, params.streams);
     InlineModel model(params, len, n);
     stats = walk(n, len, params, model, side, progress, progress_every);
   }

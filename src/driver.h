@@ -59,6 +59,14 @@ struct CodingStats {
 constexpr uint64_t kMinStreamBytes = 32768;
 int choose_streams(uint64_t n, int max_streams, uint64_t min_stream_bytes = kMinStreamBytes);
 
+// Bytes per stream when n bytes are cut into `streams` contiguous streams:
+// stream b holds bytes [b * len, min((b + 1) * len, n)), so the last ones may
+// be shorter or empty. Part of the format (docs/FORMAT.md); benchmarks and
+// fuzzers that replay the driver cut alike through this.
+constexpr uint64_t stream_length(uint64_t n, int streams) {
+  return (n + static_cast<uint64_t>(streams) - 1) / static_cast<uint64_t>(streams);
+}
+
 // Codes data[0..n) into sink. Calls progress about every `progress_every`
 // bytes (0: never).
 CodingStats encode_neural(const uint8_t* data, uint64_t n, const CodingParams& params,

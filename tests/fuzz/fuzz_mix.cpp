@@ -14,6 +14,7 @@
 #include "coder/quantize.h"
 #include "coder/range_coder.h"
 #include "model/context_mix.h"
+#include "src/driver.h"
 
 namespace {
 
@@ -32,7 +33,7 @@ const std::array<uint32_t, shazip::coder::kCdfSize>& nn_table() {
 // Codes (or decodes) n bytes in `streams` interleaved streams, position-major.
 template <class BitFn>
 std::vector<uint8_t> walk(size_t n, int streams, int level, BitFn bit_fn) {
-  const size_t len = (n + streams - 1) / streams;
+  const size_t len = shazip::stream_length(n, streams);
   shazip::model::ContextMixer mixer(streams, len, shazip::model::MixTuning::for_level(level));
   std::vector<uint8_t> out(n);
   for (size_t i = 0; i < len; ++i) {
