@@ -274,6 +274,15 @@ std::vector<std::string> expand_directories(const std::vector<std::string>& inpu
   return out;
 }
 
+// A directory among the inputs without -r: refused with a hint (read_file's
+// own "is a directory" does not know about -r).
+void refuse_directory(const std::string& f) {
+  std::error_code ec;
+  if (f != "-" && std::filesystem::is_directory(f, ec)) {
+    throw Error(ErrorCode::kIo, "is a directory (-r takes the files under it)");
+  }
+}
+
 // "1,3,4" -> {1, 3, 4}; empty -> {fallback}. Throws Error(kUsage).
 std::vector<int> parse_levels(const std::string& list, int fallback) {
   if (list.empty()) return {fallback};
@@ -307,6 +316,7 @@ int run_bench(const Options& o) {
   int status = 0;
   for (const auto& f : o.files) {
     try {
+      refuse_directory(f);
       const std::vector<BenchRow> r = bench_buffer(f == "-" ? "(stdin)" : f, read_file(f), bo);
       if (!o.plot.empty() && rows.empty()) {
         // The first file's learning curve.
@@ -327,6 +337,7 @@ int run_bench(const Options& o) {
       if (status == 0) status = static_cast<int>(e.code());
     }
   }
+  if (rows.empty()) return status;  // every input failed, and said why: no empty table
   const std::string out = o.json ? bench_json(rows) : o.csv ? bench_csv(rows) : o.markdown ? bench_markdown(rows)
                                                                                           : bench_table(rows);
   std::fwrite(out.data(), 1, out.size(), stdout);
@@ -448,10 +459,7 @@ int main(int argc, char** argv) {
 
   for (const auto& f : o.files) {
     try {
-      std::error_code ec;
-      if (f != "-" && std::filesystem::is_directory(f, ec)) {
-        throw Error(ErrorCode::kIo, "is a directory (-r takes the files under it)");
-      }
+      refuse_directory(f);
       if (o.list) {
         list_archive(f, o);
       } else {

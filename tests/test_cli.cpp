@@ -311,6 +311,9 @@ TEST_CASE("recursive mode (-r): every file under a directory to its own archive 
   // Without -r a directory is refused with a hint, and nothing is written.
   CHECK(capture(kBin + " -q -1 " + q(tree) + " 2>&1").find("-r takes the files under it") != std::string::npos);
   CHECK(run(kBin + " -q -1 " + q(tree) + " 2>/dev/null") == 2);
+  // -b too, without an empty table on standard output.
+  CHECK(capture(kBin + " -b " + q(tree) + " 2>&1") == "shazip: " + tree + ": is a directory (-r takes the files under it)\n");
+  CHECK(run(kBin + " -b " + q(tree) + " >/dev/null 2>&1") == 2);
 
   REQUIRE(run(kBin + " -q -1 -r --rm " + q(tree)) == 0);
   const std::string listing = capture("cd " + q(tree) + " && find . | sort");
