@@ -250,4 +250,10 @@ std::vector<Member> split_members(const uint8_t* data, size_t size) {
   return members;
 }
 
+uint64_t content_size(const std::vector<Member>& members) {
+  uint64_t total = 0;
+  for (const Member& m : members) total += m.header.original_size;
+  return total;
+}
+
 }  // namespace shazip

@@ -78,6 +78,8 @@ struct Member {
 // parse_header; anything after an archive that is not another archive is
 // kCorrupt ("trailing data after the archive").
 std::vector<Member> split_members(const uint8_t* data, size_t size);
+// The bytes of content the archives decode to, in all.
+uint64_t content_size(const std::vector<Member>& members);
 
 // Empty if this process can reproduce the arithmetic the archive was made
 // with, else a sentence naming what it needs.

@@ -162,10 +162,8 @@ void list_archive(const std::string& path, const Options& o) {
   const std::vector<Member> members = split_members(data.data(), data.size());
   std::printf("%s\n", display_name(path).c_str());
   if (members.size() > 1) {
-    uint64_t total = 0;
-    for (const Member& m : members) total += m.header.original_size;
     std::printf("  %zu archives back to back, %llu bytes of content in all\n", members.size(),
-                static_cast<unsigned long long>(total));
+                static_cast<unsigned long long>(content_size(members)));
   }
   for (size_t i = 0; i < members.size(); ++i) {
     if (members.size() > 1) std::printf("archive %zu of %zu, at byte %llu\n", i + 1, members.size(),
@@ -203,9 +201,7 @@ void process(const std::string& in, const Options& o) {
   if (o.decompress || o.test) {
     // Every archive's header is checked before anything is decoded.
     const std::vector<Member> members = split_members(input.data(), input.size());
-    uint64_t total = 0;
-    for (const Member& m : members) total += m.header.original_size;
-    Progress progress(display_name(in), total, show);
+    Progress progress(display_name(in), content_size(members), show);
     result = decompress_members(input.data(), members,
                                 [&](uint64_t done, double bits) { progress.update(done, bits); });
     progress.clear();
