@@ -52,6 +52,7 @@ std::string ModelConfig::describe() const {
   if (mix) s << " mix=" << mix;
   if (!train_lag) s << " lag=0";
   if (!flat_train) s << " flat=0";
+  if (!step_kernels) s << " kernels=0";
   return s.str();
 }
 
@@ -69,6 +70,7 @@ std::string ModelConfig::validate() const {
   if (!(clip > 0)) return "gradient clip must be positive";
   if (train_lag < 0 || train_lag > 1) return "training lag must be 0 or 1";
   if (flat_train < 0 || flat_train > 1) return "flat training must be 0 or 1";
+  if (step_kernels < 0 || step_kernels > 1) return "step kernels must be 0 or 1";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";
 }

@@ -38,6 +38,11 @@ struct ModelConfig {
                             //    (formats 1-4); 1: both over all parameters at once, kept
                             //    in one buffer (format v5; model/predictor.cpp, FlatAdam)
 
+  int step_kernels = 1;     // 0: the step path on LibTorch's operators and the BLAS
+                            //    (formats 1-5); 1: on shazip's own CPU kernels, every sum
+                            //    in a fixed order (format v6; model/step_kernels.h). Only
+                            //    the CPU reads it: on CUDA the step stays on LibTorch.
+
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---

@@ -26,6 +26,7 @@
 #include "coder/assert.h"
 #include "coder/quantize.h"
 #include "model/sha_rnn.h"
+#include "model/step_kernels.h"
 
 #ifdef SHAZIP_HAVE_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -500,7 +501,13 @@ void Predictor::predict(uint32_t* cdfs) {
       quantized = true;
     }
 #endif
-    if (!quantized) m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
+    if (!quantized && m.cfg.step_kernels && logits.is_cpu()) {
+      m.probs = logits.contiguous();
+      float* p = m.probs.data_ptr<float>();
+      for (int b = 0; b < m.streams; ++b) step::softmax(p + static_cast<size_t>(b) * 256, 256);
+    } else if (!quantized) {
+      m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
+    }
   }
   if (!quantized) {
     const float* p = m.probs.data_ptr<float>();

@@ -42,7 +42,9 @@ class ShaRnnImpl : public torch::nn::Module {
 
   // x: (B,) int64 input bytes (the previous byte of every stream). Returns
   // logits (B, 256) for the next byte and advances `state` by one position.
-  // Call under torch::NoGradGuard.
+  // Call under torch::NoGradGuard. On the CPU with ModelConfig::step_kernels
+  // (format 6) it runs on shazip's own kernels (model/step_kernels.h) and
+  // updates the state's tensors in place; else on LibTorch's operators.
   at::Tensor step(const at::Tensor& x, ShaRnnState& state);
 
   // x: (B, T) int64 inputs. Returns logits (B, T, 256) computed from `state`
@@ -69,6 +71,9 @@ class ShaRnnImpl : public torch::nn::Module {
     at::Tensor vq_w, vq_b;               // overparam value gate, (2d, d), (2d)
   };
 
+  // step() on the step kernels.
+  at::Tensor step_own(const at::Tensor& x, ShaRnnState& state);
+
   at::Tensor boom(const Block& b, const at::Tensor& h) const;
   at::Tensor query_gate() const;
   at::Tensor value_gate() const;
@@ -80,6 +85,7 @@ class ShaRnnImpl : public torch::nn::Module {
   std::vector<Block> blocks_;
   Attention attn_;
   at::Tensor query_gate_, value_gate_;  // step()'s cached copies, no grad
+  std::vector<float> buf_;              // step_own()'s scratch rows
 };
 TORCH_MODULE(ShaRnn);
 

@@ -134,6 +134,8 @@ void list_member(const Member& m, const Options& o) {
                   h.model.flat_train ? "all weights at once" : "tensor by tensor", h.model.beta1,
                   h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
+      std::printf("  step path        %s\n", h.model.step_kernels ? "shazip's kernels, sums in a fixed order"
+                                                                   : "LibTorch's operators and the BLAS");
     }
     std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len,
                 h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)");

@@ -88,6 +88,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
   CHECK(p.model.mix == h.model.mix);
   CHECK(p.model.train_lag == h.model.train_lag);
   CHECK(p.model.flat_train == h.model.flat_train);
+  CHECK(p.model.step_kernels == h.model.step_kernels);
   CHECK(p.streams == 16);
   CHECK(p.threads == 2);
   CHECK(p.backend.torch_version == "1.13.0");
@@ -249,19 +250,39 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag and flat training: flags from versions 4 and 5, off before", "[container]") {
+TEST_CASE("the training lag, flat training and the step kernels: flags from versions 4, 5 and 6, off before",
+          "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
   for (int lag : {0, 1}) {
     for (int flat : {0, 1}) {
-      h.model.train_lag = lag;
-      h.model.flat_train = flat;
-      const auto a = with_body(h, h.payload_size);
-      CHECK(a[6] == (lag | flat << 1));  // flags, bits 0 and 1
-      const Header p = parse_header(a.data(), a.size(), &header_size);
-      CHECK(p.model.train_lag == lag);
-      CHECK(p.model.flat_train == flat);
+      for (int kernels : {0, 1}) {
+        h.model.train_lag = lag;
+        h.model.flat_train = flat;
+        h.model.step_kernels = kernels;
+        const auto a = with_body(h, h.payload_size);
+        CHECK(a[6] == (lag | flat << 1 | kernels << 2));  // flags, bits 0 to 2
+        const Header p = parse_header(a.data(), a.size(), &header_size);
+        CHECK(p.model.train_lag == lag);
+        CHECK(p.model.flat_train == flat);
+        CHECK(p.model.step_kernels == kernels);
+      }
     }
+  }
+  // Version 5 has flat training but not the step kernels, whose bit is
+  // reserved there.
+  h.version = 5;
+  h.model.train_lag = 1;
+  h.model.flat_train = 1;
+  h.model.step_kernels = 1;
+  {
+    auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == 3);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.step_kernels == 0);
+    a[6] = 7;
+    const uint32_t crc = crc32(a.data(), header_size - 4);
+    for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
   // Version 4 has the lag but not flat training, whose bit is reserved there.
   h.version = 4;
@@ -293,7 +314,7 @@ TEST_CASE("the training lag and flat training: flags from versions 4 and 5, off 
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 4;
+  a[6] |= 8;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

@@ -109,6 +109,8 @@ TEST_CASE("shapes of both forward paths", "[model]") {
 TEST_CASE("step path agrees with the teacher-forced segment pass", "[model]") {
   torch::NoGradGuard no_grad;
   ModelConfig c = small_config();
+  c.step_kernels = GENERATE(0, 1);
+  INFO("step_kernels " << c.step_kernels);
   ShaRnn net(c);
   // Perturb the zero-initialised gates so attention is not uniform.
   for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.3);
@@ -126,6 +128,55 @@ TEST_CASE("step path agrees with the teacher-forced segment pass", "[model]") {
     const double diff = (stepped - full.select(1, t)).abs().max().item<double>();
     INFO("position " << t);
     CHECK(diff < 1e-4);
+  }
+}
+
+TEST_CASE("the step kernels compute LibTorch's step to float rounding", "[model]") {
+  torch::NoGradGuard no_grad;
+  ModelConfig c = small_config();
+  c.mem_len = 12;  // the ring wraps
+  c.boom_factor = 3;
+  for (const int attn : {0, 1, -1}) {
+    c.attn_layer = attn;
+    ModelConfig ck = c, ct = c;
+    ck.step_kernels = 1;
+    ct.step_kernels = 0;
+    ShaRnn kernels(ck), aten(ct);
+    torch::manual_seed(5);
+    for (auto& p : kernels->parameters()) p.add_(torch::randn_like(p) * 0.3);
+    for (size_t i = 0; i < kernels->parameters().size(); ++i) {
+      aten->parameters()[i].copy_(kernels->parameters()[i]);
+    }
+    kernels->refresh_gates();
+    aten->refresh_gates();
+    const int64_t batch = 7;  // the AVX2 kernel's 4-row blocks and a remainder
+    ShaRnnState sk = kernels->initial_state(batch, torch::kCPU), sa = aten->initial_state(batch, torch::kCPU);
+    const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
+    double worst = 0;
+    for (int64_t t = 0; t < bytes.size(1); ++t) {
+      if (t == 20) {  // new weights half way: the packed copies must follow
+        for (auto& p : kernels->parameters()) p.mul_(0.9);
+        for (auto& p : aten->parameters()) p.mul_(0.9);
+        kernels->refresh_gates();
+        aten->refresh_gates();
+      }
+      const at::Tensor lk = kernels->step(bytes.select(1, t), sk);
+      const at::Tensor la = aten->step(bytes.select(1, t), sa);
+      const double diff = (lk - la).abs().max().item<double>();
+      worst = std::max(worst, diff);
+    }
+    INFO("attention layer " << attn);
+    CHECK(worst < 1e-4);
+    CHECK(worst > 0);  // the kernels did run: their sums round differently
+    for (int l = 0; l < c.layers; ++l) {
+      CHECK((sk.h[l] - sa.h[l]).abs().max().item<double>() < 1e-4);
+      CHECK((sk.c[l] - sa.c[l]).abs().max().item<double>() < 1e-4);
+    }
+    if (attn >= 0) {
+      CHECK(sk.mem_fill == sa.mem_fill);
+      CHECK(sk.mem_pos == sa.mem_pos);
+      CHECK((sk.mem - sa.mem).abs().max().item<double>() < 1e-4);
+    }
   }
 }
 

@@ -47,7 +47,7 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    'reserved-flags.5.shz': flip(6, 0x04, True),  # bits 0 and 1 are the training lag and flat training
+    'reserved-flags.5.shz': flip(6, 0x08, True),  # bits 0-2: training lag, flat training, step kernels
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     'cuda-backend.7.shz': flip(21, 0x01, True),
 }

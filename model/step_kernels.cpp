@@ -1,0 +1,313 @@
+// The step path's CPU kernels; see step_kernels.h for the sums they define.
+#include "model/step_kernels.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "coder/assert.h"
+#include "model/det_exp.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace shazip::model::step {
+namespace {
+
+constexpr int kLanes = 8;
+
+// The fixed reduction of eight lanes (step_kernels.h).
+inline float reduce_lanes(const float* l) {
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+// --- plain C++: the definitions -------------------------------------------
+
+// Adds the products of a[0..n) and b[0..n) to the lanes, element i to lane
+// i mod 8 (n a multiple of 8 when more products follow).
+inline void dot8_lanes_scalar(const float* a, const float* b, int64_t n, float* lanes) {
+  for (int64_t i = 0; i < n; ++i) lanes[i % kLanes] = std::fmaf(a[i], b[i], lanes[i % kLanes]);
+}
+
+float dot8_scalar(const float* a, const float* b, int64_t n) {
+  float lanes[kLanes] = {};
+  dot8_lanes_scalar(a, b, n, lanes);
+  return reduce_lanes(lanes);
+}
+
+float sum8_scalar(const float* a, int64_t n) {
+  float lanes[kLanes] = {};
+  for (int64_t i = 0; i < n; ++i) lanes[i % kLanes] += a[i];
+  return reduce_lanes(lanes);
+}
+
+// `segments` pairs (x, w) of rows of length k, their products in one dot8.
+void linear_scalar(const float* const* xs, const float* const* ws, int segments, int64_t rows, int64_t k,
+                   int64_t n, const float* bias, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      float lanes[kLanes] = {};
+      for (int s = 0; s < segments; ++s) dot8_lanes_scalar(xs[s] + r * k, ws[s] + j * k, k, lanes);
+      const float v = reduce_lanes(lanes);
+      y[r * n + j] = bias ? v + bias[j] : v;
+    }
+  }
+}
+
+void weighted_sum_scalar(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
+  std::fill(y, y + n, 0.0f);
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t j = 0; j < n; ++j) y[j] = std::fmaf(weights[i], rows[i * n + j], y[j]);
+  }
+}
+
+// --- AVX2 + FMA: the same operations, eight lanes at a time ----------------
+
+#if defined(__x86_64__)
+#define SHAZIP_AVX2 __attribute__((target("avx2,fma")))
+
+// The sums of four accumulators' lanes in the fixed order, as [a, b, c, d]:
+// s = low half + high half = (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
+// (s0 + s2) + (s1 + s3).
+SHAZIP_AVX2 inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+  const __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+  // [a0 a1 c0 c1 | b0 b1 d0 d1] + [a2 a3 c2 c3 | b2 b3 d2 d3]
+  const __m256 u = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  // [a c a c | b d b d]
+  const __m256 v = _mm256_add_ps(_mm256_shuffle_ps(u, u, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm256_shuffle_ps(u, u, _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm_unpacklo_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+
+// Rows [0, R) of x times rows [0, C) of w, over every segment: R * C dot8s
+// in registers (8 independent chains for the FMA latency), then reduced four
+// at a time. Unrolled fully, or GCC keeps the accumulators in memory.
+template <int R, int C>
+SHAZIP_AVX2 inline void linear_block_avx2(const float* const* xs, const float* const* ws, int segments, int64_t k,
+                                          int64_t n, const float* bias, float* y) {
+  static_assert(R * C % 4 == 0 && R * C <= 8, "accumulators reduced four at a time");
+  __m256 acc[R * C];
+#pragma GCC unroll 8
+  for (int i = 0; i < R * C; ++i) acc[i] = _mm256_setzero_ps();
+  for (int s = 0; s < segments; ++s) {
+    const float* x = xs[s];
+    const float* w = ws[s];
+    for (int64_t i = 0; i < k; i += kLanes) {
+      __m256 xv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * k + i);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        const __m256 wv = _mm256_loadu_ps(w + c * k + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r * C + c] = _mm256_fmadd_ps(xv[r], wv, acc[r * C + c]);
+      }
+    }
+  }
+  alignas(16) float out[R * C];
+#pragma GCC unroll 2
+  for (int i = 0; i < R * C; i += 4) _mm_store_ps(out + i, reduce4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) y[r * n + c] = bias ? out[r * C + c] + bias[c] : out[r * C + c];
+  }
+}
+
+// R rows of x against the 8 weight rows from j: C at a time.
+template <int R, int C>
+SHAZIP_AVX2 void linear_tile_avx2(const float* const* xs, const float* const* ws, int segments, int64_t k,
+                                  int64_t n, const float* bias, float* y) {
+  for (int c0 = 0; c0 < kLanes; c0 += C) {
+    const float* wc[2] = {ws[0] + c0 * k, segments > 1 ? ws[1] + c0 * k : nullptr};
+    linear_block_avx2<R, C>(xs, wc, segments, k, n, bias ? bias + c0 : nullptr, y + c0);
+  }
+}
+
+// Tiles of 8 weight rows outside, rows of x inside: each tile (8 x k floats)
+// is read from memory once per call and then from L1 for every row of x (the
+// larger presets' matrices do not fit in L2).
+SHAZIP_AVX2 void linear_avx2(const float* const* xs, const float* const* ws, int segments, int64_t rows, int64_t k,
+                             int64_t n, const float* bias, float* y) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const float* wj[2] = {ws[0] + j * k, segments > 1 ? ws[1] + j * k : nullptr};
+    const float* bj = bias ? bias + j : nullptr;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const float* xr[2] = {xs[0] + r * k, segments > 1 ? xs[1] + r * k : nullptr};
+      linear_tile_avx2<4, 2>(xr, wj, segments, k, n, bj, y + r * n + j);
+    }
+    const float* xr[2] = {xs[0] + r * k, segments > 1 ? xs[1] + r * k : nullptr};
+    switch (rows - r) {
+      case 3:  // as one row and two
+        linear_tile_avx2<1, 8>(xr, wj, segments, k, n, bj, y + r * n + j);
+        xr[0] += k;
+        if (segments > 1) xr[1] += k;
+        linear_tile_avx2<2, 4>(xr, wj, segments, k, n, bj, y + (r + 1) * n + j);
+        break;
+      case 2: linear_tile_avx2<2, 4>(xr, wj, segments, k, n, bj, y + r * n + j); break;
+      case 1: linear_tile_avx2<1, 8>(xr, wj, segments, k, n, bj, y + r * n + j); break;
+      default: break;
+    }
+  }
+}
+
+// Columns [0, 8 * C) of the weighted sum: one chain per column, C vectors of
+// them at once.
+template <int C>
+SHAZIP_AVX2 inline void weighted_sum_block_avx2(const float* weights, int64_t count, const float* rows, int64_t n,
+                                                float* y) {
+  __m256 acc[C];
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < count; ++i) {
+    const __m256 wv = _mm256_broadcast_ss(weights + i);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(rows + i * n + kLanes * c), acc[c]);
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) _mm256_storeu_ps(y + kLanes * c, acc[c]);
+}
+
+SHAZIP_AVX2 void weighted_sum_avx2(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
+  int64_t j = 0;
+  for (; j + 8 * kLanes <= n; j += 8 * kLanes) weighted_sum_block_avx2<8>(weights, count, rows + j, n, y + j);
+  for (; j < n; j += kLanes) weighted_sum_block_avx2<1>(weights, count, rows + j, n, y + j);
+}
+
+SHAZIP_AVX2 float sum8_avx2(const float* a, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) acc = _mm256_add_ps(acc, _mm256_loadu_ps(a + i));
+  alignas(32) float lanes[kLanes];
+  _mm256_store_ps(lanes, acc);
+  for (; i < n; ++i) lanes[i % kLanes] += a[i];
+  return reduce_lanes(lanes);
+}
+
+SHAZIP_AVX2 float dot8_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  alignas(32) float lanes[kLanes];
+  _mm256_store_ps(lanes, acc);
+  for (; i < n; ++i) lanes[i % kLanes] = std::fmaf(a[i], b[i], lanes[i % kLanes]);
+  return reduce_lanes(lanes);
+}
+
+// dot8 of four rows with one vector at a time: four independent chains.
+SHAZIP_AVX2 void dot8_rows_avx2(const float* rows, int64_t count, int64_t stride, const float* v, int64_t n,
+                                float* out) {
+  int64_t r = 0;
+  if (n % kLanes == 0) {
+    for (; r + 4 <= count; r += 4) {
+      const float* a = rows + r * stride;
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      for (int64_t i = 0; i < n; i += kLanes) {
+        const __m256 vv = _mm256_loadu_ps(v + i);
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), vv, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + stride + i), vv, acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 2 * stride + i), vv, acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + 3 * stride + i), vv, acc3);
+      }
+      _mm_storeu_ps(out + r, reduce4(acc0, acc1, acc2, acc3));
+    }
+  }
+  for (; r < count; ++r) out[r] = dot8_avx2(rows + r * stride, v, n);
+}
+
+bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#else
+bool cpu_has_avx2_fma() { return false; }
+#endif
+
+std::atomic<bool> g_simd{cpu_has_avx2_fma()};
+
+void linear_segments(const float* const* xs, const float* const* ws, int segments, int64_t rows, int64_t k,
+                     int64_t n, const float* bias, float* y) {
+  SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return linear_avx2(xs, ws, segments, rows, k, n, bias, y);
+#endif
+  linear_scalar(xs, ws, segments, rows, k, n, bias, y);
+}
+
+}  // namespace
+
+float sum8(const float* a, int64_t n) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return sum8_avx2(a, n);
+#endif
+  return sum8_scalar(a, n);
+}
+
+float dot8(const float* a, const float* b, int64_t n) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return dot8_avx2(a, b, n);
+#endif
+  return dot8_scalar(a, b, n);
+}
+
+void dot8_rows(const float* rows, int64_t count, int64_t stride, const float* v, int64_t n, float* out) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return dot8_rows_avx2(rows, count, stride, v, n, out);
+#endif
+  for (int64_t r = 0; r < count; ++r) out[r] = dot8_scalar(rows + r * stride, v, n);
+}
+
+void linear(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, const float* bias,
+            float* y) {
+  const float* xs[2] = {x, nullptr};
+  const float* ws[2] = {w, nullptr};
+  linear_segments(xs, ws, 1, rows, k, n, bias, y);
+}
+
+void linear2(const float* x, const float* h, int64_t rows, int64_t k, const float* wx, const float* wh,
+             int64_t n, const float* bias, float* y) {
+  const float* xs[2] = {x, h};
+  const float* ws[2] = {wx, wh};
+  linear_segments(xs, ws, 2, rows, k, n, bias, y);
+}
+
+void weighted_sum(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
+  SHAZIP_ASSERT(n % kLanes == 0);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return weighted_sum_avx2(weights, count, rows, n, y);
+#endif
+  weighted_sum_scalar(weights, count, rows, n, y);
+}
+
+void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const float* b, float eps,
+                float* y) {
+  const float fd = static_cast<float>(d);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    const float mean = sum8(xr, d) / fd;
+    for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] - mean;
+    const float var = dot8(yr, yr, d) / fd;
+    const float rstd = 1.0f / std::sqrt(var + eps);
+    for (int64_t i = 0; i < d; ++i) yr[i] = yr[i] * rstd * w[i] + b[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  SHAZIP_ASSERT(n > 0);
+  const float m = *std::max_element(x, x + n);
+  for (int64_t i = 0; i < n; ++i) x[i] = det_expf(x[i] - m);
+  const float s = sum8(x, n);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / s;
+}
+
+bool set_simd(bool on) {
+  const bool use = on && cpu_has_avx2_fma();
+  g_simd.store(use);
+  return use;
+}
+
+bool simd() { return g_simd.load(); }
+
+}  // namespace shazip::model::step

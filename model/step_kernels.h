@@ -1,0 +1,64 @@
+// shazip's own CPU kernels for the step path (format 6, ModelConfig::step_kernels).
+//
+// The step path runs one position of B streams: a few products of a (B x d)
+// matrix with a weight matrix, each far too small for a BLAS to pay for its
+// packing, and a few dozen more LibTorch calls, each with its dispatch
+// overhead. These kernels do the whole step in plain loops over raw arrays,
+// reading the weights where LibTorch keeps them, and define every sum's
+// order, so that the result does not depend on the BLAS, on ATen's CPU
+// capability or on the thread count. Two sums:
+//
+//   dot8   eight running sums, lane l taking the products of the elements
+//          i = l, l + 8, l + 16, ... in order, each with one fused
+//          multiply-add (fmaf: rounded once), then
+//          ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7));
+//          sum8 is the same with additions
+//   chain  one running sum from 0, a fused multiply-add per term, in order
+//
+// With AVX2 and FMA the kernels run eight lanes at a time, elsewhere plain
+// C++ with std::fmaf; the two give the same bits (tested), so an archive does
+// not depend on which one ran. docs/FORMAT.md ("Step kernels") gives the whole
+// step in these terms.
+//
+// Torch-free: raw, contiguous, row-major float arrays.
+#pragma once
+
+#include <cstdint>
+
+namespace shazip::model::step {
+
+float sum8(const float* a, int64_t n);
+float dot8(const float* a, const float* b, int64_t n);
+// out[r] = dot8(rows + r * stride, v, n) for r < count.
+void dot8_rows(const float* rows, int64_t count, int64_t stride, const float* v, int64_t n, float* out);
+
+// y (rows x n) = x (rows x k) W^T + bias: y[r][j] = dot8(x_r, W_j, k) + bias[j],
+// with W (n x k, row-major) as LibTorch stores a Linear's weight. k and n
+// multiples of 8; bias may be null (no addition); y must not overlap the inputs.
+void linear(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, const float* bias,
+            float* y);
+
+// The same over two inputs side by side, as the LSTM's gates: y[r][j] =
+// dot8([x_r, h_r], [wx_j, wh_j], 2k) + bias[j], x and h (rows x k), wx and
+// wh (n x k).
+void linear2(const float* x, const float* h, int64_t rows, int64_t k, const float* wx, const float* wh,
+             int64_t n, const float* bias, float* y);
+
+// y (n) = the chain over i < count of weights[i] * rows[i][j], rows (count x n);
+// n a multiple of 8. (The attention's mix of its keys.)
+void weighted_sum(const float* weights, int64_t count, const float* rows, int64_t n, float* y);
+
+// Row-wise LayerNorm of x (rows x d) into y (may be x): mean = sum8 / d,
+// c = x - mean, var = dot8(c, c) / d, y = c * (1 / sqrt(var + eps)) * w + b.
+void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const float* b, float eps,
+                float* y);
+
+// In place over n > 0 entries: exp(x - max) with det_expf, divided by their sum8.
+void softmax(float* x, int64_t n);
+
+// Whether the AVX2 + FMA versions are used (when the CPU has them). For the
+// tests, which compare the two; returns whether they are now used.
+bool set_simd(bool on);
+bool simd();
+
+}  // namespace shazip::model::step

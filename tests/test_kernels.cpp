@@ -1,0 +1,214 @@
+// Step kernels (model/step_kernels.h): each sum in the order it defines, and
+// the AVX2 + FMA versions equal to the plain C++ ones bit for bit, on shapes
+// that leave remainders everywhere. Torch-free.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "model/det_exp.h"
+#include "model/step_kernels.h"
+
+using namespace shazip::model;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+float reference_lanes(const float* l) {
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+// Restores the kernels' choice on scope exit.
+struct SimdScope {
+  bool before = step::simd();
+  ~SimdScope() { step::set_simd(before); }
+};
+
+}  // namespace
+
+TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias", "[kernels]") {
+  SimdScope keep;
+  const bool simd = GENERATE(false, true);
+  if (simd && !step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
+    return;
+  }
+  step::set_simd(simd);
+  // rows 7 = 4 + 3, 6 = 4 + 2, 5 = 4 + 1: every block shape of the AVX2 kernel.
+  for (const int64_t rows : {int64_t{7}, int64_t{6}, int64_t{5}}) {
+    const int64_t k = 24, n = 40;
+    const auto x = random_floats(rows * k, 1);
+    const auto h = random_floats(rows * k, 2);
+    const auto wx = random_floats(n * k, 3);  // (n, k) as LibTorch stores it
+    const auto wh = random_floats(n * k, 4);
+    const auto bias = random_floats(n, 5);
+    std::vector<float> y(rows * n), y_nobias(rows * n), y2(rows * n);
+    step::linear(x.data(), rows, k, wx.data(), n, bias.data(), y.data());
+    step::linear(x.data(), rows, k, wx.data(), n, nullptr, y_nobias.data());
+    step::linear2(x.data(), h.data(), rows, k, wx.data(), wh.data(), n, bias.data(), y2.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        float lanes[8] = {};
+        for (int64_t i = 0; i < k; ++i) lanes[i % 8] = std::fmaf(x[r * k + i], wx[j * k + i], lanes[i % 8]);
+        const float one = reference_lanes(lanes);
+        // [x, h] . [wx, wh]: k is a multiple of 8, so h[i] joins lane i mod 8.
+        for (int64_t i = 0; i < k; ++i) lanes[i % 8] = std::fmaf(h[r * k + i], wh[j * k + i], lanes[i % 8]);
+        const float two = reference_lanes(lanes);
+        INFO("simd " << simd << " rows " << rows << " row " << r << " column " << j);
+        REQUIRE(same_bits(y_nobias[r * n + j], one));
+        REQUIRE(same_bits(y[r * n + j], one + bias[j]));
+        REQUIRE(same_bits(y2[r * n + j], two + bias[j]));
+        REQUIRE(same_bits(y[r * n + j], step::dot8(x.data() + r * k, wx.data() + j * k, k) + bias[j]));
+      }
+    }
+  }
+}
+
+TEST_CASE("step::weighted_sum is one fused multiply-add chain per column", "[kernels]") {
+  SimdScope keep;
+  const bool simd = GENERATE(false, true);
+  if (simd && !step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
+    return;
+  }
+  step::set_simd(simd);
+  const int64_t count = 13, n = 72;  // 64 + 8: both block widths
+  const auto weights = random_floats(count, 6);
+  const auto rows = random_floats(count * n, 7);
+  std::vector<float> y(n);
+  step::weighted_sum(weights.data(), count, rows.data(), n, y.data());
+  for (int64_t j = 0; j < n; ++j) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < count; ++i) acc = std::fmaf(weights[i], rows[i * n + j], acc);
+    INFO("simd " << simd << " column " << j);
+    REQUIRE(same_bits(y[j], acc));
+  }
+}
+
+TEST_CASE("step::sum8 and step::dot8 keep eight lanes and add them in a fixed tree", "[kernels]") {
+  SimdScope keep;
+  const bool simd = GENERATE(false, true);
+  if (simd && !step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
+    return;
+  }
+  step::set_simd(simd);
+  for (const int64_t n : {0, 1, 7, 8, 9, 65, 96, 257}) {
+    const auto a = random_floats(static_cast<size_t>(n), 10 + static_cast<uint32_t>(n), 100.0f);
+    const auto b = random_floats(static_cast<size_t>(n), 20 + static_cast<uint32_t>(n));
+    float sums[8] = {}, dots[8] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      sums[i % 8] += a[i];
+      dots[i % 8] = std::fmaf(a[i], b[i], dots[i % 8]);
+    }
+    INFO("simd " << simd << " n " << n);
+    CHECK(same_bits(step::sum8(a.data(), n), reference_lanes(sums)));
+    CHECK(same_bits(step::dot8(a.data(), b.data(), n), reference_lanes(dots)));
+  }
+  // A sum whose order shows: a left-to-right sum of these gives 0, the lanes 2.
+  std::vector<float> big(16, 0.0f);
+  big[0] = 1e8f;
+  big[1] = 1.0f;
+  big[2] = 1.0f;
+  big[8] = -1e8f;
+  CHECK(step::sum8(big.data(), 16) == 2.0f);
+}
+
+TEST_CASE("step::layer_norm and step::softmax follow their definitions", "[kernels]") {
+  SimdScope keep;
+  const bool simd = GENERATE(false, true);
+  if (simd && !step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
+    return;
+  }
+  step::set_simd(simd);
+  const int64_t rows = 3, d = 40;
+  const auto x = random_floats(rows * d, 5, 3.0f);
+  const auto w = random_floats(d, 6);
+  const auto b = random_floats(d, 7);
+  std::vector<float> y(rows * d), in_place = x;
+  step::layer_norm(x.data(), rows, d, w.data(), b.data(), 1e-12f, y.data());
+  step::layer_norm(in_place.data(), rows, d, w.data(), b.data(), 1e-12f, in_place.data());
+  CHECK(same_bits(y, in_place));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x.data() + r * d;
+    const float mean = step::sum8(xr, d) / static_cast<float>(d);
+    std::vector<float> c(d);
+    for (int64_t i = 0; i < d; ++i) c[i] = xr[i] - mean;
+    const float rstd = 1.0f / std::sqrt(step::dot8(c.data(), c.data(), d) / static_cast<float>(d) + 1e-12f);
+    double norm_mean = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      REQUIRE(same_bits(y[r * d + i], c[i] * rstd * w[i] + b[i]));
+      norm_mean += c[i] * rstd;
+    }
+    CHECK(std::fabs(norm_mean / d) < 1e-5);
+  }
+
+  for (const int64_t n : {1, 5, 65, 256}) {
+    auto logits = random_floats(static_cast<size_t>(n), 30 + static_cast<uint32_t>(n), 4.0f);
+    std::vector<float> p = logits;
+    step::softmax(p.data(), n);
+    float m = logits[0];
+    for (float v : logits) m = std::max(m, v);
+    std::vector<float> e(n);
+    for (int64_t i = 0; i < n; ++i) e[i] = det_expf(logits[i] - m);
+    const float s = step::sum8(e.data(), n);
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      INFO("n " << n << " i " << i);
+      REQUIRE(same_bits(p[i], e[i] / s));
+      REQUIRE(std::fabs(p[i] - std::exp(static_cast<double>(logits[i] - m)) / s) < 1e-6);
+      total += p[i];
+    }
+    CHECK(std::fabs(total - 1.0) < 1e-5);
+  }
+}
+
+TEST_CASE("step kernels give the same bits with and without AVX2", "[kernels]") {
+  SimdScope keep;
+  if (!step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: nothing to compare");
+    return;
+  }
+  // The model's shapes: B = 16 rows, k = d = 96, n = 4d = 384 and 256; fewer
+  // rows; and the attention's mix over 65 keys.
+  for (const int64_t n : {int64_t{384}, int64_t{256}, int64_t{8}})
+  for (const int64_t rows : {int64_t{16}, int64_t{6}, int64_t{3}, int64_t{1}}) {
+    const int64_t k = 96;
+    const auto x = random_floats(rows * k, 40);
+    const auto h = random_floats(rows * k, 41);
+    const auto wx = random_floats(n * k, 42, 0.1f);
+    const auto wh = random_floats(n * k, 43, 0.1f);
+    const auto bias = random_floats(n, 44);
+    const auto keys = random_floats(65 * n, 45);
+    std::vector<float> fast(rows * n), plain(rows * n), fast2(rows * n), plain2(rows * n);
+    std::vector<float> fast_rows(rows), plain_rows(rows), fast_mix(n), plain_mix(n);
+    for (const bool simd : {true, false}) {
+      step::set_simd(simd);
+      step::linear(x.data(), rows, k, wx.data(), n, bias.data(), (simd ? fast : plain).data());
+      step::linear2(x.data(), h.data(), rows, k, wx.data(), wh.data(), n, bias.data(), (simd ? fast2 : plain2).data());
+      step::dot8_rows(x.data(), rows, k, h.data(), k, (simd ? fast_rows : plain_rows).data());
+      step::weighted_sum(x.data(), std::min<int64_t>(rows * k, 65), keys.data(), n, (simd ? fast_mix : plain_mix).data());
+    }
+    INFO("n " << n << " rows " << rows);
+    CHECK(same_bits(fast, plain));
+    CHECK(same_bits(fast2, plain2));
+    CHECK(same_bits(fast_rows, plain_rows));
+    CHECK(same_bits(fast_mix, plain_mix));
+  }
+}
