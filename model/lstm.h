@@ -6,8 +6,9 @@
 // the input projections that are computed for the whole segment at once) and
 // one pointwise pass in plain C++; the backward pass is one GEMM and one
 // pointwise pass per step, with the weight gradients as three large GEMMs at
-// the end. The pointwise code uses its own exp (det_expf) so that results do
-// not depend on which libm variant the CPU selects.
+// the end. The pointwise pass (step::lstm_pointwise, model/step_kernels.h)
+// uses its own exp (det_expf) so that results do not depend on which libm
+// variant the CPU selects.
 //
 // Gate order i, f, g, o as in PyTorch, so the weights are interchangeable with
 // torch::nn::LSTM's.
@@ -17,16 +18,7 @@
 
 #include <cstdint>
 
-#include "model/det_exp.h"
-
 namespace shazip::model {
-
-// One step for a batch: gates (B, 4d) pre-activations (already including both
-// biases and both projections), c_prev (B, d). Writes c, h (B, d). If
-// `saved_acts` / `saved_tanh_c` are non-null, also writes the activated gates
-// (B, 4d) and tanh(c) (B, d) for the backward pass. All arrays contiguous.
-void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h,
-                    float* saved_acts, float* saved_tanh_c, int64_t batch, int64_t d);
 
 // One inference step: returns (h, c) for x (B, d), states (B, d).
 std::pair<at::Tensor, at::Tensor> lstm_step(const at::Tensor& x, const at::Tensor& h,

@@ -251,7 +251,7 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
     const float* b_hh = floats(blk.b_hh);
     for (int64_t j = 0; j < 4 * d; ++j) lstm_bias[j] = b_ih[j] + b_hh[j];
     step::linear2(h, h_state, batch, d, floats(blk.w_ih), floats(blk.w_hh), 4 * d, lstm_bias, gates);
-    lstm_pointwise(gates, c_state, c_state, h_state, nullptr, nullptr, batch, d);
+    step::lstm_pointwise(gates, c_state, c_state, h_state, nullptr, nullptr, batch, d);
     std::copy_n(h_state, batch * d, h);
     if (l == cfg_.attn_layer) {
       // The current position joins the memory first: it is its own key too.
@@ -284,11 +284,7 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
     step::layer_norm(h, batch, d, floats(blk.ln_ff_w), floats(blk.ln_ff_b), eps, base);
     step::layer_norm(h, batch, d, floats(blk.ln_xff_w), floats(blk.ln_xff_b), eps, h);
     step::linear(h, batch, d, floats(blk.boom_w), f, floats(blk.boom_b), wide);
-    const float scale = static_cast<float>(kGeluScale);
-    for (int64_t i = 0; i < batch * f; ++i) {
-      const float v = wide[i];
-      wide[i] = v * (1.0f / (1.0f + det_expf(-(v * scale))));
-    }
+    step::gelu(wide, batch * f);
     for (int64_t b = 0; b < batch; ++b) {
       const float* w = wide + b * f;
       float* hb = h + b * d;

@@ -55,6 +55,33 @@ void linear_scalar(const float* const* xs, const float* const* ws, int segments,
   }
 }
 
+inline float sigmoid_scalar(float x) { return 1.0f / (1.0f + det_expf(-x)); }
+inline float tanh_scalar(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
+
+// Element j of row b of the LSTM's pointwise pass (step_kernels.h).
+inline void lstm_element(const float* g, const float* c_prev, float* c, float* h, float* a, float* saved_tanh_c,
+                         int64_t d, int64_t j) {
+  const float ig = sigmoid_scalar(g[j]);
+  const float fg = sigmoid_scalar(g[d + j]);
+  const float gg = tanh_scalar(g[2 * d + j]);
+  const float og = sigmoid_scalar(g[3 * d + j]);
+  const float cn = fg * c_prev[j] + ig * gg;
+  const float tc = tanh_scalar(cn);
+  c[j] = cn;
+  h[j] = og * tc;
+  if (a) {
+    a[j] = ig;
+    a[d + j] = fg;
+    a[2 * d + j] = gg;
+    a[3 * d + j] = og;
+    saved_tanh_c[j] = tc;
+  }
+}
+
+// The reference's GELU approximation, x * sigmoid(1.702 x).
+constexpr float kGeluScale = 1.702f;
+inline float gelu_scalar(float v) { return v * (1.0f / (1.0f + det_expf(-(v * kGeluScale)))); }
+
 void weighted_sum_scalar(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
   std::fill(y, y + n, 0.0f);
   for (int64_t i = 0; i < count; ++i) {
@@ -219,6 +246,87 @@ SHAZIP_AVX2 void dot8_rows_avx2(const float* rows, int64_t count, int64_t stride
   for (; r < count; ++r) out[r] = dot8_avx2(rows + r * stride, v, n);
 }
 
+// det_expf on eight floats: the same IEEE operations in the same order (no
+// FMA here: -ffp-contract=off), so every lane equals the scalar function.
+SHAZIP_AVX2 inline __m256 splat(float v) { return _mm256_set1_ps(v); }
+
+SHAZIP_AVX2 inline __m256 det_expf8(__m256 x) {
+  x = _mm256_min_ps(x, splat(88.0f));  // NaN gives the second operand, 88, as det_expf
+  x = _mm256_max_ps(x, splat(-86.0f));
+  const __m256 k = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, splat(1.44269504088896341f)), splat(12582912.0f)),
+                                 splat(12582912.0f));
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(k, splat(0.693145751953125f))),
+                                 _mm256_mul_ps(k, splat(1.428606765330187045e-06f)));
+  __m256 p = splat(1.0f / 720.0f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(1.0f / 120.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(1.0f / 24.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(1.0f / 6.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(0.5f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(1.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), splat(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+SHAZIP_AVX2 void gelu_avx2(float* x, int64_t n) {
+  const __m256 scale = _mm256_set1_ps(kGeluScale);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 e = det_expf8(_mm256_xor_ps(_mm256_mul_ps(v, scale), sign));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e))));
+  }
+  for (; i < n; ++i) x[i] = gelu_scalar(x[i]);
+}
+
+// x[i] = det_expf(x[i] - m).
+SHAZIP_AVX2 void exp_shifted_avx2(float* x, int64_t n, float m) {
+  const __m256 mv = _mm256_set1_ps(m);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) _mm256_storeu_ps(x + i, det_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
+  for (; i < n; ++i) x[i] = det_expf(x[i] - m);
+}
+
+SHAZIP_AVX2 inline __m256 sigmoid8(__m256 x) {
+  return _mm256_div_ps(splat(1.0f), _mm256_add_ps(splat(1.0f), det_expf8(_mm256_xor_ps(x, splat(-0.0f)))));
+}
+
+SHAZIP_AVX2 inline __m256 tanh8(__m256 x) {
+  const __m256 e = det_expf8(_mm256_mul_ps(splat(-2.0f), x));
+  return _mm256_sub_ps(_mm256_div_ps(splat(2.0f), _mm256_add_ps(splat(1.0f), e)), splat(1.0f));
+}
+
+SHAZIP_AVX2 void lstm_pointwise_avx2(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,
+                                     float* saved_tanh_c, int64_t batch, int64_t d) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* g = gates + b * 4 * d;
+    float* a = saved_acts ? saved_acts + b * 4 * d : nullptr;
+    float* tcs = saved_tanh_c ? saved_tanh_c + b * d : nullptr;
+    int64_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+      const __m256 ig = sigmoid8(_mm256_loadu_ps(g + j));
+      const __m256 fg = sigmoid8(_mm256_loadu_ps(g + d + j));
+      const __m256 gg = tanh8(_mm256_loadu_ps(g + 2 * d + j));
+      const __m256 og = sigmoid8(_mm256_loadu_ps(g + 3 * d + j));
+      const __m256 cn =
+          _mm256_add_ps(_mm256_mul_ps(fg, _mm256_loadu_ps(c_prev + b * d + j)), _mm256_mul_ps(ig, gg));
+      const __m256 tc = tanh8(cn);
+      _mm256_storeu_ps(c + b * d + j, cn);
+      _mm256_storeu_ps(h + b * d + j, _mm256_mul_ps(og, tc));
+      if (a) {
+        _mm256_storeu_ps(a + j, ig);
+        _mm256_storeu_ps(a + d + j, fg);
+        _mm256_storeu_ps(a + 2 * d + j, gg);
+        _mm256_storeu_ps(a + 3 * d + j, og);
+        _mm256_storeu_ps(tcs + j, tc);
+      }
+    }
+    for (; j < d; ++j) lstm_element(g, c_prev + b * d, c + b * d, h + b * d, a, tcs, d, j);
+  }
+}
+
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #else
 bool cpu_has_avx2_fma() { return false; }
@@ -297,9 +405,39 @@ void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const f
 void softmax(float* x, int64_t n) {
   SHAZIP_ASSERT(n > 0);
   const float m = *std::max_element(x, x + n);
-  for (int64_t i = 0; i < n; ++i) x[i] = det_expf(x[i] - m);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) {
+    exp_shifted_avx2(x, n, m);
+  } else
+#endif
+  {
+    for (int64_t i = 0; i < n; ++i) x[i] = det_expf(x[i] - m);
+  }
   const float s = sum8(x, n);
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] / s;
+}
+
+void gelu(float* x, int64_t n) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return gelu_avx2(x, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) x[i] = gelu_scalar(x[i]);
+}
+
+void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,
+                    float* saved_tanh_c, int64_t batch, int64_t d) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) {
+    return lstm_pointwise_avx2(gates, c_prev, c, h, saved_acts, saved_tanh_c, batch, d);
+  }
+#endif
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t j = 0; j < d; ++j) {
+      lstm_element(gates + b * 4 * d, c_prev + b * d, c + b * d, h + b * d,
+                   saved_acts ? saved_acts + b * 4 * d : nullptr, saved_tanh_c ? saved_tanh_c + b * d : nullptr,
+                   d, j);
+    }
+  }
 }
 
 bool set_simd(bool on) {

@@ -56,6 +56,19 @@ void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const f
 // In place over n > 0 entries: exp(x - max) with det_expf, divided by their sum8.
 void softmax(float* x, int64_t n);
 
+// In place: x * (1 / (1 + det_expf(-(x * 1.702f)))), the Boom's activation.
+void gelu(float* x, int64_t n);
+
+// The LSTM cell's pointwise pass for a batch (the step path and the training
+// step's fused layer, model/lstm.h): gates (B, 4d) pre-activations in the
+// order i, f, g, o (both projections and both biases already added), c_prev
+// (B, d); writes c = f * c_prev + i * g and h = o * tanh(c) (B, d), with
+// sigmoid(x) = 1 / (1 + det_expf(-x)) and tanh(x) = 2 / (1 + det_expf(-2x)) - 1.
+// With `saved_acts` / `saved_tanh_c` non-null also the activated gates (B, 4d)
+// and tanh(c) (B, d) for the backward pass. c may be c_prev (in place).
+void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,
+                    float* saved_tanh_c, int64_t batch, int64_t d);
+
 // Whether the AVX2 + FMA versions are used (when the CPU has them). For the
 // tests, which compare the two; returns whether they are now used.
 bool set_simd(bool on);
