@@ -241,7 +241,10 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
   float* lstm_bias = weights + slots;
 
   const float* embed = floats(embed_);
-  for (int64_t b = 0; b < batch; ++b) std::copy_n(embed + bytes[b] * d, d, h + b * d);
+  for (int64_t b = 0; b < batch; ++b) {
+    SHAZIP_ASSERT(bytes[b] >= 0 && bytes[b] < 256);
+    std::copy_n(embed + bytes[b] * d, d, h + b * d);
+  }
   for (int l = 0; l < cfg_.layers; ++l) {
     const Block& blk = blocks_[l];
     float* h_state = s.h[l].data_ptr<float>();
