@@ -1,14 +1,13 @@
 // Fused LSTM layer; see lstm.h.
 #include "model/lstm.h"
 
-#include "model/step_kernels.h"
-
 #include <torch/autograd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "model/step_kernels.h"
 
 namespace shazip::model {
 
@@ -27,7 +26,7 @@ std::pair<at::Tensor, at::Tensor> lstm_step(const at::Tensor& x, const at::Tenso
   const at::Tensor cc = c.contiguous();
   at::Tensor h_new = at::empty_like(cc), c_new = at::empty_like(cc);
   step::lstm_pointwise(gates.data_ptr<float>(), cc.data_ptr<float>(), c_new.data_ptr<float>(),
-                 h_new.data_ptr<float>(), nullptr, nullptr, x.size(0), cc.size(1));
+                       h_new.data_ptr<float>(), nullptr, nullptr, x.size(0), cc.size(1));
   return {h_new, c_new};
 }
 
@@ -56,8 +55,8 @@ struct LstmLayerFn : torch::autograd::Function<LstmLayerFn> {
     for (int64_t t = 0; t < steps; ++t) {
       at::addmm_out(gates, xproj[t], hs[t], w_hh_t);
       step::lstm_pointwise(gates.data_ptr<float>(), cs[t].data_ptr<float>(), cs[t + 1].data_ptr<float>(),
-                     hs[t + 1].data_ptr<float>(), acts[t].data_ptr<float>(), tcs[t].data_ptr<float>(),
-                     batch, d);
+                           hs[t + 1].data_ptr<float>(), acts[t].data_ptr<float>(), tcs[t].data_ptr<float>(),
+                           batch, d);
     }
     ctx->save_for_backward({xt, hs, cs, acts, tcs, w_ih, w_hh});
     return hs.narrow(0, 1, steps).transpose(0, 1);

@@ -21,6 +21,7 @@
 #include "model/lstm.h"
 #include "model/predictor.h"
 #include "model/sha_rnn.h"
+#include "model/step_kernels.h"
 
 using namespace shazip::model;
 using shazip::coder::kCdfSize;
@@ -155,7 +156,7 @@ TEST_CASE("the step kernels compute LibTorch's step to float rounding", "[model]
     const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
     double worst = 0;
     for (int64_t t = 0; t < bytes.size(1); ++t) {
-      if (t == 20) {  // new weights half way: the packed copies must follow
+      if (t == 20) {  // new weights half way: both paths must read them (and the gates)
         for (auto& p : kernels->parameters()) p.mul_(0.9);
         for (auto& p : aten->parameters()) p.mul_(0.9);
         kernels->refresh_gates();
@@ -179,6 +180,24 @@ TEST_CASE("the step kernels compute LibTorch's step to float rounding", "[model]
       CHECK((sk.mem - sa.mem).abs().max().item<double>() < 1e-4);
     }
   }
+}
+
+TEST_CASE("the model codes the same tables with and without the AVX2 kernels", "[model]") {
+  // What an archive made on an AVX2 machine needs from a decoder without it
+  // (the step path and the LSTM cell of training; the BLAS is pinned apart).
+  const bool before = step::simd();
+  if (!step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: nothing to compare");
+    return;
+  }
+  const ModelConfig c = small_config();
+  const std::string text = repetitive_text(3 * 1024, 4);
+  const auto fast = all_tables(c, RuntimeOptions{}, text, 3);
+  step::set_simd(false);
+  const auto plain = all_tables(c, RuntimeOptions{}, text, 3);
+  step::set_simd(before);
+  REQUIRE(fast.size() == plain.size());
+  CHECK(fast == plain);
 }
 
 TEST_CASE("same seed, input and threads give bit-identical tables", "[model]") {

@@ -48,7 +48,7 @@ case "$mode" in
     # build also makes test_model, test_cli and shazip sanitized on request:
     # cmake --build build-sanitize --target test_cli).
     cmake -S . -B "$build_dir-sanitize" -DCMAKE_BUILD_TYPE=Debug -DSHAZIP_SANITIZE=ON >&2
-    cmake --build "$build_dir-sanitize" -j "$jobs" --target test_coder test_container test_mix test_plot >&2
+    cmake --build "$build_dir-sanitize" -j "$jobs" --target test_coder test_container test_mix test_plot test_kernels >&2
     ctest --test-dir "$build_dir-sanitize" --output-on-failure --no-tests=error -j "$jobs" -R '^sanitized:'
     # Short libFuzzer runs (header parser, coder and mixing stage, whole
     # archives), seeded with the golden archives.
