@@ -335,7 +335,9 @@ int run_bench(const Options& o) {
       if (status == 0) status = static_cast<int>(e.code());
     }
   }
-  if (rows.empty()) return status;  // every input failed, and said why: no empty table
+  // Every input failed, and said why: no empty table, but JSON's empty array,
+  // so that a script reading standard output still parses it.
+  if (rows.empty() && !o.json) return status;
   const std::string out = o.json ? bench_json(rows) : o.csv ? bench_csv(rows) : o.markdown ? bench_markdown(rows)
                                                                                           : bench_table(rows);
   std::fwrite(out.data(), 1, out.size(), stdout);

@@ -314,6 +314,8 @@ TEST_CASE("recursive mode (-r): every file under a directory to its own archive 
   // -b too, without an empty table on standard output.
   CHECK(capture(kBin + " -b " + q(tree) + " 2>&1") == "shazip: " + tree + ": is a directory (-r takes the files under it)\n");
   CHECK(run(kBin + " -b " + q(tree) + " >/dev/null 2>&1") == 2);
+  CHECK(capture(kBin + " -b --json " + q(tree) + " 2>/dev/null") == "[\n]\n");  // still valid JSON
+  CHECK(run(kBin + " -b --json " + q(tree) + " >/dev/null 2>&1") == 2);
 
   REQUIRE(run(kBin + " -q -1 -r --rm " + q(tree)) == 0);
   const std::string listing = capture("cd " + q(tree) + " && find . | sort");
