@@ -38,6 +38,12 @@ std::vector<uint8_t> with_body(const Header& h, size_t body) {
   return a;
 }
 
+// Rewrites the header CRC (the last 4 bytes of the header) after an edit.
+void reseal(std::vector<uint8_t>& a, size_t header_size) {
+  const uint32_t crc = crc32(a.data(), header_size - 4);
+  for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+}
+
 // Parses and returns the error code, or -1 if it parsed.
 int parse_code(const std::vector<uint8_t>& a, size_t size) {
   size_t header_size = 0;
@@ -240,13 +246,11 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   constexpr size_t kMixOffset = 38;  // docs/FORMAT.md, "Neural header"
   CHECK(a[kMixOffset] == 0);
   a[kMixOffset] = 1;  // a set reserved field, with a valid header CRC
-  const uint32_t crc = crc32(a.data(), header_size - 4);
-  for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  reseal(a, header_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   // The same bytes in version 2 are the mix level.
   a[4] = 2;
-  const uint32_t crc2 = crc32(a.data(), header_size - 4);
-  for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc2 >> (8 * i));
+  reseal(a, header_size);
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
@@ -280,8 +284,7 @@ TEST_CASE("the training lag, flat training and the step kernels: flags from vers
     CHECK(a[6] == 3);
     CHECK(parse_header(a.data(), a.size(), &header_size).model.step_kernels == 0);
     a[6] = 7;
-    const uint32_t crc = crc32(a.data(), header_size - 4);
-    for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
   // Version 4 has the lag but not flat training, whose bit is reserved there.
@@ -293,8 +296,7 @@ TEST_CASE("the training lag, flat training and the step kernels: flags from vers
     CHECK(a[6] == 1);
     CHECK(parse_header(a.data(), a.size(), &header_size).model.flat_train == 0);
     a[6] = 3;
-    const uint32_t crc = crc32(a.data(), header_size - 4);
-    for (int i = 0; i < 4; ++i) a[header_size - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
   // Older versions have no lag: the step path always used the latest weights,
@@ -304,10 +306,6 @@ TEST_CASE("the training lag, flat training and the step kernels: flags from vers
   auto a = with_body(h, h.payload_size);
   CHECK(a[6] == 0);
   CHECK(parse_header(a.data(), a.size(), &header_size).model.train_lag == 0);
-  auto reseal = [](std::vector<uint8_t>& b, size_t hs) {
-    const uint32_t crc = crc32(b.data(), hs - 4);
-    for (int i = 0; i < 4; ++i) b[hs - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
-  };
   a[6] = 1;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));

@@ -42,16 +42,23 @@ struct SimdScope {
   ~SimdScope() { step::set_simd(before); }
 };
 
+// Selects the AVX2 or the plain C++ kernels for the rest of a test; false
+// (with a warning) when AVX2 is asked for and the CPU has none.
+bool select_kernels(bool simd) {
+  if (simd && !step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
+    return false;
+  }
+  step::set_simd(simd);
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
-  if (simd && !step::set_simd(true)) {
-    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
-    return;
-  }
-  step::set_simd(simd);
+  if (!select_kernels(simd)) return;
   // rows 7 = 4 + 3, 6 = 4 + 2, 5 = 4 + 1: every block shape of the AVX2 kernel.
   for (const int64_t rows : {int64_t{7}, int64_t{6}, int64_t{5}}) {
     const int64_t k = 24, n = 40;
@@ -85,11 +92,7 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
 TEST_CASE("step::weighted_sum is one fused multiply-add chain per column", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
-  if (simd && !step::set_simd(true)) {
-    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
-    return;
-  }
-  step::set_simd(simd);
+  if (!select_kernels(simd)) return;
   const int64_t count = 13, n = 72;  // 64 + 8: both block widths
   const auto weights = random_floats(count, 6);
   const auto rows = random_floats(count * n, 7);
@@ -106,11 +109,7 @@ TEST_CASE("step::weighted_sum is one fused multiply-add chain per column", "[ker
 TEST_CASE("step::sum8 and step::dot8 keep eight lanes and add them in a fixed tree", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
-  if (simd && !step::set_simd(true)) {
-    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
-    return;
-  }
-  step::set_simd(simd);
+  if (!select_kernels(simd)) return;
   for (const int64_t n : {0, 1, 7, 8, 9, 65, 96, 257}) {
     const auto a = random_floats(static_cast<size_t>(n), 10 + static_cast<uint32_t>(n), 100.0f);
     const auto b = random_floats(static_cast<size_t>(n), 20 + static_cast<uint32_t>(n));
@@ -135,11 +134,7 @@ TEST_CASE("step::sum8 and step::dot8 keep eight lanes and add them in a fixed tr
 TEST_CASE("step::layer_norm and step::softmax follow their definitions", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
-  if (simd && !step::set_simd(true)) {
-    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
-    return;
-  }
-  step::set_simd(simd);
+  if (!select_kernels(simd)) return;
   const int64_t rows = 3, d = 40;
   const auto x = random_floats(rows * d, 5, 3.0f);
   const auto w = random_floats(d, 6);
@@ -247,11 +242,7 @@ TEST_CASE("the vectorised LSTM pointwise pass equals the scalar formulas bit for
   // input (d = 14 also runs the scalar tail).
   SimdScope keep;
   const bool simd = GENERATE(false, true);
-  if (simd && !step::set_simd(true)) {
-    WARN("no AVX2 + FMA on this CPU: only the plain C++ kernels are tested");
-    return;
-  }
-  step::set_simd(simd);
+  if (!select_kernels(simd)) return;
   INFO("simd " << simd);
   const int64_t batch = 3, d = 14;
   std::mt19937 rng(7);
