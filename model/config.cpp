@@ -53,6 +53,7 @@ std::string ModelConfig::describe() const {
   if (!train_lag) s << " lag=0";
   if (!flat_train) s << " flat=0";
   if (!step_kernels) s << " kernels=0";
+  if (!train_kernels) s << " train-kernels=0";
   return s.str();
 }
 
@@ -71,6 +72,8 @@ std::string ModelConfig::validate() const {
   if (train_lag < 0 || train_lag > 1) return "training lag must be 0 or 1";
   if (flat_train < 0 || flat_train > 1) return "flat training must be 0 or 1";
   if (step_kernels < 0 || step_kernels > 1) return "step kernels must be 0 or 1";
+  if (train_kernels < 0 || train_kernels > 1) return "training kernels must be 0 or 1";
+  if (train_kernels && !(flat_train && step_kernels)) return "training kernels need flat training and step kernels";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";
 }

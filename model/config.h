@@ -43,6 +43,13 @@ struct ModelConfig {
                             //    in a fixed order (format v6; model/step_kernels.h). Only
                             //    the CPU reads it: on CUDA the step stays on LibTorch.
 
+  int train_kernels = 1;    // 0: the training step on LibTorch's autograd, operators and
+                            //    the BLAS (formats 1-6); 1: on shazip's own CPU kernels,
+                            //    forward, backward and Adam (format v7;
+                            //    model/train_kernels.h), so that a CPU archive depends on
+                            //    neither the BLAS nor ATen. Needs flat_train and
+                            //    step_kernels; only the CPU reads it.
+
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---

@@ -27,6 +27,7 @@
 #include "coder/quantize.h"
 #include "model/sha_rnn.h"
 #include "model/step_kernels.h"
+#include "model/train_kernels.h"
 
 #ifdef SHAZIP_HAVE_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -291,6 +292,18 @@ class FlatAdam {
     flat_.addcdiv_(exp_avg_, denom, -lr / bias1);
   }
 
+  // Format 7 (ModelConfig::train_kernels, CPU): the clip and the Adam step on
+  // shazip's kernel (train_kernels.h), the bias corrections' powers kept by
+  // repeated multiplication rather than std::pow (whose last bit is libm's).
+  void step_own(double lr, double clip) {
+    ++steps_;
+    beta1_pow_ *= beta1_;
+    beta2_pow_ *= beta2_;
+    const train::AdamConfig cfg{lr, beta1_, beta2_, eps_, clip};
+    train::adam_step(cfg, beta1_pow_, beta2_pow_, flat_.numel(), flat_.data_ptr<float>(), grad_.data_ptr<float>(),
+                     exp_avg_.data_ptr<float>(), exp_avg_sq_.data_ptr<float>());
+  }
+
   const at::Tensor& weights() const { return flat_; }
   int64_t steps() const { return steps_; }
   // Parameter i's part of a buffer laid out like weights(), shaped like it.
@@ -299,7 +312,14 @@ class FlatAdam {
   }
   at::Tensor exp_avg(size_t i) const { return part(exp_avg_, i); }
   at::Tensor exp_avg_sq(size_t i) const { return part(exp_avg_sq_, i); }
-  void set_steps(int64_t steps) { steps_ = steps; }
+  void set_steps(int64_t steps) {
+    steps_ = steps;
+    beta1_pow_ = beta2_pow_ = 1.0;
+    for (int64_t i = 0; i < steps; ++i) {
+      beta1_pow_ *= beta1_;
+      beta2_pow_ *= beta2_;
+    }
+  }
 
  private:
   std::vector<at::Tensor> params_;
@@ -307,6 +327,7 @@ class FlatAdam {
   at::Tensor flat_, grad_, exp_avg_, exp_avg_sq_;
   double beta1_, beta2_, eps_;
   int64_t steps_ = 0;
+  double beta1_pow_ = 1.0, beta2_pow_ = 1.0;  // beta^steps_, for step_own()
 };
 
 void copy_weights(ShaRnn& to, const ShaRnn& from) {
@@ -411,12 +432,18 @@ struct Predictor::Impl {
 // worker's thread; touches only the trainer, the optimizer and its arguments.
 void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step) {
   const double t0 = seconds_now();
+  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(step));
+  if (cfg.train_kernels && device.is_cpu()) {
+    trainer->train_segment(bytes, start);
+    flat->step_own(lr, cfg.clip);
+    if (!cfg.train_lag) trainer->refresh_gates();
+    train_s.store(train_s.load() + (seconds_now() - t0));
+    return;
+  }
   const int64_t t = cfg.seg_len;
   const at::Tensor all = bytes.to(device);
   const at::Tensor inputs = all.narrow(1, 0, t);
   const at::Tensor targets = all.narrow(1, 1, t);
-
-  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(step));
   if (flat) {
     flat->zero_grad();
   } else {

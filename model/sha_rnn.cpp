@@ -139,6 +139,15 @@ void ShaRnnImpl::init_weights() {
 void ShaRnnImpl::refresh_gates() {
   if (cfg_.attn_layer < 0) return;
   torch::NoGradGuard no_grad;
+  if (cfg_.train_kernels && embed_.is_cpu()) {
+    // Format 7: the gates on shazip's arithmetic too (train_kernels.h).
+    const int64_t d = cfg_.dim;
+    query_gate_ = at::empty({d}, torch::kFloat32);
+    value_gate_ = at::empty({d}, torch::kFloat32);
+    const auto w = params_of<const float*>([](const at::Tensor& t) -> const float* { return t.data_ptr<float>(); });
+    train::attention_gates(w.attn, d, query_gate_.data_ptr<float>(), value_gate_.data_ptr<float>());
+    return;
+  }
   query_gate_ = query_gate().detach();
   value_gate_ = value_gate().detach();
 }
@@ -301,6 +310,54 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
   at::Tensor logits = at::empty({batch, 256}, torch::kFloat32);
   step::linear(h, batch, d, floats(embed_), 256, floats(dec_bias_), logits.data_ptr<float>());
   return logits;
+}
+
+template <class P, class Get>
+train::Params<P> ShaRnnImpl::params_of(Get get) const {
+  train::Params<P> p;
+  p.embed = get(embed_);
+  p.dec_bias = get(dec_bias_);
+  for (const Block& b : blocks_) {
+    p.blocks.push_back({get(b.ln_start_w), get(b.ln_start_b), get(b.w_ih), get(b.w_hh), get(b.b_ih), get(b.b_hh),
+                        get(b.ln_ff_w), get(b.ln_ff_b), get(b.ln_xff_w), get(b.ln_xff_b), get(b.boom_w),
+                        get(b.boom_b)});
+  }
+  if (cfg_.attn_layer >= 0) {
+    const Attention& a = attn_;
+    p.attn = {get(a.ln_mem_w), get(a.ln_mem_b), get(a.ln_mid_w), get(a.ln_mid_b), get(a.q_w),
+              get(a.q_b),      get(a.q_ln_w),   get(a.q_ln_b),   get(a.qs),       get(a.ks),
+              get(a.vs),       get(a.vq_w),     get(a.vq_b)};
+  }
+  return p;
+}
+
+double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s) {
+  SHAZIP_ASSERT(embed_.is_cpu() && bytes.is_cpu() && bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
+  const at::Tensor in = bytes.to(torch::kInt64).contiguous();
+  const auto w = params_of<const float*>([](const at::Tensor& t) { return floats(t); });
+  const auto g = params_of<float*>([](const at::Tensor& t) {
+    const at::Tensor& grad = t.grad();
+    SHAZIP_ASSERT(grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32);
+    return grad.data_ptr<float>();
+  });
+  train::Shape shape;
+  shape.batch = in.size(0);
+  shape.seg = cfg_.seg_len;
+  shape.dim = cfg_.dim;
+  shape.boom_factor = cfg_.boom_factor;
+  shape.attn_layer = cfg_.attn_layer;
+  shape.ln_eps = static_cast<float>(kLnEps);
+  train::Start start;
+  for (int l = 0; l < cfg_.layers; ++l) {
+    start.h.push_back(floats(s.h[l]));
+    start.c.push_back(floats(s.c[l]));
+  }
+  if (cfg_.attn_layer >= 0) {
+    start.mem = floats(s.mem);
+    start.slots = s.mem.size(1);
+    start.mem_fill = s.mem_fill;
+  }
+  return train_pass_.run(shape, w, start, in.data_ptr<int64_t>(), g);
 }
 
 at::Tensor ShaRnnImpl::forward_segment(const at::Tensor& x, const ShaRnnState& s) {

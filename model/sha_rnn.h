@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/train_kernels.h"
 
 namespace shazip::model {
 
@@ -51,6 +52,13 @@ class ShaRnnImpl : public torch::nn::Module {
   // (left unchanged) with autograd.
   at::Tensor forward_segment(const at::Tensor& x, const ShaRnnState& state);
 
+  // The training step's forward and backward passes on shazip's own kernels
+  // (format 7, ModelConfig::train_kernels; CPU only): bytes (B, T + 1) int64,
+  // column 0 the byte before the segment, from `state` (left unchanged).
+  // Overwrites every parameter's gradient, which must be defined, with that
+  // of the mean cross-entropy of bytes[.][1..T], and returns it in nats.
+  double train_segment(const at::Tensor& bytes, const ShaRnnState& state);
+
   const ModelConfig& config() const { return cfg_; }
 
   // Recomputes the cached attention gates used by step(); call after every
@@ -73,6 +81,9 @@ class ShaRnnImpl : public torch::nn::Module {
 
   // step() on the step kernels.
   at::Tensor step_own(const at::Tensor& x, ShaRnnState& state);
+  // The parameters' data, or their gradients', for the training kernels.
+  template <class P, class Get>
+  train::Params<P> params_of(Get get) const;
 
   at::Tensor boom(const Block& b, const at::Tensor& h) const;
   at::Tensor query_gate() const;
@@ -86,6 +97,7 @@ class ShaRnnImpl : public torch::nn::Module {
   Attention attn_;
   at::Tensor query_gate_, value_gate_;  // step()'s cached copies, no grad
   std::vector<float> buf_;              // step_own()'s scratch rows
+  train::SegmentPass train_pass_;       // train_segment()'s saved activations
 };
 TORCH_MODULE(ShaRnn);
 

@@ -281,6 +281,18 @@ SHAZIP_AVX2 void gelu_avx2(float* x, int64_t n) {
   for (; i < n; ++i) x[i] = gelu_scalar(x[i]);
 }
 
+SHAZIP_AVX2 void sigmoid_avx2(const float* x, int64_t n, float scale, float* y) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256 e = det_expf8(_mm256_xor_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), sign));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+  }
+  for (; i < n; ++i) y[i] = 1.0f / (1.0f + det_expf(-(x[i] * scale)));
+}
+
 // x[i] = det_expf(x[i] - m).
 SHAZIP_AVX2 void exp_shifted_avx2(float* x, int64_t n, float m) {
   const __m256 mv = _mm256_set1_ps(m);
@@ -422,6 +434,13 @@ void gelu(float* x, int64_t n) {
   if (g_simd.load(std::memory_order_relaxed)) return gelu_avx2(x, n);
 #endif
   for (int64_t i = 0; i < n; ++i) x[i] = gelu_scalar(x[i]);
+}
+
+void sigmoid(const float* x, int64_t n, float scale, float* y) {
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return sigmoid_avx2(x, n, scale, y);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + det_expf(-(x[i] * scale)));
 }
 
 void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,

@@ -59,6 +59,10 @@ void softmax(float* x, int64_t n);
 // In place: x * (1 / (1 + det_expf(-(x * 1.702f)))), the Boom's activation.
 void gelu(float* x, int64_t n);
 
+// y[i] = 1 / (1 + det_expf(-(x[i] * scale))) (the training step keeps the
+// Boom's sigmoid for its backward pass; scale 1 is the plain sigmoid).
+void sigmoid(const float* x, int64_t n, float scale, float* y);
+
 // The LSTM cell's pointwise pass for a batch (the step path and the training
 // step's fused layer, model/lstm.h): gates (B, 4d) pre-activations in the
 // order i, f, g, o (both projections and both biases already added), c_prev

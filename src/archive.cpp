@@ -86,7 +86,7 @@ std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body, const
   if (h.method == Method::kStored) {
     out.assign(body, body + h.original_size);
   } else {
-    const std::string why = backend_mismatch(h.backend, model::backend_info());
+    const std::string why = backend_mismatch(h, model::backend_info());
     if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
     CodingParams params;
     params.model = h.model;

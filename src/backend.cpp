@@ -35,7 +35,15 @@ Backend current_backend(model::DeviceKind device) {
   return b;
 }
 
-std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& here) {
+bool portable_arithmetic(const Header& h) {
+  return h.method == Method::kStored ||
+         (h.version >= 7 && h.backend.device == model::DeviceKind::kCpu && h.model.step_kernels &&
+          h.model.train_kernels);
+}
+
+std::string backend_mismatch(const Header& h, const model::BackendInfo& here) {
+  if (portable_arithmetic(h)) return "";
+  const Backend& recorded = h.backend;
   if (recorded.device == model::DeviceKind::kCuda && !here.cuda_available) {
     return "it was made on a CUDA GPU (LibTorch " + recorded.torch_version +
            "); decode it with a CUDA build of shazip on a GPU";

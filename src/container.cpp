@@ -67,6 +67,7 @@ class Reader {
 constexpr uint16_t kFlagTrainLag = 1;   // version 4 on, neural method: ModelConfig::train_lag = 1
 constexpr uint16_t kFlagFlatTrain = 2;  // version 5 on, neural method: ModelConfig::flat_train = 1
 constexpr uint16_t kFlagStepKernels = 4;  // version 6 on, neural method: ModelConfig::step_kernels = 1
+constexpr uint16_t kFlagTrainKernels = 8;  // version 7 on, neural method: ModelConfig::train_kernels = 1
 
 [[noreturn]] void corrupt(const std::string& what) {
   throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
@@ -92,14 +93,16 @@ std::vector<uint8_t> write_header(const Header& h) {
   w.put<uint8_t>(h.version);
   w.put<uint8_t>(static_cast<uint8_t>(h.method));
   // Flags, neural method only: bit 0 (version 4 on) the training lag, bit 1
-  // (version 5 on) flat training, bit 2 (version 6 on) the step kernels; the
-  // rest are reserved.
+  // (version 5 on) flat training, bit 2 (version 6 on) the step kernels, bit
+  // 3 (version 7 on) the training kernels; the rest are reserved.
   const bool neural = h.method == Method::kNeural;
   const bool lag = neural && h.version >= 4 && h.model.train_lag;
   const bool flat = neural && h.version >= 5 && h.model.flat_train;
   const bool kernels = neural && h.version >= 6 && h.model.step_kernels;
+  const bool train_kernels = neural && h.version >= 7 && h.model.train_kernels;
   w.put<uint16_t>(static_cast<uint16_t>((lag ? kFlagTrainLag : 0) | (flat ? kFlagFlatTrain : 0) |
-                                        (kernels ? kFlagStepKernels : 0)));
+                                        (kernels ? kFlagStepKernels : 0) |
+                                        (train_kernels ? kFlagTrainKernels : 0)));
   w.put<uint64_t>(h.original_size);
   w.put<uint32_t>(h.content_crc);
   if (h.method == Method::kNeural) {
@@ -166,6 +169,9 @@ Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint6
     // Before version 6 the step path ran on LibTorch's operators.
     m.step_kernels = h.version >= 6 && (flags & kFlagStepKernels) ? 1 : 0;
     if (h.version >= 6) flags &= static_cast<uint16_t>(~kFlagStepKernels);
+    // Before version 7 the training step ran on LibTorch's autograd.
+    m.train_kernels = h.version >= 7 && (flags & kFlagTrainKernels) ? 1 : 0;
+    if (h.version >= 7) flags &= static_cast<uint16_t>(~kFlagTrainKernels);
     h.preset = static_cast<int>(r.get(1));
     h.backend.device = static_cast<model::DeviceKind>(r.get(1));
     h.threads = static_cast<int>(r.get(2));

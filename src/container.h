@@ -14,7 +14,7 @@ namespace shazip {
 
 // Bumped on every change of the format or of the model's arithmetic (an old
 // archive would otherwise decode to garbage). History in docs/FORMAT.md.
-constexpr uint8_t kFormatVersion = 6;
+constexpr uint8_t kFormatVersion = 7;
 // Oldest version this build decodes.
 constexpr uint8_t kMinFormatVersion = 1;
 
@@ -81,9 +81,15 @@ std::vector<Member> split_members(const uint8_t* data, size_t size);
 // The bytes of content the archives decode to, in all.
 uint64_t content_size(const std::vector<Member>& members);
 
+// Whether the archive's arithmetic is all shazip's own code (format 7 on the
+// CPU, with the step and the training kernels): then it decodes on any
+// machine, whatever the BLAS, ATen's CPU capability, LibTorch's version or
+// the thread count.
+bool portable_arithmetic(const Header& h);
+
 // Empty if this process can reproduce the arithmetic the archive was made
 // with, else a sentence naming what it needs.
-std::string backend_mismatch(const Backend& recorded, const model::BackendInfo& here);
+std::string backend_mismatch(const Header& h, const model::BackendInfo& here);
 
 // The backend of this process as it would be recorded for `device`.
 Backend current_backend(model::DeviceKind device);

@@ -136,6 +136,8 @@ void list_member(const Member& m, const Options& o) {
                   static_cast<unsigned long long>(h.model.seed));
       std::printf("  step path        %s\n", h.model.step_kernels ? "shazip's kernels, sums in a fixed order"
                                                                    : "LibTorch's operators and the BLAS");
+      std::printf("  training step    %s\n", h.model.train_kernels ? "shazip's kernels, sums in a fixed order"
+                                                                    : "LibTorch's autograd and the BLAS");
     }
     std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len,
                 h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)");
@@ -152,8 +154,9 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  backend          cuda, LibTorch %s, GPU %s, %s\n", h.backend.torch_version.c_str(),
                   h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
     } else {
-      std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s\n", device_name(h.backend.device),
-                  h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+      std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s%s\n", device_name(h.backend.device),
+                  h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str(),
+                  portable_arithmetic(h) ? " (not needed to decode)" : "");
     }
   }
   std::printf("  checksum         CRC-32 %08x\n", h.content_crc);

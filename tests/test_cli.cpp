@@ -452,12 +452,24 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   spit(dir / "newer.shz", newer);
   expect("-d " + q(dir / "newer.shz"), 6, "upgrade shazip");
 
-  // Same archive, but claiming another LibTorch: re-encode its header.
+  // Same archive, but claiming another LibTorch and BLAS: re-encode its
+  // header. A format-7 CPU archive's arithmetic is all shazip's, so it still
+  // decodes; as format 6 (LibTorch's training step) it names what it needs.
   auto other = header;
+  REQUIRE(shazip::portable_arithmetic(other));
   other.backend.torch_version = "9.9.9";
-  auto foreign = shazip::write_header(other);
-  foreign.insert(foreign.end(), archive.begin() + static_cast<long>(header_size), archive.end());
-  spit(dir / "foreign.shz", foreign);
+  other.backend.blas = "the reference BLAS";
+  other.backend.cpu_capability = "default";
+  auto reencode = [&](const shazip::Header& h) {
+    auto a = shazip::write_header(h);
+    a.insert(a.end(), archive.begin() + static_cast<long>(header_size), archive.end());
+    return a;
+  };
+  spit(dir / "portable.shz", reencode(other));
+  CHECK(run(kBin + " -t " + q(dir / "portable.shz") + " 2>&1") == 0);
+  std::remove((dir / "portable.shz").c_str());
+  other.version = 6;
+  spit(dir / "foreign.shz", reencode(other));
   expect("-d " + q(dir / "foreign.shz"), 7, "LibTorch 9.9.9");
   auto gpu = header;
   gpu.backend.device = shazip::model::DeviceKind::kCuda;

@@ -254,24 +254,52 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag, flat training and the step kernels: flags from versions 4, 5 and 6, off before",
+TEST_CASE("the training lag, flat training, the step and the training kernels: flags from versions 4 to 7",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
   for (int lag : {0, 1}) {
     for (int flat : {0, 1}) {
       for (int kernels : {0, 1}) {
-        h.model.train_lag = lag;
-        h.model.flat_train = flat;
-        h.model.step_kernels = kernels;
-        const auto a = with_body(h, h.payload_size);
-        CHECK(a[6] == (lag | flat << 1 | kernels << 2));  // flags, bits 0 to 2
-        const Header p = parse_header(a.data(), a.size(), &header_size);
-        CHECK(p.model.train_lag == lag);
-        CHECK(p.model.flat_train == flat);
-        CHECK(p.model.step_kernels == kernels);
+        for (int train : {0, 1}) {
+          if (train && !(flat && kernels)) continue;  // the training kernels need both
+          h.model.train_lag = lag;
+          h.model.flat_train = flat;
+          h.model.step_kernels = kernels;
+          h.model.train_kernels = train;
+          const auto a = with_body(h, h.payload_size);
+          CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3));  // flags, bits 0 to 3
+          const Header p = parse_header(a.data(), a.size(), &header_size);
+          CHECK(p.model.train_lag == lag);
+          CHECK(p.model.flat_train == flat);
+          CHECK(p.model.step_kernels == kernels);
+          CHECK(p.model.train_kernels == train);
+        }
       }
     }
+  }
+  {
+    // The training kernels without the step kernels are no model shazip makes.
+    h.model.train_kernels = 1;
+    auto a = with_body(h, h.payload_size);
+    a[6] = 1 | 2 | 8;
+    reseal(a, header_size);
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  }
+  // Version 6 has the step kernels but not the training kernels, whose bit
+  // is reserved there.
+  h.version = 6;
+  h.model.train_lag = 1;
+  h.model.flat_train = 1;
+  h.model.step_kernels = 1;
+  h.model.train_kernels = 1;
+  {
+    auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == 7);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.train_kernels == 0);
+    a[6] = 15;
+    reseal(a, header_size);
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
   // Version 5 has flat training but not the step kernels, whose bit is
   // reserved there.
@@ -312,7 +340,7 @@ TEST_CASE("the training lag, flat training and the step kernels: flags from vers
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 8;
+  a[6] |= 16;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

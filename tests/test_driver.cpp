@@ -118,27 +118,61 @@ TEST_CASE("the lookahead thread is used where a core is free for it, or with a G
 TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
   // cuBLAS picks kernels by GPU model: an archive from one decodes only on the
   // same model and CUDA runtime (no GPU needed to check the rule).
-  Backend made;
-  made.device = model::DeviceKind::kCuda;
-  made.torch_version = "2.11.0";
-  made.blas = "NVIDIA H100 80GB HBM3 sm_90";
-  made.cpu_capability = "CUDA 13.0";
+  Header made;
+  made.method = Method::kNeural;
+  Backend& b = made.backend;
+  b.device = model::DeviceKind::kCuda;
+  b.torch_version = "2.11.0";
+  b.blas = "NVIDIA H100 80GB HBM3 sm_90";
+  b.cpu_capability = "CUDA 13.0";
   model::BackendInfo here;
   here.torch_version = "2.11.0";
   here.cuda_available = true;
-  here.gpu = made.blas;
-  here.cuda_runtime = made.cpu_capability;
+  here.gpu = b.blas;
+  here.cuda_runtime = b.cpu_capability;
+  CHECK(!portable_arithmetic(made));  // the training kernels are CPU only
   CHECK(backend_mismatch(made, here).empty());
   here.gpu = "NVIDIA H200 sm_90";
   const std::string why = backend_mismatch(made, here);
   CHECK(why.find("NVIDIA H100 80GB HBM3 sm_90") != std::string::npos);
   CHECK(why.find("NVIDIA H200 sm_90") != std::string::npos);
-  here.gpu = made.blas;
+  here.gpu = b.blas;
   here.cuda_runtime = "CUDA 12.8";
   CHECK(backend_mismatch(made, here).find("CUDA 12.8") != std::string::npos);
   here.cuda_available = false;
   CHECK(backend_mismatch(made, here).find("CUDA build of shazip") != std::string::npos);
   // The GPU fields say nothing about a CPU archive.
-  Backend cpu = current_backend(model::DeviceKind::kCpu);
+  Header cpu;
+  cpu.method = Method::kNeural;
+  cpu.backend = current_backend(model::DeviceKind::kCpu);
   CHECK(backend_mismatch(cpu, model::backend_info()).empty());
+}
+
+TEST_CASE("a format-7 CPU archive decodes whatever the BLAS and ATen, an older one names its kernels", "[driver]") {
+  Header h;
+  h.method = Method::kNeural;
+  h.backend.device = model::DeviceKind::kCpu;
+  h.backend.torch_version = "1.13.0";
+  h.backend.blas = "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY core=Haswell MAX_THREADS=64";
+  h.backend.cpu_capability = "avx2";
+  model::BackendInfo here;
+  here.torch_version = "2.11.0";
+  here.blas = "the reference BLAS";
+  here.cpu_capability = "default";
+  REQUIRE(h.version == 7);
+  CHECK(portable_arithmetic(h));
+  CHECK(backend_mismatch(h, here).empty());
+  // Without the training kernels (or before format 7) the training step is
+  // LibTorch's: the same LibTorch, BLAS and kernel set are needed.
+  h.model.train_kernels = 0;
+  CHECK(!portable_arithmetic(h));
+  CHECK(backend_mismatch(h, here).find("LibTorch 1.13.0") != std::string::npos);
+  h.model.train_kernels = 1;
+  h.version = 6;
+  CHECK(!portable_arithmetic(h));
+  here.torch_version = h.backend.torch_version;
+  CHECK(backend_mismatch(h, here).find("OpenBLAS 0.3.21") != std::string::npos);
+  // Stored archives need nothing.
+  h.method = Method::kStored;
+  CHECK(portable_arithmetic(h));
 }

@@ -1,7 +1,9 @@
 // Step kernels (model/step_kernels.h): each sum in the order it defines, the
 // LSTM cell's pointwise pass against its scalar formulas, and the AVX2 + FMA
 // versions equal to the plain C++ ones bit for bit, on shapes that leave
-// remainders everywhere. Torch-free.
+// remainders everywhere; the same for the training kernels
+// (model/train_kernels.h), whose gradients tests/test_model.cpp checks
+// against LibTorch's autograd. Torch-free.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -13,6 +15,7 @@
 
 #include "model/det_exp.h"
 #include "model/step_kernels.h"
+#include "model/train_kernels.h"
 
 using namespace shazip::model;
 
@@ -211,29 +214,150 @@ TEST_CASE("step kernels give the same bits with and without AVX2", "[kernels]") 
   }
 }
 
-TEST_CASE("step::gelu and step::softmax give the same bits with and without AVX2", "[kernels]") {
+TEST_CASE("step::gelu, step::sigmoid and step::softmax give the same bits with and without AVX2", "[kernels]") {
   SimdScope keep;
   // Across det_expf's whole range and past its clamps, with tails of 5.
   std::vector<float> x(8 * 50 + 5);
   for (size_t i = 0; i < x.size(); ++i) x[i] = -120.0f + 240.0f * static_cast<float>(i) / x.size() + 0.01f * (i % 7);
-  std::vector<float> gelu_plain = x, softmax_plain = x;
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> gelu_plain = x, softmax_plain = x, sigmoid_plain(x.size());
   step::set_simd(false);
-  step::gelu(gelu_plain.data(), static_cast<int64_t>(x.size()));
-  step::softmax(softmax_plain.data(), static_cast<int64_t>(x.size()));
+  step::gelu(gelu_plain.data(), n);
+  step::softmax(softmax_plain.data(), n);
+  step::sigmoid(x.data(), n, 1.702f, sigmoid_plain.data());
   for (size_t i = 0; i < x.size(); ++i) {
     INFO("x " << x[i]);
     REQUIRE(same_bits(gelu_plain[i], x[i] * (1.0f / (1.0f + det_expf(-(x[i] * 1.702f))))));
     REQUIRE(std::fabs(gelu_plain[i] - x[i] / (1.0 + std::exp(-1.702 * x[i]))) <= 1e-6 * (1.0 + std::fabs(x[i])));
+    REQUIRE(same_bits(sigmoid_plain[i], 1.0f / (1.0f + det_expf(-(x[i] * 1.702f)))));
   }
   if (!step::set_simd(true)) {
     WARN("no AVX2 + FMA on this CPU: nothing to compare");
     return;
   }
-  std::vector<float> gelu_fast = x, softmax_fast = x;
-  step::gelu(gelu_fast.data(), static_cast<int64_t>(x.size()));
-  step::softmax(softmax_fast.data(), static_cast<int64_t>(x.size()));
+  std::vector<float> gelu_fast = x, softmax_fast = x, sigmoid_fast(x.size());
+  step::gelu(gelu_fast.data(), n);
+  step::softmax(softmax_fast.data(), n);
+  step::sigmoid(x.data(), n, 1.702f, sigmoid_fast.data());
   CHECK(same_bits(gelu_fast, gelu_plain));
   CHECK(same_bits(softmax_fast, softmax_plain));
+  CHECK(same_bits(sigmoid_fast, sigmoid_plain));
+}
+
+namespace {
+
+// A model's worth of random parameters (or gradient buffers) for the
+// training kernels: each array its own vector, the pointers into them.
+struct TrainModel {
+  std::vector<std::vector<float>> arrays;
+  train::Params<float*> p;
+  uint32_t seed;
+
+  TrainModel(int64_t d, int64_t boom, int layers, bool attn, uint32_t s) : seed(s) {
+    arrays.reserve(256);
+    p.embed = make(256 * d, 0.3f);
+    p.dec_bias = make(256, 0.1f);
+    for (int l = 0; l < layers; ++l) {
+      p.blocks.push_back({make(d, 0.2f, 1.0f), make(d, 0.1f), make(4 * d * d, 0.2f), make(4 * d * d, 0.2f),
+                          make(4 * d, 0.1f), make(4 * d, 0.1f), make(d, 0.2f, 1.0f), make(d, 0.1f),
+                          make(d, 0.2f, 1.0f), make(d, 0.1f), make(boom * d * d, 0.2f), make(boom * d, 0.1f)});
+    }
+    if (attn) {
+      p.attn = {make(d, 0.2f, 1.0f), make(d, 0.1f), make(d, 0.2f, 1.0f), make(d, 0.1f), make(d * d, 0.2f),
+                make(d, 0.1f),       make(d, 0.2f, 1.0f), make(d, 0.1f), make(d, 0.5f), make(d, 0.5f),
+                make(d, 0.5f),       make(2 * d * d, 0.3f), make(2 * d, 0.1f)};
+    }
+  }
+  float* make(int64_t n, float scale, float mean = 0.0f) {
+    arrays.push_back(random_floats(static_cast<size_t>(n), seed++, scale));
+    for (auto& x : arrays.back()) x += mean;
+    return arrays.back().data();
+  }
+  train::Weights weights() const {
+    train::Weights w;
+    w.embed = p.embed;
+    w.dec_bias = p.dec_bias;
+    for (const auto& b : p.blocks) {
+      w.blocks.push_back({b.ln_start_w, b.ln_start_b, b.w_ih, b.w_hh, b.b_ih, b.b_hh, b.ln_ff_w, b.ln_ff_b,
+                          b.ln_xff_w, b.ln_xff_b, b.boom_w, b.boom_b});
+    }
+    const auto& a = p.attn;
+    w.attn = {a.ln_mem_w, a.ln_mem_b, a.ln_mid_w, a.ln_mid_b, a.q_w, a.q_b, a.q_ln_w,
+              a.q_ln_b,   a.qs,       a.ks,       a.vs,       a.vq_w, a.vq_b};
+    return w;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the training kernels give the same bits with and without AVX2", "[kernels]") {
+  // The whole training step (forward, backward, Adam) decides every later
+  // probability: an AVX2 machine and one without must agree on every bit.
+  SimdScope keep;
+  const int64_t d = 16, boom = 3, batch = 3, seg = 5;  // 15 rows: the transposes' padding
+  const int attn_layer = GENERATE(-1, 0, 1);
+  INFO("attention layer " << attn_layer);
+  train::Shape shape;
+  shape.batch = batch;
+  shape.seg = seg;
+  shape.dim = d;
+  shape.boom_factor = boom;
+  shape.attn_layer = attn_layer;
+  shape.ln_eps = 1e-12f;
+  const TrainModel model(d, boom, 2, attn_layer >= 0, 100);
+  const int64_t slots = 9, mem_fill = 7;
+  const auto h0 = random_floats(2 * batch * d, 1, 0.5f), c0 = random_floats(2 * batch * d, 2, 1.0f);
+  const auto mem = random_floats(batch * slots * d, 3, 1.0f);
+  train::Start start;
+  for (int l = 0; l < 2; ++l) {
+    start.h.push_back(h0.data() + l * batch * d);
+    start.c.push_back(c0.data() + l * batch * d);
+  }
+  start.mem = mem.data();
+  start.slots = slots;
+  start.mem_fill = mem_fill;
+  std::mt19937 rng(4);
+  std::vector<int64_t> bytes(batch * (seg + 1));
+  for (auto& b : bytes) b = static_cast<int64_t>(rng() % 256);
+
+  auto run = [&](bool simd, uint32_t garbage, std::vector<std::vector<float>>* out) {
+    step::set_simd(simd);
+    TrainModel grads(d, boom, 2, attn_layer >= 0, garbage);  // every element must be overwritten
+    train::SegmentPass pass;
+    const double loss = pass.run(shape, model.weights(), start, bytes.data(), grads.p);
+    // One Adam step over the first array (the embedding), clipped.
+    std::vector<float> w = model.arrays[0], m(w.size(), 0.01f), v(w.size(), 0.02f);
+    train::adam_step({1e-3, 0.5, 0.999, 1e-6, 0.01}, 0.5, 0.999, static_cast<int64_t>(w.size()), w.data(),
+                     grads.arrays[0].data(), m.data(), v.data());
+    *out = grads.arrays;
+    out->push_back(w);
+    out->push_back(m);
+    out->push_back(v);
+    return loss;
+  };
+  std::vector<std::vector<float>> plain, fast;
+  const double plain_loss = run(false, 500, &plain);
+  CHECK(std::isfinite(plain_loss));
+  CHECK(plain_loss > 1.0);
+  // A second run with other garbage in the gradients gives the same bits.
+  std::vector<std::vector<float>> again;
+  run(false, 900, &again);
+  REQUIRE(again.size() == plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    INFO("array " << i);
+    CHECK(same_bits(again[i], plain[i]));
+  }
+  if (!step::set_simd(true)) {
+    WARN("no AVX2 + FMA on this CPU: nothing to compare");
+    return;
+  }
+  const double fast_loss = run(true, 500, &fast);
+  CHECK(fast_loss == plain_loss);
+  REQUIRE(fast.size() == plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    INFO("array " << i);
+    CHECK(same_bits(fast[i], plain[i]));
+  }
 }
 
 TEST_CASE("the vectorised LSTM pointwise pass equals the scalar formulas bit for bit", "[kernels]") {

@@ -6,12 +6,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <ATen/record_function.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -112,6 +116,7 @@ TEST_CASE("step path agrees with the teacher-forced segment pass", "[model]") {
   torch::NoGradGuard no_grad;
   ModelConfig c = small_config();
   c.step_kernels = GENERATE(0, 1);
+  c.train_kernels = c.step_kernels;  // which need the step kernels
   INFO("step_kernels " << c.step_kernels);
   ShaRnn net(c);
   // Perturb the zero-initialised gates so attention is not uniform.
@@ -143,6 +148,7 @@ TEST_CASE("the step kernels compute LibTorch's step to float rounding", "[model]
     ModelConfig ck = c, ct = c;
     ck.step_kernels = 1;
     ct.step_kernels = 0;
+    ct.train_kernels = 0;
     ShaRnn kernels(ck), aten(ct);
     torch::manual_seed(5);
     for (auto& p : kernels->parameters()) p.add_(torch::randn_like(p) * 0.3);
@@ -182,6 +188,128 @@ TEST_CASE("the step kernels compute LibTorch's step to float rounding", "[model]
   }
 }
 
+TEST_CASE("the training kernels compute autograd's loss and gradients to float rounding", "[model]") {
+  ModelConfig c = small_config();
+  c.mem_len = 12;  // the ring wraps
+  c.boom_factor = 3;
+  c.seg_len = 5;
+  const int64_t batch = 3;  // B * T = 15 rows: the transposes' zero padding
+  for (const int attn : {0, 1, -1}) {
+    for (const int warm : {0, 4, 30}) {  // no memory, some, a wrapped ring
+      c.attn_layer = attn;
+      INFO("attention layer " << attn << ", " << warm << " positions before the segment");
+      ShaRnn net(c);
+      torch::manual_seed(9);
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.3);
+        net->refresh_gates();
+      }
+      const at::Tensor bytes = torch::randint(0, 256, {batch, warm + c.seg_len + 1}, torch::kInt64);
+      ShaRnnState s = net->initial_state(batch, torch::kCPU);
+      {
+        torch::NoGradGuard no_grad;
+        for (int t = 0; t < warm; ++t) net->step(bytes.select(1, t), s);
+      }
+      const at::Tensor seg = bytes.narrow(1, warm, c.seg_len + 1);
+
+      // LibTorch's autograd.
+      for (auto& p : net->parameters()) p.mutable_grad() = at::Tensor();
+      const at::Tensor logits = net->forward_segment(seg.narrow(1, 0, c.seg_len), s);
+      const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), seg.narrow(1, 1, c.seg_len).reshape({-1}));
+      loss.backward();
+      std::vector<at::Tensor> reference;
+      for (auto& p : net->parameters()) reference.push_back(p.grad().clone());
+
+      // The kernels, over gradients filled with NaN: every element must be written.
+      for (auto& p : net->parameters()) p.mutable_grad().fill_(std::numeric_limits<float>::quiet_NaN());
+      const double own_loss = net->train_segment(seg, s);
+      CHECK(own_loss == Approx(loss.item<double>()).epsilon(1e-5));
+      const auto params = net->named_parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        const at::Tensor own = params[i].value().grad();
+        const double scale = reference[i].abs().max().item<double>();
+        const double diff = (own - reference[i]).abs().max().item<double>();
+        INFO(params[i].key() << ": largest gradient " << scale << ", largest difference " << diff);
+        CHECK(!own.isnan().any().item<bool>());
+        CHECK(diff <= 1e-4 * std::max(scale, 1e-3));
+      }
+    }
+  }
+}
+
+TEST_CASE("the training kernels learn as LibTorch's autograd and Adam do", "[model]") {
+  // Over the first 16 steps (clipping every time, beta1 > 0, both lags) the
+  // two must predict the same probabilities up to float noise.
+  ModelConfig c = small_config();
+  c.seg_len = 4;
+  c.clip = 0.05f;
+  c.beta1 = 0.5f;
+  c.train_lag = GENERATE(0, 1);
+  INFO("train_lag " << c.train_lag);
+  const int streams = 2;
+  const size_t len = 16 * c.seg_len;
+  const std::string text = repetitive_text(len * streams, 8);
+  ModelConfig aten = c;
+  aten.train_kernels = 0;
+  Predictor a(c, streams, RuntimeOptions{}), b(aten, streams, RuntimeOptions{});
+  std::vector<uint32_t> cdfs(streams * kCdfSize);
+  std::vector<uint8_t> bytes(streams);
+  double gap = 0, moved = 0;
+  std::vector<float> first;
+  for (size_t i = 0; i < len; ++i) {
+    a.predict(cdfs.data());
+    b.predict(cdfs.data());
+    if (i == 0) first.assign(b.probs(), b.probs() + streams * 256);
+    for (int k = 0; k < streams * 256; ++k) {
+      gap = std::max(gap, static_cast<double>(std::abs(a.probs()[k] - b.probs()[k])));
+      moved = std::max(moved, static_cast<double>(std::abs(b.probs()[k] - first[k])));
+    }
+    for (int s = 0; s < streams; ++s) bytes[s] = static_cast<uint8_t>(text[s * len + i]);
+    a.observe(bytes.data());
+    b.observe(bytes.data());
+  }
+  REQUIRE(a.train_steps() >= 15);
+  INFO("kernels vs autograd: " << gap << ", learned: " << moved);
+  CHECK(gap < 1e-5);
+  CHECK(moved > 1e-2);  // the models did learn, so the first check covers it
+}
+
+TEST_CASE("format 7 on the CPU calls none of LibTorch's arithmetic", "[model]") {
+  // What lets its archives decode whatever the BLAS, ATen's kernel set and
+  // LibTorch's version: every LibTorch operator that a Predictor calls,
+  // predicting and training (on its own thread too), only allocates, copies
+  // or views memory. Recorded by LibTorch's own operator callbacks.
+  static std::mutex mutex;
+  static std::set<std::string> called;
+  called.clear();
+  const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(
+      [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+        const std::lock_guard<std::mutex> lock(mutex);
+        called.insert(fn.name());
+        return nullptr;
+      }));
+  ModelConfig c = small_config();
+  c.train_lag = GENERATE(0, 1);
+  INFO("train_lag " << c.train_lag);
+  const std::string text = repetitive_text(3 * 256, 2);
+  const auto tables = all_tables(c, RuntimeOptions{}, text, 3);
+  at::removeCallback(handle);
+  const std::set<std::string> memory_only = {
+      "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::zeros", "aten::zeros_like", "aten::zero_",
+      "aten::fill_", "aten::_has_compatible_shallow_copy_type", "detach",
+      "aten::copy_", "aten::clone", "aten::detach", "aten::detach_", "aten::set_", "aten::to", "aten::_to_copy",
+      "aten::contiguous", "aten::view", "aten::reshape", "aten::narrow", "aten::slice", "aten::select",
+      "aten::as_strided", "aten::alias", "aten::lift_fresh", "aten::resize_"};
+  std::string arithmetic;
+  for (const std::string& op : called) {
+    if (!memory_only.count(op)) arithmetic += op + ", ";
+  }
+  INFO("operators called: " << called.size() << "; not memory only: " << arithmetic);
+  CHECK(called.count("aten::copy_"));  // the callbacks did see the Predictor's operators
+  CHECK(arithmetic.empty());
+}
+
 TEST_CASE("the model codes the same tables with and without the AVX2 kernels", "[model]") {
   // What an archive made on an AVX2 machine needs from a decoder without it
   // (the step path and the LSTM cell of training; the BLAS is pinned apart).
@@ -215,8 +343,10 @@ TEST_CASE("training on its own thread gives the tables of inline training", "[mo
   // weights), and agree with itself.
   ModelConfig c = small_config();
   c.seg_len = 4;  // many steps, each racing a short segment
-  c.flat_train = GENERATE(0, 1);
-  INFO("flat_train " << c.flat_train);
+  c.flat_train = GENERATE(0, 1, 2);  // 2: flat, on the training kernels
+  c.train_kernels = c.flat_train == 2;
+  c.flat_train = std::min(c.flat_train, 1);
+  INFO("flat_train " << c.flat_train << ", train_kernels " << c.train_kernels);
   const std::string text = repetitive_text(2 * 1024, 5);
   const int streams = 2;
   auto run = [&](int lag, bool async) {
@@ -269,6 +399,7 @@ TEST_CASE("flat training computes LibTorch's Adam and clipping over all weights 
   const int streams = 2;
   const size_t len = 16 * c.seg_len;
   const std::string text = repetitive_text(len * streams, 7);
+  c.train_kernels = 0;  // LibTorch's autograd in all three
   ModelConfig flat = c, per_tensor = c, unclipped = c;
   flat.flat_train = 1;
   per_tensor.flat_train = 0;
@@ -349,8 +480,10 @@ TEST_CASE("the arithmetic count follows the built model's matrices", "[model]") 
 TEST_CASE("save and load round-trip weights and optimizer state exactly", "[model]") {
   ModelConfig c = small_config();
   c.train_lag = GENERATE(0, 1);  // lag 1 also saves the step path's older weights
-  c.flat_train = GENERATE(0, 1);
-  INFO("train_lag " << c.train_lag << ", flat_train " << c.flat_train);
+  c.flat_train = GENERATE(0, 1, 2);  // 2: flat, on the training kernels
+  c.train_kernels = c.flat_train == 2;
+  c.flat_train = std::min(c.flat_train, 1);
+  INFO("train_lag " << c.train_lag << ", flat_train " << c.flat_train << ", train_kernels " << c.train_kernels);
   const std::string text = repetitive_text(2048, 3);
   Predictor a(c, 2, RuntimeOptions{});
   std::vector<uint32_t> cdfs(2 * kCdfSize);

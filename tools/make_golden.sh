@@ -25,14 +25,18 @@ cd ../golden-errors
 GOLDEN_VERSION="$version" python3 - <<'PY'
 import os, struct, zlib
 src = open('../golden/v%s/design.txt.shz' % os.environ['GOLDEN_VERSION'], 'rb').read()
-pos = 88                      # first length-prefixed string of a neural header
-for _ in range(3):
-    pos += 1 + src[pos]
-hs = pos + 4                  # header size, header CRC included
+def header_size(b):           # header CRC included
+    pos = 88                  # first length-prefixed string of a neural header
+    for _ in range(3):
+        pos += 1 + b[pos]
+    return pos + 4
+
+hs = header_size(src)
 
 def reseal(b):                # recompute the header CRC after an edit
     b = bytearray(b)
-    b[hs - 4:hs] = struct.pack('<I', zlib.crc32(bytes(b[:hs - 4])) & 0xffffffff)
+    n = header_size(b)
+    b[n - 4:n] = struct.pack('<I', zlib.crc32(bytes(b[:n - 4])) & 0xffffffff)
     return bytes(b)
 
 def flip(offset, mask, seal):
@@ -47,11 +51,13 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    'reserved-flags.5.shz': flip(6, 0x08, True),  # bits 0-2: training lag, flat training, step kernels
+    'reserved-flags.5.shz': flip(6, 0x10, True),  # bits 0-3: lag, flat training, step and training kernels
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     'cuda-backend.7.shz': flip(21, 0x01, True),
 }
-s = bytearray(src)            # kernels this build does not use
+# Kernels this build does not use: an archive of format 6, whose training
+# step ran on the BLAS (format 7's CPU archives need none).
+s = bytearray(open('../golden/v6/design.txt.shz', 'rb').read())
 bp = 88 + 1 + s[88]
 n = s[bp]
 old = bytes(s[bp + 1:bp + 1 + n])

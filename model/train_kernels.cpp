@@ -1,0 +1,551 @@
+// The training step's CPU kernels; see train_kernels.h.
+//
+// Rows are positions: row r = b * T + t holds stream b's position t (the
+// layout of LibTorch's (B, T, d) tensors), except inside the LSTM, which runs
+// over time and keeps (T, B) order. Every loop here is plain IEEE float
+// arithmetic without fused multiply-adds (-ffp-contract=off), so it gives the
+// same bits vectorised or not; the sums are step_kernels.h's dot8 and sum8,
+// in a fixed order.
+#include "model/train_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "coder/assert.h"
+#include "model/det_exp.h"
+#include "model/step_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace shazip::model::train {
+namespace {
+
+constexpr float kGeluScale = 1.702f;
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf(-x)); }
+inline float tanh_det(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
+
+int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// dst (cols x rows_pad) = src (rows x cols) transposed, zeros past `rows`.
+void transpose_pad(const float* src, int64_t rows, int64_t cols, int64_t rows_pad, float* dst) {
+  for (int64_t c = 0; c < cols; ++c) {
+    float* out = dst + c * rows_pad;
+    for (int64_t r = 0; r < rows; ++r) out[r] = src[r * cols + c];
+    std::fill(out + rows, out + rows_pad, 0.0f);
+  }
+}
+
+// (T, B) order <-> (B, T) order of rows of width d.
+void tb_from_bt(const float* bt, int64_t batch, int64_t seg, int64_t d, float* tb) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < seg; ++t) std::memcpy(tb + (t * batch + b) * d, bt + (b * seg + t) * d, d * sizeof(float));
+  }
+}
+void bt_from_tb(const float* tb, int64_t batch, int64_t seg, int64_t d, float* bt) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < seg; ++t) std::memcpy(bt + (b * seg + t) * d, tb + (t * batch + b) * d, d * sizeof(float));
+  }
+}
+
+// out[i] = the chain over rows r of a[r][i] (* b[r][i]): one running sum per
+// column from 0, rows in order, a multiplication and an addition each.
+void col_sum(const float* a, int64_t rows, int64_t d, float* out) {
+  std::fill(out, out + d, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < d; ++i) out[i] = out[i] + a[r * d + i];
+  }
+}
+void col_dot(const float* a, const float* b, int64_t rows, int64_t d, float* out) {
+  std::fill(out, out + d, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < d; ++i) out[i] = out[i] + a[r * d + i] * b[r * d + i];
+  }
+}
+
+// Row-wise LayerNorm as step::layer_norm, keeping xhat = (x - mean) * rstd
+// and rstd for the backward pass: y = xhat * w + b.
+void ln_forward(const float* x, int64_t rows, int64_t d, const float* w, const float* b, float eps, float* xhat,
+                float* rstd, float* y) {
+  const float fd = static_cast<float>(d);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* hr = xhat + r * d;
+    float* yr = y + r * d;
+    const float mean = step::sum8(xr, d) / fd;
+    for (int64_t i = 0; i < d; ++i) hr[i] = xr[i] - mean;
+    const float var = step::dot8(hr, hr, d) / fd;
+    const float rs = 1.0f / std::sqrt(var + eps);
+    rstd[r] = rs;
+    for (int64_t i = 0; i < d; ++i) {
+      hr[i] = hr[i] * rs;
+      yr[i] = hr[i] * w[i] + b[i];
+    }
+  }
+}
+
+// LayerNorm's backward pass: with g = dy * w, dx = ((g - mean(g)) - xhat *
+// mean(g * xhat)) * rstd (the means sum8 / d and dot8 / d), written to dx or,
+// with `accumulate`, added to it; dw = the column chain of dy * xhat, db of dy.
+void ln_backward(const float* dy, const float* xhat, const float* rstd, int64_t rows, int64_t d, const float* w,
+                 float* dx, bool accumulate, float* dw, float* db, float* tmp) {
+  const float fd = static_cast<float>(d);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* dyr = dy + r * d;
+    const float* hr = xhat + r * d;
+    float* dxr = dx + r * d;
+    for (int64_t i = 0; i < d; ++i) tmp[i] = dyr[i] * w[i];
+    const float m1 = step::sum8(tmp, d) / fd;
+    const float m2 = step::dot8(tmp, hr, d) / fd;
+    for (int64_t i = 0; i < d; ++i) {
+      const float v = ((tmp[i] - m1) - hr[i] * m2) * rstd[r];
+      dxr[i] = accumulate ? dxr[i] + v : v;
+    }
+  }
+  col_dot(dy, xhat, rows, d, dw);
+  col_sum(dy, rows, d, db);
+}
+
+}  // namespace
+
+void attention_gates(const AttnParams<const float*>& a, int64_t d, float* query_gate, float* value_gate) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (int64_t i = 0; i < d; ++i) query_gate[i] = sigmoid(a.qs[i]) * sigmoid(a.ks[i]) * scale;
+  std::vector<float> sv(d), cf(2 * d);
+  for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(a.vs[i]);
+  step::linear(sv.data(), 1, d, a.vq_w, 2 * d, a.vq_b, cf.data());
+  for (int64_t i = 0; i < d; ++i) value_gate[i] = sigmoid(cf[d + i]) * tanh_det(cf[i]);
+}
+
+float* SegmentPass::get(int64_t n) {
+  if (next_ == scratch_.size()) scratch_.emplace_back();
+  std::vector<float>& v = scratch_[next_++];
+  if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, const int64_t* bytes, const Grads& g) {
+  next_ = 0;
+  const int64_t B = sh.batch, T = sh.seg, d = sh.dim, f = sh.boom_factor * d;
+  const int64_t N = B * T, Np = round8(N);
+  const int64_t layers = static_cast<int64_t>(w.blocks.size());
+  const float eps = sh.ln_eps;
+  SHAZIP_ASSERT(d % 8 == 0 && N > 0 && static_cast<int64_t>(g.blocks.size()) == layers);
+  saved_.resize(static_cast<size_t>(layers));
+  const int64_t P = sh.attn_layer >= 0 ? st.mem_fill : 0;  // memory keys
+  const int64_t K = P + T;                                 // keys per stream
+
+  // ---- forward ----
+  float* x = get(N * d);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t byte = bytes[b * (T + 1) + t];
+      SHAZIP_ASSERT(byte >= 0 && byte < 256);
+      std::memcpy(x + (b * T + t) * d, w.embed + byte * d, d * sizeof(float));
+    }
+  }
+  float* qgate = nullptr;
+  float* vgate = nullptr;
+  if (sh.attn_layer >= 0) {
+    qgate = get(d);
+    vgate = get(d);
+    attention_gates(w.attn, d, qgate, vgate);
+  }
+  for (int64_t l = 0; l < layers; ++l) {
+    const BlockParams<const float*>& bw = w.blocks[l];
+    BlockSaved& s = saved_[l];
+    // LayerNorm, then the LSTM over time in (T, B) order.
+    float* a = get(N * d);
+    s.ln_start = {get(N * d), get(N)};
+    ln_forward(x, N, d, bw.ln_start_w, bw.ln_start_b, eps, s.ln_start.xhat, s.ln_start.rstd, a);
+    s.a_tb = get(N * d);
+    tb_from_bt(a, B, T, d, s.a_tb);
+    s.hs = get((T + 1) * B * d);
+    s.cs = get((T + 1) * B * d);
+    s.acts = get(N * 4 * d);
+    s.tcs = get(N * d);
+    std::memcpy(s.hs, st.h[l], B * d * sizeof(float));
+    std::memcpy(s.cs, st.c[l], B * d * sizeof(float));
+    float* bias = get(4 * d);
+    for (int64_t j = 0; j < 4 * d; ++j) bias[j] = bw.b_ih[j] + bw.b_hh[j];
+    float* gates = get(B * 4 * d);
+    for (int64_t t = 0; t < T; ++t) {
+      step::linear2(s.a_tb + t * B * d, s.hs + t * B * d, B, d, bw.w_ih, bw.w_hh, 4 * d, bias, gates);
+      step::lstm_pointwise(gates, s.cs + t * B * d, s.cs + (t + 1) * B * d, s.hs + (t + 1) * B * d,
+                           s.acts + t * B * 4 * d, s.tcs + t * B * d, B, d);
+    }
+    float* h = get(N * d);
+    bt_from_tb(s.hs + B * d, B, T, d, h);
+
+    if (l == sh.attn_layer) {
+      const AttnParams<const float*>& aw = w.attn;
+      float* mh = get(N * d);
+      s.ln_mem = {get(N * d), get(N)};
+      ln_forward(h, N, d, aw.ln_mem_w, aw.ln_mem_b, eps, s.ln_mem.xhat, s.ln_mem.rstd, mh);
+      s.hq = get(N * d);
+      s.ln_mid = {get(N * d), get(N)};
+      ln_forward(h, N, d, aw.ln_mid_w, aw.ln_mid_b, eps, s.ln_mid.xhat, s.ln_mid.rstd, s.hq);
+      // Keys per stream: the memory's first P slots, then the segment.
+      s.keys = get(B * K * d);
+      for (int64_t b = 0; b < B; ++b) {
+        std::memcpy(s.keys + b * K * d, st.mem + b * st.slots * d, P * d * sizeof(float));
+        std::memcpy(s.keys + (b * K + P) * d, mh + b * T * d, T * d * sizeof(float));
+      }
+      float* ql = get(N * d);
+      step::linear(s.hq, N, d, aw.q_w, d, aw.q_b, ql);
+      s.q0 = get(N * d);
+      s.q_ln = {get(N * d), get(N)};
+      ln_forward(ql, N, d, aw.q_ln_w, aw.q_ln_b, eps, s.q_ln.xhat, s.q_ln.rstd, s.q0);
+      s.q = get(N * d);
+      for (int64_t r = 0; r < N; ++r) {
+        for (int64_t i = 0; i < d; ++i) s.q[r * d + i] = s.q0[r * d + i] * qgate[i];
+      }
+      // Position t sees the memory and positions 0..t of its segment.
+      s.probs = get(N * K);
+      s.mix = get(N * d);
+      for (int64_t b = 0; b < B; ++b) {
+        const float* keys = s.keys + b * K * d;
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t r = b * T + t, count = P + t + 1;
+          float* p = s.probs + r * K;
+          step::dot8_rows(keys, count, d, s.q + r * d, d, p);
+          step::softmax(p, count);
+          std::fill(p + count, p + K, 0.0f);
+          step::weighted_sum(p, count, keys, d, s.mix + r * d);
+        }
+      }
+      for (int64_t r = 0; r < N; ++r) {
+        for (int64_t i = 0; i < d; ++i) h[r * d + i] = s.mix[r * d + i] * vgate[i] + s.hq[r * d + i];
+      }
+    }
+
+    // Boom: base = LN_ff(h); u = LN_xff(h) W^T + b; out = the chunks of
+    // u * sigmoid(1.702 u) summed in order, plus base.
+    float* base = get(N * d);
+    s.ln_ff = {get(N * d), get(N)};
+    ln_forward(h, N, d, bw.ln_ff_w, bw.ln_ff_b, eps, s.ln_ff.xhat, s.ln_ff.rstd, base);
+    s.zn = get(N * d);
+    s.ln_xff = {get(N * d), get(N)};
+    ln_forward(h, N, d, bw.ln_xff_w, bw.ln_xff_b, eps, s.ln_xff.xhat, s.ln_xff.rstd, s.zn);
+    s.u = get(N * f);
+    s.sig = get(N * f);
+    step::linear(s.zn, N, d, bw.boom_w, f, bw.boom_b, s.u);
+    step::sigmoid(s.u, N * f, kGeluScale, s.sig);
+    float* out = get(N * d);
+    for (int64_t r = 0; r < N; ++r) {
+      const float* u = s.u + r * f;
+      const float* sg = s.sig + r * f;
+      float* o = out + r * d;
+      for (int64_t i = 0; i < d; ++i) o[i] = u[i] * sg[i];
+      for (int64_t c = 1; c < sh.boom_factor; ++c) {
+        for (int64_t i = 0; i < d; ++i) o[i] = o[i] + u[c * d + i] * sg[c * d + i];
+      }
+      for (int64_t i = 0; i < d; ++i) o[i] = o[i] + base[r * d + i];
+    }
+    x = out;
+  }
+
+  // Decoder (the embedding, tied) and the cross-entropy: dlogits = (softmax -
+  // one-hot) * (1 / N).
+  float* dlogits = get(N * 256);
+  step::linear(x, N, d, w.embed, 256, w.dec_bias, dlogits);
+  double loss = 0;
+  const float inv_n = 1.0f / static_cast<float>(N);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      float* p = dlogits + (b * T + t) * 256;
+      const int64_t target = bytes[b * (T + 1) + t + 1];
+      SHAZIP_ASSERT(target >= 0 && target < 256);
+      step::softmax(p, 256);
+      // For reporting only: the gradient does not use it.
+      loss -= std::log(static_cast<double>(std::max(p[target], std::numeric_limits<float>::min())));
+      for (int64_t j = 0; j < 256; ++j) p[j] = (j == target ? p[j] - 1.0f : p[j]) * inv_n;
+    }
+  }
+
+  // ---- backward ----
+  float* tmp = get(std::max<int64_t>(f, 4 * d));
+  {
+    float* dt = get(256 * Np);
+    float* xt = get(d * Np);
+    transpose_pad(dlogits, N, 256, Np, dt);
+    transpose_pad(x, N, d, Np, xt);
+    step::linear(dt, 256, Np, xt, d, nullptr, g.embed);
+    for (int64_t j = 0; j < 256; ++j) g.dec_bias[j] = step::sum8(dt + j * Np, Np);
+  }
+  float* dx = get(N * d);
+  {
+    float* et = get(d * 256);
+    transpose_pad(w.embed, 256, d, 256, et);
+    step::linear(dlogits, N, 256, et, d, nullptr, dx);
+  }
+  float* qgrad = nullptr;
+  float* vgrad = nullptr;
+  for (int64_t l = layers - 1; l >= 0; --l) {
+    const BlockParams<const float*>& bw = w.blocks[l];
+    const BlockParams<float*>& bg = g.blocks[l];
+    BlockSaved& s = saved_[l];
+    // Boom: dx is d(out).
+    float* du = get(N * f);
+    for (int64_t r = 0; r < N; ++r) {
+      for (int64_t c = 0; c < sh.boom_factor; ++c) {
+        for (int64_t i = 0; i < d; ++i) {
+          const int64_t k = r * f + c * d + i;
+          const float sg = s.sig[k];
+          du[k] = dx[r * d + i] * (sg + ((s.u[k] * kGeluScale) * sg) * (1.0f - sg));
+        }
+      }
+    }
+    float* dzn = get(N * d);
+    {
+      float* wt = get(d * f);
+      transpose_pad(bw.boom_w, f, d, f, wt);
+      step::linear(du, N, f, wt, d, nullptr, dzn);
+      float* dut = get(f * Np);
+      float* znt = get(d * Np);
+      transpose_pad(du, N, f, Np, dut);
+      transpose_pad(s.zn, N, d, Np, znt);
+      step::linear(dut, f, Np, znt, d, nullptr, bg.boom_w);
+      for (int64_t j = 0; j < f; ++j) bg.boom_b[j] = step::sum8(dut + j * Np, Np);
+    }
+    float* dh = get(N * d);
+    ln_backward(dzn, s.ln_xff.xhat, s.ln_xff.rstd, N, d, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b, tmp);
+    ln_backward(dx, s.ln_ff.xhat, s.ln_ff.rstd, N, d, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b, tmp);
+
+    if (l == sh.attn_layer) {
+      const AttnParams<const float*>& aw = w.attn;
+      const AttnParams<float*>& ag = g.attn;
+      // h = mix * vgate + hq: dh is d(h).
+      qgrad = get(d);
+      vgrad = get(d);
+      col_dot(dh, s.mix, N, d, vgrad);
+      float* dmix = get(N * d);
+      for (int64_t r = 0; r < N; ++r) {
+        for (int64_t i = 0; i < d; ++i) dmix[r * d + i] = dh[r * d + i] * vgate[i];
+      }
+      float* dq = get(N * d);
+      float* dmh = get(N * d);
+      float* ds = get(N * K);
+      float* dp = get(K);
+      float* col = get(2 * T);
+      float* part = get(d);
+      for (int64_t b = 0; b < B; ++b) {
+        const float* keys = s.keys + b * K * d;
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t r = b * T + t, count = P + t + 1;
+          const float* p = s.probs + r * K;
+          float* dsr = ds + r * K;
+          // mix = p keys; p = softmax(s): ds = p * (dp - dot(p, dp)).
+          step::dot8_rows(keys, count, d, dmix + r * d, d, dp);
+          const float pdp = step::dot8(p, dp, count);
+          for (int64_t j = 0; j < count; ++j) dsr[j] = p[j] * (dp[j] - pdp);
+          std::fill(dsr + count, dsr + K, 0.0f);
+          // s = q keys^T: dq = ds keys.
+          step::weighted_sum(dsr, count, keys, d, dq + r * d);
+        }
+        // The segment's keys (the memory's take no gradient): key P + j is
+        // seen by positions t >= j, through p (times dmix) and through s
+        // (times q); two chains over t, added.
+        for (int64_t j = 0; j < T; ++j) {
+          const int64_t n = T - j;
+          for (int64_t t = j; t < T; ++t) {
+            col[t - j] = s.probs[(b * T + t) * K + P + j];
+            col[T + t - j] = ds[(b * T + t) * K + P + j];
+          }
+          float* out = dmh + (b * T + j) * d;
+          step::weighted_sum(col, n, dmix + (b * T + j) * d, d, out);
+          step::weighted_sum(col + T, n, s.q + (b * T + j) * d, d, part);
+          for (int64_t i = 0; i < d; ++i) out[i] = out[i] + part[i];
+        }
+      }
+      // q = q0 * qgate.
+      col_dot(dq, s.q0, N, d, qgrad);
+      for (int64_t r = 0; r < N; ++r) {
+        for (int64_t i = 0; i < d; ++i) dq[r * d + i] = dq[r * d + i] * qgate[i];
+      }
+      float* dql = get(N * d);
+      ln_backward(dq, s.q_ln.xhat, s.q_ln.rstd, N, d, aw.q_ln_w, dql, false, ag.q_ln_w, ag.q_ln_b, tmp);
+      // ql = hq q_w^T + q_b; hq also passes dh on (the residual).
+      {
+        float* wt = get(d * d);
+        transpose_pad(aw.q_w, d, d, d, wt);
+        float* dhq = get(N * d);
+        step::linear(dql, N, d, wt, d, nullptr, dhq);
+        for (int64_t i = 0; i < N * d; ++i) dhq[i] = dhq[i] + dh[i];
+        float* dqt = get(d * Np);
+        float* hqt = get(d * Np);
+        transpose_pad(dql, N, d, Np, dqt);
+        transpose_pad(s.hq, N, d, Np, hqt);
+        step::linear(dqt, d, Np, hqt, d, nullptr, ag.q_w);
+        for (int64_t j = 0; j < d; ++j) ag.q_b[j] = step::sum8(dqt + j * Np, Np);
+        ln_backward(dhq, s.ln_mid.xhat, s.ln_mid.rstd, N, d, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b, tmp);
+        ln_backward(dmh, s.ln_mem.xhat, s.ln_mem.rstd, N, d, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b, tmp);
+      }
+    }
+
+    // LSTM, back over time: dh (B, T order) is d(h_t) from above.
+    float* go = get(N * d);
+    tb_from_bt(dh, B, T, d, go);
+    float* dg = get(N * 4 * d);
+    float* dh_next = get(B * d);
+    float* dc = get(B * d);
+    std::fill(dh_next, dh_next + B * d, 0.0f);
+    std::fill(dc, dc + B * d, 0.0f);
+    float* whh_t = get(d * 4 * d);
+    transpose_pad(bw.w_hh, 4 * d, d, 4 * d, whh_t);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const float* act = s.acts + t * B * 4 * d;
+      const float* tc = s.tcs + t * B * d;
+      const float* cp = s.cs + t * B * d;
+      const float* gh = go + t * B * d;
+      float* dgt = dg + t * B * 4 * d;
+      for (int64_t b = 0; b < B; ++b) {
+        const float* ab = act + b * 4 * d;
+        float* row = dgt + b * 4 * d;
+        for (int64_t j = 0; j < d; ++j) {
+          const int64_t k = b * d + j;
+          const float ig = ab[j], fg = ab[d + j], gg = ab[2 * d + j], og = ab[3 * d + j];
+          const float dhk = gh[k] + dh_next[k];
+          const float dct = dc[k] + dhk * og * (1.0f - tc[k] * tc[k]);
+          row[j] = dct * gg * ig * (1.0f - ig);
+          row[d + j] = dct * cp[k] * fg * (1.0f - fg);
+          row[2 * d + j] = dct * ig * (1.0f - gg * gg);
+          row[3 * d + j] = dhk * tc[k] * og * (1.0f - og);
+          dc[k] = dct * fg;
+        }
+      }
+      if (t > 0) step::linear(dgt, B, 4 * d, whh_t, d, nullptr, dh_next);
+    }
+    {
+      float* dgt = get(4 * d * Np);
+      float* at = get(d * Np);
+      float* ht = get(d * Np);
+      transpose_pad(dg, N, 4 * d, Np, dgt);
+      transpose_pad(s.a_tb, N, d, Np, at);
+      transpose_pad(s.hs, N, d, Np, ht);  // h_0 .. h_{T-1}
+      step::linear(dgt, 4 * d, Np, at, d, nullptr, bg.w_ih);
+      step::linear(dgt, 4 * d, Np, ht, d, nullptr, bg.w_hh);
+      for (int64_t j = 0; j < 4 * d; ++j) bg.b_ih[j] = step::sum8(dgt + j * Np, Np);
+      std::memcpy(bg.b_hh, bg.b_ih, 4 * d * sizeof(float));
+      float* wih_t = get(d * 4 * d);
+      transpose_pad(bw.w_ih, 4 * d, d, 4 * d, wih_t);
+      float* da_tb = get(N * d);
+      step::linear(dg, N, 4 * d, wih_t, d, nullptr, da_tb);
+      float* da = get(N * d);
+      bt_from_tb(da_tb, B, T, d, da);
+      ln_backward(da, s.ln_start.xhat, s.ln_start.rstd, N, d, bw.ln_start_w, dx, false, bg.ln_start_w,
+                  bg.ln_start_b, tmp);
+    }
+  }
+
+  // The embedding's rows, in row order.
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = g.embed + bytes[b * (T + 1) + t] * d;
+      const float* src = dx + (b * T + t) * d;
+      for (int64_t i = 0; i < d; ++i) row[i] = row[i] + src[i];
+    }
+  }
+
+  // The gates, from d(query gate) and d(value gate).
+  if (sh.attn_layer >= 0) {
+    const AttnParams<const float*>& aw = w.attn;
+    const AttnParams<float*>& ag = g.attn;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    for (int64_t i = 0; i < d; ++i) {
+      const float sq = sigmoid(aw.qs[i]), sk = sigmoid(aw.ks[i]);
+      ag.qs[i] = qgrad[i] * (sk * scale) * (sq * (1.0f - sq));
+      ag.ks[i] = qgrad[i] * (sq * scale) * (sk * (1.0f - sk));
+    }
+    float* sv = get(d);
+    float* cf = get(2 * d);
+    float* dcf = get(2 * d);
+    for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(aw.vs[i]);
+    step::linear(sv, 1, d, aw.vq_w, 2 * d, aw.vq_b, cf);
+    for (int64_t i = 0; i < d; ++i) {
+      const float tc = tanh_det(cf[i]), sf = sigmoid(cf[d + i]);
+      dcf[i] = vgrad[i] * sf * (1.0f - tc * tc);
+      dcf[d + i] = vgrad[i] * tc * (sf * (1.0f - sf));
+    }
+    std::memcpy(ag.vq_b, dcf, 2 * d * sizeof(float));
+    for (int64_t j = 0; j < 2 * d; ++j) {
+      for (int64_t i = 0; i < d; ++i) ag.vq_w[j * d + i] = dcf[j] * sv[i];
+    }
+    float* dsv = get(d);
+    step::weighted_sum(dcf, 2 * d, aw.vq_w, d, dsv);
+    for (int64_t i = 0; i < d; ++i) ag.vs[i] = dsv[i] * (sv[i] * (1.0f - sv[i]));
+  }
+  return loss / static_cast<double>(N);
+}
+
+namespace {
+
+// One element of the Adam step (adam_step below).
+struct AdamConstants {
+  float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
+};
+
+inline void adam_element(const AdamConstants& k, float* w, float* g, float* m, float* v, int64_t i) {
+  const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
+  g[i] = gi;
+  m[i] = k.b1 * m[i] + k.c1 * gi;
+  v[i] = k.b2 * v[i] + k.c2 * (gi * gi);
+  w[i] = w[i] - k.step_size * (m[i] / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
+}
+
+#if defined(__x86_64__)
+// The same operations on eight lanes: IEEE multiply, add, divide and square
+// root are exact per lane, so every element equals adam_element's.
+__attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n, float* w, float* g, float* m,
+                                               float* v) {
+  const __m256 coef = _mm256_set1_ps(k.coef), b1 = _mm256_set1_ps(k.b1), c1 = _mm256_set1_ps(k.c1);
+  const __m256 b2 = _mm256_set1_ps(k.b2), c2 = _mm256_set1_ps(k.c2), step = _mm256_set1_ps(k.step_size);
+  const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), eps = _mm256_set1_ps(k.eps);
+  const bool clip = k.coef < 1.0f;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 gv = _mm256_loadu_ps(g + i);
+    if (clip) {
+      gv = _mm256_mul_ps(gv, coef);
+      _mm256_storeu_ps(g + i, gv);
+    }
+    const __m256 mv = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(c1, gv));
+    const __m256 vv =
+        _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(c2, _mm256_mul_ps(gv, gv)));
+    _mm256_storeu_ps(m + i, mv);
+    _mm256_storeu_ps(v + i, vv);
+    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), bias2), eps);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(step, _mm256_div_ps(mv, denom))));
+  }
+  for (; i < n; ++i) adam_element(k, w, g, m, v, i);
+}
+#endif
+
+}  // namespace
+
+void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
+               float* v) {
+  // Clipping as clip_grad_norm_: the norm as sqrt of one dot8, the
+  // coefficient min(clip / (norm + 1e-6), 1).
+  AdamConstants k;
+  const float norm = std::sqrt(step::dot8(g, g, n));
+  k.coef = static_cast<float>(cfg.clip) / (norm + 1e-6f);
+  // Adam as torch.optim.Adam, each constant rounded once to float.
+  k.b1 = static_cast<float>(cfg.beta1);
+  k.c1 = static_cast<float>(1.0 - cfg.beta1);
+  k.b2 = static_cast<float>(cfg.beta2);
+  k.c2 = static_cast<float>(1.0 - cfg.beta2);
+  k.step_size = static_cast<float>(cfg.lr / (1.0 - beta1_pow));
+  k.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - beta2_pow));
+  k.eps = static_cast<float>(cfg.eps);
+#if defined(__x86_64__)
+  if (step::simd()) return adam_avx2(k, n, w, g, m, v);
+#endif
+  for (int64_t i = 0; i < n; ++i) adam_element(k, w, g, m, v, i);
+}
+
+}  // namespace shazip::model::train

@@ -1,0 +1,109 @@
+// shazip's own CPU training step (format 7, ModelConfig::train_kernels).
+//
+// The training step runs the SHA-RNN teacher-forced over the segment just
+// coded (B streams x T positions), the mean cross-entropy's gradient back
+// through it, and one Adam step. On LibTorch that was about 150 operator
+// calls, each with its dispatch and autograd bookkeeping, on matrices of a
+// hundred rows: the calls cost more than the arithmetic. Here the forward
+// pass saves what the backward pass needs, the backward pass writes every
+// gradient, and the products are step_kernels.h's `linear` (dot8 sums, the
+// weights and activations transposed where a product runs over rows), so
+// the whole step is defined by shazip's code: it depends neither on the
+// BLAS nor on ATen's CPU capability nor on LibTorch's version, and its AVX2
+// and plain C++ versions give the same bits. docs/FORMAT.md ("Training
+// kernels") gives every operation.
+//
+// Torch-free: raw, contiguous, row-major float arrays.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace shazip::model::train {
+
+// The parameters of the model (or their gradients, with P = float*), laid
+// out as LibTorch keeps them (model/sha_rnn.h has their shapes).
+template <class P>
+struct BlockParams {
+  P ln_start_w, ln_start_b;
+  P w_ih, w_hh, b_ih, b_hh;  // LSTM (4d, d), (4d, d), (4d), (4d); gates i, f, g, o
+  P ln_ff_w, ln_ff_b, ln_xff_w, ln_xff_b;
+  P boom_w, boom_b;          // (f, d), (f)
+};
+template <class P>
+struct AttnParams {
+  P ln_mem_w, ln_mem_b, ln_mid_w, ln_mid_b;
+  P q_w, q_b, q_ln_w, q_ln_b;  // (d, d), (d), (d), (d)
+  P qs, ks, vs;                // gates before sigmoid, (d)
+  P vq_w, vq_b;                // (2d, d), (2d)
+};
+template <class P>
+struct Params {
+  P embed, dec_bias;  // (256, d), (256)
+  std::vector<BlockParams<P>> blocks;
+  AttnParams<P> attn;  // when attn_layer >= 0
+};
+using Weights = Params<const float*>;
+using Grads = Params<float*>;
+
+struct Shape {
+  int64_t batch = 0, seg = 0;  // B streams, T positions
+  int64_t dim = 0;             // d, a multiple of 8
+  int64_t boom_factor = 0;
+  int64_t attn_layer = -1;
+  float ln_eps = 0;
+};
+
+// Where the segment starts: per layer the LSTM's h and c (B, d), and the
+// attention memory (B, slots, d) of which slots [0, mem_fill) are keys.
+struct Start {
+  std::vector<const float*> h, c;
+  const float* mem = nullptr;
+  int64_t slots = 0, mem_fill = 0;
+};
+
+// The attention's gates from their parameters (FORMAT.md): query gate (d) =
+// sigmoid(qs) * sigmoid(ks) * (1 / sqrt(d)); value gate (d) = sigmoid(f) *
+// tanh(c) with [c, f] = vq_w sigmoid(vs) + vq_b.
+void attention_gates(const AttnParams<const float*>& a, int64_t d, float* query_gate, float* value_gate);
+
+class SegmentPass {
+ public:
+  // bytes (B, T + 1) row-major, column 0 the byte before the segment. Writes
+  // every gradient of the mean cross-entropy of bytes[.][1..T] (overwriting
+  // them) and returns that cross-entropy in nats.
+  double run(const Shape& shape, const Weights& w, const Start& start, const int64_t* bytes, const Grads& g);
+
+ private:
+  struct Ln {
+    float* xhat;  // (rows, d)
+    float* rstd;  // (rows)
+  };
+  struct BlockSaved {
+    Ln ln_start;
+    float *a_tb, *hs, *cs, *acts, *tcs;    // LSTM, in (T, B) order
+    Ln ln_mem, ln_mid, q_ln;               // attention
+    float *hq, *keys, *q0, *q, *probs, *mix;
+    Ln ln_ff, ln_xff;                      // Boom
+    float *zn, *u, *sig;
+  };
+
+  float* get(int64_t n);  // scratch for this run; contents undefined
+
+  std::vector<std::vector<float>> scratch_;
+  std::size_t next_ = 0;
+  std::vector<BlockSaved> saved_;
+};
+
+// Clips the global 2-norm of the gradient g (n floats) to `clip` and takes one
+// Adam step on w with the moments m, v (FORMAT.md, "Training kernels").
+// `step` counts from 1; beta1_pow and beta2_pow are beta1^step and
+// beta2^step (the caller keeps them, by repeated multiplication).
+struct AdamConfig {
+  double lr, beta1, beta2, eps, clip;
+};
+void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
+               float* v);
+
+}  // namespace shazip::model::train
