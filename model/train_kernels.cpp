@@ -31,11 +31,50 @@ inline float tanh_det(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.
 
 int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 
+#if defined(__x86_64__)
+// dst rows [c0, c0 + 8) x columns [r0, r0 + 8) = src's 8 x 8 block at (r0, c0),
+// transposed in registers.
+__attribute__((target("avx2"))) inline void transpose8x8(const float* src, int64_t cols, float* dst,
+                                                         int64_t rows_pad) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * cols);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * rows_pad, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * rows_pad, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+__attribute__((target("avx2"))) void transpose_blocks_avx2(const float* src, int64_t rows8, int64_t cols,
+                                                           int64_t rows_pad, float* dst) {
+  for (int64_t r = 0; r < rows8; r += 8) {
+    for (int64_t c = 0; c < cols; c += 8) transpose8x8(src + r * cols + c, cols, dst + c * rows_pad + r, rows_pad);
+  }
+}
+#endif
+
 // dst (cols x rows_pad) = src (rows x cols) transposed, zeros past `rows`.
+// Only moves floats; cols a multiple of 8 for the AVX2 blocks.
 void transpose_pad(const float* src, int64_t rows, int64_t cols, int64_t rows_pad, float* dst) {
+  int64_t done = 0;
+#if defined(__x86_64__)
+  if (step::simd() && cols % 8 == 0) {
+    done = rows / 8 * 8;
+    transpose_blocks_avx2(src, done, cols, rows_pad, dst);
+  }
+#endif
   for (int64_t c = 0; c < cols; ++c) {
     float* out = dst + c * rows_pad;
-    for (int64_t r = 0; r < rows; ++r) out[r] = src[r * cols + c];
+    for (int64_t r = done; r < rows; ++r) out[r] = src[r * cols + c];
     std::fill(out + rows, out + rows_pad, 0.0f);
   }
 }
