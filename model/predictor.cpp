@@ -346,6 +346,7 @@ struct Predictor::Impl {
         net(c), trainer(nullptr) {
     configure_runtime(rt);
     net->to(device);
+    net->refresh_gates();  // the constructor's cached gates are on the CPU
     if (cfg.train_lag) {
       // Its own copy of the weights, which the training steps update; the step
       // path takes them one segment later.
