@@ -167,16 +167,38 @@ float* SegmentPass::get(int64_t n) {
   return v.data();
 }
 
+float* SegmentPass::transposed(const float* a, int64_t rows, int64_t cols, int64_t rows_pad) {
+  float* t = get(cols * rows_pad);
+  transpose_pad(a, rows, cols, rows_pad, t);
+  return t;
+}
+
+void SegmentPass::weight_grad(const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db) {
+  const int64_t np = dims_.rows_pad;
+  step::linear(dyt, n, np, transposed(x, dims_.rows, k, np), k, nullptr, dw);
+  if (db) {
+    for (int64_t j = 0; j < n; ++j) db[j] = step::sum8(dyt + j * np, np);
+  }
+}
+
+void SegmentPass::input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx) {
+  step::linear(dy, rows, n, transposed(w, n, k, n), k, nullptr, dx);
+}
+
 double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, const int64_t* bytes, const Grads& g) {
   next_ = 0;
-  const int64_t B = sh.batch, T = sh.seg, d = sh.dim, f = sh.boom_factor * d;
-  const int64_t N = B * T, Np = round8(N);
+  const int64_t B = sh.batch, T = sh.seg, d = sh.dim;
+  const int64_t N = B * T;
   const int64_t layers = static_cast<int64_t>(w.blocks.size());
-  const float eps = sh.ln_eps;
   SHAZIP_ASSERT(d % 8 == 0 && N > 0 && static_cast<int64_t>(g.blocks.size()) == layers);
+  SHAZIP_ASSERT(sh.attn_layer < layers && static_cast<int64_t>(st.h.size()) == layers);
+  static_cast<Shape&>(dims_) = sh;
+  dims_.rows = N;
+  dims_.rows_pad = round8(N);
+  dims_.boom = sh.boom_factor * d;
+  dims_.past = sh.attn_layer >= 0 ? st.mem_fill : 0;
+  dims_.keys = dims_.past + T;
   saved_.resize(static_cast<size_t>(layers));
-  const int64_t P = sh.attn_layer >= 0 ? st.mem_fill : 0;  // memory keys
-  const int64_t K = P + T;                                 // keys per stream
 
   // ---- forward ----
   float* x = get(N * d);
@@ -195,97 +217,10 @@ double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, cons
     attention_gates(w.attn, d, qgate, vgate);
   }
   for (int64_t l = 0; l < layers; ++l) {
-    const BlockParams<const float*>& bw = w.blocks[l];
     BlockSaved& s = saved_[l];
-    // LayerNorm, then the LSTM over time in (T, B) order.
-    float* a = get(N * d);
-    s.ln_start = {get(N * d), get(N)};
-    ln_forward(x, N, d, bw.ln_start_w, bw.ln_start_b, eps, s.ln_start.xhat, s.ln_start.rstd, a);
-    s.a_tb = get(N * d);
-    tb_from_bt(a, B, T, d, s.a_tb);
-    s.hs = get((T + 1) * B * d);
-    s.cs = get((T + 1) * B * d);
-    s.acts = get(N * 4 * d);
-    s.tcs = get(N * d);
-    std::memcpy(s.hs, st.h[l], B * d * sizeof(float));
-    std::memcpy(s.cs, st.c[l], B * d * sizeof(float));
-    float* bias = get(4 * d);
-    for (int64_t j = 0; j < 4 * d; ++j) bias[j] = bw.b_ih[j] + bw.b_hh[j];
-    float* gates = get(B * 4 * d);
-    for (int64_t t = 0; t < T; ++t) {
-      step::linear2(s.a_tb + t * B * d, s.hs + t * B * d, B, d, bw.w_ih, bw.w_hh, 4 * d, bias, gates);
-      step::lstm_pointwise(gates, s.cs + t * B * d, s.cs + (t + 1) * B * d, s.hs + (t + 1) * B * d,
-                           s.acts + t * B * 4 * d, s.tcs + t * B * d, B, d);
-    }
-    float* h = get(N * d);
-    bt_from_tb(s.hs + B * d, B, T, d, h);
-
-    if (l == sh.attn_layer) {
-      const AttnParams<const float*>& aw = w.attn;
-      float* mh = get(N * d);
-      s.ln_mem = {get(N * d), get(N)};
-      ln_forward(h, N, d, aw.ln_mem_w, aw.ln_mem_b, eps, s.ln_mem.xhat, s.ln_mem.rstd, mh);
-      s.hq = get(N * d);
-      s.ln_mid = {get(N * d), get(N)};
-      ln_forward(h, N, d, aw.ln_mid_w, aw.ln_mid_b, eps, s.ln_mid.xhat, s.ln_mid.rstd, s.hq);
-      // Keys per stream: the memory's first P slots, then the segment.
-      s.keys = get(B * K * d);
-      for (int64_t b = 0; b < B; ++b) {
-        std::memcpy(s.keys + b * K * d, st.mem + b * st.slots * d, P * d * sizeof(float));
-        std::memcpy(s.keys + (b * K + P) * d, mh + b * T * d, T * d * sizeof(float));
-      }
-      float* ql = get(N * d);
-      step::linear(s.hq, N, d, aw.q_w, d, aw.q_b, ql);
-      s.q0 = get(N * d);
-      s.q_ln = {get(N * d), get(N)};
-      ln_forward(ql, N, d, aw.q_ln_w, aw.q_ln_b, eps, s.q_ln.xhat, s.q_ln.rstd, s.q0);
-      s.q = get(N * d);
-      for (int64_t r = 0; r < N; ++r) {
-        for (int64_t i = 0; i < d; ++i) s.q[r * d + i] = s.q0[r * d + i] * qgate[i];
-      }
-      // Position t sees the memory and positions 0..t of its segment.
-      s.probs = get(N * K);
-      s.mix = get(N * d);
-      for (int64_t b = 0; b < B; ++b) {
-        const float* keys = s.keys + b * K * d;
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t r = b * T + t, count = P + t + 1;
-          float* p = s.probs + r * K;
-          step::dot8_rows(keys, count, d, s.q + r * d, d, p);
-          step::softmax(p, count);
-          std::fill(p + count, p + K, 0.0f);
-          step::weighted_sum(p, count, keys, d, s.mix + r * d);
-        }
-      }
-      for (int64_t r = 0; r < N; ++r) {
-        for (int64_t i = 0; i < d; ++i) h[r * d + i] = s.mix[r * d + i] * vgate[i] + s.hq[r * d + i];
-      }
-    }
-
-    // Boom: base = LN_ff(h); u = LN_xff(h) W^T + b; out = the chunks of
-    // u * sigmoid(1.702 u) summed in order, plus base.
-    float* base = get(N * d);
-    s.ln_ff = {get(N * d), get(N)};
-    ln_forward(h, N, d, bw.ln_ff_w, bw.ln_ff_b, eps, s.ln_ff.xhat, s.ln_ff.rstd, base);
-    s.zn = get(N * d);
-    s.ln_xff = {get(N * d), get(N)};
-    ln_forward(h, N, d, bw.ln_xff_w, bw.ln_xff_b, eps, s.ln_xff.xhat, s.ln_xff.rstd, s.zn);
-    s.u = get(N * f);
-    s.sig = get(N * f);
-    step::linear(s.zn, N, d, bw.boom_w, f, bw.boom_b, s.u);
-    step::sigmoid(s.u, N * f, kGeluScale, s.sig);
-    float* out = get(N * d);
-    for (int64_t r = 0; r < N; ++r) {
-      const float* u = s.u + r * f;
-      const float* sg = s.sig + r * f;
-      float* o = out + r * d;
-      for (int64_t i = 0; i < d; ++i) o[i] = u[i] * sg[i];
-      for (int64_t c = 1; c < sh.boom_factor; ++c) {
-        for (int64_t i = 0; i < d; ++i) o[i] = o[i] + u[c * d + i] * sg[c * d + i];
-      }
-      for (int64_t i = 0; i < d; ++i) o[i] = o[i] + base[r * d + i];
-    }
-    x = out;
+    float* h = lstm_forward(w.blocks[l], st.h[l], st.c[l], x, s);
+    if (l == sh.attn_layer) attention_forward(w.attn, st, qgate, vgate, h, s);
+    x = boom_forward(w.blocks[l], h, s);
   }
 
   // Decoder (the embedding, tied) and the cross-entropy: dlogits = (softmax -
@@ -307,178 +242,21 @@ double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, cons
   }
 
   // ---- backward ----
-  float* tmp = get(std::max<int64_t>(f, 4 * d));
-  {
-    float* dt = get(256 * Np);
-    float* xt = get(d * Np);
-    transpose_pad(dlogits, N, 256, Np, dt);
-    transpose_pad(x, N, d, Np, xt);
-    step::linear(dt, 256, Np, xt, d, nullptr, g.embed);
-    for (int64_t j = 0; j < 256; ++j) g.dec_bias[j] = step::sum8(dt + j * Np, Np);
-  }
+  tmp_ = get(std::max<int64_t>(dims_.boom, 4 * d));
+  weight_grad(transposed(dlogits, N, 256, dims_.rows_pad), 256, x, d, g.embed, g.dec_bias);
   float* dx = get(N * d);
-  {
-    float* et = get(d * 256);
-    transpose_pad(w.embed, 256, d, 256, et);
-    step::linear(dlogits, N, 256, et, d, nullptr, dx);
-  }
+  input_grad(dlogits, N, 256, w.embed, d, dx);
   float* qgrad = nullptr;
   float* vgrad = nullptr;
   for (int64_t l = layers - 1; l >= 0; --l) {
-    const BlockParams<const float*>& bw = w.blocks[l];
-    const BlockParams<float*>& bg = g.blocks[l];
-    BlockSaved& s = saved_[l];
-    // Boom: dx is d(out).
-    float* du = get(N * f);
-    for (int64_t r = 0; r < N; ++r) {
-      for (int64_t c = 0; c < sh.boom_factor; ++c) {
-        for (int64_t i = 0; i < d; ++i) {
-          const int64_t k = r * f + c * d + i;
-          const float sg = s.sig[k];
-          du[k] = dx[r * d + i] * (sg + ((s.u[k] * kGeluScale) * sg) * (1.0f - sg));
-        }
-      }
-    }
-    float* dzn = get(N * d);
-    {
-      float* wt = get(d * f);
-      transpose_pad(bw.boom_w, f, d, f, wt);
-      step::linear(du, N, f, wt, d, nullptr, dzn);
-      float* dut = get(f * Np);
-      float* znt = get(d * Np);
-      transpose_pad(du, N, f, Np, dut);
-      transpose_pad(s.zn, N, d, Np, znt);
-      step::linear(dut, f, Np, znt, d, nullptr, bg.boom_w);
-      for (int64_t j = 0; j < f; ++j) bg.boom_b[j] = step::sum8(dut + j * Np, Np);
-    }
-    float* dh = get(N * d);
-    ln_backward(dzn, s.ln_xff.xhat, s.ln_xff.rstd, N, d, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b, tmp);
-    ln_backward(dx, s.ln_ff.xhat, s.ln_ff.rstd, N, d, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b, tmp);
-
+    const BlockSaved& s = saved_[l];
+    float* dh = boom_backward(w.blocks[l], g.blocks[l], s, dx);
     if (l == sh.attn_layer) {
-      const AttnParams<const float*>& aw = w.attn;
-      const AttnParams<float*>& ag = g.attn;
-      // h = mix * vgate + hq: dh is d(h).
       qgrad = get(d);
       vgrad = get(d);
-      col_dot(dh, s.mix, N, d, vgrad);
-      float* dmix = get(N * d);
-      for (int64_t r = 0; r < N; ++r) {
-        for (int64_t i = 0; i < d; ++i) dmix[r * d + i] = dh[r * d + i] * vgate[i];
-      }
-      float* dq = get(N * d);
-      float* dmh = get(N * d);
-      float* ds = get(N * K);
-      float* dp = get(K);
-      float* col = get(2 * T);
-      float* part = get(d);
-      for (int64_t b = 0; b < B; ++b) {
-        const float* keys = s.keys + b * K * d;
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t r = b * T + t, count = P + t + 1;
-          const float* p = s.probs + r * K;
-          float* dsr = ds + r * K;
-          // mix = p keys; p = softmax(s): ds = p * (dp - dot(p, dp)).
-          step::dot8_rows(keys, count, d, dmix + r * d, d, dp);
-          const float pdp = step::dot8(p, dp, count);
-          for (int64_t j = 0; j < count; ++j) dsr[j] = p[j] * (dp[j] - pdp);
-          std::fill(dsr + count, dsr + K, 0.0f);
-          // s = q keys^T: dq = ds keys.
-          step::weighted_sum(dsr, count, keys, d, dq + r * d);
-        }
-        // The segment's keys (the memory's take no gradient): key P + j is
-        // seen by positions t >= j, through p (times dmix) and through s
-        // (times q); two chains over t, added.
-        for (int64_t j = 0; j < T; ++j) {
-          const int64_t n = T - j;
-          for (int64_t t = j; t < T; ++t) {
-            col[t - j] = s.probs[(b * T + t) * K + P + j];
-            col[T + t - j] = ds[(b * T + t) * K + P + j];
-          }
-          float* out = dmh + (b * T + j) * d;
-          step::weighted_sum(col, n, dmix + (b * T + j) * d, d, out);
-          step::weighted_sum(col + T, n, s.q + (b * T + j) * d, d, part);
-          for (int64_t i = 0; i < d; ++i) out[i] = out[i] + part[i];
-        }
-      }
-      // q = q0 * qgate.
-      col_dot(dq, s.q0, N, d, qgrad);
-      for (int64_t r = 0; r < N; ++r) {
-        for (int64_t i = 0; i < d; ++i) dq[r * d + i] = dq[r * d + i] * qgate[i];
-      }
-      float* dql = get(N * d);
-      ln_backward(dq, s.q_ln.xhat, s.q_ln.rstd, N, d, aw.q_ln_w, dql, false, ag.q_ln_w, ag.q_ln_b, tmp);
-      // ql = hq q_w^T + q_b; hq also passes dh on (the residual).
-      {
-        float* wt = get(d * d);
-        transpose_pad(aw.q_w, d, d, d, wt);
-        float* dhq = get(N * d);
-        step::linear(dql, N, d, wt, d, nullptr, dhq);
-        for (int64_t i = 0; i < N * d; ++i) dhq[i] = dhq[i] + dh[i];
-        float* dqt = get(d * Np);
-        float* hqt = get(d * Np);
-        transpose_pad(dql, N, d, Np, dqt);
-        transpose_pad(s.hq, N, d, Np, hqt);
-        step::linear(dqt, d, Np, hqt, d, nullptr, ag.q_w);
-        for (int64_t j = 0; j < d; ++j) ag.q_b[j] = step::sum8(dqt + j * Np, Np);
-        ln_backward(dhq, s.ln_mid.xhat, s.ln_mid.rstd, N, d, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b, tmp);
-        ln_backward(dmh, s.ln_mem.xhat, s.ln_mem.rstd, N, d, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b, tmp);
-      }
+      attention_backward(w.attn, g.attn, s, qgate, vgate, dh, qgrad, vgrad);
     }
-
-    // LSTM, back over time: dh (B, T order) is d(h_t) from above.
-    float* go = get(N * d);
-    tb_from_bt(dh, B, T, d, go);
-    float* dg = get(N * 4 * d);
-    float* dh_next = get(B * d);
-    float* dc = get(B * d);
-    std::fill(dh_next, dh_next + B * d, 0.0f);
-    std::fill(dc, dc + B * d, 0.0f);
-    float* whh_t = get(d * 4 * d);
-    transpose_pad(bw.w_hh, 4 * d, d, 4 * d, whh_t);
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const float* act = s.acts + t * B * 4 * d;
-      const float* tc = s.tcs + t * B * d;
-      const float* cp = s.cs + t * B * d;
-      const float* gh = go + t * B * d;
-      float* dgt = dg + t * B * 4 * d;
-      for (int64_t b = 0; b < B; ++b) {
-        const float* ab = act + b * 4 * d;
-        float* row = dgt + b * 4 * d;
-        for (int64_t j = 0; j < d; ++j) {
-          const int64_t k = b * d + j;
-          const float ig = ab[j], fg = ab[d + j], gg = ab[2 * d + j], og = ab[3 * d + j];
-          const float dhk = gh[k] + dh_next[k];
-          const float dct = dc[k] + dhk * og * (1.0f - tc[k] * tc[k]);
-          row[j] = dct * gg * ig * (1.0f - ig);
-          row[d + j] = dct * cp[k] * fg * (1.0f - fg);
-          row[2 * d + j] = dct * ig * (1.0f - gg * gg);
-          row[3 * d + j] = dhk * tc[k] * og * (1.0f - og);
-          dc[k] = dct * fg;
-        }
-      }
-      if (t > 0) step::linear(dgt, B, 4 * d, whh_t, d, nullptr, dh_next);
-    }
-    {
-      float* dgt = get(4 * d * Np);
-      float* at = get(d * Np);
-      float* ht = get(d * Np);
-      transpose_pad(dg, N, 4 * d, Np, dgt);
-      transpose_pad(s.a_tb, N, d, Np, at);
-      transpose_pad(s.hs, N, d, Np, ht);  // h_0 .. h_{T-1}
-      step::linear(dgt, 4 * d, Np, at, d, nullptr, bg.w_ih);
-      step::linear(dgt, 4 * d, Np, ht, d, nullptr, bg.w_hh);
-      for (int64_t j = 0; j < 4 * d; ++j) bg.b_ih[j] = step::sum8(dgt + j * Np, Np);
-      std::memcpy(bg.b_hh, bg.b_ih, 4 * d * sizeof(float));
-      float* wih_t = get(d * 4 * d);
-      transpose_pad(bw.w_ih, 4 * d, d, 4 * d, wih_t);
-      float* da_tb = get(N * d);
-      step::linear(dg, N, 4 * d, wih_t, d, nullptr, da_tb);
-      float* da = get(N * d);
-      bt_from_tb(da_tb, B, T, d, da);
-      ln_backward(da, s.ln_start.xhat, s.ln_start.rstd, N, d, bw.ln_start_w, dx, false, bg.ln_start_w,
-                  bg.ln_start_b, tmp);
-    }
+    lstm_backward(w.blocks[l], g.blocks[l], s, dh, dx);
   }
 
   // The embedding's rows, in row order.
@@ -489,36 +267,275 @@ double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, cons
       for (int64_t i = 0; i < d; ++i) row[i] = row[i] + src[i];
     }
   }
-
-  // The gates, from d(query gate) and d(value gate).
-  if (sh.attn_layer >= 0) {
-    const AttnParams<const float*>& aw = w.attn;
-    const AttnParams<float*>& ag = g.attn;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    for (int64_t i = 0; i < d; ++i) {
-      const float sq = sigmoid(aw.qs[i]), sk = sigmoid(aw.ks[i]);
-      ag.qs[i] = qgrad[i] * (sk * scale) * (sq * (1.0f - sq));
-      ag.ks[i] = qgrad[i] * (sq * scale) * (sk * (1.0f - sk));
-    }
-    float* sv = get(d);
-    float* cf = get(2 * d);
-    float* dcf = get(2 * d);
-    for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(aw.vs[i]);
-    step::linear(sv, 1, d, aw.vq_w, 2 * d, aw.vq_b, cf);
-    for (int64_t i = 0; i < d; ++i) {
-      const float tc = tanh_det(cf[i]), sf = sigmoid(cf[d + i]);
-      dcf[i] = vgrad[i] * sf * (1.0f - tc * tc);
-      dcf[d + i] = vgrad[i] * tc * (sf * (1.0f - sf));
-    }
-    std::memcpy(ag.vq_b, dcf, 2 * d * sizeof(float));
-    for (int64_t j = 0; j < 2 * d; ++j) {
-      for (int64_t i = 0; i < d; ++i) ag.vq_w[j * d + i] = dcf[j] * sv[i];
-    }
-    float* dsv = get(d);
-    step::weighted_sum(dcf, 2 * d, aw.vq_w, d, dsv);
-    for (int64_t i = 0; i < d; ++i) ag.vs[i] = dsv[i] * (sv[i] * (1.0f - sv[i]));
-  }
+  if (sh.attn_layer >= 0) gates_backward(w.attn, g.attn, qgrad, vgrad);
   return loss / static_cast<double>(N);
+}
+
+// LayerNorm, then the LSTM over time in (T, B) order, from the segment's
+// starting state; returns its output rows in (B, T) order.
+float* SegmentPass::lstm_forward(const BlockParams<const float*>& bw, const float* h0, const float* c0,
+                                 const float* x, BlockSaved& s) {
+  const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
+  float* a = get(N * d);
+  s.ln_start = {get(N * d), get(N)};
+  ln_forward(x, N, d, bw.ln_start_w, bw.ln_start_b, dims_.ln_eps, s.ln_start.xhat, s.ln_start.rstd, a);
+  s.a_tb = get(N * d);
+  tb_from_bt(a, B, T, d, s.a_tb);
+  s.hs = get((T + 1) * B * d);
+  s.cs = get((T + 1) * B * d);
+  s.acts = get(N * 4 * d);
+  s.tcs = get(N * d);
+  std::memcpy(s.hs, h0, B * d * sizeof(float));
+  std::memcpy(s.cs, c0, B * d * sizeof(float));
+  float* bias = get(4 * d);
+  for (int64_t j = 0; j < 4 * d; ++j) bias[j] = bw.b_ih[j] + bw.b_hh[j];
+  float* gates = get(B * 4 * d);
+  for (int64_t t = 0; t < T; ++t) {
+    step::linear2(s.a_tb + t * B * d, s.hs + t * B * d, B, d, bw.w_ih, bw.w_hh, 4 * d, bias, gates);
+    step::lstm_pointwise(gates, s.cs + t * B * d, s.cs + (t + 1) * B * d, s.hs + (t + 1) * B * d,
+                         s.acts + t * B * 4 * d, s.tcs + t * B * d, B, d);
+  }
+  float* h = get(N * d);
+  bt_from_tb(s.hs + B * d, B, T, d, h);
+  return h;
+}
+
+// h = mix * vgate + hq, in place.
+void SegmentPass::attention_forward(const AttnParams<const float*>& aw, const Start& st, const float* qgate,
+                                    const float* vgate, float* h, BlockSaved& s) {
+  const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
+  const int64_t P = dims_.past, K = dims_.keys;
+  const float eps = dims_.ln_eps;
+  float* mh = get(N * d);
+  s.ln_mem = {get(N * d), get(N)};
+  ln_forward(h, N, d, aw.ln_mem_w, aw.ln_mem_b, eps, s.ln_mem.xhat, s.ln_mem.rstd, mh);
+  s.hq = get(N * d);
+  s.ln_mid = {get(N * d), get(N)};
+  ln_forward(h, N, d, aw.ln_mid_w, aw.ln_mid_b, eps, s.ln_mid.xhat, s.ln_mid.rstd, s.hq);
+  // Keys per stream: the memory's first P slots, then the segment.
+  s.keys = get(B * K * d);
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(s.keys + b * K * d, st.mem + b * st.slots * d, P * d * sizeof(float));
+    std::memcpy(s.keys + (b * K + P) * d, mh + b * T * d, T * d * sizeof(float));
+  }
+  float* ql = get(N * d);
+  step::linear(s.hq, N, d, aw.q_w, d, aw.q_b, ql);
+  s.q0 = get(N * d);
+  s.q_ln = {get(N * d), get(N)};
+  ln_forward(ql, N, d, aw.q_ln_w, aw.q_ln_b, eps, s.q_ln.xhat, s.q_ln.rstd, s.q0);
+  s.q = get(N * d);
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < d; ++i) s.q[r * d + i] = s.q0[r * d + i] * qgate[i];
+  }
+  // Position t sees the memory and positions 0..t of its segment.
+  s.probs = get(N * K);
+  s.mix = get(N * d);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* keys = s.keys + b * K * d;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t r = b * T + t, count = P + t + 1;
+      float* p = s.probs + r * K;
+      step::dot8_rows(keys, count, d, s.q + r * d, d, p);
+      step::softmax(p, count);
+      std::fill(p + count, p + K, 0.0f);
+      step::weighted_sum(p, count, keys, d, s.mix + r * d);
+    }
+  }
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < d; ++i) h[r * d + i] = s.mix[r * d + i] * vgate[i] + s.hq[r * d + i];
+  }
+}
+
+// Boom: base = LN_ff(h); u = LN_xff(h) W^T + b; out = the chunks of
+// u * sigmoid(1.702 u) summed in order, plus base.
+float* SegmentPass::boom_forward(const BlockParams<const float*>& bw, const float* h, BlockSaved& s) {
+  const int64_t d = dims_.dim, f = dims_.boom, N = dims_.rows;
+  const float eps = dims_.ln_eps;
+  float* base = get(N * d);
+  s.ln_ff = {get(N * d), get(N)};
+  ln_forward(h, N, d, bw.ln_ff_w, bw.ln_ff_b, eps, s.ln_ff.xhat, s.ln_ff.rstd, base);
+  s.zn = get(N * d);
+  s.ln_xff = {get(N * d), get(N)};
+  ln_forward(h, N, d, bw.ln_xff_w, bw.ln_xff_b, eps, s.ln_xff.xhat, s.ln_xff.rstd, s.zn);
+  s.u = get(N * f);
+  s.sig = get(N * f);
+  step::linear(s.zn, N, d, bw.boom_w, f, bw.boom_b, s.u);
+  step::sigmoid(s.u, N * f, kGeluScale, s.sig);
+  float* out = get(N * d);
+  for (int64_t r = 0; r < N; ++r) {
+    const float* u = s.u + r * f;
+    const float* sg = s.sig + r * f;
+    float* o = out + r * d;
+    for (int64_t i = 0; i < d; ++i) o[i] = u[i] * sg[i];
+    for (int64_t c = 1; c < dims_.boom_factor; ++c) {
+      for (int64_t i = 0; i < d; ++i) o[i] = o[i] + u[c * d + i] * sg[c * d + i];
+    }
+    for (int64_t i = 0; i < d; ++i) o[i] = o[i] + base[r * d + i];
+  }
+  return out;
+}
+
+// dout: d(the Boom's output). Returns d(its input).
+float* SegmentPass::boom_backward(const BlockParams<const float*>& bw, const BlockParams<float*>& bg,
+                                  const BlockSaved& s, const float* dout) {
+  const int64_t d = dims_.dim, f = dims_.boom, N = dims_.rows;
+  float* du = get(N * f);
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t c = 0; c < dims_.boom_factor; ++c) {
+      for (int64_t i = 0; i < d; ++i) {
+        const int64_t k = r * f + c * d + i;
+        const float sg = s.sig[k];
+        du[k] = dout[r * d + i] * (sg + ((s.u[k] * kGeluScale) * sg) * (1.0f - sg));
+      }
+    }
+  }
+  float* dzn = get(N * d);
+  input_grad(du, N, f, bw.boom_w, d, dzn);
+  weight_grad(transposed(du, N, f, dims_.rows_pad), f, s.zn, d, bg.boom_w, bg.boom_b);
+  float* dh = get(N * d);
+  ln_backward(dzn, s.ln_xff.xhat, s.ln_xff.rstd, N, d, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b, tmp_);
+  ln_backward(dout, s.ln_ff.xhat, s.ln_ff.rstd, N, d, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b, tmp_);
+  return dh;
+}
+
+// dh: d(h) for h = mix * vgate + hq, replaced by d(the LSTM's output);
+// qgrad and vgrad get d(query gate) and d(value gate).
+void SegmentPass::attention_backward(const AttnParams<const float*>& aw, const AttnParams<float*>& ag,
+                                     const BlockSaved& s, const float* qgate, const float* vgate, float* dh,
+                                     float* qgrad, float* vgrad) {
+  const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
+  const int64_t P = dims_.past, K = dims_.keys;
+  col_dot(dh, s.mix, N, d, vgrad);
+  float* dmix = get(N * d);
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < d; ++i) dmix[r * d + i] = dh[r * d + i] * vgate[i];
+  }
+  float* dq = get(N * d);
+  float* dmh = get(N * d);
+  float* ds = get(N * K);
+  float* dp = get(K);
+  float* col = get(2 * T);
+  float* part = get(d);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* keys = s.keys + b * K * d;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t r = b * T + t, count = P + t + 1;
+      const float* p = s.probs + r * K;
+      float* dsr = ds + r * K;
+      // mix = p keys; p = softmax(s): ds = p * (dp - dot(p, dp)).
+      step::dot8_rows(keys, count, d, dmix + r * d, d, dp);
+      const float pdp = step::dot8(p, dp, count);
+      for (int64_t j = 0; j < count; ++j) dsr[j] = p[j] * (dp[j] - pdp);
+      std::fill(dsr + count, dsr + K, 0.0f);
+      // s = q keys^T: dq = ds keys.
+      step::weighted_sum(dsr, count, keys, d, dq + r * d);
+    }
+    // The segment's keys (the memory's take no gradient): key P + j is seen
+    // by positions t >= j, through p (times dmix) and through s (times q);
+    // two chains over t, added.
+    for (int64_t j = 0; j < T; ++j) {
+      const int64_t n = T - j;
+      for (int64_t t = j; t < T; ++t) {
+        col[t - j] = s.probs[(b * T + t) * K + P + j];
+        col[T + t - j] = ds[(b * T + t) * K + P + j];
+      }
+      float* out = dmh + (b * T + j) * d;
+      step::weighted_sum(col, n, dmix + (b * T + j) * d, d, out);
+      step::weighted_sum(col + T, n, s.q + (b * T + j) * d, d, part);
+      for (int64_t i = 0; i < d; ++i) out[i] = out[i] + part[i];
+    }
+  }
+  // q = q0 * qgate.
+  col_dot(dq, s.q0, N, d, qgrad);
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < d; ++i) dq[r * d + i] = dq[r * d + i] * qgate[i];
+  }
+  float* dql = get(N * d);
+  ln_backward(dq, s.q_ln.xhat, s.q_ln.rstd, N, d, aw.q_ln_w, dql, false, ag.q_ln_w, ag.q_ln_b, tmp_);
+  // ql = hq q_w^T + q_b; hq also passes dh on (the residual).
+  float* dhq = get(N * d);
+  input_grad(dql, N, d, aw.q_w, d, dhq);
+  for (int64_t i = 0; i < N * d; ++i) dhq[i] = dhq[i] + dh[i];
+  weight_grad(transposed(dql, N, d, dims_.rows_pad), d, s.hq, d, ag.q_w, ag.q_b);
+  ln_backward(dhq, s.ln_mid.xhat, s.ln_mid.rstd, N, d, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b, tmp_);
+  ln_backward(dmh, s.ln_mem.xhat, s.ln_mem.rstd, N, d, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b, tmp_);
+}
+
+// The LSTM back over time, then its LayerNorm: dh (B, T order) is d(h_t);
+// writes d(the block's input) to dx.
+void SegmentPass::lstm_backward(const BlockParams<const float*>& bw, const BlockParams<float*>& bg,
+                                const BlockSaved& s, const float* dh, float* dx) {
+  const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
+  float* go = get(N * d);
+  tb_from_bt(dh, B, T, d, go);
+  float* dg = get(N * 4 * d);
+  float* dh_next = get(B * d);
+  float* dc = get(B * d);
+  std::fill(dh_next, dh_next + B * d, 0.0f);
+  std::fill(dc, dc + B * d, 0.0f);
+  const float* whh_t = transposed(bw.w_hh, 4 * d, d, 4 * d);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const float* act = s.acts + t * B * 4 * d;
+    const float* tc = s.tcs + t * B * d;
+    const float* cp = s.cs + t * B * d;
+    const float* gh = go + t * B * d;
+    float* dgt = dg + t * B * 4 * d;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* ab = act + b * 4 * d;
+      float* row = dgt + b * 4 * d;
+      for (int64_t j = 0; j < d; ++j) {
+        const int64_t k = b * d + j;
+        const float ig = ab[j], fg = ab[d + j], gg = ab[2 * d + j], og = ab[3 * d + j];
+        const float dhk = gh[k] + dh_next[k];
+        const float dct = dc[k] + dhk * og * (1.0f - tc[k] * tc[k]);
+        row[j] = dct * gg * ig * (1.0f - ig);
+        row[d + j] = dct * cp[k] * fg * (1.0f - fg);
+        row[2 * d + j] = dct * ig * (1.0f - gg * gg);
+        row[3 * d + j] = dhk * tc[k] * og * (1.0f - og);
+        dc[k] = dct * fg;
+      }
+    }
+    if (t > 0) step::linear(dgt, B, 4 * d, whh_t, d, nullptr, dh_next);
+  }
+  const float* dgt = transposed(dg, N, 4 * d, dims_.rows_pad);
+  weight_grad(dgt, 4 * d, s.a_tb, d, bg.w_ih, bg.b_ih);
+  weight_grad(dgt, 4 * d, s.hs, d, bg.w_hh, nullptr);  // h_0 .. h_{T-1}
+  std::memcpy(bg.b_hh, bg.b_ih, 4 * d * sizeof(float));
+  float* da_tb = get(N * d);
+  input_grad(dg, N, 4 * d, bw.w_ih, d, da_tb);
+  float* da = get(N * d);
+  bt_from_tb(da_tb, B, T, d, da);
+  ln_backward(da, s.ln_start.xhat, s.ln_start.rstd, N, d, bw.ln_start_w, dx, false, bg.ln_start_w, bg.ln_start_b,
+              tmp_);
+}
+
+// The gates' parameters, from d(query gate) and d(value gate).
+void SegmentPass::gates_backward(const AttnParams<const float*>& aw, const AttnParams<float*>& ag,
+                                 const float* qgrad, const float* vgrad) {
+  const int64_t d = dims_.dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (int64_t i = 0; i < d; ++i) {
+    const float sq = sigmoid(aw.qs[i]), sk = sigmoid(aw.ks[i]);
+    ag.qs[i] = qgrad[i] * (sk * scale) * (sq * (1.0f - sq));
+    ag.ks[i] = qgrad[i] * (sq * scale) * (sk * (1.0f - sk));
+  }
+  float* sv = get(d);
+  float* cf = get(2 * d);
+  float* dcf = get(2 * d);
+  for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(aw.vs[i]);
+  step::linear(sv, 1, d, aw.vq_w, 2 * d, aw.vq_b, cf);
+  for (int64_t i = 0; i < d; ++i) {
+    const float tc = tanh_det(cf[i]), sf = sigmoid(cf[d + i]);
+    dcf[i] = vgrad[i] * sf * (1.0f - tc * tc);
+    dcf[d + i] = vgrad[i] * tc * (sf * (1.0f - sf));
+  }
+  std::memcpy(ag.vq_b, dcf, 2 * d * sizeof(float));
+  for (int64_t j = 0; j < 2 * d; ++j) {
+    for (int64_t i = 0; i < d; ++i) ag.vq_w[j * d + i] = dcf[j] * sv[i];
+  }
+  float* dsv = get(d);
+  step::weighted_sum(dcf, 2 * d, aw.vq_w, d, dsv);
+  for (int64_t i = 0; i < d; ++i) ag.vs[i] = dsv[i] * (sv[i] * (1.0f - sv[i]));
 }
 
 namespace {

@@ -88,12 +88,41 @@ class SegmentPass {
     Ln ln_ff, ln_xff;                      // Boom
     float *zn, *u, *sig;
   };
+  // The shape, and what follows from it for this run.
+  struct Dims : Shape {
+    int64_t rows = 0, rows_pad = 0;  // N = B T, and N rounded up to a multiple of 8
+    int64_t boom = 0;                // f = boom_factor d
+    int64_t past = 0, keys = 0;      // the memory's keys, and all keys per stream
+  };
 
   float* get(int64_t n);  // scratch for this run; contents undefined
+  // a (rows x cols) transposed into scratch, zero-padded to rows_pad columns.
+  float* transposed(const float* a, int64_t rows, int64_t cols, int64_t rows_pad);
+  // dw (n x k) = dy^T x over the N rows, from dyt = dy transposed (n x
+  // rows_pad); db (n, may be null) = the sum8 of each row of dyt.
+  void weight_grad(const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db);
+  // dx (rows x k) = dy (rows x n) w, w (n x k).
+  void input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx);
+
+  float* lstm_forward(const BlockParams<const float*>& bw, const float* h0, const float* c0, const float* x,
+                      BlockSaved& s);
+  void attention_forward(const AttnParams<const float*>& aw, const Start& st, const float* qgate,
+                         const float* vgate, float* h, BlockSaved& s);
+  float* boom_forward(const BlockParams<const float*>& bw, const float* h, BlockSaved& s);
+  float* boom_backward(const BlockParams<const float*>& bw, const BlockParams<float*>& bg, const BlockSaved& s,
+                       const float* dout);
+  void attention_backward(const AttnParams<const float*>& aw, const AttnParams<float*>& ag, const BlockSaved& s,
+                          const float* qgate, const float* vgate, float* dh, float* qgrad, float* vgrad);
+  void lstm_backward(const BlockParams<const float*>& bw, const BlockParams<float*>& bg, const BlockSaved& s,
+                     const float* dh, float* dx);
+  void gates_backward(const AttnParams<const float*>& aw, const AttnParams<float*>& ag, const float* qgrad,
+                      const float* vgrad);
 
   std::vector<std::vector<float>> scratch_;
   std::size_t next_ = 0;
   std::vector<BlockSaved> saved_;
+  Dims dims_;
+  float* tmp_ = nullptr;  // a row of scratch for the LayerNorm backward passes
 };
 
 // Clips the global 2-norm of the gradient g (n floats) to `clip` and takes one
