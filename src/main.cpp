@@ -411,7 +411,7 @@ int main(int argc, char** argv) {
   app.add_option("--level", o.level, "Preset 1 (fastest) .. 9 (largest); also -1 .. -9")
       ->check(CLI::Range(model::kMinPreset, model::kMaxPreset));
   app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("-T,--threads", o.threads, "Model threads (recorded in the archive; decoding reuses it)")
+  app.add_option("-T,--threads", o.threads, "LibTorch intra-op threads (recorded; decoding reuses it; unused by format 7 on the CPU)")
       ->check(CLI::Range(1, 256));
   app.add_flag("-v,--verbose", [&](int64_t n) { o.verbosity += static_cast<int>(n); }, "More output");
   app.add_flag("-q,--quiet", [&](int64_t) { o.verbosity = 0; }, "No output but errors");
