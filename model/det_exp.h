@@ -32,4 +32,9 @@ inline float det_expf(float x) {
   return p * scale;
 }
 
+// sigmoid and tanh through det_expf: the LSTM cell, the attention's gates and
+// the Boom's activation, in the step and the training kernels alike.
+inline float det_sigmoid(float x) { return 1.0f / (1.0f + det_expf(-x)); }
+inline float det_tanh(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
+
 }  // namespace shazip::model

@@ -55,18 +55,16 @@ void linear_scalar(const float* const* xs, const float* const* ws, int segments,
   }
 }
 
-inline float sigmoid_scalar(float x) { return 1.0f / (1.0f + det_expf(-x)); }
-inline float tanh_scalar(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
 
 // Element j of row b of the LSTM's pointwise pass (step_kernels.h).
 inline void lstm_element(const float* g, const float* c_prev, float* c, float* h, float* a, float* saved_tanh_c,
                          int64_t d, int64_t j) {
-  const float ig = sigmoid_scalar(g[j]);
-  const float fg = sigmoid_scalar(g[d + j]);
-  const float gg = tanh_scalar(g[2 * d + j]);
-  const float og = sigmoid_scalar(g[3 * d + j]);
+  const float ig = det_sigmoid(g[j]);
+  const float fg = det_sigmoid(g[d + j]);
+  const float gg = det_tanh(g[2 * d + j]);
+  const float og = det_sigmoid(g[3 * d + j]);
   const float cn = fg * c_prev[j] + ig * gg;
-  const float tc = tanh_scalar(cn);
+  const float tc = det_tanh(cn);
   c[j] = cn;
   h[j] = og * tc;
   if (a) {
@@ -79,8 +77,7 @@ inline void lstm_element(const float* g, const float* c_prev, float* c, float* h
 }
 
 // The reference's GELU approximation, x * sigmoid(1.702 x).
-constexpr float kGeluScale = 1.702f;
-inline float gelu_scalar(float v) { return v * (1.0f / (1.0f + det_expf(-(v * kGeluScale)))); }
+inline float gelu_scalar(float v) { return v * det_sigmoid(v * kGeluScale); }
 
 void weighted_sum_scalar(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
   std::fill(y, y + n, 0.0f);
@@ -287,7 +284,7 @@ SHAZIP_AVX2 void sigmoid_avx2(const float* x, int64_t n, float scale, float* y) 
     const __m256 e = det_expf8(_mm256_xor_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), sign));
     _mm256_storeu_ps(y + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
   }
-  for (; i < n; ++i) y[i] = 1.0f / (1.0f + det_expf(-(x[i] * scale)));
+  for (; i < n; ++i) y[i] = det_sigmoid(x[i] * scale);
 }
 
 // x[i] = det_expf(x[i] - m).
@@ -437,7 +434,7 @@ void sigmoid(const float* x, int64_t n, float scale, float* y) {
 #if defined(__x86_64__)
   if (g_simd.load(std::memory_order_relaxed)) return sigmoid_avx2(x, n, scale, y);
 #endif
-  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + det_expf(-(x[i] * scale)));
+  for (int64_t i = 0; i < n; ++i) y[i] = det_sigmoid(x[i] * scale);
 }
 
 void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,

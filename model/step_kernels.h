@@ -27,6 +27,10 @@
 
 namespace shazip::model::step {
 
+// The Boom's activation is x * sigmoid(kGeluScale * x) (the reference's GELU
+// approximation).
+constexpr float kGeluScale = 1.702f;
+
 float sum8(const float* a, int64_t n);
 float dot8(const float* a, const float* b, int64_t n);
 // out[r] = dot8(rows + r * stride, v, n) for r < count.

@@ -24,11 +24,6 @@
 namespace shazip::model::train {
 namespace {
 
-constexpr float kGeluScale = 1.702f;
-
-inline float sigmoid(float x) { return 1.0f / (1.0f + det_expf(-x)); }
-inline float tanh_det(float x) { return 2.0f / (1.0f + det_expf(-2.0f * x)) - 1.0f; }
-
 int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 
 #if defined(__x86_64__)
@@ -153,11 +148,11 @@ void ln_backward(const float* dy, const float* xhat, const float* rstd, int64_t 
 
 void attention_gates(const AttnParams<const float*>& a, int64_t d, float* query_gate, float* value_gate) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  for (int64_t i = 0; i < d; ++i) query_gate[i] = sigmoid(a.qs[i]) * sigmoid(a.ks[i]) * scale;
+  for (int64_t i = 0; i < d; ++i) query_gate[i] = det_sigmoid(a.qs[i]) * det_sigmoid(a.ks[i]) * scale;
   std::vector<float> sv(d), cf(2 * d);
-  for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(a.vs[i]);
+  for (int64_t i = 0; i < d; ++i) sv[i] = det_sigmoid(a.vs[i]);
   step::linear(sv.data(), 1, d, a.vq_w, 2 * d, a.vq_b, cf.data());
-  for (int64_t i = 0; i < d; ++i) value_gate[i] = sigmoid(cf[d + i]) * tanh_det(cf[i]);
+  for (int64_t i = 0; i < d; ++i) value_gate[i] = det_sigmoid(cf[d + i]) * det_tanh(cf[i]);
 }
 
 float* SegmentPass::get(int64_t n) {
@@ -171,6 +166,19 @@ float* SegmentPass::transposed(const float* a, int64_t rows, int64_t cols, int64
   float* t = get(cols * rows_pad);
   transpose_pad(a, rows, cols, rows_pad, t);
   return t;
+}
+
+float* SegmentPass::layer_norm(const float* x, const float* w, const float* b, Ln* saved) {
+  const int64_t d = dims_.dim, n = dims_.rows;
+  *saved = {get(n * d), get(n)};
+  float* y = get(n * d);
+  ln_forward(x, n, d, w, b, dims_.ln_eps, saved->xhat, saved->rstd, y);
+  return y;
+}
+
+void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const float* w, float* dx, bool accumulate,
+                                      float* dw, float* db) {
+  ln_backward(dy, saved.xhat, saved.rstd, dims_.rows, dims_.dim, w, dx, accumulate, dw, db, tmp_);
 }
 
 void SegmentPass::weight_grad(const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db) {
@@ -276,9 +284,7 @@ double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, cons
 float* SegmentPass::lstm_forward(const BlockParams<const float*>& bw, const float* h0, const float* c0,
                                  const float* x, BlockSaved& s) {
   const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
-  float* a = get(N * d);
-  s.ln_start = {get(N * d), get(N)};
-  ln_forward(x, N, d, bw.ln_start_w, bw.ln_start_b, dims_.ln_eps, s.ln_start.xhat, s.ln_start.rstd, a);
+  const float* a = layer_norm(x, bw.ln_start_w, bw.ln_start_b, &s.ln_start);
   s.a_tb = get(N * d);
   tb_from_bt(a, B, T, d, s.a_tb);
   s.hs = get((T + 1) * B * d);
@@ -305,13 +311,8 @@ void SegmentPass::attention_forward(const AttnParams<const float*>& aw, const St
                                     const float* vgate, float* h, BlockSaved& s) {
   const int64_t B = dims_.batch, T = dims_.seg, d = dims_.dim, N = dims_.rows;
   const int64_t P = dims_.past, K = dims_.keys;
-  const float eps = dims_.ln_eps;
-  float* mh = get(N * d);
-  s.ln_mem = {get(N * d), get(N)};
-  ln_forward(h, N, d, aw.ln_mem_w, aw.ln_mem_b, eps, s.ln_mem.xhat, s.ln_mem.rstd, mh);
-  s.hq = get(N * d);
-  s.ln_mid = {get(N * d), get(N)};
-  ln_forward(h, N, d, aw.ln_mid_w, aw.ln_mid_b, eps, s.ln_mid.xhat, s.ln_mid.rstd, s.hq);
+  const float* mh = layer_norm(h, aw.ln_mem_w, aw.ln_mem_b, &s.ln_mem);
+  s.hq = layer_norm(h, aw.ln_mid_w, aw.ln_mid_b, &s.ln_mid);
   // Keys per stream: the memory's first P slots, then the segment.
   s.keys = get(B * K * d);
   for (int64_t b = 0; b < B; ++b) {
@@ -320,9 +321,7 @@ void SegmentPass::attention_forward(const AttnParams<const float*>& aw, const St
   }
   float* ql = get(N * d);
   step::linear(s.hq, N, d, aw.q_w, d, aw.q_b, ql);
-  s.q0 = get(N * d);
-  s.q_ln = {get(N * d), get(N)};
-  ln_forward(ql, N, d, aw.q_ln_w, aw.q_ln_b, eps, s.q_ln.xhat, s.q_ln.rstd, s.q0);
+  s.q0 = layer_norm(ql, aw.q_ln_w, aw.q_ln_b, &s.q_ln);
   s.q = get(N * d);
   for (int64_t r = 0; r < N; ++r) {
     for (int64_t i = 0; i < d; ++i) s.q[r * d + i] = s.q0[r * d + i] * qgate[i];
@@ -350,17 +349,12 @@ void SegmentPass::attention_forward(const AttnParams<const float*>& aw, const St
 // u * sigmoid(1.702 u) summed in order, plus base.
 float* SegmentPass::boom_forward(const BlockParams<const float*>& bw, const float* h, BlockSaved& s) {
   const int64_t d = dims_.dim, f = dims_.boom, N = dims_.rows;
-  const float eps = dims_.ln_eps;
-  float* base = get(N * d);
-  s.ln_ff = {get(N * d), get(N)};
-  ln_forward(h, N, d, bw.ln_ff_w, bw.ln_ff_b, eps, s.ln_ff.xhat, s.ln_ff.rstd, base);
-  s.zn = get(N * d);
-  s.ln_xff = {get(N * d), get(N)};
-  ln_forward(h, N, d, bw.ln_xff_w, bw.ln_xff_b, eps, s.ln_xff.xhat, s.ln_xff.rstd, s.zn);
+  const float* base = layer_norm(h, bw.ln_ff_w, bw.ln_ff_b, &s.ln_ff);
+  s.zn = layer_norm(h, bw.ln_xff_w, bw.ln_xff_b, &s.ln_xff);
   s.u = get(N * f);
   s.sig = get(N * f);
   step::linear(s.zn, N, d, bw.boom_w, f, bw.boom_b, s.u);
-  step::sigmoid(s.u, N * f, kGeluScale, s.sig);
+  step::sigmoid(s.u, N * f, step::kGeluScale, s.sig);
   float* out = get(N * d);
   for (int64_t r = 0; r < N; ++r) {
     const float* u = s.u + r * f;
@@ -385,7 +379,7 @@ float* SegmentPass::boom_backward(const BlockParams<const float*>& bw, const Blo
       for (int64_t i = 0; i < d; ++i) {
         const int64_t k = r * f + c * d + i;
         const float sg = s.sig[k];
-        du[k] = dout[r * d + i] * (sg + ((s.u[k] * kGeluScale) * sg) * (1.0f - sg));
+        du[k] = dout[r * d + i] * (sg + ((s.u[k] * step::kGeluScale) * sg) * (1.0f - sg));
       }
     }
   }
@@ -393,8 +387,8 @@ float* SegmentPass::boom_backward(const BlockParams<const float*>& bw, const Blo
   input_grad(du, N, f, bw.boom_w, d, dzn);
   weight_grad(transposed(du, N, f, dims_.rows_pad), f, s.zn, d, bg.boom_w, bg.boom_b);
   float* dh = get(N * d);
-  ln_backward(dzn, s.ln_xff.xhat, s.ln_xff.rstd, N, d, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b, tmp_);
-  ln_backward(dout, s.ln_ff.xhat, s.ln_ff.rstd, N, d, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b, tmp_);
+  layer_norm_backward(dzn, s.ln_xff, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b);
+  layer_norm_backward(dout, s.ln_ff, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b);
   return dh;
 }
 
@@ -451,14 +445,14 @@ void SegmentPass::attention_backward(const AttnParams<const float*>& aw, const A
     for (int64_t i = 0; i < d; ++i) dq[r * d + i] = dq[r * d + i] * qgate[i];
   }
   float* dql = get(N * d);
-  ln_backward(dq, s.q_ln.xhat, s.q_ln.rstd, N, d, aw.q_ln_w, dql, false, ag.q_ln_w, ag.q_ln_b, tmp_);
+  layer_norm_backward(dq, s.q_ln, aw.q_ln_w, dql, false, ag.q_ln_w, ag.q_ln_b);
   // ql = hq q_w^T + q_b; hq also passes dh on (the residual).
   float* dhq = get(N * d);
   input_grad(dql, N, d, aw.q_w, d, dhq);
   for (int64_t i = 0; i < N * d; ++i) dhq[i] = dhq[i] + dh[i];
   weight_grad(transposed(dql, N, d, dims_.rows_pad), d, s.hq, d, ag.q_w, ag.q_b);
-  ln_backward(dhq, s.ln_mid.xhat, s.ln_mid.rstd, N, d, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b, tmp_);
-  ln_backward(dmh, s.ln_mem.xhat, s.ln_mem.rstd, N, d, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b, tmp_);
+  layer_norm_backward(dhq, s.ln_mid, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b);
+  layer_norm_backward(dmh, s.ln_mem, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b);
 }
 
 // The LSTM back over time, then its LayerNorm: dh (B, T order) is d(h_t);
@@ -505,8 +499,7 @@ void SegmentPass::lstm_backward(const BlockParams<const float*>& bw, const Block
   input_grad(dg, N, 4 * d, bw.w_ih, d, da_tb);
   float* da = get(N * d);
   bt_from_tb(da_tb, B, T, d, da);
-  ln_backward(da, s.ln_start.xhat, s.ln_start.rstd, N, d, bw.ln_start_w, dx, false, bg.ln_start_w, bg.ln_start_b,
-              tmp_);
+  layer_norm_backward(da, s.ln_start, bw.ln_start_w, dx, false, bg.ln_start_w, bg.ln_start_b);
 }
 
 // The gates' parameters, from d(query gate) and d(value gate).
@@ -515,17 +508,17 @@ void SegmentPass::gates_backward(const AttnParams<const float*>& aw, const AttnP
   const int64_t d = dims_.dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   for (int64_t i = 0; i < d; ++i) {
-    const float sq = sigmoid(aw.qs[i]), sk = sigmoid(aw.ks[i]);
+    const float sq = det_sigmoid(aw.qs[i]), sk = det_sigmoid(aw.ks[i]);
     ag.qs[i] = qgrad[i] * (sk * scale) * (sq * (1.0f - sq));
     ag.ks[i] = qgrad[i] * (sq * scale) * (sk * (1.0f - sk));
   }
   float* sv = get(d);
   float* cf = get(2 * d);
   float* dcf = get(2 * d);
-  for (int64_t i = 0; i < d; ++i) sv[i] = sigmoid(aw.vs[i]);
+  for (int64_t i = 0; i < d; ++i) sv[i] = det_sigmoid(aw.vs[i]);
   step::linear(sv, 1, d, aw.vq_w, 2 * d, aw.vq_b, cf);
   for (int64_t i = 0; i < d; ++i) {
-    const float tc = tanh_det(cf[i]), sf = sigmoid(cf[d + i]);
+    const float tc = det_tanh(cf[i]), sf = det_sigmoid(cf[d + i]);
     dcf[i] = vgrad[i] * sf * (1.0f - tc * tc);
     dcf[d + i] = vgrad[i] * tc * (sf * (1.0f - sf));
   }

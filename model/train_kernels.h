@@ -96,6 +96,11 @@ class SegmentPass {
   };
 
   float* get(int64_t n);  // scratch for this run; contents undefined
+  // LayerNorm of the N rows of x into new scratch, keeping xhat and rstd in
+  // *saved; and its backward pass (dx written, or added to with `accumulate`).
+  float* layer_norm(const float* x, const float* w, const float* b, Ln* saved);
+  void layer_norm_backward(const float* dy, const Ln& saved, const float* w, float* dx, bool accumulate, float* dw,
+                           float* db);
   // a (rows x cols) transposed into scratch, zero-padded to rows_pad columns.
   float* transposed(const float* a, int64_t rows, int64_t cols, int64_t rows_pad);
   // dw (n x k) = dy^T x over the N rows, from dyt = dy transposed (n x
