@@ -63,11 +63,20 @@ class Reader {
   size_t pos = 0;
 };
 
-// Header flag bits (offset 6).
-constexpr uint16_t kFlagTrainLag = 1;   // version 4 on, neural method: ModelConfig::train_lag = 1
-constexpr uint16_t kFlagFlatTrain = 2;  // version 5 on, neural method: ModelConfig::flat_train = 1
-constexpr uint16_t kFlagStepKernels = 4;  // version 6 on, neural method: ModelConfig::step_kernels = 1
-constexpr uint16_t kFlagTrainKernels = 8;  // version 7 on, neural method: ModelConfig::train_kernels = 1
+// Header flag bits (offset 6), neural method only: each a ModelConfig switch
+// from the version that introduced it; before that version the bit is
+// reserved and the switch reads as 0 (the older arithmetic).
+struct FlagBit {
+  uint16_t bit;
+  uint8_t since;
+  int model::ModelConfig::*field;
+};
+constexpr FlagBit kFlagBits[] = {
+    {1, 4, &model::ModelConfig::train_lag},      // before: the step path used the latest weights
+    {2, 5, &model::ModelConfig::flat_train},     // before: Adam and the clipping tensor by tensor
+    {4, 6, &model::ModelConfig::step_kernels},   // before: the step path on LibTorch's operators
+    {8, 7, &model::ModelConfig::train_kernels},  // before: the training step on LibTorch's autograd
+};
 
 [[noreturn]] void corrupt(const std::string& what) {
   throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
@@ -92,17 +101,14 @@ std::vector<uint8_t> write_header(const Header& h) {
   w.out.assign(kMagic, kMagic + 4);
   w.put<uint8_t>(h.version);
   w.put<uint8_t>(static_cast<uint8_t>(h.method));
-  // Flags, neural method only: bit 0 (version 4 on) the training lag, bit 1
-  // (version 5 on) flat training, bit 2 (version 6 on) the step kernels, bit
-  // 3 (version 7 on) the training kernels; the rest are reserved.
-  const bool neural = h.method == Method::kNeural;
-  const bool lag = neural && h.version >= 4 && h.model.train_lag;
-  const bool flat = neural && h.version >= 5 && h.model.flat_train;
-  const bool kernels = neural && h.version >= 6 && h.model.step_kernels;
-  const bool train_kernels = neural && h.version >= 7 && h.model.train_kernels;
-  w.put<uint16_t>(static_cast<uint16_t>((lag ? kFlagTrainLag : 0) | (flat ? kFlagFlatTrain : 0) |
-                                        (kernels ? kFlagStepKernels : 0) |
-                                        (train_kernels ? kFlagTrainKernels : 0)));
+  // Flags, neural method only (kFlagBits); the rest are reserved.
+  uint16_t flags = 0;
+  if (h.method == Method::kNeural) {
+    for (const FlagBit& f : kFlagBits) {
+      if (h.version >= f.since && h.model.*f.field) flags |= f.bit;
+    }
+  }
+  w.put<uint16_t>(flags);
   w.put<uint64_t>(h.original_size);
   w.put<uint32_t>(h.content_crc);
   if (h.method == Method::kNeural) {
@@ -160,18 +166,11 @@ Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint6
   if (method == static_cast<uint8_t>(Method::kNeural)) {
     h.method = Method::kNeural;
     model::ModelConfig& m = h.model;
-    // Before version 4 the step path always used the latest weights.
-    m.train_lag = h.version >= 4 && (flags & kFlagTrainLag) ? 1 : 0;
-    if (h.version >= 4) flags &= static_cast<uint16_t>(~kFlagTrainLag);
-    // Before version 5 Adam and the clipping went tensor by tensor.
-    m.flat_train = h.version >= 5 && (flags & kFlagFlatTrain) ? 1 : 0;
-    if (h.version >= 5) flags &= static_cast<uint16_t>(~kFlagFlatTrain);
-    // Before version 6 the step path ran on LibTorch's operators.
-    m.step_kernels = h.version >= 6 && (flags & kFlagStepKernels) ? 1 : 0;
-    if (h.version >= 6) flags &= static_cast<uint16_t>(~kFlagStepKernels);
-    // Before version 7 the training step ran on LibTorch's autograd.
-    m.train_kernels = h.version >= 7 && (flags & kFlagTrainKernels) ? 1 : 0;
-    if (h.version >= 7) flags &= static_cast<uint16_t>(~kFlagTrainKernels);
+    for (const FlagBit& f : kFlagBits) {
+      const bool known = h.version >= f.since;
+      m.*f.field = known && (flags & f.bit) ? 1 : 0;
+      if (known) flags &= static_cast<uint16_t>(~f.bit);  // what stays set is reserved
+    }
     h.preset = static_cast<int>(r.get(1));
     h.backend.device = static_cast<model::DeviceKind>(r.get(1));
     h.threads = static_cast<int>(r.get(2));
