@@ -286,44 +286,29 @@ TEST_CASE("the training lag, flat training, the step and the training kernels: f
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Version 6 has the step kernels but not the training kernels, whose bit
-  // is reserved there.
-  h.version = 6;
+  // Each version before 7 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 6 has the step kernels
+  // but not the training kernels, 5 flat training but not the step kernels,
+  // 4 the lag but not flat training.
   h.model.train_lag = 1;
   h.model.flat_train = 1;
   h.model.step_kernels = 1;
   h.model.train_kernels = 1;
-  {
+  struct Older {
+    uint8_t version;
+    uint8_t written;                 // the flags byte it writes
+    uint8_t with_next;               // the same with the next switch's bit
+    int model::ModelConfig::*next;   // the switch it does not know
+  };
+  for (const Older& o : {Older{6, 7, 15, &model::ModelConfig::train_kernels},
+                         Older{5, 3, 7, &model::ModelConfig::step_kernels},
+                         Older{4, 1, 3, &model::ModelConfig::flat_train}}) {
+    INFO("version " << int{o.version});
+    h.version = o.version;
     auto a = with_body(h, h.payload_size);
-    CHECK(a[6] == 7);
-    CHECK(parse_header(a.data(), a.size(), &header_size).model.train_kernels == 0);
-    a[6] = 15;
-    reseal(a, header_size);
-    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
-  }
-  // Version 5 has flat training but not the step kernels, whose bit is
-  // reserved there.
-  h.version = 5;
-  h.model.train_lag = 1;
-  h.model.flat_train = 1;
-  h.model.step_kernels = 1;
-  {
-    auto a = with_body(h, h.payload_size);
-    CHECK(a[6] == 3);
-    CHECK(parse_header(a.data(), a.size(), &header_size).model.step_kernels == 0);
-    a[6] = 7;
-    reseal(a, header_size);
-    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
-  }
-  // Version 4 has the lag but not flat training, whose bit is reserved there.
-  h.version = 4;
-  h.model.train_lag = 1;
-  h.model.flat_train = 1;
-  {
-    auto a = with_body(h, h.payload_size);
-    CHECK(a[6] == 1);
-    CHECK(parse_header(a.data(), a.size(), &header_size).model.flat_train == 0);
-    a[6] = 3;
+    CHECK(a[6] == o.written);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.*o.next == 0);
+    a[6] = o.with_next;
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }

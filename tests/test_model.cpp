@@ -82,6 +82,49 @@ std::vector<uint32_t> all_tables(const ModelConfig& c, const RuntimeOptions& rt,
   return all;
 }
 
+// For comparing two ways of training over their first 16 steps: short
+// segments, a clip norm small enough that every step clips, and beta1 > 0
+// for Adam's first moment.
+ModelConfig clipping_config() {
+  ModelConfig c = small_config();
+  c.seg_len = 4;
+  c.clip = 0.05f;
+  c.beta1 = 0.5f;
+  return c;
+}
+
+// Runs `reference` and `others` side by side over `text` cut into `streams`
+// equal streams. Returns, for each of `others`, the largest difference of any
+// probability from the reference's at the same position; `learned` (if not
+// null) gets the most that any of the reference's probabilities moved from
+// its first prediction.
+std::vector<double> largest_gaps(Predictor& reference, const std::vector<Predictor*>& others,
+                                 const std::string& text, int streams, double* learned = nullptr) {
+  const size_t len = text.size() / streams;
+  std::vector<uint32_t> cdfs(streams * kCdfSize);
+  std::vector<uint8_t> bytes(streams);
+  std::vector<double> gaps(others.size(), 0.0);
+  std::vector<float> first;
+  double moved = 0;
+  for (size_t i = 0; i < len; ++i) {
+    reference.predict(cdfs.data());
+    for (Predictor* p : others) p->predict(cdfs.data());
+    const float* ref = reference.probs();
+    if (i == 0) first.assign(ref, ref + streams * 256);
+    for (int k = 0; k < streams * 256; ++k) {
+      for (size_t o = 0; o < others.size(); ++o) {
+        gaps[o] = std::max(gaps[o], static_cast<double>(std::abs(others[o]->probs()[k] - ref[k])));
+      }
+      moved = std::max(moved, static_cast<double>(std::abs(ref[k] - first[k])));
+    }
+    for (int s = 0; s < streams; ++s) bytes[s] = static_cast<uint8_t>(text[s * len + i]);
+    reference.observe(bytes.data());
+    for (Predictor* p : others) p->observe(bytes.data());
+  }
+  if (learned) *learned = moved;
+  return gaps;
+}
+
 }  // namespace
 
 TEST_CASE("parameter count matches the closed form", "[model]") {
@@ -241,34 +284,16 @@ TEST_CASE("the training kernels compute autograd's loss and gradients to float r
 TEST_CASE("the training kernels learn as LibTorch's autograd and Adam do", "[model]") {
   // Over the first 16 steps (clipping every time, beta1 > 0, both lags) the
   // two must predict the same probabilities up to float noise.
-  ModelConfig c = small_config();
-  c.seg_len = 4;
-  c.clip = 0.05f;
-  c.beta1 = 0.5f;
+  ModelConfig c = clipping_config();
   c.train_lag = GENERATE(0, 1);
   INFO("train_lag " << c.train_lag);
   const int streams = 2;
-  const size_t len = 16 * c.seg_len;
-  const std::string text = repetitive_text(len * streams, 8);
+  const std::string text = repetitive_text(16 * c.seg_len * streams, 8);
   ModelConfig aten = c;
   aten.train_kernels = 0;
   Predictor a(c, streams, RuntimeOptions{}), b(aten, streams, RuntimeOptions{});
-  std::vector<uint32_t> cdfs(streams * kCdfSize);
-  std::vector<uint8_t> bytes(streams);
-  double gap = 0, moved = 0;
-  std::vector<float> first;
-  for (size_t i = 0; i < len; ++i) {
-    a.predict(cdfs.data());
-    b.predict(cdfs.data());
-    if (i == 0) first.assign(b.probs(), b.probs() + streams * 256);
-    for (int k = 0; k < streams * 256; ++k) {
-      gap = std::max(gap, static_cast<double>(std::abs(a.probs()[k] - b.probs()[k])));
-      moved = std::max(moved, static_cast<double>(std::abs(b.probs()[k] - first[k])));
-    }
-    for (int s = 0; s < streams; ++s) bytes[s] = static_cast<uint8_t>(text[s * len + i]);
-    a.observe(bytes.data());
-    b.observe(bytes.data());
-  }
+  double moved = 0;
+  const double gap = largest_gaps(b, {&a}, text, streams, &moved)[0];
   REQUIRE(a.train_steps() >= 15);
   INFO("kernels vs autograd: " << gap << ", learned: " << moved);
   CHECK(gap < 1e-5);
@@ -390,15 +415,11 @@ TEST_CASE("flat training computes LibTorch's Adam and clipping over all weights 
   // probabilities up to float noise (which online learning later amplifies
   // chaotically). A small clip norm makes every step clip, and beta1 > 0
   // exercises the first moment; both lags.
-  ModelConfig c = small_config();
-  c.seg_len = 4;
-  c.clip = 0.05f;
-  c.beta1 = 0.5f;
+  ModelConfig c = clipping_config();
   c.train_lag = GENERATE(0, 1);
   INFO("train_lag " << c.train_lag);
   const int streams = 2;
-  const size_t len = 16 * c.seg_len;
-  const std::string text = repetitive_text(len * streams, 7);
+  const std::string text = repetitive_text(16 * c.seg_len * streams, 7);
   c.train_kernels = 0;  // LibTorch's autograd in all three
   ModelConfig flat = c, per_tensor = c, unclipped = c;
   flat.flat_train = 1;
@@ -407,22 +428,8 @@ TEST_CASE("flat training computes LibTorch's Adam and clipping over all weights 
   unclipped.clip = 1e6f;
   Predictor a(flat, streams, RuntimeOptions{}), b(per_tensor, streams, RuntimeOptions{}),
       u(unclipped, streams, RuntimeOptions{});
-  std::vector<uint32_t> cdfs(streams * kCdfSize);
-  std::vector<uint8_t> bytes(streams);
-  double flat_gap = 0, clip_gap = 0;  // largest probability differences
-  for (size_t i = 0; i < len; ++i) {
-    a.predict(cdfs.data());
-    b.predict(cdfs.data());
-    u.predict(cdfs.data());
-    for (int k = 0; k < streams * 256; ++k) {
-      flat_gap = std::max(flat_gap, static_cast<double>(std::abs(a.probs()[k] - b.probs()[k])));
-      clip_gap = std::max(clip_gap, static_cast<double>(std::abs(u.probs()[k] - b.probs()[k])));
-    }
-    for (int s = 0; s < streams; ++s) bytes[s] = static_cast<uint8_t>(text[s * len + i]);
-    a.observe(bytes.data());
-    b.observe(bytes.data());
-    u.observe(bytes.data());
-  }
+  const std::vector<double> gaps = largest_gaps(b, {&a, &u}, text, streams);
+  const double flat_gap = gaps[0], clip_gap = gaps[1];  // largest probability differences
   REQUIRE(a.train_steps() == b.train_steps());
   REQUIRE(a.train_steps() >= 15);
   INFO("flat vs tensor by tensor: " << flat_gap << ", clipped vs not: " << clip_gap);
