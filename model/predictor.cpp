@@ -389,6 +389,7 @@ struct Predictor::Impl {
     return cfg.train_lag ? left > cfg.seg_len : left > 0;
   }
   void train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step);
+  void train_libtorch(const at::Tensor& bytes, const ShaRnnState& start, double lr);
   // The trainer's weights once no training step is running.
   void settle() {
     worker->wait();
@@ -437,10 +438,15 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
   if (cfg.train_kernels && device.is_cpu()) {
     trainer->train_segment(bytes, start);
     flat->step_own(lr, cfg.clip);
-    if (!cfg.train_lag) trainer->refresh_gates();
-    train_s.store(train_s.load() + (seconds_now() - t0));
-    return;
+  } else {
+    train_libtorch(bytes, start, lr);
   }
+  if (!cfg.train_lag) trainer->refresh_gates();
+  train_s.store(train_s.load() + (seconds_now() - t0));
+}
+
+// Formats 1-6, and CUDA: autograd, then flat training's or LibTorch's Adam.
+void Predictor::Impl::train_libtorch(const at::Tensor& bytes, const ShaRnnState& start, double lr) {
   const int64_t t = cfg.seg_len;
   const at::Tensor all = bytes.to(device);
   const at::Tensor inputs = all.narrow(1, 0, t);
@@ -463,8 +469,6 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
     torch::nn::utils::clip_grad_norm_(trainer->parameters(), cfg.clip);
     opt->step();
   }
-  if (!cfg.train_lag) trainer->refresh_gates();
-  train_s.store(train_s.load() + (seconds_now() - t0));
 }
 
 void Predictor::Impl::end_segment() {
