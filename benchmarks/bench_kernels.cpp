@@ -1,0 +1,147 @@
+// Kernel benchmark: the products of one CPU training step (model/step_kernels.h
+// `linear`, as the training kernels call it) shape by shape, and the whole
+// training pass (model/train_kernels.h SegmentPass::run) on random weights.
+// Torch-free; one thread.
+//
+// The shapes are those of preset 2 (d = 96, Boom 4d, one block with attention
+// over 64 + 1 memory slots, T = 8) for B streams: rows x k (summed) x n
+// (outputs), and how often a step runs each.
+//
+// Usage: bench_kernels [B] [--plain]   (default B = 16; --plain: no AVX2)
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model/step_kernels.h"
+#include "model/train_kernels.h"
+
+using namespace shazip::model;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t batch = 16;
+  bool plain = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--plain") == 0) {
+      plain = true;
+    } else {
+      batch = std::atoll(argv[i]);
+      if (batch < 1 || batch > 4096) {
+        std::fprintf(stderr, "usage: bench_kernels [B] [--plain]\n");
+        return 1;
+      }
+    }
+  }
+  step::set_simd(!plain);
+  const int64_t d = 96, f = 4 * d, seg = 8, slots = 65;
+  const int64_t n = batch * seg, np = (n + 7) / 8 * 8;
+  std::mt19937 rng(1);
+
+  struct Shape {
+    const char* what;
+    int64_t rows, k, n, count;
+  };
+  const Shape shapes[] = {
+      {"LSTM gates, per position", batch, 2 * d, 4 * d, seg},
+      {"query", n, d, d, 1},
+      {"Boom", n, d, f, 1},
+      {"decoder", n, d, 256, 1},
+      {"d embedding (decoder)", 256, np, d, 1},
+      {"d decoder input", n, 256, d, 1},
+      {"d Boom input", n, f, d, 1},
+      {"d Boom weight", f, np, d, 1},
+      {"d query input", n, d, d, 1},
+      {"d query weight", d, np, d, 1},
+      {"d LSTM h, per position", batch, 4 * d, d, seg - 1},
+      {"d LSTM weights (two)", 4 * d, np, d, 2},
+      {"d LSTM input", n, 4 * d, d, 1},
+  };
+  std::printf("step::linear, B = %lld, %s\n", static_cast<long long>(batch), step::simd() ? "AVX2 + FMA" : "plain C++");
+  std::printf("%-26s %5s %5s %5s %6s %9s %12s\n", "product", "rows", "k", "n", "count", "GFLOP/s", "us per step");
+  double total_s = 0, total_flop = 0;
+  for (const Shape& s : shapes) {
+    const auto x = random_floats(static_cast<size_t>(s.rows * s.k), rng, 1.0f);
+    const auto w = random_floats(static_cast<size_t>(s.n * s.k), rng, 1.0f);
+    std::vector<float> y(static_cast<size_t>(s.rows * s.n));
+    const double flop = 2.0 * static_cast<double>(s.rows * s.k * s.n);
+    const int reps = std::max(10, static_cast<int>(5e8 / flop));
+    step::linear(x.data(), s.rows, s.k, w.data(), s.n, nullptr, y.data());
+    const double t0 = now();
+    for (int i = 0; i < reps; ++i) step::linear(x.data(), s.rows, s.k, w.data(), s.n, nullptr, y.data());
+    const double per = (now() - t0) / reps;
+    std::printf("%-26s %5lld %5lld %5lld %6lld %9.1f %12.1f\n", s.what, static_cast<long long>(s.rows),
+                static_cast<long long>(s.k), static_cast<long long>(s.n), static_cast<long long>(s.count),
+                flop / per / 1e9, per * 1e6 * static_cast<double>(s.count));
+    total_s += per * static_cast<double>(s.count);
+    total_flop += flop * static_cast<double>(s.count);
+  }
+  std::printf("all products: %.3f ms per step, %.1f GFLOP/s\n", total_s * 1e3, total_flop / total_s / 1e9);
+
+  // The whole pass: forward, backward, every gradient (not the Adam step).
+  std::vector<std::vector<float>> store;
+  store.reserve(64);
+  auto make = [&](int64_t count, float scale) {
+    store.push_back(random_floats(static_cast<size_t>(count), rng, scale));
+    return store.back().data();
+  };
+  train::Params<float*> p, g;
+  for (train::Params<float*>* q : {&p, &g}) {
+    q->embed = make(256 * d, 0.1f);
+    q->dec_bias = make(256, 0.1f);
+    q->blocks.push_back({make(d, 0.1f), make(d, 0.1f), make(4 * d * d, 0.1f), make(4 * d * d, 0.1f),
+                         make(4 * d, 0.1f), make(4 * d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f),
+                         make(d, 0.1f), make(f * d, 0.1f), make(f, 0.1f)});
+    q->attn = {make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d * d, 0.1f),
+               make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f),
+               make(d, 0.1f), make(2 * d * d, 0.1f), make(2 * d, 0.1f)};
+  }
+  train::Weights w;
+  w.embed = p.embed;
+  w.dec_bias = p.dec_bias;
+  const auto& b = p.blocks[0];
+  w.blocks.push_back({b.ln_start_w, b.ln_start_b, b.w_ih, b.w_hh, b.b_ih, b.b_hh, b.ln_ff_w, b.ln_ff_b, b.ln_xff_w,
+                      b.ln_xff_b, b.boom_w, b.boom_b});
+  const auto& a = p.attn;
+  w.attn = {a.ln_mem_w, a.ln_mem_b, a.ln_mid_w, a.ln_mid_b, a.q_w, a.q_b, a.q_ln_w,
+            a.q_ln_b,   a.qs,       a.ks,       a.vs,       a.vq_w, a.vq_b};
+  train::Shape shape;
+  shape.batch = batch;
+  shape.seg = seg;
+  shape.dim = d;
+  shape.boom_factor = 4;
+  shape.attn_layer = 0;
+  shape.ln_eps = 1e-12f;
+  train::Start start;
+  start.h.push_back(make(batch * d, 0.5f));
+  start.c.push_back(make(batch * d, 0.5f));
+  start.mem = make(batch * slots * d, 1.0f);
+  start.slots = slots;
+  start.mem_fill = slots;
+  std::vector<int64_t> bytes(static_cast<size_t>(batch * (seg + 1)));
+  for (auto& byte : bytes) byte = static_cast<int64_t>(rng() % 256);
+  train::SegmentPass pass;
+  pass.run(shape, w, start, bytes.data(), g);
+  const int reps = 500;
+  const double t0 = now();
+  for (int i = 0; i < reps; ++i) pass.run(shape, w, start, bytes.data(), g);
+  std::printf("SegmentPass::run: %.3f ms per step\n", (now() - t0) / reps * 1e3);
+  return 0;
+}
