@@ -141,7 +141,7 @@ std::vector<uint8_t> write_header(const Header& h) {
   return w.out;
 }
 
-Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint64_t* archive_size) {
+Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size) {
   if (size < 4 || std::memcmp(data, kMagic, 4) != 0) {
     throw Error(ErrorCode::kNotArchive, "not a shazip archive");
   }
@@ -213,11 +213,15 @@ Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint6
   if (stored_crc != crc32(data, covered)) corrupt("header checksum mismatch");
   if (flags != 0 || reserved != 0) corrupt("reserved header bits are set");
   *header_size = r.pos;
+  return h;
+}
 
-  const uint64_t body = size - r.pos;
+Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint64_t* archive_size) {
+  const Header h = parse_member_header(data, size, header_size);
+  const uint64_t body = size - *header_size;
   if (h.method == Method::kStored) {
     if (body < h.original_size) throw Error(ErrorCode::kTruncated, "truncated archive: stored data ends early");
-    *archive_size = r.pos + h.original_size;
+    *archive_size = *header_size + h.original_size;
     return h;
   }
   if (static_cast<uint8_t>(h.backend.device) > 1) corrupt("unknown device kind");
@@ -233,7 +237,7 @@ Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint6
   // damaged (and would make the decoder allocate absurd amounts).
   if (h.original_size / 45000 > (h.payload_size + 9) * 8) corrupt("original size is impossible for the coded size");
   if (body < h.payload_size) throw Error(ErrorCode::kTruncated, "truncated archive: the coded data ends early");
-  *archive_size = r.pos + h.payload_size;
+  *archive_size = *header_size + h.payload_size;
   return h;
 }
 

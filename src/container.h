@@ -60,6 +60,12 @@ std::vector<uint8_t> write_header(const Header& h);
 // kNotArchive, kTruncated, kCorrupt (trailing data included) or kVersion.
 Header parse_header(const uint8_t* data, size_t size, size_t* header_size);
 
+// The header alone of the archive at the start of data[0..size): its fields,
+// header checksum and reserved bits are checked, not what follows (the body,
+// the model's parameters); *header_size is where the body starts. For finding
+// archives in a file without reading their bodies. Throws as parse_header.
+Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size);
+
 // The same for an archive at the start of data[0..size) that other archives
 // may follow: also stores the archive's whole size (header and body) in
 // *archive_size, and leaves what follows it to the caller.
@@ -86,6 +92,11 @@ uint64_t content_size(const std::vector<Member>& members);
 // machine, whatever the BLAS, ATen's CPU capability, LibTorch's version or
 // the thread count.
 bool portable_arithmetic(const Header& h);
+
+// Whether decoding the archive needs LibTorch's CPU kernels (a neural CPU
+// archive before format 7): then they must be pinned as when it was made
+// (src/cpu_pin.h).
+bool needs_libtorch_cpu_kernels(const Header& h);
 
 // Empty if this process can reproduce the arithmetic the archive was made
 // with, else a sentence naming what it needs.

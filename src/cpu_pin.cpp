@@ -15,12 +15,19 @@ bool env_is(const char* name, const char* value) {
 
 }  // namespace
 
-void pin_cpu_kernels(char** argv) {
+bool pin_would_reexec() {
 #if defined(__x86_64__)
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
-  if (env_is("OPENBLAS_CORETYPE", "Haswell") && env_is("ATEN_CPU_CAPABILITY", "avx2")) return;
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return false;
+  if (env_is("OPENBLAS_CORETYPE", "Haswell") && env_is("ATEN_CPU_CAPABILITY", "avx2")) return false;
   // Guard against a loop if the environment does not survive the exec.
-  if (std::getenv("SHAZIP_PIN_TRIED")) return;
+  return std::getenv("SHAZIP_PIN_TRIED") == nullptr;
+#else
+  return false;
+#endif
+}
+
+void pin_cpu_kernels(char** argv) {
+  if (!pin_would_reexec()) return;
   setenv("SHAZIP_PIN_TRIED", "1", 1);
   setenv("OPENBLAS_CORETYPE", "Haswell", 1);
   setenv("ATEN_CPU_CAPABILITY", "avx2", 1);
@@ -28,9 +35,6 @@ void pin_cpu_kernels(char** argv) {
   // exec failed (no /proc?): carry on unpinned; the archive records it.
   unsetenv("OPENBLAS_CORETYPE");
   unsetenv("ATEN_CPU_CAPABILITY");
-#else
-  (void)argv;
-#endif
 }
 
 }  // namespace shazip

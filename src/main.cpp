@@ -3,6 +3,7 @@
 // --help and docs/FORMAT.md.
 #include <CLI/CLI.hpp>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -177,8 +180,9 @@ void list_archive(const std::string& path, const Options& o) {
   }
 }
 
-// Compresses, decompresses or tests one input. Throws Error.
-void process(const std::string& in, const Options& o) {
+// Compresses, decompresses or tests one input. Throws Error. `stdin_data`:
+// standard input if main() has read it already (taken by the first "-").
+void process(const std::string& in, const Options& o, std::optional<std::vector<uint8_t>>* stdin_data) {
   const bool is_stdin = in == "-";
   std::string out = o.output;
   if (o.test) {
@@ -200,7 +204,13 @@ void process(const std::string& in, const Options& o) {
   // Refuse an existing output before hours of work, not after.
   if (!out.empty()) check_output(out, o.force);
 
-  const std::vector<uint8_t> input = read_file(in);
+  std::vector<uint8_t> input;
+  if (is_stdin && stdin_data->has_value()) {
+    input = std::move(**stdin_data);
+    stdin_data->reset();
+  } else {
+    input = read_file(in);
+  }
   const bool show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
   std::vector<uint8_t> result;
   if (o.decompress || o.test) {
@@ -241,6 +251,89 @@ void process(const std::string& in, const Options& o) {
   if (o.remove && !is_stdin && out != "-") {
     if (unlink(in.c_str()) != 0) throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
   }
+}
+
+// Whether any archive among the bytes that read(offset, buffer, size) returns
+// (how many it read) needs LibTorch's CPU kernels pinned. Reads the headers
+// alone, skipping each body. Bytes that are not archives answer no: decoding
+// them fails for its own reason whatever the kernels.
+template <class Read>
+bool needs_pinned_kernels(Read read) {
+  std::vector<uint8_t> buffer(2048);  // more than any header (three strings of at most 255 bytes)
+  uint64_t offset = 0;
+  for (;;) {
+    const size_t n = read(offset, buffer.data(), buffer.size());
+    if (n == 0) return false;
+    try {
+      size_t header_size = 0;
+      const Header h = parse_member_header(buffer.data(), n, &header_size);
+      if (needs_libtorch_cpu_kernels(h)) return true;
+      const uint64_t body = h.method == Method::kStored ? h.original_size : h.payload_size;
+      if (body > UINT64_MAX - offset - header_size) return false;
+      offset += header_size + body;
+    } catch (const Error&) {
+      return false;
+    }
+  }
+}
+
+bool file_needs_pinned_kernels(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return needs_pinned_kernels([&](uint64_t offset, uint8_t* to, size_t size) -> size_t {
+    file.clear();
+    if (!file.seekg(static_cast<std::streamoff>(offset))) return 0;
+    file.read(reinterpret_cast<char*>(to), static_cast<std::streamsize>(size));
+    return static_cast<size_t>(file.gcount());
+  });
+}
+
+bool data_needs_pinned_kernels(const std::vector<uint8_t>& data) {
+  return needs_pinned_kernels([&](uint64_t offset, uint8_t* to, size_t size) -> size_t {
+    if (offset >= data.size()) return 0;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, data.size() - offset));
+    std::memcpy(to, data.data() + offset, n);
+    return n;
+  });
+}
+
+// Makes `data` standard input again (a file in memory), for a restart that
+// reads it anew. False if that failed; standard input is then as it was.
+bool put_back_stdin(const std::vector<uint8_t>& data) {
+  const int fd = memfd_create("shazip-stdin", 0);
+  if (fd < 0) return false;
+  bool ok = true;
+  for (size_t done = 0; ok && done < data.size();) {
+    const ssize_t w = write(fd, data.data() + done, data.size() - done);
+    ok = w > 0;
+    if (ok) done += static_cast<size_t>(w);
+  }
+  ok = ok && lseek(fd, 0, SEEK_SET) == 0 && dup2(fd, STDIN_FILENO) == STDIN_FILENO;
+  close(fd);
+  return ok;
+}
+
+// Archives before format 7 decode only with LibTorch's CPU kernels pinned as
+// when they were made; since format 7 nothing needs them. So shazip restarts
+// pinned (src/cpu_pin.h) only when decoding or testing an input that holds
+// such an archive, and other runs skip the second start of LibTorch. Standard
+// input is read here to look (and put back for the restart); it is left in
+// `stdin_data` for process().
+void pin_kernels_if_needed(const Options& o, char** argv, std::optional<std::vector<uint8_t>>* stdin_data) {
+  if (!o.decompress || o.list || !pin_would_reexec()) return;
+  bool needed = false;
+  for (const std::string& f : o.files) {
+    if (f != "-") {
+      needed = needed || file_needs_pinned_kernels(f);
+    } else if (!stdin_data->has_value()) {
+      try {
+        *stdin_data = read_file("-");
+      } catch (const Error&) {
+        return;  // process() reads it again and reports the error
+      }
+      needed = needed || data_needs_pinned_kernels(**stdin_data);
+    }
+  }
+  if (needed && (!stdin_data->has_value() || put_back_stdin(**stdin_data))) pin_cpu_kernels(argv);
 }
 
 // -r: each directory among the inputs stands for the regular files under it,
@@ -366,7 +459,6 @@ std::vector<std::string> rewrite_levels(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  pin_cpu_kernels(argv);  // may re-execute; must precede every LibTorch call
   Options o;
   CLI::App app{
       "shazip: neural text compressor (SHA-RNN language model + range coder, learning online)",
@@ -460,13 +552,15 @@ int main(int argc, char** argv) {
     return static_cast<int>(ErrorCode::kUsage);
   }
 
+  std::optional<std::vector<uint8_t>> stdin_data;
+  pin_kernels_if_needed(o, argv, &stdin_data);  // may re-execute: before anything is written
   for (const auto& f : o.files) {
     try {
       refuse_directory(f);
       if (o.list) {
         list_archive(f, o);
       } else {
-        process(f, o);
+        process(f, o, &stdin_data);
       }
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
