@@ -763,7 +763,7 @@ TEST_CASE("a format-7 archive codes the same with the reference BLAS and decodes
   spit(dir / "x", text);
   REQUIRE(run(kBin + " -q -c " + q(dir / "x") + " > " + q(dir / "ours.shz")) == 0);
   REQUIRE(run(with_ref + " -q -c " + q(dir / "x") + " > " + q(dir / "ref.shz")) == 0);
-  CHECK(slurp(dir / "ours.shz") == slurp(dir / "ref.shz"));
+  CHECK(payload_of(slurp(dir / "ours.shz")) == payload_of(slurp(dir / "ref.shz")));  // headers name the BLAS
   REQUIRE(run(with_ref + " -q -d -c " + q(dir / "ours.shz") + " > " + q(dir / "out")) == 0);
   CHECK(slurp(dir / "out") == text);
 }
