@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -278,6 +279,10 @@ bool needs_pinned_kernels(Read read) {
 }
 
 bool file_needs_pinned_kernels(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || S_ISDIR(st.st_mode)) return false;  // refused later, with the reason
+  // A pipe or a device cannot be read twice: restart pinned whatever it holds.
+  if (!S_ISREG(st.st_mode)) return true;
   std::ifstream file(path, std::ios::binary);
   return needs_pinned_kernels([&](uint64_t offset, uint8_t* to, size_t size) -> size_t {
     file.clear();
