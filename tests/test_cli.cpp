@@ -723,14 +723,14 @@ TEST_CASE("only archives before format 7 make shazip restart with pinned CPU ker
   auto both = made;
   both.insert(both.end(), old.begin(), old.end());
   spit(dir / "both.shz", both);
-  auto expected = text;
   const auto design = slurp(golden + "design.txt");
-  expected.insert(expected.end(), design.begin(), design.end());
+  auto text_then_design = text;
+  text_then_design.insert(text_then_design.end(), design.begin(), design.end());
   for (const std::string& input : {q(golden + "v6/design.txt.shz"), "< " + q(golden + "v6/design.txt.shz"),
                                    q(dir / "both.shz"), "< " + q(dir / "both.shz")}) {
     INFO(input);
     REQUIRE(run(bare + " -q -d -c " + input + " > " + q(dir / "out")) == 0);
-    CHECK(slurp(dir / "out") == (input.find("both") != std::string::npos ? expected : design));
+    CHECK(slurp(dir / "out") == (input.find("both") != std::string::npos ? text_then_design : design));
   }
   // A named pipe cannot be looked into first: shazip restarts pinned for it.
   REQUIRE(run("mkfifo " + q(dir / "fifo")) == 0);
@@ -740,9 +740,7 @@ TEST_CASE("only archives before format 7 make shazip restart with pinned CPU ker
   // Several inputs, the old archive among them, one of them on standard input.
   REQUIRE(run(bare + " -q -d -c " + q(dir / "x.shz") + " - < " + q(golden + "v6/design.txt.shz") + " > " +
               q(dir / "out")) == 0);
-  auto two = text;
-  two.insert(two.end(), design.begin(), design.end());
-  CHECK(slurp(dir / "out") == two);
+  CHECK(slurp(dir / "out") == text_then_design);
 }
 
 TEST_CASE("a format-7 archive codes the same with the reference BLAS and decodes with it", "[cli]") {
