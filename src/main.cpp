@@ -301,6 +301,12 @@ bool data_needs_pinned_kernels(const std::vector<uint8_t>& data) {
   });
 }
 
+// gzip's and zstd's rule: compressed data is not read from a terminal (a user
+// who typed `shazip -d` alone would wait on a keyboard); -f reads it anyway.
+bool refuses_terminal_input(const std::string& f, const Options& o) {
+  return f == "-" && (o.decompress || o.list) && !o.force && is_terminal(STDIN_FILENO);
+}
+
 // Makes `data` standard input again (a file in memory), for a restart that
 // reads it anew. False if that failed; standard input is then as it was.
 bool put_back_stdin(const std::vector<uint8_t>& data) {
@@ -329,7 +335,7 @@ void pin_kernels_if_needed(const Options& o, char** argv, std::optional<std::vec
   for (const std::string& f : o.files) {
     if (f != "-") {
       needed = needed || file_needs_pinned_kernels(f);
-    } else if (!stdin_data->has_value()) {
+    } else if (!stdin_data->has_value() && !refuses_terminal_input(f, o)) {
       try {
         *stdin_data = read_file("-");
       } catch (const Error&) {
@@ -490,7 +496,7 @@ int main(int argc, char** argv) {
   app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
   app.add_flag("-c,--stdout", o.to_stdout, "Write to standard output");
   app.add_option("-o", o.output, "Output file (one input only)");
-  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed output to a terminal");
+  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal");
   app.add_flag("-k,--keep", o.keep, "Keep the input (default)");
   app.add_flag("--rm", o.remove, "Remove the input after success");
   app.add_flag("-r,--recursive", o.recursive,
@@ -562,6 +568,9 @@ int main(int argc, char** argv) {
   for (const auto& f : o.files) {
     try {
       refuse_directory(f);
+      if (refuses_terminal_input(f, o)) {
+        throw Error(ErrorCode::kUsage, "refusing to read compressed data from a terminal (use -f to read it anyway)");
+      }
       if (o.list) {
         list_archive(f, o);
       } else {

@@ -525,6 +525,21 @@ TEST_CASE("compressed data is never written to a terminal", "[cli]") {
   CHECK(out.find("rc=1") != std::string::npos);
 }
 
+TEST_CASE("compressed data is never read from a terminal", "[cli]") {
+  // Under `script` standard input is a pseudo-terminal too: -d, -t and -l
+  // refuse it at once instead of waiting on a keyboard (gzip's rule).
+  if (run("command -v script >/dev/null 2>&1") != 0) return;
+  const std::string out = capture("script -qec \"" + kBin + " -d; echo rc=\\$?; " + kBin + " -t -c; echo rc=\\$?; " +
+                                  kBin + " -l; echo rc=\\$?\" /dev/null < /dev/null 2>&1");
+  size_t refusals = 0;
+  for (size_t at = 0; (at = out.find("(stdin): refusing to read compressed data from a terminal", at)) != std::string::npos; ++at) {
+    ++refusals;
+  }
+  CHECK(refusals == 3);
+  CHECK(out.find("rc=0") == std::string::npos);
+  CHECK(out.find("rc=1") != std::string::npos);
+}
+
 TEST_CASE("golden archives of every supported version decode byte-exactly", "[cli][golden]") {
   // tests/golden/vN/NAME.shz: made by the shazip of format version N from
   // tests/golden/NAME (tools/make_golden.sh).
