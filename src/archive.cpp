@@ -1,11 +1,98 @@
 #include "src/archive.h"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <utility>
 
+#include "coder/assert.h"
 #include "src/crc32.h"
 #include "src/errors.h"
 
 namespace shazip {
+
+namespace {
+
+// Runs task(i) for every i in [0, count) on up to `jobs` threads, the calling
+// one among them. After a task throws, no new task starts; once all threads
+// have stopped, the error of the lowest failing i is rethrown (so which error
+// a user sees does not depend on timing).
+template <class Task>
+void run_parallel(size_t count, int jobs, const Task& task) {
+  if (count == 0) return;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::exception_ptr> errors(count);
+  const auto work = [&] {
+    for (size_t i; !failed.load() && (i = next.fetch_add(1)) < count;) {
+      try {
+        task(i);
+      } catch (...) {
+        errors[i] = std::current_exception();
+        failed.store(true);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  const size_t helpers = std::min(count, static_cast<size_t>(std::max(jobs, 1))) - 1;
+  for (size_t t = 0; t < helpers; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// Adds up the progress of several parts coded at once and reports the sums
+// to `out`, one call at a time.
+class ProgressSum {
+ public:
+  ProgressSum(size_t parts, const ProgressFn& out) : done_(parts, 0), bits_(parts, 0), out_(out) {}
+  // The callback for part i (empty when nobody listens).
+  ProgressFn part(size_t i) {
+    if (!out_) return {};
+    return [this, i](uint64_t done, double bits) {
+      std::lock_guard<std::mutex> lock(mu_);
+      total_done_ += done - done_[i];
+      total_bits_ += bits - bits_[i];
+      done_[i] = done;
+      bits_[i] = bits;
+      out_(total_done_, total_bits_);
+    };
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<uint64_t> done_;
+  std::vector<double> bits_;
+  uint64_t total_done_ = 0;
+  double total_bits_ = 0;
+  const ProgressFn& out_;
+};
+
+// Decodes one archive's body into out[0..h.original_size) and checks it.
+void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const ProgressFn& progress) {
+  if (h.method == Method::kStored) {
+    std::copy(body, body + h.original_size, out);
+  } else {
+    const std::string why = backend_mismatch(h, model::backend_info());
+    if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
+    CodingParams params;
+    params.model = h.model;
+    params.streams = h.streams;
+    params.runtime.threads = h.threads;
+    params.runtime.device = h.backend.device;
+    decode_neural(body, h.payload_size, h.original_size, params, out, progress);
+  }
+  if (crc32(out, h.original_size) != h.content_crc) {
+    throw Error(ErrorCode::kCorrupt, "checksum mismatch: the decoded data is not the original");
+  }
+}
+
+}  // namespace
 
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report) {
@@ -23,7 +110,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
     params.model = p.model;
     params.streams = choose_streams(n, p.streams);
     params.runtime = options.runtime;
-    params.lookahead = lookahead_pays(params);
+    params.lookahead = lookahead_pays(params, options.sharers);
     coder::VectorSink<std::vector<uint8_t>> sink(payload);
     rep.stats = encode_neural(data, n, params, sink, options.progress);
     h.method = Method::kNeural;
@@ -52,53 +139,74 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   return out;
 }
 
+std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
+                                     const CompressOptions& options, CompressReport* report) {
+  SHAZIP_ASSERT(block_size > 0 && jobs >= 1);
+  const uint64_t blocks = n <= block_size ? 1 : (n - 1) / block_size + 1;
+  if (blocks == 1) return compress_buffer(data, n, options, report);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::vector<uint8_t>> parts(blocks);
+  std::vector<CompressReport> reports(blocks);
+  ProgressSum progress(blocks, options.progress);
+  // One GPU: one job at a time (the blocks, and so the result, stay the same).
+  const int parallel = options.runtime.device == model::DeviceKind::kCuda ? 1 : jobs;
+  run_parallel(blocks, parallel, [&](size_t i) {
+    CompressOptions block = options;
+    block.progress = progress.part(i);
+    block.sharers = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(parallel), blocks));
+    const uint64_t at = i * block_size;
+    parts[i] = compress_buffer(data + at, std::min(block_size, n - at), block, &reports[i]);
+  });
+
+  CompressReport sum;
+  sum.header = reports[0].header;
+  sum.blocks = blocks;
+  sum.fell_back = true;
+  size_t total = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    const CodingStats& s = reports[i].stats;
+    sum.stats.coded_bytes += s.coded_bytes;
+    sum.stats.model_bits += s.model_bits;
+    sum.stats.nn_bits += s.nn_bits;
+    sum.stats.predict_seconds += s.predict_seconds;
+    sum.stats.train_seconds += s.train_seconds;
+    sum.fell_back = sum.fell_back && reports[i].fell_back;
+    total += parts[i].size();
+  }
+  sum.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (report) *report = sum;
+  std::vector<uint8_t> out;
+  out.reserve(total);
+  for (std::vector<uint8_t>& part : parts) {
+    out.insert(out.end(), part.begin(), part.end());
+    std::vector<uint8_t>().swap(part);
+  }
+  return out;
+}
+
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress) {
   return decompress_members(archive, split_members(archive, size), progress);
 }
 
 std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
-                                        const ProgressFn& progress) {
-  std::vector<uint8_t> out;
-  double bits_before = 0;
-  for (const Member& m : members) {
-    const uint64_t before = out.size();
-    double bits = 0;
-    ProgressFn member_progress;
-    if (progress) {
-      member_progress = [&](uint64_t done, double b) {
-        bits = b;
-        progress(before + done, bits_before + b);
-      };
-    }
-    std::vector<uint8_t> part = decompress_body(m.header, file + m.offset + m.header_size, member_progress);
-    if (out.empty()) {
-      out = std::move(part);  // one archive (the usual file): no copy
-    } else {
-      out.insert(out.end(), part.begin(), part.end());
-    }
-    bits_before += bits;
-  }
+                                        const ProgressFn& progress, int jobs) {
+  std::vector<uint8_t> out(content_size(members));
+  std::vector<uint64_t> at(members.size(), 0);
+  for (size_t i = 1; i < members.size(); ++i) at[i] = at[i - 1] + members[i - 1].header.original_size;
+  const bool independent = std::all_of(members.begin(), members.end(), [](const Member& m) {
+    return m.header.method == Method::kStored || portable_arithmetic(m.header);
+  });
+  ProgressSum sum(members.size(), progress);
+  run_parallel(members.size(), independent ? jobs : 1, [&](size_t i) {
+    const Member& m = members[i];
+    decode_member(m.header, file + m.offset + m.header_size, out.data() + at[i], sum.part(i));
+  });
   return out;
 }
 
 std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body, const ProgressFn& progress) {
-  std::vector<uint8_t> out;
-  if (h.method == Method::kStored) {
-    out.assign(body, body + h.original_size);
-  } else {
-    const std::string why = backend_mismatch(h, model::backend_info());
-    if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
-    CodingParams params;
-    params.model = h.model;
-    params.streams = h.streams;
-    params.runtime.threads = h.threads;
-    params.runtime.device = h.backend.device;
-    out.resize(h.original_size);
-    decode_neural(body, h.payload_size, h.original_size, params, out.data(), progress);
-  }
-  if (crc32(out.data(), out.size()) != h.content_crc) {
-    throw Error(ErrorCode::kCorrupt, "checksum mismatch: the decoded data is not the original");
-  }
+  std::vector<uint8_t> out(h.original_size);
+  decode_member(h, body, out.data(), progress);
   return out;
 }
 

@@ -14,17 +14,31 @@ struct CompressOptions {
   int preset = model::kDefaultPreset;
   model::RuntimeOptions runtime;
   ProgressFn progress;  // optional: bytes done, model bits so far
+  int sharers = 1;      // codings running at once in this process (see lookahead_pays)
 };
 
 struct CompressReport {
-  Header header;
-  CodingStats stats;     // of the neural pass
-  bool fell_back = false;  // neural output was not smaller: stored instead
+  Header header;           // of the (first) archive
+  CodingStats stats;       // of the neural pass (compress_blocks: summed; seconds: wall time)
+  bool fell_back = false;  // neural output was not smaller: stored instead (every block)
+  size_t blocks = 1;       // archives written (compress_blocks)
 };
 
 // Returns the complete archive. Never larger than n + kStoredHeaderSize.
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report = nullptr);
+
+// Parallel blocks (shazip -j): data[0..n) cut into blocks of block_size bytes
+// (the last one shorter), each compressed by compress_buffer() into an
+// archive of its own, up to `jobs` at a time; the archives back to back. The
+// result depends on block_size, not on jobs; an input of one block gives
+// compress_buffer()'s archive. Each block's model starts from nothing, so the
+// result is a little larger than one archive of the whole (benchmarks/
+// RESULTS.md, "Parallel blocks"). Jobs run one at a time on a GPU. The
+// progress callback is called from one thread at a time, with the sums over
+// all blocks.
+std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
+                                     const CompressOptions& options, CompressReport* report = nullptr);
 
 // Decodes a complete archive, or several back to back (their contents
 // concatenated). Throws Error (not an archive, truncated, corrupt, checksum
@@ -33,9 +47,13 @@ std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
                                        const ProgressFn& progress = {});
 
 // The same for the archives of a file that split_members() has read (every
-// header checked before anything is decoded).
+// header checked before anything is decoded). jobs > 1: up to that many
+// archives decode at once when each is stored or portable_arithmetic() (the
+// others depend on process-wide LibTorch settings, so they decode one at a
+// time); of several failing archives, the first one's error is thrown. The
+// progress callback is called from one thread at a time.
 std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
-                                        const ProgressFn& progress = {});
+                                        const ProgressFn& progress = {}, int jobs = 1);
 
 // The same for one archive whose header parse_header() or split_members()
 // has read; `body` is what follows the header (its length checked there).

@@ -34,8 +34,9 @@ struct CodingParams {
 // threads (and the training thread's). On two cores with the training thread
 // running, the three threads share two cores: preset 2 encoded 9-11% slower,
 // preset 1 between 13% slower and 5% faster (benchmarks/RESULTS.md, "Training
-// beside coding").
-bool lookahead_pays(const CodingParams& params);
+// beside coding"). `sharers`: how many codings run at once in this process
+// (shazip -j), each wanting cores of its own.
+bool lookahead_pays(const CodingParams& params, int sharers = 1);
 
 // Progress callback: bytes coded so far, model code length so far in bits.
 using ProgressFn = std::function<void(uint64_t done, double bits)>;

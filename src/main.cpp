@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "model/predictor.h"
@@ -45,8 +46,16 @@ struct Options {
   int level = model::kDefaultPreset;
   std::string device = "cpu";
   int threads = 1;
+  int jobs = -1;           // -j: -1 not given (one archive per input), 0 one job per two cores
+  std::string block_size;  // --block-size, as given
   int verbosity = 1;  // 0 quiet, 1 normal, 2+ verbose
 };
+
+// -j's block size unless --block-size says otherwise: on enwik8-head4M and
+// dickens (benchmarks/RESULTS.md, "Parallel blocks") blocks of this size cost
+// about 1-2% against one archive of the whole, smaller ones more.
+constexpr uint64_t kDefaultBlockSize = uint64_t{8} << 20;
+constexpr uint64_t kMinBlockSize = uint64_t{64} << 10;
 
 std::string human_bytes(double n) {
   const char* units[] = {"B", "KB", "MB", "GB", "TB"};
@@ -116,6 +125,38 @@ model::RuntimeOptions runtime_from(const Options& o) {
     rt.device = cuda ? model::DeviceKind::kCuda : model::DeviceKind::kCpu;
   }
   return rt;
+}
+
+// Jobs to run at once: -j N, or with -j 0 one per two cores (each job keeps
+// a core busy coding and one training).
+int jobs_from(const Options& o) {
+  if (o.jobs > 0) return o.jobs;
+  if (o.jobs < 0) return 1;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+}
+
+// "8M" -> 8 MiB; K, M and G are powers of 1024. Throws Error(kUsage).
+uint64_t parse_size(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string suffix = text.substr(digits);
+  int shift = -1;
+  if (suffix.empty()) shift = 0;
+  else if (suffix == "K" || suffix == "k" || suffix == "KiB") shift = 10;
+  else if (suffix == "M" || suffix == "m" || suffix == "MiB") shift = 20;
+  else if (suffix == "G" || suffix == "g" || suffix == "GiB") shift = 30;
+  if (digits == 0 || digits > 12 || shift < 0) {
+    throw Error(ErrorCode::kUsage, "--block-size: '" + text + "' is not a size (e.g. 8M, 512K, 1G)");
+  }
+  return std::stoull(text.substr(0, digits)) << shift;
+}
+
+// Compressing with -j or --block-size: the size of the blocks; 0: one archive.
+uint64_t block_size_from(const Options& o) {
+  if (o.block_size.empty()) return o.jobs < 0 ? 0 : kDefaultBlockSize;
+  const uint64_t size = parse_size(o.block_size);
+  if (size < kMinBlockSize) throw Error(ErrorCode::kUsage, "--block-size: at least 64K");
+  return size;
 }
 
 void list_member(const Member& m, const Options& o) {
@@ -218,8 +259,8 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     // Every archive's header is checked before anything is decoded.
     const std::vector<Member> members = split_members(input.data(), input.size());
     Progress progress(display_name(in), content_size(members), show);
-    result = decompress_members(input.data(), members,
-                                [&](uint64_t done, double bits) { progress.update(done, bits); });
+    result = decompress_members(
+        input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs_from(o));
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
@@ -232,14 +273,17 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     Progress progress(display_name(in), input.size(), show);
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
     CompressReport report;
-    result = compress_buffer(input.data(), input.size(), co, &report);
+    const uint64_t block_size = block_size_from(o);
+    result = block_size ? compress_blocks(input.data(), input.size(), block_size, jobs_from(o), co, &report)
+                        : compress_buffer(input.data(), input.size(), co, &report);
     progress.clear();
     if (o.verbosity >= 1) {
       const double n = static_cast<double>(input.size());
-      std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s), %s%s\n", display_name(in).c_str(),
+      const std::string blocks = report.blocks > 1 ? ", " + std::to_string(report.blocks) + " blocks" : "";
+      std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s%s), %s%s\n", display_name(in).c_str(),
                    static_cast<unsigned long long>(input.size()), result.size(),
                    n ? 100.0 * result.size() / n : 100.0, n ? 8.0 * result.size() / n : 0.0,
-                   report.fell_back ? ", stored" : "", out == "-" ? "(stdout)" : out.c_str(),
+                   report.fell_back ? ", stored" : "", blocks.c_str(), out == "-" ? "(stdout)" : out.c_str(),
                    report.stats.seconds > 0
                        ? (", " + std::to_string(static_cast<int>(n / 1024 / report.stats.seconds)) + " KB/s").c_str()
                        : "");
@@ -481,6 +525,7 @@ int main(int argc, char** argv) {
       "  shazip -5 --rm FILE   preset 5, remove FILE after success\n"
       "  shazip -c FILE > x    compress to standard output\n"
       "  shazip -r DIR         compress every file under DIR, each to its own .shz\n"
+      "  shazip -j 4 BIG       compress BIG in 8 MiB blocks, four at a time\n"
       "  cat FILE | shazip > FILE.shz\n"
       "  shazip -l FILE.shz    show the archive's header\n"
       "  shazip -t FILE.shz    decode and verify, write nothing\n"
@@ -516,6 +561,11 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("-T,--threads", o.threads, "LibTorch intra-op threads (recorded; decoding reuses it; unused by format 7 on the CPU)")
       ->check(CLI::Range(1, 256));
+  app.add_option("-j,--jobs", o.jobs,
+                 "Parallel blocks, N at a time (0: one job per two cores): compressing cuts each input into "
+                 "--block-size blocks, separate archives (some ratio lost); -d and -t decode N blocks at once")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--block-size", o.block_size, "Block size for -j (default 8M; K, M, G suffixes; at least 64K)");
   app.add_flag("-v,--verbose", [&](int64_t n) { o.verbosity += static_cast<int>(n); }, "More output");
   app.add_flag("-q,--quiet", [&](int64_t) { o.verbosity = 0; }, "No output but errors");
   app.add_flag("-V,--version",
@@ -546,13 +596,25 @@ int main(int argc, char** argv) {
   }
   install_signal_cleanup();
   if (o.bench) {
-    if (o.decompress || o.list || !o.output.empty() || o.to_stdout) {
-      std::fprintf(stderr, "shazip: -b does not combine with -d, -t, -l, -c or -o\n");
+    if (o.decompress || o.list || !o.output.empty() || o.to_stdout || o.jobs >= 0 || !o.block_size.empty()) {
+      std::fprintf(stderr, "shazip: -b does not combine with -d, -t, -l, -c, -o, -j or --block-size\n");
       return static_cast<int>(ErrorCode::kUsage);
     }
     try {
       const int bench_status = run_bench(o);
       return status ? status : bench_status;
+    } catch (const Error& e) {
+      std::fprintf(stderr, "shazip: %s\n", e.what());
+      return static_cast<int>(e.code());
+    }
+  }
+  if (!o.block_size.empty()) {
+    if (o.decompress || o.list) {
+      std::fprintf(stderr, "shazip: --block-size is for compressing (-d and -t take the archive's blocks)\n");
+      return static_cast<int>(ErrorCode::kUsage);
+    }
+    try {
+      block_size_from(o);
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s\n", e.what());
       return static_cast<int>(e.code());

@@ -375,6 +375,37 @@ TEST_CASE("several archives in one file decode to their contents in order", "[cl
   CHECK_FALSE(std::ifstream(dir / "cut").good());
 }
 
+TEST_CASE("shazip -j compresses in blocks that decode in parallel", "[cli][blocks]") {
+  TempDir dir;
+  const auto text = english(150000, 31);  // blocks of 64K: 65536, 65536, 18928 bytes
+  spit(dir / "t", text);
+  const std::string t = q(dir / "t");
+  const std::string err = capture(kBin + " -1 -j 2 --block-size 64K " + t + " -o " + q(dir / "j2.shz") + " 2>&1");
+  CHECK(err.find("3 blocks") != std::string::npos);
+  REQUIRE(run(kBin + " -q -1 -j 1 --block-size 64K " + t + " -o " + q(dir / "j1.shz")) == 0);
+  CHECK(slurp(dir / "j1.shz") == slurp(dir / "j2.shz"));  // the jobs change nothing
+  CHECK(capture(kBin + " -l " + q(dir / "j2.shz")).find("3 archives back to back, 150000 bytes") != std::string::npos);
+  REQUIRE(run(kBin + " -q -d -j 3 -c " + q(dir / "j2.shz") + " > " + q(dir / "back")) == 0);
+  CHECK(slurp(dir / "back") == text);
+  CHECK(run(kBin + " -q -t -j 0 " + q(dir / "j2.shz")) == 0);
+  CHECK(run(kBin + " -q -d -c " + q(dir / "j2.shz") + " | cmp -s - " + t) == 0);  // an older shazip's way: one at a time
+
+  // An input of one block: the archive -j leaves out.
+  spit(dir / "small", english(5000, 32));
+  REQUIRE(run(kBin + " -q -1 -j 4 " + q(dir / "small") + " -o " + q(dir / "small.j.shz")) == 0);
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "small")) == 0);
+  CHECK(slurp(dir / "small.j.shz") == slurp(dir / "small.shz"));
+
+  // Sizes that are not sizes, blocks below 64K, --block-size where nothing
+  // is compressed, -j with -b: usage errors, nothing written.
+  for (const std::string& args : {"--block-size 8X", "--block-size 63K", "--block-size M", "--block-size 99999999999999G",
+                                   "-d --block-size 1M", "-b -j 2", "-j 300"}) {
+    CAPTURE(args);
+    CHECK(run(kBin + " -q " + args + " " + t + " -o " + q(dir / "never.shz") + " 2>/dev/null") == 1);
+  }
+  CHECK_FALSE(std::ifstream(dir / "never.shz").good());
+}
+
 TEST_CASE("incompressible data is stored: at most the stored header larger", "[cli]") {
   TempDir dir;
   std::mt19937_64 rng(5);

@@ -1,13 +1,17 @@
 // Driver tests (src/driver.h): the encoder's lookahead thread changes nothing
 // in the archive, its errors reach the caller, and a coder that fails stops it.
+// Also the archive layer's parallel blocks (src/archive.h).
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "src/archive.h"
 #include "src/container.h"
+#include "src/errors.h"
 #include "src/driver.h"
 
 using namespace shazip;
@@ -111,6 +115,8 @@ TEST_CASE("the lookahead thread is used where a core is free for it, or with a G
   CodingParams params = small_params(2);
   params.runtime.threads = 256;  // more than any test machine has
   CHECK(!lookahead_pays(params));
+  params.runtime.threads = 1;
+  CHECK(!lookahead_pays(params, 256));  // shazip -j 256: three threads each
   params.runtime.device = model::DeviceKind::kCuda;  // the host only waits for the device
   CHECK(lookahead_pays(params));
 }
@@ -175,4 +181,75 @@ TEST_CASE("a format-7 CPU archive decodes whatever the BLAS and ATen, an older o
   // Stored archives need nothing.
   h.method = Method::kStored;
   CHECK(portable_arithmetic(h));
+}
+
+TEST_CASE("parallel blocks: the archives depend on the block size alone and decode in parallel", "[driver][blocks]") {
+  const std::string s = text(28000);
+  const auto* data = reinterpret_cast<const uint8_t*>(s.data());
+  const uint64_t block = 8000;  // three blocks and a 4,000-byte one
+  CompressOptions options;
+  options.preset = 1;
+  // Progress comes one call at a time, its sums never going back.
+  std::atomic<int> inside{0};
+  bool overlapped = false, backwards = false;
+  uint64_t last_done = 0;
+  options.progress = [&](uint64_t done, double) {
+    overlapped = overlapped || inside.fetch_add(1) != 0;
+    backwards = backwards || done < last_done;
+    last_done = done;
+    inside.fetch_sub(1);
+  };
+  CompressReport report;
+  const std::vector<uint8_t> parallel = compress_blocks(data, s.size(), block, 3, options, &report);
+  CHECK(!overlapped);
+  CHECK(!backwards);
+  CHECK(last_done == s.size());
+  CHECK(report.blocks == 4);
+  CHECK(!report.fell_back);
+  options.progress = {};
+  CHECK(compress_blocks(data, s.size(), block, 1, options) == parallel);
+
+  // Each block is the archive compress_buffer() makes of it.
+  const std::vector<Member> members = split_members(parallel.data(), parallel.size());
+  REQUIRE(members.size() == 4);
+  for (size_t i : {size_t{0}, size_t{3}}) {
+    const std::vector<uint8_t> alone =
+        compress_buffer(data + i * block, std::min<uint64_t>(block, s.size() - i * block), options);
+    CHECK(std::vector<uint8_t>(parallel.begin() + static_cast<std::ptrdiff_t>(members[i].offset),
+                               parallel.begin() + static_cast<std::ptrdiff_t>(members[i].offset + members[i].size)) ==
+          alone);
+  }
+  // One block: compress_buffer()'s archive.
+  CHECK(compress_blocks(data, block, block, 3, options) == compress_buffer(data, block, options));
+
+  for (int jobs : {1, 2, 4}) {
+    overlapped = backwards = false;
+    last_done = 0;
+    const std::vector<uint8_t> back = decompress_members(
+        parallel.data(), members,
+        [&](uint64_t done, double) {
+          overlapped = overlapped || inside.fetch_add(1) != 0;
+          backwards = backwards || done < last_done;
+          last_done = done;
+          inside.fetch_sub(1);
+        },
+        jobs);
+    CHECK(std::string(back.begin(), back.end()) == s);
+    CHECK(!overlapped);
+    CHECK(!backwards);
+    CHECK(last_done == s.size());
+  }
+
+  // A damaged block fails the whole decode (the other threads finish and
+  // are joined), in parallel as one at a time.
+  std::vector<uint8_t> bad = parallel;
+  bad[members[2].offset + members[2].header_size + members[2].header.payload_size / 2] ^= 0x10;
+  for (int jobs : {1, 4}) {
+    try {
+      decompress_members(bad.data(), split_members(bad.data(), bad.size()), {}, jobs);
+      FAIL("a damaged block decoded");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kCorrupt);
+    }
+  }
 }
