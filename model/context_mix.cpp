@@ -446,6 +446,23 @@ int nn_bit_p12(const uint32_t* cdf, int c0) {
   return std::clamp(p, 1, 4095);
 }
 
+// The sizes of the large tables, from the input's size (encoder and decoder
+// derive them alike).
+struct TableBits {
+  int hashed;  // each hashed context's table (and level 2's run maps): 2^hashed slots
+  int shared;  // level 2: the match model's table over all streams
+  int match;   // level 1: each stream's match table
+};
+
+TableBits table_bits(int streams, uint64_t stream_len, bool level2) {
+  const uint64_t total = stream_len * static_cast<uint64_t>(streams);
+  const int log_total = ceil_log2(std::max<uint64_t>(total, 1));
+  // Two slots per coded byte at level 1, four at level 2 (its slots are
+  // 2-way associative), up to 16 MiB a table.
+  return {std::clamp(log_total + (level2 ? 2 : 1), 16, 22), std::clamp(log_total, 10, 24),
+          std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22)};
+}
+
 struct ContextMixer::Impl {
   Impl(int streams, uint64_t stream_len, const MixTuning& t)
       : tuning(t),
@@ -458,24 +475,18 @@ struct ContextMixer::Impl {
         apm_order2(level2 ? 65536 : 0, t.apm_rate) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
-    const uint64_t total = stream_len * static_cast<uint64_t>(streams);
-    const int log_total = ceil_log2(std::max<uint64_t>(total, 1));
-    // Two slots per coded byte at level 1, four at level 2 (its slots are
-    // 2-way associative), up to 16 MiB a table.
-    const int bits = std::clamp(log_total + (level2 ? 2 : 1), 16, 22);
-    for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits);
+    const TableBits bits = table_bits(streams, stream_len, level2);
+    for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits.hashed);
     state.resize(static_cast<size_t>(streams));
     if (level2) {
-      for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits);
-      const int shared_bits = std::clamp(log_total, 10, 24);
-      shared_table = ZeroArray<uint64_t>(size_t{1} << shared_bits);
-      match_mask = (uint32_t{1} << shared_bits) - 1;
+      for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits.hashed);
+      shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
+      match_mask = (uint32_t{1} << bits.shared) - 1;
       indirect2 = ZeroArray<uint16_t>(65536);
       indirect1 = ZeroArray<uint16_t>(256);
     } else {
-      const int match_bits = std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22);
-      for (StreamState& s : state) s.match_table = ZeroArray<uint32_t>(size_t{1} << match_bits);
-      match_mask = (uint32_t{1} << match_bits) - 1;
+      for (StreamState& s : state) s.match_table = ZeroArray<uint32_t>(size_t{1} << bits.match);
+      match_mask = (uint32_t{1} << bits.match) - 1;
     }
     for (size_t i = 0; i < state.size(); ++i) {
       state[i].match_stream = static_cast<uint32_t>(i);
@@ -697,6 +708,20 @@ struct ContextMixer::Impl {
   int x[padded(kMaxInputs)] = {};  // zero past the last input (Mixer's padding)
   int mix_p12 = 2048;
 };
+
+uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixTuning& tuning) {
+  const bool level2 = tuning.level >= 2;
+  const TableBits bits = table_bits(streams, stream_len, level2);
+  const uint64_t b = static_cast<uint64_t>(streams);
+  const uint64_t hashed = level2 ? kLevel2Hashed + kRuns : kLevel1Hashed;
+  uint64_t bytes = hashed * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
+  bytes += level2 ? (uint64_t{8} << bits.shared) + 2 * 65536 : b * (uint64_t{4} << bits.match);
+  bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
+  bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
+  const uint64_t inputs = padded(kFirstCounter + 2 + static_cast<int>(hashed) + (level2 ? kLevel2Hashed : 0));
+  const uint64_t contexts = level2 ? 256 + 64 + 128 + 48 + 2048 + 2048 + 256 : 256 + 64 + 128;
+  return bytes + inputs * contexts * 4 + b * sizeof(StreamState);  // mixers, stream states
+}
 
 ContextMixer::ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning)
     : impl_(std::make_unique<Impl>(streams, stream_len, tuning)) {}

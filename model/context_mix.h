@@ -86,6 +86,9 @@ class ContextMixer {
   // decoder derive it alike).
   ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning);
   ~ContextMixer();
+  // About how many bytes such a mixer allocates (its tables, the streams'
+  // histories once full, the mixers), for memory planning (shazip -j).
+  static uint64_t memory_bytes(int streams, uint64_t stream_len, const MixTuning& tuning);
   ContextMixer(const ContextMixer&) = delete;
   ContextMixer& operator=(const ContextMixer&) = delete;
 

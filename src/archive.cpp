@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "coder/assert.h"
+#include "model/context_mix.h"
 #include "src/crc32.h"
 #include "src/errors.h"
 
@@ -182,6 +183,23 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
     std::vector<uint8_t>().swap(part);
   }
   return out;
+}
+
+uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n) {
+  // Weights twice (the step path's and the trainer's at lag 1), gradients,
+  // Adam's two moments, flat copies: 8 floats per parameter; 16 MiB for the
+  // rest (activations of a segment, threads' stacks, buffers).
+  uint64_t bytes = static_cast<uint64_t>(model.param_count()) * 8 * sizeof(float) + (uint64_t{16} << 20);
+  if (model.mix) {
+    bytes += model::ContextMixer::memory_bytes(streams, stream_length(n, streams),
+                                               model::MixTuning::for_level(model.mix));
+  }
+  return bytes;
+}
+
+int jobs_within_memory(int jobs, uint64_t per_job, uint64_t available) {
+  const uint64_t fit = available / std::max<uint64_t>(per_job, 1);
+  return static_cast<int>(std::clamp<uint64_t>(fit, 1, static_cast<uint64_t>(std::max(jobs, 1))));
 }
 
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size, const ProgressFn& progress) {

@@ -40,6 +40,16 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
                                      const CompressOptions& options, CompressReport* report = nullptr);
 
+// About the memory one coding of n bytes with this model and these streams
+// takes, input and output aside: the mixing stage's tables
+// (model::ContextMixer::memory_bytes) and the model's weights with their
+// copies, gradients and optimizer state. For planning parallel jobs.
+uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n);
+
+// How many of `jobs` codings of `per_job` bytes each fit in `available`
+// bytes: jobs, or fewer, at least 1.
+int jobs_within_memory(int jobs, uint64_t per_job, uint64_t available);
+
 // Decodes a complete archive, or several back to back (their contents
 // concatenated). Throws Error (not an archive, truncated, corrupt, checksum
 // mismatch, newer version, backend it cannot reproduce).

@@ -7,6 +7,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
 
 #include "src/errors.h"
 
@@ -53,6 +56,35 @@ void check_output(const std::string& path, bool force) {
 }
 
 bool is_terminal(int fd) { return isatty(fd) == 1; }
+
+namespace {
+
+// The first number in `path` after `key` (the whole file when key is empty),
+// or nullopt.
+std::optional<uint64_t> read_number(const char* path, const std::string& key) {
+  std::ifstream in(path);
+  std::string word;
+  while (in >> word) {
+    if (key.empty() || word == key) {
+      if (!key.empty() && !(in >> word)) return std::nullopt;
+      if (word.empty() || word.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+      return std::stoull(word);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+uint64_t available_memory() {
+  uint64_t available = UINT64_MAX;
+  if (const auto kb = read_number("/proc/meminfo", "MemAvailable:")) available = *kb * 1024;
+  // cgroup v2 (containers, systemd slices): memory.max may be "max".
+  const auto limit = read_number("/sys/fs/cgroup/memory.max", "");
+  const auto used = read_number("/sys/fs/cgroup/memory.current", "");
+  if (limit && used) available = std::min(available, *limit > *used ? *limit - *used : 0);
+  return available;
+}
 
 void install_signal_cleanup() {
   struct sigaction sa;

@@ -15,6 +15,10 @@ std::vector<uint8_t> read_file(const std::string& path);
 
 bool is_terminal(int fd);
 
+// Memory this process can still take, in bytes: the kernel's MemAvailable,
+// or less where a cgroup (v2) limit leaves less; UINT64_MAX when unknown.
+uint64_t available_memory();
+
 // Throws unless `path` may be written as an output: an existing directory is
 // an I/O error, an existing regular file needs `force`. Devices and pipes
 // (/dev/null, a FIFO) are always allowed. "-" (standard output) always is.

@@ -159,6 +159,23 @@ uint64_t block_size_from(const Options& o) {
   return size;
 }
 
+// The jobs for `units` blocks that take `per_job` bytes of memory each: -j's
+// count (no more than the blocks), fewer where that many would not fit in the
+// memory available (as xz does with its threads), saying so unless -q. The
+// output does not depend on it.
+int jobs_for(const std::string& in, const Options& o, uint64_t units, uint64_t per_job) {
+  const int wanted = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(jobs_from(o)), std::max<uint64_t>(units, 1)));
+  if (wanted <= 1) return 1;
+  const uint64_t available = available_memory();
+  const int jobs = jobs_within_memory(wanted, per_job, available);
+  if (jobs < wanted && o.verbosity >= 1) {
+    std::fprintf(stderr, "shazip: %s: %d jobs would take about %s of memory, %s is available: running %d\n",
+                 display_name(in).c_str(), wanted, human_bytes(static_cast<double>(per_job) * wanted).c_str(),
+                 human_bytes(static_cast<double>(available)).c_str(), jobs);
+  }
+  return jobs;
+}
+
 void list_member(const Member& m, const Options& o) {
   const Header& h = m.header;
   const double n = static_cast<double>(h.original_size);
@@ -192,6 +209,8 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  coding           whole bytes, SHA-RNN alone\n");
     }
     std::printf("  streams          %d\n", h.streams);
+    std::printf("  memory           about %s for the model and its tables (each -j job)\n",
+                human_bytes(static_cast<double>(coding_memory(h.model, h.streams, h.original_size))).c_str());
     std::printf("  threads          %d\n", h.threads);
     if (h.backend.device == model::DeviceKind::kCuda) {
       // CUDA archives keep the GPU and the CUDA runtime in the BLAS and CPU
@@ -259,8 +278,15 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     // Every archive's header is checked before anything is decoded.
     const std::vector<Member> members = split_members(input.data(), input.size());
     Progress progress(display_name(in), content_size(members), show);
+    uint64_t per_job = 0;
+    for (const Member& m : members) {
+      if (m.header.method == Method::kNeural) {
+        per_job = std::max(per_job, coding_memory(m.header.model, m.header.streams, m.header.original_size));
+      }
+    }
+    const int jobs = jobs_for(in, o, members.size(), per_job);
     result = decompress_members(
-        input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs_from(o));
+        input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs);
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
@@ -274,8 +300,15 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
     CompressReport report;
     const uint64_t block_size = block_size_from(o);
-    result = block_size ? compress_blocks(input.data(), input.size(), block_size, jobs_from(o), co, &report)
-                        : compress_buffer(input.data(), input.size(), co, &report);
+    if (block_size) {
+      const uint64_t n = input.size(), block = std::min(block_size, n);
+      const model::Preset p = model::preset(o.level);
+      const int jobs = jobs_for(in, o, n ? (n - 1) / block_size + 1 : 1,
+                                coding_memory(p.model, choose_streams(block, p.streams), block));
+      result = compress_blocks(input.data(), n, block_size, jobs, co, &report);
+    } else {
+      result = compress_buffer(input.data(), input.size(), co, &report);
+    }
     progress.clear();
     if (o.verbosity >= 1) {
       const double n = static_cast<double>(input.size());

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "model/context_mix.h"
 #include "src/archive.h"
 #include "src/container.h"
 #include "src/errors.h"
@@ -252,4 +253,21 @@ TEST_CASE("parallel blocks: the archives depend on the block size alone and deco
       CHECK(e.code() == ErrorCode::kCorrupt);
     }
   }
+}
+
+TEST_CASE("parallel blocks: jobs are planned within the memory available", "[driver][blocks]") {
+  CHECK(jobs_within_memory(4, 100, 1000) == 4);
+  CHECK(jobs_within_memory(4, 100, 399) == 3);
+  CHECK(jobs_within_memory(4, 100, 250) == 2);
+  CHECK(jobs_within_memory(4, 100, 50) == 1);  // one job runs whatever the memory says
+  CHECK(jobs_within_memory(4, 0, 10) == 4);
+  // A coding's memory is its mixing stage and more; the tables grow with the
+  // input up to 16 MiB each (1 MB at preset 2 reaches that).
+  const model::Preset p = model::preset(2);
+  const uint64_t mb = coding_memory(p.model, 16, 1000000);
+  CHECK(mb > model::ContextMixer::memory_bytes(16, stream_length(1000000, 16), model::MixTuning::for_level(p.model.mix)));
+  // 4 MB: the context tables stay at their cap; the match model's table and
+  // the histories grow.
+  CHECK(coding_memory(p.model, 16, 4000000) < mb + mb / 5);
+  CHECK(coding_memory(p.model, 1, 50000) < mb / 4);
 }

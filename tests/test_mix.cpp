@@ -4,6 +4,8 @@
 // against the portable ones. Torch-free.
 #include <catch2/catch.hpp>
 
+#include <malloc.h>
+
 #include <array>
 #include <cmath>
 #include <random>
@@ -52,6 +54,25 @@ double cost(int level, const std::string& data, NnFn nn, size_t from = 0) {
 }
 
 }  // namespace
+
+TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
+  // shazip -j plans its jobs by it. calloc'd tables count whole, touched or not.
+  struct Case {
+    int level, streams;
+    uint64_t stream_len;
+  };
+  for (const Case c : {Case{2, 16, 65536}, Case{2, 1, 3000}, Case{2, 4, uint64_t{1} << 22}, Case{1, 4, 100000},
+                       Case{1, 16, 1 << 20}}) {
+    CAPTURE(c.level, c.streams, c.stream_len);
+    const MixTuning t = MixTuning::for_level(c.level);
+    const struct mallinfo2 before = mallinfo2();
+    ContextMixer mixer(c.streams, c.stream_len, t);
+    const struct mallinfo2 after = mallinfo2();
+    const double allocated = static_cast<double>((after.uordblks + after.hblkhd) - (before.uordblks + before.hblkhd));
+    const double estimate = static_cast<double>(ContextMixer::memory_bytes(c.streams, c.stream_len, t));
+    CHECK(estimate == Approx(allocated).epsilon(0.005));
+  }
+}
 
 TEST_CASE("the SHA-RNN's bit probabilities follow its byte table", "[mix]") {
   std::mt19937 rng(1);
