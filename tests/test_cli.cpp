@@ -382,7 +382,7 @@ TEST_CASE("shazip -j compresses in blocks that decode in parallel", "[cli][block
   const std::string t = q(dir / "t");
   const std::string err = capture(kBin + " -1 -j 2 --block-size 64K " + t + " -o " + q(dir / "j2.shz") + " 2>&1");
   CHECK(err.find("3 blocks") != std::string::npos);
-  REQUIRE(run(kBin + " -q -1 -j 1 --block-size 64K " + t + " -o " + q(dir / "j1.shz")) == 0);
+  REQUIRE(run(kBin + " -q -1 -j 1 --block-size 64KiB " + t + " -o " + q(dir / "j1.shz")) == 0);
   CHECK(slurp(dir / "j1.shz") == slurp(dir / "j2.shz"));  // the jobs change nothing
   CHECK(capture(kBin + " -l " + q(dir / "j2.shz")).find("3 archives back to back, 150000 bytes") != std::string::npos);
   REQUIRE(run(kBin + " -q -d -j 3 -c " + q(dir / "j2.shz") + " > " + q(dir / "back")) == 0);
@@ -398,8 +398,9 @@ TEST_CASE("shazip -j compresses in blocks that decode in parallel", "[cli][block
 
   // Sizes that are not sizes, blocks below 64K, --block-size where nothing
   // is compressed, -j with -b: usage errors, nothing written.
-  for (const std::string& args : {"--block-size 8X", "--block-size 63K", "--block-size M", "--block-size 99999999999999G",
-                                   "-d --block-size 1M", "-b -j 2", "-j 300"}) {
+  for (const char* args : {"--block-size 8X", "--block-size 63K", "--block-size M", "--block-size 99999999999999G",
+                            "--block-size 999999999999G", "--block-size 8MX", "-d --block-size 1M", "-b -j 2",
+                            "-j 300"}) {
     CAPTURE(args);
     CHECK(run(kBin + " -q " + args + " " + t + " -o " + q(dir / "never.shz") + " 2>/dev/null") == 1);
   }
