@@ -184,27 +184,40 @@ TEST_CASE("a format-7 CPU archive decodes whatever the BLAS and ATen, an older o
   CHECK(portable_arithmetic(h));
 }
 
+namespace {
+
+// Watches a progress callback: calls one at a time, sums never going back.
+struct ProgressWatch {
+  std::atomic<int> inside{0};
+  bool overlapped = false, backwards = false;
+  uint64_t last_done = 0;
+  ProgressFn fn() {
+    overlapped = backwards = false;
+    last_done = 0;
+    return [this](uint64_t done, double) {
+      overlapped = overlapped || inside.fetch_add(1) != 0;
+      backwards = backwards || done < last_done;
+      last_done = done;
+      inside.fetch_sub(1);
+    };
+  }
+};
+
+}  // namespace
+
 TEST_CASE("parallel blocks: the archives depend on the block size alone and decode in parallel", "[driver][blocks]") {
   const std::string s = text(28000);
   const auto* data = reinterpret_cast<const uint8_t*>(s.data());
   const uint64_t block = 8000;  // three blocks and a 4,000-byte one
   CompressOptions options;
   options.preset = 1;
-  // Progress comes one call at a time, its sums never going back.
-  std::atomic<int> inside{0};
-  bool overlapped = false, backwards = false;
-  uint64_t last_done = 0;
-  options.progress = [&](uint64_t done, double) {
-    overlapped = overlapped || inside.fetch_add(1) != 0;
-    backwards = backwards || done < last_done;
-    last_done = done;
-    inside.fetch_sub(1);
-  };
+  ProgressWatch watch;
+  options.progress = watch.fn();
   CompressReport report;
   const std::vector<uint8_t> parallel = compress_blocks(data, s.size(), block, 3, options, &report);
-  CHECK(!overlapped);
-  CHECK(!backwards);
-  CHECK(last_done == s.size());
+  CHECK(!watch.overlapped);
+  CHECK(!watch.backwards);
+  CHECK(watch.last_done == s.size());
   CHECK(report.blocks == 4);
   CHECK(!report.fell_back);
   options.progress = {};
@@ -224,21 +237,11 @@ TEST_CASE("parallel blocks: the archives depend on the block size alone and deco
   CHECK(compress_blocks(data, block, block, 3, options) == compress_buffer(data, block, options));
 
   for (int jobs : {1, 2, 4}) {
-    overlapped = backwards = false;
-    last_done = 0;
-    const std::vector<uint8_t> back = decompress_members(
-        parallel.data(), members,
-        [&](uint64_t done, double) {
-          overlapped = overlapped || inside.fetch_add(1) != 0;
-          backwards = backwards || done < last_done;
-          last_done = done;
-          inside.fetch_sub(1);
-        },
-        jobs);
+    const std::vector<uint8_t> back = decompress_members(parallel.data(), members, watch.fn(), jobs);
     CHECK(std::string(back.begin(), back.end()) == s);
-    CHECK(!overlapped);
-    CHECK(!backwards);
-    CHECK(last_done == s.size());
+    CHECK(!watch.overlapped);
+    CHECK(!watch.backwards);
+    CHECK(watch.last_done == s.size());
   }
 
   // A damaged block fails the whole decode (the other threads finish and
