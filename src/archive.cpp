@@ -222,10 +222,4 @@ std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<M
   return out;
 }
 
-std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body, const ProgressFn& progress) {
-  std::vector<uint8_t> out(h.original_size);
-  decode_member(h, body, out.data(), progress);
-  return out;
-}
-
 }  // namespace shazip

@@ -65,9 +65,4 @@ std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
 std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
                                         const ProgressFn& progress = {}, int jobs = 1);
 
-// The same for one archive whose header parse_header() or split_members()
-// has read; `body` is what follows the header (its length checked there).
-std::vector<uint8_t> decompress_body(const Header& h, const uint8_t* body,
-                                     const ProgressFn& progress = {});
-
 }  // namespace shazip
