@@ -74,6 +74,28 @@ class ProgressSum {
   const ProgressFn& out_;
 };
 
+// The model and streams compress_buffer() codes n > 0 bytes with.
+CodingParams compress_params(int preset, uint64_t n) {
+  const model::Preset p = model::preset(preset);
+  CodingParams params;
+  params.model = p.model;
+  params.streams = choose_streams(n, p.streams);
+  return params;
+}
+
+// The memory of one coding of n bytes with this model and these streams.
+uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n) {
+  // Weights twice (the step path's and the trainer's at lag 1), gradients,
+  // Adam's two moments, flat copies: 8 floats per parameter; 16 MiB for the
+  // rest (activations of a segment, threads' stacks, buffers).
+  uint64_t bytes = static_cast<uint64_t>(model.param_count()) * 8 * sizeof(float) + (uint64_t{16} << 20);
+  if (model.mix) {
+    bytes += model::ContextMixer::memory_bytes(streams, stream_length(n, streams),
+                                               model::MixTuning::for_level(model.mix));
+  }
+  return bytes;
+}
+
 // Decodes one archive's body into out[0..h.original_size) and checks it.
 void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const ProgressFn& progress) {
   if (h.method == Method::kStored) {
@@ -106,10 +128,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 
   std::vector<uint8_t> payload;
   if (n > 0) {
-    const model::Preset p = model::preset(options.preset);
-    CodingParams params;
-    params.model = p.model;
-    params.streams = choose_streams(n, p.streams);
+    CodingParams params = compress_params(options.preset, n);
     params.runtime = options.runtime;
     params.lookahead = lookahead_pays(params, options.sharers);
     coder::VectorSink<std::vector<uint8_t>> sink(payload);
@@ -185,16 +204,14 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
   return out;
 }
 
-uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n) {
-  // Weights twice (the step path's and the trainer's at lag 1), gradients,
-  // Adam's two moments, flat copies: 8 floats per parameter; 16 MiB for the
-  // rest (activations of a segment, threads' stacks, buffers).
-  uint64_t bytes = static_cast<uint64_t>(model.param_count()) * 8 * sizeof(float) + (uint64_t{16} << 20);
-  if (model.mix) {
-    bytes += model::ContextMixer::memory_bytes(streams, stream_length(n, streams),
-                                               model::MixTuning::for_level(model.mix));
-  }
-  return bytes;
+uint64_t compress_memory(int preset, uint64_t n) {
+  if (n == 0) return 0;
+  const CodingParams params = compress_params(preset, n);
+  return coding_memory(params.model, params.streams, n);
+}
+
+uint64_t decode_memory(const Header& h) {
+  return h.method == Method::kNeural ? coding_memory(h.model, h.streams, h.original_size) : 0;
 }
 
 int jobs_within_memory(int jobs, uint64_t per_job, uint64_t available) {

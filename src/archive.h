@@ -40,11 +40,13 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
                                      const CompressOptions& options, CompressReport* report = nullptr);
 
-// About the memory one coding of n bytes with this model and these streams
-// takes, input and output aside: the mixing stage's tables
-// (model::ContextMixer::memory_bytes) and the model's weights with their
-// copies, gradients and optimizer state. For planning parallel jobs.
-uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n);
+// About the memory compress_buffer() takes for n bytes at this preset, and
+// decoding the archive with this header takes (0 when stored), input and
+// output aside: the mixing stage's tables (model::ContextMixer::memory_bytes)
+// and the model's weights with their copies, gradients and optimizer state.
+// For planning parallel jobs.
+uint64_t compress_memory(int preset, uint64_t n);
+uint64_t decode_memory(const Header& h);
 
 // How many of `jobs` codings of `per_job` bytes each fit in `available`
 // bytes: jobs, or fewer, at least 1.

@@ -215,7 +215,7 @@ void list_member(const Member& m, const Options& o) {
     }
     std::printf("  streams          %d\n", h.streams);
     std::printf("  memory           about %s for the model and its tables (each -j job)\n",
-                human_bytes(static_cast<double>(coding_memory(h.model, h.streams, h.original_size))).c_str());
+                human_bytes(static_cast<double>(decode_memory(h))).c_str());
     std::printf("  threads          %d\n", h.threads);
     if (h.backend.device == model::DeviceKind::kCuda) {
       // CUDA archives keep the GPU and the CUDA runtime in the BLAS and CPU
@@ -284,11 +284,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     const std::vector<Member> members = split_members(input.data(), input.size());
     Progress progress(display_name(in), content_size(members), show);
     uint64_t per_job = 0;
-    for (const Member& m : members) {
-      if (m.header.method == Method::kNeural) {
-        per_job = std::max(per_job, coding_memory(m.header.model, m.header.streams, m.header.original_size));
-      }
-    }
+    for (const Member& m : members) per_job = std::max(per_job, decode_memory(m.header));
     const int jobs = jobs_for(in, o, members.size(), per_job);
     result = decompress_members(
         input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs);
@@ -306,10 +302,9 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     CompressReport report;
     const uint64_t block_size = block_size_from(o);
     if (block_size) {
-      const uint64_t n = input.size(), block = std::min(block_size, n);
-      const model::Preset p = model::preset(o.level);
-      const int jobs = jobs_for(in, o, n ? (n - 1) / block_size + 1 : 1,
-                                coding_memory(p.model, choose_streams(block, p.streams), block));
+      const uint64_t n = input.size();
+      const int jobs =
+          jobs_for(in, o, n ? (n - 1) / block_size + 1 : 1, compress_memory(o.level, std::min(block_size, n)));
       result = compress_blocks(input.data(), n, block_size, jobs, co, &report);
     } else {
       result = compress_buffer(input.data(), input.size(), co, &report);

@@ -266,11 +266,18 @@ TEST_CASE("parallel blocks: jobs are planned within the memory available", "[dri
   CHECK(jobs_within_memory(4, 0, 10) == 4);
   // A coding's memory is its mixing stage and more; the tables grow with the
   // input up to 16 MiB each (1 MB at preset 2 reaches that).
+  // compress_memory sizes them as compress_buffer() does (16 streams here).
   const model::Preset p = model::preset(2);
-  const uint64_t mb = coding_memory(p.model, 16, 1000000);
+  const uint64_t mb = compress_memory(2, 1000000);
   CHECK(mb > model::ContextMixer::memory_bytes(16, stream_length(1000000, 16), model::MixTuning::for_level(p.model.mix)));
   // 4 MB: the context tables stay at their cap; the match model's table and
   // the histories grow.
-  CHECK(coding_memory(p.model, 16, 4000000) < mb + mb / 5);
-  CHECK(coding_memory(p.model, 1, 50000) < mb / 4);
+  CHECK(compress_memory(2, 4000000) < mb + mb / 5);
+  CHECK(compress_memory(2, 50000) < mb / 4);  // one stream
+  // Decoding an archive takes what compressing it took; a stored one nothing.
+  const std::string s = text(20000);
+  CompressReport report;
+  compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), CompressOptions{}, &report);
+  CHECK(decode_memory(report.header) == compress_memory(model::kDefaultPreset, s.size()));
+  CHECK(decode_memory(Header{}) == 0);
 }
