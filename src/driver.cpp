@@ -258,13 +258,16 @@ struct DecodeSide {
 
 }  // namespace
 
-bool lookahead_pays(const CodingParams& params, int sharers) {
-  if (params.runtime.device == model::DeviceKind::kCuda) return true;
+int usable_cores() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(CPU_COUNT(&set), 1) : 1;
+}
+
+bool lookahead_pays(const CodingParams& params, int sharers) {
+  if (params.runtime.device == model::DeviceKind::kCuda) return true;
   const bool trainer = params.model.train_lag && params.runtime.async_train;
-  return cores >= std::max(sharers, 1) * (params.runtime.threads * (trainer ? 2 : 1) + 1);
+  return usable_cores() >= std::max(sharers, 1) * (params.runtime.threads * (trainer ? 2 : 1) + 1);
 }
 
 int choose_streams(uint64_t n, int max_streams, uint64_t min_stream_bytes) {

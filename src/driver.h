@@ -38,6 +38,10 @@ struct CodingParams {
 // (shazip -j), each wanting cores of its own.
 bool lookahead_pays(const CodingParams& params, int sharers = 1);
 
+// The cores this process may run on (its CPU affinity: taskset, cgroup
+// cpusets), at least 1.
+int usable_cores();
+
 // Progress callback: bytes coded so far, model code length so far in bits.
 using ProgressFn = std::function<void(uint64_t done, double bits)>;
 

@@ -18,7 +18,6 @@
 #include <optional>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 #include "model/predictor.h"
@@ -127,12 +126,12 @@ model::RuntimeOptions runtime_from(const Options& o) {
   return rt;
 }
 
-// Jobs to run at once: -j N, or with -j 0 one per two cores (each job keeps
-// a core busy coding and one training).
+// Jobs to run at once: -j N, or with -j 0 one per two of the cores this
+// process may use (each job keeps a core busy coding and one training).
 int jobs_from(const Options& o) {
   if (o.jobs > 0) return o.jobs;
   if (o.jobs < 0) return 1;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+  return std::max(1, usable_cores() / 2);
 }
 
 // "8M" -> 8 MiB; K, M and G (also KB, KiB, ...) are powers of 1024, as in

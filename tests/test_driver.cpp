@@ -3,6 +3,8 @@
 // Also the archive layer's parallel blocks (src/archive.h).
 #include <catch2/catch.hpp>
 
+#include <sched.h>
+
 #include <atomic>
 #include <random>
 #include <stdexcept>
@@ -120,6 +122,24 @@ TEST_CASE("the lookahead thread is used where a core is free for it, or with a G
   CHECK(!lookahead_pays(params, 256));  // shazip -j 256: three threads each
   params.runtime.device = model::DeviceKind::kCuda;  // the host only waits for the device
   CHECK(lookahead_pays(params));
+}
+
+TEST_CASE("usable_cores counts the cores the process may run on", "[driver]") {
+  cpu_set_t all;
+  REQUIRE(sched_getaffinity(0, sizeof all, &all) == 0);
+  CHECK(usable_cores() == CPU_COUNT(&all));
+  // Held to one core (as `taskset -c N` does): one.
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  }
+  REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+  CHECK(usable_cores() == 1);
+  REQUIRE(sched_setaffinity(0, sizeof all, &all) == 0);
 }
 
 TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
