@@ -162,7 +162,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
                                      const CompressOptions& options, CompressReport* report) {
   SHAZIP_ASSERT(block_size > 0 && jobs >= 1);
-  const uint64_t blocks = n <= block_size ? 1 : (n - 1) / block_size + 1;
+  const uint64_t blocks = block_count(n, block_size);
   if (blocks == 1) return compress_buffer(data, n, options, report);
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::vector<uint8_t>> parts(blocks);

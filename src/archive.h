@@ -36,7 +36,10 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 // result is a little larger than one archive of the whole (benchmarks/
 // RESULTS.md, "Parallel blocks"). Jobs run one at a time on a GPU. The
 // progress callback is called from one thread at a time, with the sums over
-// all blocks.
+// all blocks. block_count(): how many archives that makes (1 for n = 0).
+constexpr uint64_t block_count(uint64_t n, uint64_t block_size) {
+  return n <= block_size ? 1 : (n - 1) / block_size + 1;
+}
 std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t block_size, int jobs,
                                      const CompressOptions& options, CompressReport* report = nullptr);
 

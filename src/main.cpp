@@ -302,8 +302,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     const uint64_t block_size = block_size_from(o);
     if (block_size) {
       const uint64_t n = input.size();
-      const int jobs =
-          jobs_for(in, o, n ? (n - 1) / block_size + 1 : 1, compress_memory(o.level, std::min(block_size, n)));
+      const int jobs = jobs_for(in, o, block_count(n, block_size), compress_memory(o.level, std::min(block_size, n)));
       result = compress_blocks(input.data(), n, block_size, jobs, co, &report);
     } else {
       result = compress_buffer(input.data(), input.size(), co, &report);
