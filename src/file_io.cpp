@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -67,8 +68,11 @@ std::optional<uint64_t> read_number(const char* path, const std::string& key) {
   while (in >> word) {
     if (key.empty() || word == key) {
       if (!key.empty() && !(in >> word)) return std::nullopt;
-      if (word.empty() || word.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-      return std::stoull(word);
+      uint64_t value = 0;  // digits only, and within 64 bits ("max" is no number)
+      const char* end = word.data() + word.size();
+      const auto [stop, ec] = std::from_chars(word.data(), end, value);
+      if (ec != std::errc() || stop != end) return std::nullopt;
+      return value;
     }
   }
   return std::nullopt;

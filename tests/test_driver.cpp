@@ -16,6 +16,7 @@
 #include "src/container.h"
 #include "src/errors.h"
 #include "src/driver.h"
+#include "src/file_io.h"
 
 using namespace shazip;
 
@@ -284,6 +285,10 @@ TEST_CASE("parallel blocks: jobs are planned within the memory available", "[dri
   CHECK(jobs_within_memory(4, 100, 250) == 2);
   CHECK(jobs_within_memory(4, 100, 50) == 1);  // one job runs whatever the memory says
   CHECK(jobs_within_memory(4, 0, 10) == 4);
+  // What is available comes from /proc/meminfo (MemAvailable, Linux 3.14 and
+  // later) or a cgroup's limit: a number here, not "unknown".
+  CHECK(available_memory() > 0);
+  CHECK(available_memory() < UINT64_MAX);
   // A coding's memory is its mixing stage and more; the tables grow with the
   // input up to 16 MiB each (1 MB at preset 2 reaches that).
   // compress_memory sizes them as compress_buffer() does (16 streams here).
