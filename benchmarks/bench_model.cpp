@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
         else if (k == "flat") p.model.flat_train = std::stoi(v);
         else if (k == "kernels") p.model.step_kernels = std::stoi(v);
         else if (k == "train-kernels") p.model.train_kernels = std::stoi(v);
+        else if (k == "groups") p.model.train_groups = std::stoi(v);
         else if (k == "async") async_train = std::stoi(v) != 0;
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);

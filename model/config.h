@@ -50,6 +50,11 @@ struct ModelConfig {
                             //    neither the BLAS nor ATen. Needs flat_train and
                             //    step_kernels; only the CPU reads it.
 
+  int train_groups = 1;     // G: each training step is G Adam steps, one after the other,
+                            //    each on a B / G share of the streams' segments (format
+                            //    v8), so that many streams (a GPU's batch) do not cut the
+                            //    number of optimizer steps per byte; 1 before format 8
+
   uint64_t seed = 0x5a5a2019;  // seeds the initial weights
 
   // --- coding ---

@@ -434,12 +434,27 @@ struct Predictor::Impl {
 // worker's thread; touches only the trainer, the optimizer and its arguments.
 void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step) {
   const double t0 = seconds_now();
-  const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(step));
-  if (cfg.train_kernels && device.is_cpu()) {
-    trainer->train_segment(bytes, start);
-    flat->step_own(lr, cfg.clip);
+  // Training groups (format 8): G Adam steps, one after the other, group g on
+  // streams [g B / G, (g + 1) B / G), each from the weights the one before it
+  // left; step s of the schedule is the s-th Adam step.
+  const auto adam_step = [&](const at::Tensor& b, const ShaRnnState& s, int64_t k) {
+    const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(k));
+    if (cfg.train_kernels && device.is_cpu()) {
+      trainer->train_segment(b, s);
+      flat->step_own(lr, cfg.clip);
+    } else {
+      train_libtorch(b, s, lr);
+    }
+  };
+  const int64_t rows = bytes.size(0);
+  const int64_t groups = std::min<int64_t>(cfg.train_groups, rows);
+  if (groups == 1) {
+    adam_step(bytes, start, step);
   } else {
-    train_libtorch(bytes, start, lr);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t from = g * rows / groups, count = (g + 1) * rows / groups - from;
+      adam_step(bytes.narrow(0, from, count), start.rows(from, count), step * groups + g);
+    }
   }
   if (!cfg.train_lag) trainer->refresh_gates();
   train_s.store(train_s.load() + (seconds_now() - t0));

@@ -56,6 +56,16 @@ ShaRnnState ShaRnnState::clone() const {
   return s;
 }
 
+ShaRnnState ShaRnnState::rows(int64_t from, int64_t count) const {
+  ShaRnnState s;
+  for (const auto& t : h) s.h.push_back(t.narrow(0, from, count));
+  for (const auto& t : c) s.c.push_back(t.narrow(0, from, count));
+  if (mem.defined()) s.mem = mem.narrow(0, from, count);
+  s.mem_fill = mem_fill;
+  s.mem_pos = mem_pos;
+  return s;
+}
+
 ShaRnnImpl::ShaRnnImpl(const ModelConfig& cfg) : cfg_(cfg) {
   SHAZIP_ASSERT(cfg_.validate().empty());
   const int64_t d = cfg_.dim;

@@ -33,6 +33,8 @@ struct ShaRnnState {
   int64_t mem_fill = 0;          // valid slots; slots [0, mem_fill) until the ring wraps
   int64_t mem_pos = 0;           // next slot to write
   ShaRnnState clone() const;
+  // Streams [from, from + count) of this state: views, no copy.
+  ShaRnnState rows(int64_t from, int64_t count) const;
 };
 
 class ShaRnnImpl : public torch::nn::Module {

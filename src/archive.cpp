@@ -80,6 +80,8 @@ CodingParams compress_params(int preset, uint64_t n) {
   CodingParams params;
   params.model = p.model;
   params.streams = choose_streams(n, p.streams);
+  // A small input gets fewer streams: at most one training group each.
+  params.model.train_groups = std::min(params.model.train_groups, params.streams);
   return params;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "coder/assert.h"
 #include "model/context_mix.h"
 #include "src/crc32.h"
 #include "src/errors.h"
@@ -133,6 +134,9 @@ std::vector<uint8_t> write_header(const Header& h) {
     w.put_f32(m.clip);
     w.put<uint64_t>(m.seed);
     w.put<uint64_t>(h.payload_size);
+    // Version 8 on: the training groups; before, there is one.
+    SHAZIP_ASSERT(h.version >= 8 || m.train_groups == 1);
+    if (h.version >= 8) w.put<uint16_t>(static_cast<uint16_t>(m.train_groups));
     w.put_string(h.backend.torch_version);
     w.put_string(h.backend.blas);
     w.put_string(h.backend.cpu_capability);
@@ -198,6 +202,7 @@ Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size
     m.clip = r.get_f32();
     m.seed = r.get(8);
     h.payload_size = r.get(8);
+    m.train_groups = h.version >= 8 ? static_cast<int>(r.get(2)) : 1;
     h.backend.torch_version = r.get_string();
     h.backend.blas = r.get_string();
     h.backend.cpu_capability = r.get_string();
@@ -231,6 +236,7 @@ Header parse_member(const uint8_t* data, size_t size, size_t* header_size, uint6
     corrupt("invalid stream or thread count");
   }
   if (h.preset > model::kMaxPreset) corrupt("invalid preset");
+  if (h.model.train_groups > h.streams) corrupt("more training groups than streams");
   if (h.model.mix > 0 && static_cast<uint64_t>(h.streams) > model::kMaxMixStreams) corrupt("too many streams");
   // Every coded byte costs at least -log2(1 - 255 / 2^24) ~ 2.2e-5 bits, which
   // bounds the original size by the payload's; a header claiming more is

@@ -71,7 +71,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
   size_t header_size = 0;
   const Header p = parse_header(a.data(), a.size(), &header_size);
   CHECK(header_size == a.size() - h.payload_size);
-  CHECK(header_size == 95 + h.backend.torch_version.size() + h.backend.blas.size() +
+  CHECK(header_size == 97 + h.backend.torch_version.size() + h.backend.blas.size() +
                            h.backend.cpu_capability.size());
   CHECK(p.version == kFormatVersion);
   CHECK(p.method == Method::kNeural);
@@ -95,6 +95,8 @@ TEST_CASE("headers round-trip every field", "[container]") {
   CHECK(p.model.train_lag == h.model.train_lag);
   CHECK(p.model.flat_train == h.model.flat_train);
   CHECK(p.model.step_kernels == h.model.step_kernels);
+  CHECK(p.model.train_kernels == h.model.train_kernels);
+  CHECK(p.model.train_groups == h.model.train_groups);
   CHECK(p.streams == 16);
   CHECK(p.threads == 2);
   CHECK(p.backend.torch_version == "1.13.0");
@@ -334,6 +336,30 @@ TEST_CASE("the training lag, flat training, the step and the training kernels: f
   a[6] = 1;
   reseal(a, kStoredHeaderSize);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+}
+
+TEST_CASE("the training groups: a field from version 8, one group before", "[container]") {
+  size_t header_size = 0;
+  Header h = neural_header();  // 16 streams
+  h.model.train_groups = 4;
+  auto a = with_body(h, h.payload_size);
+  const size_t at = 88;  // after the payload size
+  CHECK((a[at] | a[at + 1] << 8) == 4);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.train_groups == 4);
+  // None, more than 256, or more groups than streams: damage.
+  for (int bad : {0, 257, 17}) {
+    INFO("groups " << bad);
+    a[at] = static_cast<uint8_t>(bad);
+    a[at + 1] = static_cast<uint8_t>(bad >> 8);
+    reseal(a, header_size);
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  }
+  // Version 7 has no such field (its header is 2 bytes shorter) and one group.
+  h.model.train_groups = 1;
+  h.version = 7;
+  a = with_body(h, h.payload_size);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.train_groups == 1);
+  CHECK(header_size == write_header(neural_header()).size() - 2);
 }
 
 TEST_CASE("several archives back to back split into their members", "[container]") {

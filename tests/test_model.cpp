@@ -362,6 +362,44 @@ TEST_CASE("same seed, input and threads give bit-identical tables", "[model]") {
   CHECK(a == b);
 }
 
+TEST_CASE("training groups: one Adam step per share of the streams on both training paths", "[model]") {
+  // Format 8: G steps per segment, group g on streams [g B / G, (g + 1) B / G)
+  // from the start state of those streams. Three streams in two groups (one
+  // and two streams) over 16 segments: the training kernels and LibTorch's
+  // autograd must agree to float noise, both lags.
+  ModelConfig c = clipping_config();
+  c.train_lag = GENERATE(0, 1);
+  c.train_groups = 2;
+  INFO("train_lag " << c.train_lag);
+  const int streams = 3;
+  const std::string text = repetitive_text(16 * c.seg_len * streams, 9);
+  ModelConfig aten = c;
+  aten.train_kernels = 0;
+  Predictor a(c, streams, RuntimeOptions{}), b(aten, streams, RuntimeOptions{});
+  double moved = 0;
+  const double gap = largest_gaps(b, {&a}, text, streams, &moved)[0];
+  INFO("kernels vs autograd: " << gap << ", learned: " << moved);
+  CHECK(gap < 1e-5);
+  CHECK(moved > 1e-2);
+
+  // Against one group: the same tables until the first step's weights are
+  // used (segment 1 at lag 0, segment 2 at lag 1), different from there on.
+  ModelConfig one = c;
+  one.train_groups = 1;
+  const auto grouped = all_tables(c, RuntimeOptions{}, text, streams);
+  const auto single = all_tables(one, RuntimeOptions{}, text, streams);
+  const auto segment = static_cast<std::ptrdiff_t>(c.seg_len * streams * kCdfSize);
+  const std::ptrdiff_t same = (1 + c.train_lag) * segment;
+  CHECK(std::equal(grouped.begin(), grouped.begin() + same, single.begin()));
+  CHECK(!std::equal(grouped.begin(), grouped.begin() + same + segment, single.begin()));
+  // On its own thread as inline; as many groups as streams works too.
+  RuntimeOptions inline_rt;
+  inline_rt.async_train = false;
+  CHECK(all_tables(c, inline_rt, text, streams) == grouped);
+  c.train_groups = streams;
+  CHECK(all_tables(c, RuntimeOptions{}, text, streams) != grouped);
+}
+
 TEST_CASE("training on its own thread gives the tables of inline training", "[model]") {
   // Lag 1 lets the training step run beside the next segment; the thread it
   // runs on must not change a bit. Lag 0 must differ (the step path uses newer

@@ -30,7 +30,7 @@ GOLDEN_VERSION="$version" python3 - <<'PY'
 import os, struct, zlib
 src = open('../golden/v%s/design.txt.shz' % os.environ['GOLDEN_VERSION'], 'rb').read()
 def header_size(b):           # header CRC included
-    pos = 88                  # first length-prefixed string of a neural header
+    pos = 90 if b[4] >= 8 else 88  # first length-prefixed string (version 8 added 2 bytes)
     for _ in range(3):
         pos += 1 + b[pos]
     return pos + 4
