@@ -93,17 +93,24 @@ Preset preset(int level) {
   // that would cap the speed near 130 KB/s (the decoder cannot overlap them with
   // the model), so presets 6..9 keep level 1 (about 3 s per MB) until a GPU
   // measurement says otherwise.
-  struct Row { int dim, layers, attn, mem, streams, seg; float lr; int mix; };
+  //
+  // Training groups (format 8): the GPU presets' many streams would cut the
+  // Adam steps per byte (on dickens, preset 2's SHA-RNN with 256 streams and
+  // T = 32 instead of 16 and T = 8: +18% bits); G steps per segment, each on
+  // B / G streams, keep them (+1.5% with G = 16), at the price of G smaller
+  // training passes one after the other (benchmarks/RESULTS.md, "Training
+  // groups"; what that costs on a GPU is unmeasured).
+  struct Row { int dim, layers, attn, mem, streams, seg; float lr; int mix, groups; };
   static constexpr Row kRows[] = {
-      {64, 1, -1, 0, 16, 8, 3e-3f, 2},        // 1: no attention, fastest
-      {96, 1, 0, 64, 16, 8, 3e-3f, 2},        // 2: default
-      {128, 1, 0, 128, 16, 8, 3e-3f, 2},      // 3
-      {192, 1, 0, 256, 16, 8, 3e-3f, 2},      // 4
-      {256, 2, 0, 256, 16, 8, 2e-3f, 2},      // 5
-      {384, 2, 0, 512, 64, 16, 1e-3f, 1},     // 6: GPU from here on
-      {512, 3, 1, 1024, 128, 16, 5e-4f, 1},   // 7
-      {768, 4, 2, 2048, 256, 32, 4e-4f, 1},   // 8
-      {1024, 4, 2, 4096, 512, 32, 3e-4f, 1},  // 9
+      {64, 1, -1, 0, 16, 8, 3e-3f, 2, 1},        // 1: no attention, fastest
+      {96, 1, 0, 64, 16, 8, 3e-3f, 2, 1},        // 2: default
+      {128, 1, 0, 128, 16, 8, 3e-3f, 2, 1},      // 3
+      {192, 1, 0, 256, 16, 8, 3e-3f, 2, 1},      // 4
+      {256, 2, 0, 256, 16, 8, 2e-3f, 2, 1},      // 5
+      {384, 2, 0, 512, 64, 16, 1e-3f, 1, 4},     // 6: GPU from here on
+      {512, 3, 1, 1024, 128, 16, 5e-4f, 1, 8},   // 7
+      {768, 4, 2, 2048, 256, 32, 4e-4f, 1, 8},   // 8
+      {1024, 4, 2, 4096, 512, 32, 3e-4f, 1, 16}, // 9
   };
   const Row& r = kRows[level - 1];
   Preset p;
@@ -115,6 +122,7 @@ Preset preset(int level) {
   p.model.lr = r.lr;
   p.model.lr_decay = 2e-4f;  // lr halves after 5000 steps (tuned on enwik6)
   p.model.mix = r.mix;
+  p.model.train_groups = r.groups;
   p.streams = r.streams;
   return p;
 }
