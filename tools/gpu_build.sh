@@ -15,6 +15,7 @@
 # Usage: tools/gpu_build.sh fetch [CORPUS_DIR]     (on the Debian machine)
 #        tools/gpu_build.sh test                   (on the GPU machine)
 #        tools/gpu_build.sh bench [LEVELS [BYTES [FILES...]]]
+#        tools/gpu_build.sh groups [LEVEL [GROUPS [BYTES [FILE]]]]
 #
 # bench runs `shazip -b --device cuda` (compress, decompress, compare, against
 # zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
@@ -23,6 +24,12 @@
 # dickens (10 MB) takes over 3 minutes per preset, so measure 1 MB prefixes of
 # every preset first (`bench 6,7,8,9 1000000`), then whole files for the
 # presets that matter, one call each.
+#
+# groups runs build-gpu/bench_model --device cuda at preset LEVEL (default 8)
+# with each training-group count in GROUPS (default 1,2,4,8,16; format 8,
+# docs/DESIGN.md "training groups") on the first BYTES (default 1000000) of
+# FILE (default .debs/corpus/dickens): KB/s against bpc, to choose presets
+# 6-9's G, whose speed cost only a GPU can tell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.debs/root"
@@ -81,8 +88,19 @@ case "$mode" in
       build-gpu/shazip -b --device cuda --levels "$levels" --markdown "$input"
     done
     ;;
+  groups)
+    level="${2:-8}"
+    groups="${3:-1,2,4,8,16}"
+    bytes="${4:-1000000}"
+    file="${5:-.debs/corpus/dickens}"
+    [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
+    nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
+    for g in ${groups//,/ }; do
+      build-gpu/bench_model --device cuda -p "$level" --groups "$g" -n "$bytes" "$file"
+    done
+    ;;
   *)
-    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]]" >&2
+    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]] | groups [LEVEL [GROUPS [BYTES [FILE]]]]" >&2
     exit 2
     ;;
 esac
