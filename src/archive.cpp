@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -17,23 +18,33 @@ namespace shazip {
 
 namespace {
 
-// Runs task(i) for every i in [0, count) on up to `jobs` threads, the calling
-// one among them. After a task throws, no new task starts; once all threads
-// have stopped, the error of the lowest failing i is rethrown (so which error
-// a user sees does not depend on timing).
+// Thrown through a task's progress callback (stoppable()) once a task
+// numbered below it has failed: its own outcome no longer matters.
+struct Cancelled {};
+
+// Runs task(i, stop) for every i in [0, count) on up to `jobs` threads, the
+// calling one among them. After a task throws, no new task starts, and
+// stop() turns true in the running tasks numbered above it (those below run
+// to their end: they might fail too); once all threads have stopped, the
+// error of the lowest failing i is rethrown (so which error a user sees does
+// not depend on timing).
 template <class Task>
 void run_parallel(size_t count, int jobs, const Task& task) {
   if (count == 0) return;
   std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
+  std::atomic<size_t> lowest_failed{SIZE_MAX};
   std::vector<std::exception_ptr> errors(count);
   const auto work = [&] {
-    for (size_t i; !failed.load() && (i = next.fetch_add(1)) < count;) {
+    for (size_t i; lowest_failed.load() == SIZE_MAX && (i = next.fetch_add(1)) < count;) {
       try {
-        task(i);
+        task(i, [&lowest_failed, i] { return lowest_failed.load() < i; });
+      } catch (const Cancelled&) {
+        // A lower task failed; its error is the one reported.
       } catch (...) {
         errors[i] = std::current_exception();
-        failed.store(true);
+        size_t seen = lowest_failed.load();
+        while (i < seen && !lowest_failed.compare_exchange_weak(seen, i)) {
+        }
       }
     }
   };
@@ -45,6 +56,16 @@ void run_parallel(size_t count, int jobs, const Task& task) {
   for (const std::exception_ptr& e : errors) {
     if (e) std::rethrow_exception(e);
   }
+}
+
+// `inner` (which may be empty) as a progress callback that first throws
+// Cancelled when stop() says so: the coders call it every 4 KB.
+template <class Stop>
+ProgressFn stoppable(ProgressFn inner, const Stop& stop) {
+  return [inner = std::move(inner), stop](uint64_t done, double bits) {
+    if (stop()) throw Cancelled{};
+    if (inner) inner(done, bits);
+  };
 }
 
 // Adds up the progress of several parts coded at once and reports the sums
@@ -172,9 +193,9 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
   ProgressSum progress(blocks, options.progress);
   // One GPU: one job at a time (the blocks, and so the result, stay the same).
   const int parallel = options.runtime.device == model::DeviceKind::kCuda ? 1 : jobs;
-  run_parallel(blocks, parallel, [&](size_t i) {
+  run_parallel(blocks, parallel, [&](size_t i, const auto& stop) {
     CompressOptions block = options;
-    block.progress = progress.part(i);
+    block.progress = stoppable(progress.part(i), stop);
     block.sharers = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(parallel), blocks));
     const uint64_t at = i * block_size;
     parts[i] = compress_buffer(data + at, std::min(block_size, n - at), block, &reports[i]);
@@ -234,9 +255,9 @@ std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<M
     return m.header.method == Method::kStored || portable_arithmetic(m.header);
   });
   ProgressSum sum(members.size(), progress);
-  run_parallel(members.size(), independent ? jobs : 1, [&](size_t i) {
+  run_parallel(members.size(), independent ? jobs : 1, [&](size_t i, const auto& stop) {
     const Member& m = members[i];
-    decode_member(m.header, file + m.offset + m.header_size, out.data() + at[i], sum.part(i));
+    decode_member(m.header, file + m.offset + m.header_size, out.data() + at[i], stoppable(sum.part(i), stop));
   });
   return out;
 }

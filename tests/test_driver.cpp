@@ -310,6 +310,42 @@ TEST_CASE("parallel blocks: the archives depend on the block size alone and deco
   }
 }
 
+TEST_CASE("parallel blocks: a failing block stops the blocks after it and not those before", "[driver][blocks]") {
+  // A stored archive whose content check fails at once, and a neural one of
+  // 70,000 bytes (two streams, seconds to decode), decoded two at a time.
+  const std::string s = text(70000);
+  CompressOptions options;
+  options.preset = 1;
+  const std::vector<uint8_t> neural =
+      compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options);
+  Header h;
+  h.original_size = 100;
+  h.content_crc = 1;  // not that of 100 bytes of 'x'
+  std::vector<uint8_t> stored = write_header(h);
+  stored.resize(stored.size() + 100, 'x');
+  for (bool stored_first : {true, false}) {
+    INFO((stored_first ? "the damaged block first" : "the damaged block second"));
+    std::vector<uint8_t> file = stored_first ? stored : neural;
+    const std::vector<uint8_t>& second = stored_first ? neural : stored;
+    file.insert(file.end(), second.begin(), second.end());
+    ProgressWatch watch;
+    try {
+      decompress_members(file.data(), split_members(file.data(), file.size()), watch.fn(), 2);
+      FAIL("a damaged block decoded");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kCorrupt);
+    }
+    // After the damaged block, the neural one stops within a few 4 KB
+    // reports; before it, it decodes to its end (it could have failed too,
+    // and the first block's error is the one to report).
+    if (stored_first) {
+      CHECK(watch.last_done < s.size() / 2);
+    } else {
+      CHECK(watch.last_done >= s.size());
+    }
+  }
+}
+
 TEST_CASE("parallel blocks: jobs are planned within the memory available", "[driver][blocks]") {
   CHECK(jobs_within_memory(4, 100, 1000) == 4);
   CHECK(jobs_within_memory(4, 100, 399) == 3);
