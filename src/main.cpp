@@ -205,7 +205,8 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  training step    %s\n", h.model.train_kernels ? "shazip's kernels, sums in a fixed order"
                                                                     : "LibTorch's autograd and the BLAS");
     }
-    const char* used = h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)";
+    const char* used =
+        h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)";
     if (h.model.train_groups > 1) {
       std::printf("  training         %d Adam steps per %d positions, each on 1/%d of the streams, their weights %s\n",
                   h.model.train_groups, h.model.seg_len, h.model.train_groups, used);

@@ -100,7 +100,8 @@ case "$mode" in
     done
     ;;
   *)
-    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]] | groups [LEVEL [GROUPS [BYTES [FILE]]]]" >&2
+    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]]" \
+      "| groups [LEVEL [GROUPS [BYTES [FILE]]]]" >&2
     exit 2
     ;;
 esac
