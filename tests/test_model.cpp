@@ -125,6 +125,24 @@ std::vector<double> largest_gaps(Predictor& reference, const std::vector<Predict
   return gaps;
 }
 
+// Runs `c` on the training kernels and on LibTorch's autograd (train_kernels
+// 0) side by side over `text` cut into `streams`: the largest gap between
+// their probabilities, how far the autograd model's moved from its first
+// prediction, and the training steps the kernels' model took.
+struct Agreement {
+  double gap = 0, moved = 0;
+  int64_t steps = 0;
+};
+Agreement kernels_against_autograd(const ModelConfig& c, int streams, const std::string& text) {
+  ModelConfig aten = c;
+  aten.train_kernels = 0;
+  Predictor kernels(c, streams, RuntimeOptions{}), autograd(aten, streams, RuntimeOptions{});
+  Agreement r;
+  r.gap = largest_gaps(autograd, {&kernels}, text, streams, &r.moved)[0];
+  r.steps = kernels.train_steps();
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("parameter count matches the closed form", "[model]") {
@@ -288,16 +306,11 @@ TEST_CASE("the training kernels learn as LibTorch's autograd and Adam do", "[mod
   c.train_lag = GENERATE(0, 1);
   INFO("train_lag " << c.train_lag);
   const int streams = 2;
-  const std::string text = repetitive_text(16 * c.seg_len * streams, 8);
-  ModelConfig aten = c;
-  aten.train_kernels = 0;
-  Predictor a(c, streams, RuntimeOptions{}), b(aten, streams, RuntimeOptions{});
-  double moved = 0;
-  const double gap = largest_gaps(b, {&a}, text, streams, &moved)[0];
-  REQUIRE(a.train_steps() >= 15);
-  INFO("kernels vs autograd: " << gap << ", learned: " << moved);
-  CHECK(gap < 1e-5);
-  CHECK(moved > 1e-2);  // the models did learn, so the first check covers it
+  const Agreement r = kernels_against_autograd(c, streams, repetitive_text(16 * c.seg_len * streams, 8));
+  REQUIRE(r.steps >= 15);
+  INFO("kernels vs autograd: " << r.gap << ", learned: " << r.moved);
+  CHECK(r.gap < 1e-5);
+  CHECK(r.moved > 1e-2);  // the models did learn, so the first check covers it
 }
 
 TEST_CASE("format 7 on the CPU calls none of LibTorch's arithmetic", "[model]") {
@@ -373,14 +386,10 @@ TEST_CASE("training groups: one Adam step per share of the streams on both train
   INFO("train_lag " << c.train_lag);
   const int streams = 3;
   const std::string text = repetitive_text(16 * c.seg_len * streams, 9);
-  ModelConfig aten = c;
-  aten.train_kernels = 0;
-  Predictor a(c, streams, RuntimeOptions{}), b(aten, streams, RuntimeOptions{});
-  double moved = 0;
-  const double gap = largest_gaps(b, {&a}, text, streams, &moved)[0];
-  INFO("kernels vs autograd: " << gap << ", learned: " << moved);
-  CHECK(gap < 1e-5);
-  CHECK(moved > 1e-2);
+  const Agreement r = kernels_against_autograd(c, streams, text);
+  INFO("kernels vs autograd: " << r.gap << ", learned: " << r.moved);
+  CHECK(r.gap < 1e-5);
+  CHECK(r.moved > 1e-2);
 
   // Against one group: the same tables until the first step's weights are
   // used (segment 1 at lag 0, segment 2 at lag 1), different from there on.
