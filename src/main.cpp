@@ -168,7 +168,8 @@ uint64_t block_size_from(const Options& o) {
 // memory available (as xz does with its threads), saying so unless -q. The
 // output does not depend on it.
 int jobs_for(const std::string& in, const Options& o, uint64_t units, uint64_t per_job) {
-  const int wanted = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(jobs_from(o)), std::max<uint64_t>(units, 1)));
+  const int wanted =
+      static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(jobs_from(o)), std::max<uint64_t>(units, 1)));
   if (wanted <= 1) return 1;
   const uint64_t available = available_memory();
   const int jobs = jobs_within_memory(wanted, per_job, available);

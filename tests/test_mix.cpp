@@ -63,10 +63,6 @@ double cost(int level, const std::string& data, NnFn nn, size_t from = 0) {
   return bits / static_cast<double>(data.size() - from);
 }
 
-}  // namespace
-
-namespace {
-
 // Bytes the heap has handed out and not taken back (AddressSanitizer's
 // allocator keeps no mallinfo2 counts, but counts of its own).
 size_t heap_in_use() {
