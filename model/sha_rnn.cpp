@@ -15,7 +15,7 @@ namespace {
 constexpr double kLnEps = 1e-12;
 // GELU approximation of the reference: x * sigmoid(1.702 x). Plain elementwise
 // ops, so it is reproducible without oneDNN's GELU kernel.
-constexpr double kGeluScale = 1.702;
+constexpr double kBoomScale = 1.702;
 
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return at::layer_norm(x, {x.size(-1)}, w, b, kLnEps);
@@ -179,7 +179,7 @@ at::Tensor ShaRnnImpl::value_gate() const {
 at::Tensor ShaRnnImpl::boom(const Block& b, const at::Tensor& h) const {
   const at::Tensor base = layer_norm(h, b.ln_ff_w, b.ln_ff_b);
   at::Tensor x = at::linear(layer_norm(h, b.ln_xff_w, b.ln_xff_b), b.boom_w, b.boom_b);
-  x = x * at::sigmoid(x * kGeluScale);
+  x = x * at::sigmoid(x * kBoomScale);
   std::vector<int64_t> shape(h.sizes().begin(), h.sizes().end());
   shape.back() = cfg_.boom_factor;
   shape.push_back(cfg_.dim);

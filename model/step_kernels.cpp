@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "coder/assert.h"
-#include "model/det_exp.h"
+#include "model/kernel_math.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -15,19 +15,15 @@
 namespace shazip::model::step {
 namespace {
 
-constexpr int kLanes = 8;
-
-// The fixed reduction of eight lanes (step_kernels.h).
-inline float reduce_lanes(const float* l) {
-  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-}
+using model::kLanes;
+using model::reduce_lanes;
 
 // --- plain C++: the definitions -------------------------------------------
 
 // Adds the products of a[0..n) and b[0..n) to the lanes, element i to lane
 // i mod 8 (n a multiple of 8 when more products follow).
 inline void dot8_lanes_scalar(const float* a, const float* b, int64_t n, float* lanes) {
-  for (int64_t i = 0; i < n; ++i) lanes[i % kLanes] = std::fmaf(a[i], b[i], lanes[i % kLanes]);
+  for (int64_t i = 0; i < n; ++i) lanes[i % kLanes] = fma_rn(a[i], b[i], lanes[i % kLanes]);
 }
 
 float dot8_scalar(const float* a, const float* b, int64_t n) {
@@ -59,30 +55,23 @@ void linear_scalar(const float* const* xs, const float* const* ws, int segments,
 // Element j of row b of the LSTM's pointwise pass (step_kernels.h).
 inline void lstm_element(const float* g, const float* c_prev, float* c, float* h, float* a, float* saved_tanh_c,
                          int64_t d, int64_t j) {
-  const float ig = det_sigmoid(g[j]);
-  const float fg = det_sigmoid(g[d + j]);
-  const float gg = det_tanh(g[2 * d + j]);
-  const float og = det_sigmoid(g[3 * d + j]);
-  const float cn = fg * c_prev[j] + ig * gg;
-  const float tc = det_tanh(cn);
-  c[j] = cn;
-  h[j] = og * tc;
+  const LstmCell r = lstm_cell(g[j], g[d + j], g[2 * d + j], g[3 * d + j], c_prev[j]);
+  c[j] = r.c;
+  h[j] = r.h;
   if (a) {
-    a[j] = ig;
-    a[d + j] = fg;
-    a[2 * d + j] = gg;
-    a[3 * d + j] = og;
-    saved_tanh_c[j] = tc;
+    a[j] = r.i;
+    a[d + j] = r.f;
+    a[2 * d + j] = r.g;
+    a[3 * d + j] = r.o;
+    saved_tanh_c[j] = r.tanh_c;
   }
 }
 
-// The reference's GELU approximation, x * sigmoid(1.702 x).
-inline float gelu_scalar(float v) { return v * det_sigmoid(v * kGeluScale); }
 
 void weighted_sum_scalar(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
   std::fill(y, y + n, 0.0f);
   for (int64_t i = 0; i < count; ++i) {
-    for (int64_t j = 0; j < n; ++j) y[j] = std::fmaf(weights[i], rows[i * n + j], y[j]);
+    for (int64_t j = 0; j < n; ++j) y[j] = fma_rn(weights[i], rows[i * n + j], y[j]);
   }
 }
 
@@ -215,7 +204,7 @@ SHAZIP_AVX2 float dot8_avx2(const float* a, const float* b, int64_t n) {
   for (; i + kLanes <= n; i += kLanes) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
   alignas(32) float lanes[kLanes];
   _mm256_store_ps(lanes, acc);
-  for (; i < n; ++i) lanes[i % kLanes] = std::fmaf(a[i], b[i], lanes[i % kLanes]);
+  for (; i < n; ++i) lanes[i % kLanes] = fma_rn(a[i], b[i], lanes[i % kLanes]);
   return reduce_lanes(lanes);
 }
 
@@ -272,7 +261,7 @@ SHAZIP_AVX2 void gelu_avx2(float* x, int64_t n) {
     const __m256 e = det_expf8(_mm256_xor_ps(_mm256_mul_ps(v, scale), sign));
     _mm256_storeu_ps(x + i, _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e))));
   }
-  for (; i < n; ++i) x[i] = gelu_scalar(x[i]);
+  for (; i < n; ++i) x[i] = det_gelu(x[i]);
 }
 
 SHAZIP_AVX2 void sigmoid_avx2(const float* x, int64_t n, float scale, float* y) {
@@ -403,7 +392,7 @@ void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const f
     const float mean = sum8(xr, d) / fd;
     for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] - mean;
     const float var = dot8(yr, yr, d) / fd;
-    const float rstd = 1.0f / std::sqrt(var + eps);
+    const float rstd = rsqrt_rn(var + eps);
     for (int64_t i = 0; i < d; ++i) yr[i] = yr[i] * rstd * w[i] + b[i];
   }
 }
@@ -427,7 +416,7 @@ void gelu(float* x, int64_t n) {
 #if defined(__x86_64__)
   if (g_simd.load(std::memory_order_relaxed)) return gelu_avx2(x, n);
 #endif
-  for (int64_t i = 0; i < n; ++i) x[i] = gelu_scalar(x[i]);
+  for (int64_t i = 0; i < n; ++i) x[i] = det_gelu(x[i]);
 }
 
 void sigmoid(const float* x, int64_t n, float scale, float* y) {

@@ -20,16 +20,21 @@
 // not depend on which one ran. docs/FORMAT.md ("Step kernels") gives the whole
 // step in these terms.
 //
-// Torch-free: raw, contiguous, row-major float arrays.
+// The elementwise parts (det_expf, the lane reduction, the LSTM cell, the
+// activation) are model/kernel_math.h's, which the CUDA step kernels
+// (model/cuda/step_kernels.h) share. Torch-free: raw, contiguous, row-major
+// float arrays.
 #pragma once
 
 #include <cstdint>
 
+#include "model/kernel_math.h"
+
 namespace shazip::model::step {
 
 // The Boom's activation is x * sigmoid(kGeluScale * x) (the reference's GELU
-// approximation).
-constexpr float kGeluScale = 1.702f;
+// approximation; model/kernel_math.h).
+using model::kGeluScale;
 
 float sum8(const float* a, int64_t n);
 float dot8(const float* a, const float* b, int64_t n);

@@ -14,7 +14,7 @@
 #include <limits>
 
 #include "coder/assert.h"
-#include "model/det_exp.h"
+#include "model/kernel_math.h"
 #include "model/step_kernels.h"
 
 #if defined(__x86_64__)

@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "model/det_exp.h"
+#include "model/kernel_math.h"
 #include "model/step_kernels.h"
 #include "model/train_kernels.h"
 

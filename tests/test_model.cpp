@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "coder/range_coder.h"
-#include "model/det_exp.h"
+#include "model/kernel_math.h"
 #include "model/lstm.h"
 #include "model/predictor.h"
 #include "model/sha_rnn.h"
