@@ -14,6 +14,7 @@
 #include "coder/quantize.h"
 #include "coder/range_coder.h"
 #include "model/cuda/cdf_kernel.h"
+#include "model/step_kernels.h"
 
 using namespace shazip;
 
@@ -139,4 +140,41 @@ TEST_CASE("GPU softmax + quantizer: tables match its floats, floats match a soft
   }
   CHECK(mismatches == 0);
   CHECK(worst < 1e-5);
+}
+
+TEST_CASE("GPU deterministic softmax + quantizer equals the CPU step path's bit for bit", "[gpu]") {
+  // Format 9's tables: step::softmax (det_expf, sum8) then the quantizer, on
+  // logits of every scale, with ties for the maximum and saturating ranges.
+  if (!have_gpu()) return;
+  std::mt19937 rng(3);
+  const int rows = 512;
+  std::vector<float> logits(static_cast<size_t>(rows) * 256);
+  for (int r = 0; r < rows; ++r) {
+    std::normal_distribution<float> n(0, r % 4 == 3 ? 60.0f : static_cast<float>(1 + r % 8));
+    float* row = &logits[static_cast<size_t>(r) * 256];
+    for (int i = 0; i < 256; ++i) row[i] = n(rng);
+    if (r % 5 == 0) row[17] = row[200] = 50.0f;  // two maxima
+  }
+  DeviceBuffer<float> d_logits(logits.size()), d_probs(logits.size());
+  DeviceBuffer<uint32_t> d_cdf(static_cast<size_t>(rows) * coder::kCdfSize);
+  d_logits.upload(logits);
+  REQUIRE(model::cuda::det_softmax_quantize_device(d_logits.ptr, d_probs.ptr, d_cdf.ptr, rows, nullptr) ==
+          cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const std::vector<float> probs = d_probs.download();
+  const std::vector<uint32_t> cdf = d_cdf.download();
+  std::vector<float> cpu = logits;
+  std::array<uint32_t, coder::kCdfSize> table;
+  size_t float_mismatches = 0, table_mismatches = 0;
+  for (int r = 0; r < rows; ++r) {
+    float* row = &cpu[static_cast<size_t>(r) * 256];
+    model::step::softmax(row, 256);
+    coder::quantize_probs(row, table.data());
+    for (int i = 0; i < 256; ++i) float_mismatches += row[i] != probs[static_cast<size_t>(r) * 256 + i];
+    for (int i = 0; i < coder::kCdfSize; ++i) {
+      table_mismatches += table[i] != cdf[static_cast<size_t>(r) * coder::kCdfSize + i];
+    }
+  }
+  CHECK(float_mismatches == 0);
+  CHECK(table_mismatches == 0);
 }

@@ -3,6 +3,8 @@
 // the same bits on every run, whatever the scheduling.
 #include "model/cuda/cdf_kernel.h"
 
+#include "model/kernel_math.h"
+
 namespace shazip::model::cuda {
 namespace {
 
@@ -112,6 +114,37 @@ __global__ void softmax_quantize_kernel(const float* logits, float* probs, uint3
   quantize_row(p, cdf + static_cast<size_t>(row) * (kSymbols + 1));
 }
 
+// step::softmax of one row: the maximum (order-free), e = det_expf(x - max),
+// and their sum8 (lane l, thread l, summing e[l], e[l + 8], ... in order,
+// then the fixed reduction).
+__global__ void det_softmax_quantize_kernel(const float* logits, float* probs, uint32_t* cdf) {
+  __shared__ float red[kSymbols];
+  __shared__ float lanes[kLanes];
+  const int row = blockIdx.x, i = threadIdx.x;
+  const float x = logits[static_cast<size_t>(row) * kSymbols + i];
+  red[i] = x;
+  __syncthreads();
+  for (int stride = kSymbols / 2; stride > 0; stride >>= 1) {
+    if (i < stride) red[i] = fmaxf(red[i], red[i + stride]);
+    __syncthreads();
+  }
+  const float max = red[0];
+  __syncthreads();
+  const float e = det_expf(x - max);
+  red[i] = e;
+  __syncthreads();
+  if (i < kLanes) {
+    float acc = 0.0f;
+    for (int k = i; k < kSymbols; k += kLanes) acc = acc + red[k];
+    lanes[i] = acc;
+  }
+  __syncthreads();
+  const float p = e / reduce_lanes(lanes);
+  if (probs) probs[static_cast<size_t>(row) * kSymbols + i] = p;
+  __syncthreads();
+  quantize_row(p, cdf + static_cast<size_t>(row) * (kSymbols + 1));
+}
+
 }  // namespace
 
 cudaError_t quantize_probs_device(const float* probs, uint32_t* cdf, int rows, cudaStream_t stream) {
@@ -124,6 +157,13 @@ cudaError_t softmax_quantize_device(const float* logits, float* probs, uint32_t*
                                     cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   softmax_quantize_kernel<<<rows, kSymbols, 0, stream>>>(logits, probs, cdf);
+  return cudaGetLastError();
+}
+
+cudaError_t det_softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
+                                        cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  det_softmax_quantize_kernel<<<rows, kSymbols, 0, stream>>>(logits, probs, cdf);
   return cudaGetLastError();
 }
 

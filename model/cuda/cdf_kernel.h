@@ -26,4 +26,11 @@ cudaError_t quantize_probs_device(const float* probs, uint32_t* cdf, int rows, c
 cudaError_t softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
                                     cudaStream_t stream);
 
+// The same with the CPU step path's softmax (step::softmax: exp(x - max) by
+// det_expf, divided by the sum8 of the 256 exps): what the CUDA step kernels
+// (format 9, model/cuda/step_kernels.h) feed the coder, so that the tables
+// equal the CPU's bit for bit.
+cudaError_t det_softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
+                                        cudaStream_t stream);
+
 }  // namespace shazip::model::cuda
