@@ -54,6 +54,7 @@ std::string ModelConfig::describe() const {
   if (!flat_train) s << " flat=0";
   if (!step_kernels) s << " kernels=0";
   if (!train_kernels) s << " train-kernels=0";
+  if (!cuda_step_kernels) s << " cuda-kernels=0";
   if (train_groups != 1) s << " G=" << train_groups;
   return s.str();
 }
@@ -75,6 +76,7 @@ std::string ModelConfig::validate() const {
   if (step_kernels < 0 || step_kernels > 1) return "step kernels must be 0 or 1";
   if (train_kernels < 0 || train_kernels > 1) return "training kernels must be 0 or 1";
   if (train_kernels && !(flat_train && step_kernels)) return "training kernels need flat training and step kernels";
+  if (cuda_step_kernels < 0 || cuda_step_kernels > 1) return "CUDA step kernels must be 0 or 1";
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";

@@ -41,7 +41,12 @@ struct ModelConfig {
   int step_kernels = 1;     // 0: the step path on LibTorch's operators and the BLAS
                             //    (formats 1-5); 1: on shazip's own CPU kernels, every sum
                             //    in a fixed order (format v6; model/step_kernels.h). Only
-                            //    the CPU reads it: on CUDA the step stays on LibTorch.
+                            //    the CPU reads it; on CUDA, cuda_step_kernels decides.
+
+  int cuda_step_kernels = 1;  // on CUDA: 0, the step path on LibTorch's operators and cuBLAS
+                              //    (formats 1-8); 1, on shazip's own CUDA kernels, which
+                              //    compute the CPU's step kernels' bits (format v9;
+                              //    model/cuda/step_kernels.h). Only CUDA reads it.
 
   int train_kernels = 1;    // 0: the training step on LibTorch's autograd, operators and
                             //    the BLAS (formats 1-6); 1: on shazip's own CPU kernels,

@@ -534,11 +534,13 @@ void Predictor::predict(uint32_t* cdfs) {
     if (logits.is_cuda()) {
       // Softmax and quantization on the device (model/cuda/cdf_kernel.cu):
       // the tables cross to the host as B x 257 integers; the probabilities
-      // follow only for the statistics (probs()).
+      // follow only for the statistics (probs()). After the CUDA step kernels
+      // (format 9) the softmax is the CPU step path's, so are the tables.
       const at::Tensor l = logits.to(torch::kFloat32).contiguous();
       const at::Tensor probs = at::empty_like(l);
       const at::Tensor tables = at::empty({m.streams, coder::kCdfSize}, l.options().dtype(torch::kInt32));
-      const cudaError_t err = cuda::softmax_quantize_device(
+      const auto quantize = m.cfg.cuda_step_kernels ? cuda::det_softmax_quantize_device : cuda::softmax_quantize_device;
+      const cudaError_t err = quantize(
           l.data_ptr<float>(), probs.data_ptr<float>(), reinterpret_cast<uint32_t*>(tables.data_ptr<int32_t>()),
           m.streams, c10::cuda::getCurrentCUDAStream().stream());
       if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel: ") + cudaGetErrorString(err));

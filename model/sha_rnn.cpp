@@ -8,6 +8,14 @@
 #include "model/lstm.h"
 #include "model/step_kernels.h"
 
+#ifdef SHAZIP_HAVE_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include <stdexcept>
+
+#include "model/cuda/step_kernels.h"
+#endif
+
 namespace shazip::model {
 namespace {
 
@@ -158,6 +166,21 @@ void ShaRnnImpl::refresh_gates() {
     train::attention_gates(w.attn, d, query_gate_.data_ptr<float>(), value_gate_.data_ptr<float>());
     return;
   }
+#ifdef SHAZIP_HAVE_CUDA
+  if (cfg_.cuda_step_kernels && embed_.is_cuda()) {
+    // Format 9: the same arithmetic on the device, for the CUDA step kernels.
+    const int64_t d = cfg_.dim;
+    query_gate_ = at::empty({d}, embed_.options());
+    value_gate_ = at::empty({d}, embed_.options());
+    const at::Tensor scratch = at::empty({d}, embed_.options());
+    const auto w = params_of<const float*>([](const at::Tensor& t) -> const float* { return t.data_ptr<float>(); });
+    const cudaError_t err =
+        cuda::attention_gates_device(w.attn, d, scratch.data_ptr<float>(), query_gate_.data_ptr<float>(),
+                                     value_gate_.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA attention gates: ") + cudaGetErrorString(err));
+    return;
+  }
+#endif
   query_gate_ = query_gate().detach();
   value_gate_ = value_gate().detach();
 }
@@ -199,6 +222,9 @@ ShaRnnState ShaRnnImpl::initial_state(int64_t batch, const torch::Device& device
 
 at::Tensor ShaRnnImpl::step(const at::Tensor& x, ShaRnnState& s) {
   if (cfg_.step_kernels && x.is_cpu()) return step_own(x, s);
+#ifdef SHAZIP_HAVE_CUDA
+  if (cfg_.cuda_step_kernels && x.is_cuda()) return step_cuda(x, s);
+#endif
   at::Tensor h = at::embedding(embed_, x);
   for (int l = 0; l < cfg_.layers; ++l) {
     const Block& b = blocks_[l];
@@ -321,6 +347,50 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
   step::linear(h, batch, d, floats(embed_), 256, floats(dec_bias_), logits.data_ptr<float>());
   return logits;
 }
+
+#ifdef SHAZIP_HAVE_CUDA
+// The same step on the GPU (format 9): model/cuda/step_kernels.h computes
+// what step_own() computes, bit for bit, on the device's copies of the
+// weights and the state.
+at::Tensor ShaRnnImpl::step_cuda(const at::Tensor& x, ShaRnnState& s) {
+  cuda::StepShape shape;
+  shape.batch = x.size(0);
+  shape.dim = cfg_.dim;
+  shape.boom_factor = cfg_.boom_factor;
+  shape.attn_layer = cfg_.attn_layer;
+  shape.slots = cfg_.attn_layer >= 0 ? s.mem.size(1) : 0;
+  shape.ln_eps = static_cast<float>(kLnEps);
+  const int64_t need = static_cast<int64_t>(cuda::step_scratch_floats(shape));
+  if (!cuda_scratch_.defined() || cuda_scratch_.numel() < need || cuda_scratch_.device() != embed_.device()) {
+    cuda_scratch_ = at::empty({need}, embed_.options());
+  }
+  cuda::StepState st;
+  for (int l = 0; l < cfg_.layers; ++l) {
+    st.h.push_back(s.h[l].data_ptr<float>());
+    st.c.push_back(s.c[l].data_ptr<float>());
+    SHAZIP_ASSERT(s.h[l].is_contiguous() && s.c[l].is_contiguous());
+  }
+  int64_t keys = 0;
+  if (cfg_.attn_layer >= 0) {
+    SHAZIP_ASSERT(s.mem.is_contiguous());
+    st.mem = s.mem.data_ptr<float>();
+    keys = std::min(s.mem_fill + 1, shape.slots);
+  }
+  const at::Tensor bytes = x.to(torch::kInt64).contiguous();
+  at::Tensor logits = at::empty({shape.batch, 256}, embed_.options());
+  const auto w = params_of<const float*>([](const at::Tensor& t) { return floats(t); });
+  const cudaError_t err = cuda::step_device(
+      shape, w, cfg_.attn_layer >= 0 ? floats(query_gate_) : nullptr,
+      cfg_.attn_layer >= 0 ? floats(value_gate_) : nullptr, st, s.mem_pos, keys, bytes.data_ptr<int64_t>(),
+      cuda_scratch_.data_ptr<float>(), logits.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA step: ") + cudaGetErrorString(err));
+  if (cfg_.attn_layer >= 0) {
+    s.mem_pos = (s.mem_pos + 1) % shape.slots;
+    s.mem_fill = keys;
+  }
+  return logits;
+}
+#endif
 
 template <class P, class Get>
 train::Params<P> ShaRnnImpl::params_of(Get get) const {

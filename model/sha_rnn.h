@@ -46,8 +46,10 @@ class ShaRnnImpl : public torch::nn::Module {
   // x: (B,) int64 input bytes (the previous byte of every stream). Returns
   // logits (B, 256) for the next byte and advances `state` by one position.
   // Call under torch::NoGradGuard. On the CPU with ModelConfig::step_kernels
-  // (format 6) it runs on shazip's own kernels (model/step_kernels.h) and
-  // updates the state's tensors in place; else on LibTorch's operators.
+  // (format 6) it runs on shazip's own kernels (model/step_kernels.h), on
+  // CUDA with ModelConfig::cuda_step_kernels (format 9) on their CUDA twins
+  // (model/cuda/step_kernels.h, the same bits), both updating the state's
+  // tensors in place; else on LibTorch's operators.
   at::Tensor step(const at::Tensor& x, ShaRnnState& state);
 
   // x: (B, T) int64 inputs. Returns logits (B, T, 256) computed from `state`
@@ -81,8 +83,9 @@ class ShaRnnImpl : public torch::nn::Module {
     at::Tensor vq_w, vq_b;               // overparam value gate, (2d, d), (2d)
   };
 
-  // step() on the step kernels.
+  // step() on the step kernels, and on the CUDA step kernels (CUDA builds).
   at::Tensor step_own(const at::Tensor& x, ShaRnnState& state);
+  at::Tensor step_cuda(const at::Tensor& x, ShaRnnState& state);
   // The parameters' data, or their gradients', for the training kernels.
   template <class P, class Get>
   train::Params<P> params_of(Get get) const;
@@ -99,6 +102,7 @@ class ShaRnnImpl : public torch::nn::Module {
   Attention attn_;
   at::Tensor query_gate_, value_gate_;  // step()'s cached copies, no grad
   std::vector<float> buf_;              // step_own()'s scratch rows
+  at::Tensor cuda_scratch_;             // step_cuda()'s, on the device
   train::SegmentPass train_pass_;       // train_segment()'s saved activations
 };
 TORCH_MODULE(ShaRnn);

@@ -77,6 +77,7 @@ constexpr FlagBit kFlagBits[] = {
     {2, 5, &model::ModelConfig::flat_train},     // before: Adam and the clipping tensor by tensor
     {4, 6, &model::ModelConfig::step_kernels},   // before: the step path on LibTorch's operators
     {8, 7, &model::ModelConfig::train_kernels},  // before: the training step on LibTorch's autograd
+    {16, 9, &model::ModelConfig::cuda_step_kernels},  // before: a CUDA step path on LibTorch's operators
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

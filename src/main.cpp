@@ -201,10 +201,18 @@ void list_member(const Member& m, const Options& o) {
                   h.model.flat_train ? "all weights at once" : "tensor by tensor", h.model.beta1,
                   h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
-      std::printf("  step path        %s\n", h.model.step_kernels ? "shazip's kernels, sums in a fixed order"
-                                                                   : "LibTorch's operators and the BLAS");
-      std::printf("  training step    %s\n", h.model.train_kernels ? "shazip's kernels, sums in a fixed order"
-                                                                    : "LibTorch's autograd and the BLAS");
+      // On CUDA the step path follows its own switch and training is always
+      // LibTorch's (model/config.h).
+      const bool cuda = h.backend.device == model::DeviceKind::kCuda;
+      const char* step = cuda ? (h.model.cuda_step_kernels ? "shazip's CUDA kernels, the CPU kernels' sums"
+                                                           : "LibTorch's operators and cuBLAS")
+                              : (h.model.step_kernels ? "shazip's kernels, sums in a fixed order"
+                                                      : "LibTorch's operators and the BLAS");
+      const char* train = cuda ? "LibTorch's autograd and cuBLAS"
+                               : (h.model.train_kernels ? "shazip's kernels, sums in a fixed order"
+                                                        : "LibTorch's autograd and the BLAS");
+      std::printf("  step path        %s\n", step);
+      std::printf("  training step    %s\n", train);
     }
     const char* used =
         h.model.train_lag ? "used from the segment after next (lag 1)" : "used from the next segment (lag 0)";

@@ -256,7 +256,7 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag, flat training, the step and the training kernels: flags from versions 4 to 7",
+TEST_CASE("the training lag, flat training, the step, training and CUDA step kernels: flags from versions 4 to 9",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
@@ -264,22 +264,27 @@ TEST_CASE("the training lag, flat training, the step and the training kernels: f
     for (int flat : {0, 1}) {
       for (int kernels : {0, 1}) {
         for (int train : {0, 1}) {
-          if (train && !(flat && kernels)) continue;  // the training kernels need both
-          h.model.train_lag = lag;
-          h.model.flat_train = flat;
-          h.model.step_kernels = kernels;
-          h.model.train_kernels = train;
-          const auto a = with_body(h, h.payload_size);
-          CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3));  // flags, bits 0 to 3
-          const Header p = parse_header(a.data(), a.size(), &header_size);
-          CHECK(p.model.train_lag == lag);
-          CHECK(p.model.flat_train == flat);
-          CHECK(p.model.step_kernels == kernels);
-          CHECK(p.model.train_kernels == train);
+          for (int cuda : {0, 1}) {
+            if (train && !(flat && kernels)) continue;  // the training kernels need both
+            h.model.train_lag = lag;
+            h.model.flat_train = flat;
+            h.model.step_kernels = kernels;
+            h.model.train_kernels = train;
+            h.model.cuda_step_kernels = cuda;
+            const auto a = with_body(h, h.payload_size);
+            CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3 | cuda << 4));  // flags, bits 0 to 4
+            const Header p = parse_header(a.data(), a.size(), &header_size);
+            CHECK(p.model.train_lag == lag);
+            CHECK(p.model.flat_train == flat);
+            CHECK(p.model.step_kernels == kernels);
+            CHECK(p.model.train_kernels == train);
+            CHECK(p.model.cuda_step_kernels == cuda);
+          }
         }
       }
     }
   }
+  h.model.cuda_step_kernels = 0;
   {
     // The training kernels without the step kernels are no model shazip makes.
     h.model.train_kernels = 1;
@@ -288,21 +293,24 @@ TEST_CASE("the training lag, flat training, the step and the training kernels: f
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 7 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 6 has the step kernels
-  // but not the training kernels, 5 flat training but not the step kernels,
-  // 4 the lag but not flat training.
+  // Each version before 9 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 8 (and 7) has the
+  // training kernels but not the CUDA step kernels, 6 the step kernels but
+  // not the training kernels, 5 flat training but not the step kernels, 4 the
+  // lag but not flat training.
   h.model.train_lag = 1;
   h.model.flat_train = 1;
   h.model.step_kernels = 1;
   h.model.train_kernels = 1;
+  h.model.cuda_step_kernels = 1;
   struct Older {
     uint8_t version;
     uint8_t written;                 // the flags byte it writes
     uint8_t with_next;               // the same with the next switch's bit
     int model::ModelConfig::*next;   // the switch it does not know
   };
-  for (const Older& o : {Older{6, 7, 15, &model::ModelConfig::train_kernels},
+  for (const Older& o : {Older{8, 15, 31, &model::ModelConfig::cuda_step_kernels},
+                         Older{6, 7, 15, &model::ModelConfig::train_kernels},
                          Older{5, 3, 7, &model::ModelConfig::step_kernels},
                          Older{4, 1, 3, &model::ModelConfig::flat_train}}) {
     INFO("version " << int{o.version});
@@ -327,7 +335,7 @@ TEST_CASE("the training lag, flat training, the step and the training kernels: f
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 16;
+  a[6] |= 32;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

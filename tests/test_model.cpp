@@ -411,19 +411,20 @@ TEST_CASE("training groups: one Adam step per share of the streams on both train
 
 TEST_CASE("GPU: the model on CUDA learns as LibTorch's CPU path does with and without training groups",
           "[gpu][model]") {
-  // CUDA runs the step and the training step on LibTorch's operators and
-  // autograd, as the CPU did before formats 6 and 7: over the first 16 steps
-  // (three streams, in one group or two) the two must agree up to the
-  // devices' different rounding.
+  // CUDA runs the training step on LibTorch's autograd, as the CPU did before
+  // format 7, and the step on LibTorch's operators (before format 9) or on
+  // the CUDA step kernels: over the first 16 steps (three streams, in one
+  // group or two) the two must agree up to the devices' different rounding.
   if (!backend_info().cuda_available) {
     WARN("no CUDA device or no CUDA build: [gpu] test skipped");
     return;
   }
   ModelConfig c = clipping_config();
-  c.step_kernels = 0;
+  c.cuda_step_kernels = GENERATE(0, 1);
+  c.step_kernels = c.cuda_step_kernels;
   c.train_kernels = 0;
   c.train_groups = GENERATE(1, 2);
-  INFO("train_groups " << c.train_groups);
+  INFO("train_groups " << c.train_groups << ", CUDA step kernels " << c.cuda_step_kernels);
   const int streams = 3;
   const std::string text = repetitive_text(16 * c.seg_len * streams, 10);
   RuntimeOptions cuda;
@@ -434,6 +435,81 @@ TEST_CASE("GPU: the model on CUDA learns as LibTorch's CPU path does with and wi
   INFO("CUDA vs CPU: " << gap << ", learned: " << moved);
   CHECK(gap < 1e-4);
   CHECK(moved > 1e-2);
+}
+
+TEST_CASE("GPU: the CUDA step kernels compute the CPU step kernels' bits", "[gpu][model]") {
+  // Format 9: the same weights, state and bytes give the same logits, states
+  // and memory on the GPU as on the CPU, bit for bit, with the attention in
+  // the first block, the second and none, across the ring's wrap and a change
+  // of weights; five streams, a remainder of the kernels' four-row groups.
+  if (!backend_info().cuda_available) {
+    WARN("no CUDA device or no CUDA build: [gpu] test skipped");
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  ModelConfig c = small_config();
+  c.mem_len = 12;
+  c.boom_factor = 3;
+  RuntimeOptions cuda;
+  cuda.device = DeviceKind::kCuda;
+  configure_runtime(cuda);
+  for (const int attn : {0, 1, -1}) {
+    INFO("attention layer " << attn);
+    c.attn_layer = attn;
+    ShaRnn cpu(c), gpu(c);
+    torch::manual_seed(6);
+    for (auto& p : cpu->parameters()) p.add_(torch::randn_like(p) * 0.3);
+    for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].copy_(cpu->parameters()[i]);
+    gpu->to(torch::kCUDA);
+    cpu->refresh_gates();
+    gpu->refresh_gates();
+    const int64_t batch = 5;
+    ShaRnnState sc = cpu->initial_state(batch, torch::kCPU), sg = gpu->initial_state(batch, torch::kCUDA);
+    const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
+    int64_t unequal = 0;
+    for (int64_t t = 0; t < bytes.size(1); ++t) {
+      if (t == 20) {  // new weights half way: the kernels and the gates read them
+        for (auto& p : cpu->parameters()) p.mul_(0.9);
+        for (auto& p : gpu->parameters()) p.mul_(0.9);
+        cpu->refresh_gates();
+        gpu->refresh_gates();
+      }
+      const at::Tensor lc = cpu->step(bytes.select(1, t), sc);
+      const at::Tensor lg = gpu->step(bytes.select(1, t).to(torch::kCUDA), sg).to(torch::kCPU);
+      unequal += !torch::equal(lc, lg);
+    }
+    CHECK(unequal == 0);
+    for (int l = 0; l < c.layers; ++l) {
+      CHECK(torch::equal(sc.h[l], sg.h[l].to(torch::kCPU)));
+      CHECK(torch::equal(sc.c[l], sg.c[l].to(torch::kCPU)));
+    }
+    if (attn >= 0) {
+      CHECK(sc.mem_fill == sg.mem_fill);
+      CHECK(sc.mem_pos == sg.mem_pos);
+      CHECK(torch::equal(sc.mem, sg.mem.to(torch::kCPU)));
+    }
+  }
+}
+
+TEST_CASE("GPU: a CUDA predictor codes the CPU's tables until their training differs", "[gpu][model]") {
+  // At training lag 1 the first two segments are coded with the initial
+  // weights on both devices: the tables (the CUDA step kernels, then the
+  // device's softmax and quantizer) must be the CPU's. Later ones differ, as
+  // the GPU trains on LibTorch's autograd.
+  if (!backend_info().cuda_available) {
+    WARN("no CUDA device or no CUDA build: [gpu] test skipped");
+    return;
+  }
+  const ModelConfig c = small_config();
+  const int streams = 5;
+  const std::string text = repetitive_text(4 * c.seg_len * streams, 12);
+  RuntimeOptions cuda;
+  cuda.device = DeviceKind::kCuda;
+  const auto cpu_tables = all_tables(c, RuntimeOptions{}, text, streams);
+  const auto gpu_tables = all_tables(c, cuda, text, streams);
+  REQUIRE(cpu_tables.size() == gpu_tables.size());
+  const auto two_segments = static_cast<std::ptrdiff_t>(2 * c.seg_len * streams * kCdfSize);
+  CHECK(std::equal(cpu_tables.begin(), cpu_tables.begin() + two_segments, gpu_tables.begin()));
 }
 
 TEST_CASE("training on its own thread gives the tables of inline training", "[model]") {

@@ -55,7 +55,7 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    'reserved-flags.5.shz': flip(6, 0x10, True),  # bits 0-3: lag, flat training, step and training kernels
+    'reserved-flags.5.shz': flip(6, 0x20, True),  # bits 0-4: lag, flat training, step, training, CUDA step kernels
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     'cuda-backend.7.shz': flip(21, 0x01, True),
 }
