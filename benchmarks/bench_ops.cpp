@@ -1,0 +1,129 @@
+// Operator count: how many LibTorch operators that do work (kernel launches
+// on a GPU) the model's LibTorch paths run per coded position, per preset.
+// On a GPU each costs a launch of a few microseconds whatever its size, so
+// for the GPU presets' one-position steps the count, not the arithmetic, can
+// set the speed. Counted on the CPU by LibTorch's operator callbacks, leaves
+// only (an operator that calls others counts through them), views and
+// allocations left out:
+//   step      one predict() on LibTorch's operators (step_kernels 0), what a
+//             CUDA archive before format 9 runs per position, with the
+//             softmax; format 9's CUDA step kernels launch 5 per block, 7 for
+//             the attention, 1 for the decoder and 1 for the tables instead
+//   segment   the observe() that ends a segment: the training step on
+//             LibTorch's autograd (train_kernels 0, what CUDA runs), its G
+//             groups, and the weights' hand-over to the step path
+// The CPU's LSTM layer runs a GEMM per position forward and backward, as a
+// GPU's LSTM does; its pointwise cell is one of shazip's loops here, a kernel
+// of cuDNN's there.
+//
+// Usage: bench_ops [-p LIST]   presets (default 6,7,8,9)
+#include <torch/torch.h>
+
+#include <ATen/record_function.h>
+
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/predictor.h"
+
+using namespace shazip::model;
+
+namespace {
+
+// Operators that only allocate, view or describe memory.
+const std::set<std::string>& no_work() {
+  static const std::set<std::string> names = {
+      "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::view", "aten::reshape", "aten::_reshape_alias",
+      "aten::narrow", "aten::slice", "aten::select", "aten::as_strided", "aten::alias", "aten::t", "aten::transpose",
+      "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::chunk", "aten::split", "aten::unbind",
+      "aten::detach", "detach", "aten::detach_", "aten::contiguous", "aten::to", "aten::lift_fresh",
+      "aten::resize_", "aten::set_", "aten::_has_compatible_shallow_copy_type", "aten::is_nonzero",
+      "aten::result_type", "aten::numpy_T", "aten::permute", "aten::expand_as", "aten::view_as"};
+  return names;
+}
+
+thread_local std::vector<bool> t_has_child;  // per open operator: whether it called another
+thread_local bool t_counting = false;
+thread_local long t_count = 0;
+
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction&) {
+  if (!t_has_child.empty()) t_has_child.back() = true;
+  t_has_child.push_back(false);
+  return nullptr;
+}
+
+void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
+  const bool parent = t_has_child.back();
+  t_has_child.pop_back();
+  if (t_counting && !parent && !no_work().count(fn.name())) ++t_count;
+}
+
+template <class F>
+long count(F&& f) {
+  t_count = 0;
+  t_counting = true;
+  f();
+  t_counting = false;
+  return t_count;
+}
+
+std::vector<int> parse_list(const char* s) {
+  std::vector<int> v;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) v.push_back(std::stoi(item));
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> presets = {6, 7, 8, 9};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
+      presets = parse_list(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: bench_ops [-p LIST]\n");
+      return 2;
+    }
+  }
+  const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end));
+  std::printf("| preset | B | T | G | step: operators per position (LibTorch) | step: launches (format 9 kernels) "
+              "| segment: operators (training, LibTorch) | operators per coded byte, before / since format 9 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const int level : presets) {
+    const Preset p = preset(level);
+    ModelConfig c = p.model;
+    c.step_kernels = 0;
+    c.train_kernels = 0;
+    c.cuda_step_kernels = 0;
+    // The count does not depend on the streams: as few as the groups need.
+    const int streams = c.train_groups;
+    RuntimeOptions rt;
+    rt.async_train = false;  // the training step inline, on this thread
+    Predictor model(c, streams, rt);
+    std::vector<uint32_t> cdfs(static_cast<size_t>(streams) * 257);
+    std::vector<uint8_t> bytes(static_cast<size_t>(streams), 'e');
+    long step = 0, segment = 0;
+    // Two segments: at lag 1 the first one's end trains, the second's also
+    // hands the weights over; count the second.
+    for (int pos = 0; pos < 2 * c.seg_len; ++pos) {
+      step = count([&] { model.predict(cdfs.data()); });
+      const long observed = count([&] { model.observe(bytes.data()); });
+      if (pos == 2 * c.seg_len - 1) segment = observed;
+    }
+    const int kernels = 5 * c.layers + (c.attn_layer >= 0 ? 7 : 0) + 2;
+    const double per_byte_old = (static_cast<double>(step) * c.seg_len + segment) / (c.seg_len * p.streams);
+    const double per_byte_new = (static_cast<double>(kernels) * c.seg_len + segment) / (c.seg_len * p.streams);
+    std::printf("| %d | %d | %d | %d | %ld | %d | %ld | %.2f / %.2f |\n", level, p.streams, c.seg_len, c.train_groups,
+                step, kernels, segment, per_byte_old, per_byte_new);
+    std::fflush(stdout);
+  }
+  at::removeCallback(handle);
+  return 0;
+}
