@@ -162,7 +162,7 @@ void ShaRnnImpl::refresh_gates() {
     const int64_t d = cfg_.dim;
     query_gate_ = at::empty({d}, torch::kFloat32);
     value_gate_ = at::empty({d}, torch::kFloat32);
-    const auto w = params_of<const float*>([](const at::Tensor& t) -> const float* { return t.data_ptr<float>(); });
+    const train::Weights w = weights();
     train::attention_gates(w.attn, d, query_gate_.data_ptr<float>(), value_gate_.data_ptr<float>());
     return;
   }
@@ -173,7 +173,7 @@ void ShaRnnImpl::refresh_gates() {
     query_gate_ = at::empty({d}, embed_.options());
     value_gate_ = at::empty({d}, embed_.options());
     const at::Tensor scratch = at::empty({d}, embed_.options());
-    const auto w = params_of<const float*>([](const at::Tensor& t) -> const float* { return t.data_ptr<float>(); });
+    const train::Weights w = weights();
     const cudaError_t err =
         cuda::attention_gates_device(w.attn, d, scratch.data_ptr<float>(), query_gate_.data_ptr<float>(),
                                      value_gate_.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
@@ -378,7 +378,7 @@ at::Tensor ShaRnnImpl::step_cuda(const at::Tensor& x, ShaRnnState& s) {
   }
   const at::Tensor bytes = x.to(torch::kInt64).contiguous();
   at::Tensor logits = at::empty({shape.batch, 256}, embed_.options());
-  const auto w = params_of<const float*>([](const at::Tensor& t) { return floats(t); });
+  const train::Weights w = weights();
   const cudaError_t err = cuda::step_device(
       shape, w, cfg_.attn_layer >= 0 ? floats(query_gate_) : nullptr,
       cfg_.attn_layer >= 0 ? floats(value_gate_) : nullptr, st, s.mem_pos, keys, bytes.data_ptr<int64_t>(),
@@ -391,6 +391,10 @@ at::Tensor ShaRnnImpl::step_cuda(const at::Tensor& x, ShaRnnState& s) {
   return logits;
 }
 #endif
+
+train::Weights ShaRnnImpl::weights() const {
+  return params_of<const float*>([](const at::Tensor& t) { return floats(t); });
+}
 
 template <class P, class Get>
 train::Params<P> ShaRnnImpl::params_of(Get get) const {
@@ -414,7 +418,7 @@ train::Params<P> ShaRnnImpl::params_of(Get get) const {
 double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s) {
   SHAZIP_ASSERT(embed_.is_cpu() && bytes.is_cpu() && bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
   const at::Tensor in = bytes.to(torch::kInt64).contiguous();
-  const auto w = params_of<const float*>([](const at::Tensor& t) { return floats(t); });
+  const train::Weights w = weights();
   const auto g = params_of<float*>([](const at::Tensor& t) {
     const at::Tensor& grad = t.grad();
     SHAZIP_ASSERT(grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32);

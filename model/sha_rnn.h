@@ -65,6 +65,10 @@ class ShaRnnImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
 
+  // The parameters' data where they live (host or device pointers), for the
+  // kernels that take raw arrays (model/train_kernels.h, model/cuda/).
+  train::Weights weights() const;
+
   // Recomputes the cached attention gates used by step(); call after every
   // change of the weights (optimizer step, load).
   void refresh_gates();

@@ -5,7 +5,7 @@
 
 #include "model/kernel_math.h"
 
-namespace shazip::model::cuda {
+namespace shazip::model::SHAZIP_CUDA_NS {
 namespace {
 
 constexpr int kSymbols = 256;
@@ -149,22 +149,22 @@ __global__ void det_softmax_quantize_kernel(const float* logits, float* probs, u
 
 cudaError_t quantize_probs_device(const float* probs, uint32_t* cdf, int rows, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  quantize_kernel<<<rows, kSymbols, 0, stream>>>(probs, cdf);
-  return cudaGetLastError();
+  SHAZIP_LAUNCH(quantize_kernel, rows, kSymbols, 0, stream)(probs, cdf);
+  return simt::last_error();
 }
 
 cudaError_t softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
                                     cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  softmax_quantize_kernel<<<rows, kSymbols, 0, stream>>>(logits, probs, cdf);
-  return cudaGetLastError();
+  SHAZIP_LAUNCH(softmax_quantize_kernel, rows, kSymbols, 0, stream)(logits, probs, cdf);
+  return simt::last_error();
 }
 
 cudaError_t det_softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
                                         cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  det_softmax_quantize_kernel<<<rows, kSymbols, 0, stream>>>(logits, probs, cdf);
-  return cudaGetLastError();
+  SHAZIP_LAUNCH(det_softmax_quantize_kernel, rows, kSymbols, 0, stream)(logits, probs, cdf);
+  return simt::last_error();
 }
 
-}  // namespace shazip::model::cuda
+}  // namespace shazip::model::SHAZIP_CUDA_NS

@@ -14,9 +14,9 @@
 
 #include <cstdint>
 
-#include <cuda_runtime_api.h>
+#include "model/cuda/simt.h"
 
-namespace shazip::model::cuda {
+namespace shazip::model::SHAZIP_CUDA_NS {
 
 // probs: rows x 256 floats (device); cdf: rows x 257 uint32 (device).
 cudaError_t quantize_probs_device(const float* probs, uint32_t* cdf, int rows, cudaStream_t stream);
@@ -33,4 +33,4 @@ cudaError_t softmax_quantize_device(const float* logits, float* probs, uint32_t*
 cudaError_t det_softmax_quantize_device(const float* logits, float* probs, uint32_t* cdf, int rows,
                                         cudaStream_t stream);
 
-}  // namespace shazip::model::cuda
+}  // namespace shazip::model::SHAZIP_CUDA_NS

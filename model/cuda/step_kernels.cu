@@ -12,7 +12,7 @@
 
 #include "model/kernel_math.h"
 
-namespace shazip::model::cuda {
+namespace shazip::model::SHAZIP_CUDA_NS {
 namespace {
 
 constexpr int kThreads = 128;  // threads per block of the product kernels
@@ -52,7 +52,7 @@ template <int R>
 __device__ __forceinline__ void group_rows(const float* x, int64_t rows, int64_t k, int64_t first,
                                            const float* (&out)[R]) {
 #pragma unroll
-  for (int r = 0; r < R; ++r) out[r] = x + min(first + r, rows - 1) * k;
+  for (int r = 0; r < R; ++r) out[r] = x + (first + r < rows ? first + r : rows - 1) * k;
 }
 
 // --- row statistics: LayerNorm and softmax ---------------------------------
@@ -89,7 +89,7 @@ __device__ void lane_sum(const float* v, int64_t n, bool squares, float* lanes, 
 // step::layer_norm of one row per block: mean = sum8 / d, c = x - mean,
 // var = dot8(c, c) / d, y = c * (1 / sqrt(var + eps)) * w + b.
 __global__ void layer_norm_kernel(LnArgs a) {
-  extern __shared__ float c[];  // the centred row, d floats
+  float* c = simt::dynamic_shared<float>();  // the centred row, d floats
   __shared__ float lanes[kLanes];
   __shared__ float stat;
   const int64_t r = blockIdx.x;
@@ -280,7 +280,7 @@ __global__ void value_gate_kernel(const float* sv, int64_t d, const float* __res
 
 void layer_norm(const LnArgs& a, int64_t rows, cudaStream_t stream) {
   const size_t shared = static_cast<size_t>(a.d) * sizeof(float);
-  layer_norm_kernel<<<static_cast<unsigned>(rows), kRowThreads, shared, stream>>>(a);
+  SHAZIP_LAUNCH(layer_norm_kernel, static_cast<unsigned>(rows), kRowThreads, shared, stream)(a);
 }
 
 LnArgs ln_args(const float* x, const float* w, const float* b, float* y, const StepShape& s) {
@@ -330,10 +330,9 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       start.gather = bytes;
     }
     layer_norm(start, B, stream);
-    lstm_kernel<<<along_d, kThreads, 0, stream>>>(x, st.h[l], st.c[l], hn, B, d, blk.w_ih, blk.w_hh, blk.b_ih,
+    SHAZIP_LAUNCH(lstm_kernel, along_d, kThreads, 0, stream)(x, st.h[l], st.c[l], hn, B, d, blk.w_ih, blk.w_hh, blk.b_ih,
                                                   blk.b_hh);
-    const cudaError_t copied =
-        cudaMemcpyAsync(st.h[l], hn, static_cast<size_t>(B * d) * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+    const cudaError_t copied = simt::copy_async(st.h[l], hn, static_cast<size_t>(B * d) * sizeof(float), stream);
     if (copied != cudaSuccess) return copied;
     if (static_cast<int64_t>(l) == s.attn_layer) {
       const train::AttnParams<const float*>& a = w.attn;
@@ -342,15 +341,15 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       to_mem.y_stride = s.slots * d;
       layer_norm(to_mem, B, stream);
       layer_norm(ln_args(hn, a.ln_mid_w, a.ln_mid_b, hq, s), B, stream);
-      linear_kernel<<<along_d, kThreads, 0, stream>>>(hq, B, d, a.q_w, d, a.q_b, q);
+      SHAZIP_LAUNCH(linear_kernel, along_d, kThreads, 0, stream)(hq, B, d, a.q_w, d, a.q_b, q);
       LnArgs q_ln = ln_args(q, a.q_ln_w, a.q_ln_b, q, s);
       q_ln.post = query_gate;
       layer_norm(q_ln, B, stream);
-      scores_kernel<<<dim3(static_cast<unsigned>(blocks_for(keys, kThreads)), static_cast<unsigned>(B)), kThreads,
-                      0, stream>>>(st.mem, s.slots, keys, d, q, scores);
-      softmax_kernel<<<static_cast<unsigned>(B), kRowThreads, 0, stream>>>(scores, s.slots, keys);
-      mix_kernel<<<dim3(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(B)), kThreads, 0,
-                   stream>>>(st.mem, s.slots, keys, d, scores, value_gate, hq, hn);
+      SHAZIP_LAUNCH(scores_kernel, dim3(static_cast<unsigned>(blocks_for(keys, kThreads)), static_cast<unsigned>(B)), kThreads,
+                      0, stream)(st.mem, s.slots, keys, d, q, scores);
+      SHAZIP_LAUNCH(softmax_kernel, static_cast<unsigned>(B), kRowThreads, 0, stream)(scores, s.slots, keys);
+      SHAZIP_LAUNCH(mix_kernel, dim3(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(B)), kThreads, 0,
+                   stream)(st.mem, s.slots, keys, d, scores, value_gate, hq, hn);
     }
     // Boom: both LayerNorms of the block's h in one pass (the same mean and
     // deviation), then d -> f, activated, chunks summed, plus the residual.
@@ -359,19 +358,19 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
     both.b2 = blk.ln_xff_b;
     both.y2 = x2;
     layer_norm(both, B, stream);
-    boom_kernel<<<along_d, kThreads, 0, stream>>>(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b);
+    SHAZIP_LAUNCH(boom_kernel, along_d, kThreads, 0, stream)(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b);
   }
-  linear_kernel<<<product_grid(256, B), kThreads, 0, stream>>>(h, B, d, w.embed, 256, w.dec_bias, logits);
-  return cudaGetLastError();
+  SHAZIP_LAUNCH(linear_kernel, product_grid(256, B), kThreads, 0, stream)(h, B, d, w.embed, 256, w.dec_bias, logits);
+  return simt::last_error();
 }
 
 cudaError_t attention_gates_device(const train::AttnParams<const float*>& a, int64_t d, float* scratch,
                                    float* query_gate, float* value_gate, cudaStream_t stream) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));  // as train::attention_gates
   const unsigned blocks = static_cast<unsigned>(blocks_for(d, kThreads));
-  gates_kernel<<<blocks, kThreads, 0, stream>>>(a.qs, a.ks, a.vs, scale, d, scratch, query_gate);
-  value_gate_kernel<<<blocks, kThreads, 0, stream>>>(scratch, d, a.vq_w, a.vq_b, value_gate);
-  return cudaGetLastError();
+  SHAZIP_LAUNCH(gates_kernel, blocks, kThreads, 0, stream)(a.qs, a.ks, a.vs, scale, d, scratch, query_gate);
+  SHAZIP_LAUNCH(value_gate_kernel, blocks, kThreads, 0, stream)(scratch, d, a.vq_w, a.vq_b, value_gate);
+  return simt::last_error();
 }
 
-}  // namespace shazip::model::cuda
+}  // namespace shazip::model::SHAZIP_CUDA_NS

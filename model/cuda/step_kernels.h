@@ -15,11 +15,11 @@
 #include <cstdint>
 #include <vector>
 
-#include <cuda_runtime_api.h>
+#include "model/cuda/simt.h"
 
 #include "model/train_kernels.h"
 
-namespace shazip::model::cuda {
+namespace shazip::model::SHAZIP_CUDA_NS {
 
 struct StepShape {
   int64_t batch = 0;        // B streams
@@ -55,4 +55,4 @@ cudaError_t step_device(const StepShape& shape, const train::Weights& w, const f
 cudaError_t attention_gates_device(const train::AttnParams<const float*>& a, int64_t d, float* scratch,
                                    float* query_gate, float* value_gate, cudaStream_t stream);
 
-}  // namespace shazip::model::cuda
+}  // namespace shazip::model::SHAZIP_CUDA_NS

@@ -1,0 +1,180 @@
+// The CUDA kernels of model/cuda/, run on the CPU by the host emulation of
+// model/cuda/simt.h: the step kernels against the CPU's step path, the
+// gates against train::attention_gates, the deterministic softmax and the
+// quantizer against the CPU's, all bit for bit. What a GPU adds to these
+// ([gpu] tests in test_model and test_gpu) is nvcc's compilation and real
+// concurrency; the order of every operation is checked here, without one.
+//
+// LibTorch first: it drags in glog, whose CHECK macro Catch's must override.
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "coder/quantize.h"
+#include "coder/range_coder.h"
+#include "model/sha_rnn.h"
+#include "model/step_kernels.h"
+#include "model/train_kernels.h"
+
+// The kernels themselves, compiled for the host into namespace cuda_simt.
+#define SHAZIP_SIMT_EMULATE
+#define SHAZIP_CUDA_NS cuda_simt
+#include "model/cuda/cdf_kernel.cu"
+#include "model/cuda/step_kernels.cu"
+
+using namespace shazip;
+using namespace shazip::model;
+
+namespace {
+
+ModelConfig step_config(int attn) {
+  ModelConfig c;
+  c.dim = 32;
+  c.layers = 2;
+  c.attn_layer = attn;
+  c.mem_len = 12;  // the ring wraps within the test
+  c.boom_factor = 3;
+  return c;
+}
+
+// The model with every parameter moved off its initial value (the gates'
+// zeros, the LayerNorms' ones), so that each one's arithmetic shows.
+ShaRnn perturbed(const ModelConfig& c, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  ShaRnn net(c);
+  torch::manual_seed(seed);
+  for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  net->refresh_gates();
+  return net;
+}
+
+}  // namespace
+
+TEST_CASE("emulated CUDA attention gates compute train::attention_gates' bits", "[simt]") {
+  const ModelConfig c = step_config(0);
+  const ShaRnn net = perturbed(c, 3);
+  const train::Weights w = net->weights();
+  const int64_t d = c.dim;
+  std::vector<float> q_cpu(d), v_cpu(d), q_emu(d), v_emu(d), scratch(d);
+  train::attention_gates(w.attn, d, q_cpu.data(), v_cpu.data());
+  REQUIRE(cuda_simt::attention_gates_device(w.attn, d, scratch.data(), q_emu.data(), v_emu.data(), nullptr) ==
+          cudaSuccess);
+  CHECK(std::memcmp(q_cpu.data(), q_emu.data(), d * sizeof(float)) == 0);
+  CHECK(std::memcmp(v_cpu.data(), v_emu.data(), d * sizeof(float)) == 0);
+}
+
+TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[simt]") {
+  // As ShaRnnImpl::step_cuda drives them: the same weights, state and bytes
+  // give step_own's logits, states and memory, with the attention in the
+  // first block, the second and none, across the ring's wrap and a change of
+  // weights; five streams, a remainder of the kernels' four-stream groups.
+  torch::NoGradGuard no_grad;
+  for (const int attn : {0, 1, -1}) {
+    INFO("attention layer " << attn);
+    const ModelConfig c = step_config(attn);
+    ShaRnn net = perturbed(c, 6);
+    const int64_t batch = 5, d = c.dim;
+    ShaRnnState cpu = net->initial_state(batch, torch::kCPU), emu = net->initial_state(batch, torch::kCPU);
+    cuda_simt::StepShape shape;
+    shape.batch = batch;
+    shape.dim = d;
+    shape.boom_factor = c.boom_factor;
+    shape.attn_layer = attn;
+    shape.slots = attn >= 0 ? emu.mem.size(1) : 0;
+    shape.ln_eps = 1e-12f;  // the model's LayerNorm epsilon
+    std::vector<float> scratch(cuda_simt::step_scratch_floats(shape)), logits(batch * 256);
+    std::vector<float> qgate(d), vgate(d), gate_scratch(d);
+    const train::Weights w = net->weights();
+    auto gates = [&] {
+      if (attn < 0) return;
+      REQUIRE(cuda_simt::attention_gates_device(w.attn, d, gate_scratch.data(), qgate.data(), vgate.data(),
+                                                nullptr) == cudaSuccess);
+    };
+    gates();
+    cuda_simt::StepState st;
+    for (int l = 0; l < c.layers; ++l) {
+      st.h.push_back(emu.h[l].data_ptr<float>());
+      st.c.push_back(emu.c[l].data_ptr<float>());
+    }
+    if (attn >= 0) st.mem = emu.mem.data_ptr<float>();
+    const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
+    int unequal = 0;
+    for (int64_t t = 0; t < bytes.size(1); ++t) {
+      if (t == 20) {  // new weights half way: the kernels and the gates read them
+        for (auto& p : net->parameters()) p.mul_(0.9);
+        net->refresh_gates();
+        gates();
+      }
+      const at::Tensor x = bytes.select(1, t).contiguous();
+      const at::Tensor expected = net->step(x, cpu).contiguous();
+      const int64_t keys = attn >= 0 ? std::min(emu.mem_fill + 1, shape.slots) : 0;
+      REQUIRE(cuda_simt::step_device(shape, w, qgate.data(), vgate.data(), st, emu.mem_pos, keys,
+                                     x.data_ptr<int64_t>(), scratch.data(), logits.data(), nullptr) == cudaSuccess);
+      if (attn >= 0) {
+        emu.mem_pos = (emu.mem_pos + 1) % shape.slots;
+        emu.mem_fill = keys;
+      }
+      unequal += std::memcmp(expected.data_ptr<float>(), logits.data(), logits.size() * sizeof(float)) != 0;
+    }
+    CHECK(unequal == 0);
+    for (int l = 0; l < c.layers; ++l) {
+      CHECK(torch::equal(cpu.h[l], emu.h[l]));
+      CHECK(torch::equal(cpu.c[l], emu.c[l]));
+    }
+    if (attn >= 0) {
+      CHECK(cpu.mem_pos == emu.mem_pos);
+      CHECK(cpu.mem_fill == emu.mem_fill);
+      CHECK(torch::equal(cpu.mem, emu.mem));
+    }
+  }
+}
+
+TEST_CASE("emulated CUDA softmax and quantizer compute the CPU step path's tables", "[simt]") {
+  // det_softmax_quantize_device against step::softmax and quantize_probs, and
+  // quantize_probs_device against quantize_probs on the rows that exercise
+  // the quantizer's branches (one-hot, all zero, ties, garbage).
+  std::mt19937 rng(4);
+  const int rows = 24;
+  std::vector<float> logits(rows * 256);
+  for (int r = 0; r < rows; ++r) {
+    std::normal_distribution<float> n(0, r % 4 == 3 ? 60.0f : static_cast<float>(1 + r % 8));
+    for (int i = 0; i < 256; ++i) logits[r * 256 + i] = n(rng);
+    if (r % 5 == 0) logits[r * 256 + 17] = logits[r * 256 + 200] = 50.0f;  // two maxima
+  }
+  std::vector<float> probs(rows * 256);
+  std::vector<uint32_t> cdf(rows * coder::kCdfSize);
+  REQUIRE(cuda_simt::det_softmax_quantize_device(logits.data(), probs.data(), cdf.data(), rows, nullptr) ==
+          cudaSuccess);
+  std::vector<float> expected = logits;
+  std::array<uint32_t, coder::kCdfSize> table;
+  int float_mismatches = 0, table_mismatches = 0;
+  for (int r = 0; r < rows; ++r) {
+    step::softmax(&expected[r * 256], 256);
+    coder::quantize_probs(&expected[r * 256], table.data());
+    float_mismatches += std::memcmp(&expected[r * 256], &probs[r * 256], 256 * sizeof(float)) != 0;
+    table_mismatches += !std::equal(table.begin(), table.end(), cdf.begin() + r * coder::kCdfSize);
+  }
+  CHECK(float_mismatches == 0);
+  CHECK(table_mismatches == 0);
+
+  std::vector<float> odd(4 * 256, 0.0f);
+  odd[0 * 256 + 99] = 1.0f;                                          // one-hot
+  for (int i = 0; i < 256; ++i) odd[2 * 256 + i] = i % 64 == 5 ? 0.25f : 0.0f;  // ties (row 1: all zero)
+  for (int i = 0; i < 256; ++i) odd[3 * 256 + i] = static_cast<float>(i % 7) / 10.0f - 0.2f;
+  odd[3 * 256 + 7] = std::numeric_limits<float>::quiet_NaN();
+  odd[3 * 256 + 9] = 3.0f;
+  std::vector<uint32_t> odd_cdf(4 * coder::kCdfSize);
+  REQUIRE(cuda_simt::quantize_probs_device(odd.data(), odd_cdf.data(), 4, nullptr) == cudaSuccess);
+  for (int r = 0; r < 4; ++r) {
+    INFO("row " << r);
+    coder::quantize_probs(&odd[r * 256], table.data());
+    CHECK(std::equal(table.begin(), table.end(), odd_cdf.begin() + r * coder::kCdfSize));
+  }
+}
