@@ -13,17 +13,22 @@
 # to the device tool's `carry`.
 #
 # Usage: tools/gpu_build.sh fetch [CORPUS_DIR]     (on the Debian machine)
-#        tools/gpu_build.sh test                   (on the GPU machine)
+#        tools/gpu_build.sh quick                  (on the GPU machine)
+#        tools/gpu_build.sh test
 #        tools/gpu_build.sh bench [LEVELS [BYTES [FILES...]]]
 #        tools/gpu_build.sh groups [LEVEL [GROUPS [BYTES [FILE]]]]
 #
+# quick is the first call of a device session, sized for one 10-minute call:
+# the build, the tests that need the GPU or check its kernels ([gpu], and the
+# CPU emulation of the CUDA kernels, [simt]: the CUDA step kernels against the
+# CPU's bit for bit), then `bench 6,7 1000000`. test runs the whole suite.
 # bench runs `shazip -b --device cuda` (compress, decompress, compare, against
 # zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
 # on the first BYTES bytes of each (default: all) and prints Markdown rows.
-# A device session has 30 minutes and 10 per call: at 100 KB/s a round trip of
-# dickens (10 MB) takes over 3 minutes per preset, so measure 1 MB prefixes of
-# every preset first (`bench 6,7,8,9 1000000`), then whole files for the
-# presets that matter, one call each.
+# A device session has 15 minutes in all and 10 per call, the machine's start
+# included: at 100 KB/s a round trip of dickens (10 MB) takes over 3 minutes
+# per preset, so measure 1 MB prefixes first (quick), then whole files for the
+# presets that matter.
 #
 # groups runs build-gpu/bench_model --device cuda at preset LEVEL (default 8)
 # with each training-group count in GROUPS (default 1,2,4,8,16; format 8,
@@ -64,7 +69,32 @@ cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSHAZIP_CU
   -DZSTD_LIBRARY="$root/usr/lib/x86_64-linux-gnu/libzstd.so.1"
 cmake --build build-gpu -j "$(nproc)"
 
+bench() {
+  local levels="$1" bytes="$2"
+  shift 2
+  local files=("$@")
+  [[ ${#files[@]} -gt 0 ]] || files=(.debs/corpus/*)
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
+  local tmp
+  tmp="$(mktemp -d)"
+  for f in "${files[@]}"; do
+    [[ -f $f ]] || { echo "gpu_build.sh: no file $f" >&2; rm -rf "$tmp"; exit 1; }
+    local input="$f"
+    if [[ $bytes -gt 0 ]]; then
+      input="$tmp/$(basename "$f")-head$bytes"
+      head -c "$bytes" "$f" > "$input"
+    fi
+    build-gpu/shazip -b --device cuda --levels "$levels" --markdown "$input"
+  done
+  rm -rf "$tmp"
+}
+
 case "$mode" in
+  quick)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    ctest --test-dir build-gpu --output-on-failure -j 4 -R 'GPU|emulated'
+    bench 6,7 1000000
+    ;;
   test)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     ctest --test-dir build-gpu --output-on-failure -j 4
@@ -73,20 +103,7 @@ case "$mode" in
     levels="${2:-6,7,8,9}"
     bytes="${3:-0}"
     shift $(( $# < 3 ? $# : 3 ))
-    files=("$@")
-    [[ ${#files[@]} -gt 0 ]] || files=(.debs/corpus/*)
-    nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    for f in "${files[@]}"; do
-      [[ -f $f ]] || { echo "gpu_build.sh: no file $f" >&2; exit 1; }
-      input="$f"
-      if [[ $bytes -gt 0 ]]; then
-        input="$tmp/$(basename "$f")-head$bytes"
-        head -c "$bytes" "$f" > "$input"
-      fi
-      build-gpu/shazip -b --device cuda --levels "$levels" --markdown "$input"
-    done
+    bench "$levels" "$bytes" "$@"
     ;;
   groups)
     level="${2:-8}"
@@ -100,7 +117,7 @@ case "$mode" in
     done
     ;;
   *)
-    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | test | bench [LEVELS [BYTES [FILES...]]]" \
+    echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | quick | test | bench [LEVELS [BYTES [FILES...]]]" \
       "| groups [LEVEL [GROUPS [BYTES [FILE]]]]" >&2
     exit 2
     ;;
