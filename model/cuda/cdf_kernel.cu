@@ -89,10 +89,10 @@ __global__ void quantize_kernel(const float* probs, uint32_t* cdf) {
   quantize_row(probs[row * kSymbols + threadIdx.x], cdf + static_cast<size_t>(row) * (kSymbols + 1));
 }
 
-__global__ void softmax_quantize_kernel(const float* logits, float* probs, uint32_t* cdf) {
-  __shared__ float red[kSymbols];
-  const int row = blockIdx.x, i = threadIdx.x;
-  const float x = logits[static_cast<size_t>(row) * kSymbols + i];
+// The maximum of the row's 256 logits (thread i holding x), by a fixed tree
+// in red[], for every thread; order-free, so both softmaxes' maximum.
+__device__ float row_max(float x, float* red) {
+  const int i = threadIdx.x;
   red[i] = x;
   __syncthreads();
   for (int stride = kSymbols / 2; stride > 0; stride >>= 1) {
@@ -101,6 +101,14 @@ __global__ void softmax_quantize_kernel(const float* logits, float* probs, uint3
   }
   const float max = red[0];
   __syncthreads();
+  return max;
+}
+
+__global__ void softmax_quantize_kernel(const float* logits, float* probs, uint32_t* cdf) {
+  __shared__ float red[kSymbols];
+  const int row = blockIdx.x, i = threadIdx.x;
+  const float x = logits[static_cast<size_t>(row) * kSymbols + i];
+  const float max = row_max(x, red);
   const float e = expf(x - max);  // no --use_fast_math: the accurate expf
   red[i] = e;
   __syncthreads();
@@ -122,14 +130,7 @@ __global__ void det_softmax_quantize_kernel(const float* logits, float* probs, u
   __shared__ float lanes[kLanes];
   const int row = blockIdx.x, i = threadIdx.x;
   const float x = logits[static_cast<size_t>(row) * kSymbols + i];
-  red[i] = x;
-  __syncthreads();
-  for (int stride = kSymbols / 2; stride > 0; stride >>= 1) {
-    if (i < stride) red[i] = fmaxf(red[i], red[i + stride]);
-    __syncthreads();
-  }
-  const float max = red[0];
-  __syncthreads();
+  const float max = row_max(x, red);
   const float e = det_expf(x - max);
   red[i] = e;
   __syncthreads();
