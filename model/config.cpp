@@ -54,7 +54,6 @@ std::string ModelConfig::describe() const {
   if (!flat_train) s << " flat=0";
   if (!step_kernels) s << " kernels=0";
   if (!train_kernels) s << " train-kernels=0";
-  if (!cuda_step_kernels) s << " cuda-kernels=0";
   if (train_groups != 1) s << " G=" << train_groups;
   return s.str();
 }
