@@ -75,12 +75,21 @@ TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[sim
   // give step_own's logits, states and memory, with the attention in the
   // first block, the second and none, across the ring's wrap and a change of
   // weights; five streams, a remainder of the kernels' four-stream groups.
+  // Last, one block with a memory longer than a block of threads (the
+  // scores' grid and the softmax's strided loops).
   torch::NoGradGuard no_grad;
-  for (const int attn : {0, 1, -1}) {
-    INFO("attention layer " << attn);
-    const ModelConfig c = step_config(attn);
+  struct Case {
+    int attn, layers, mem_len, streams, steps;
+  };
+  for (const Case& k : {Case{0, 2, 12, 5, 40}, Case{1, 2, 12, 5, 40}, Case{-1, 2, 12, 5, 40},
+                        Case{0, 1, 300, 2, 310}}) {
+    const int attn = k.attn;
+    INFO("attention layer " << attn << ", memory " << k.mem_len);
+    ModelConfig c = step_config(attn);
+    c.layers = k.layers;
+    c.mem_len = k.mem_len;
     ShaRnn net = perturbed(c, 6);
-    const int64_t batch = 5, d = c.dim;
+    const int64_t batch = k.streams, d = c.dim;
     ShaRnnState cpu = net->initial_state(batch, torch::kCPU), emu = net->initial_state(batch, torch::kCPU);
     cuda_simt::StepShape shape;
     shape.batch = batch;
@@ -104,10 +113,10 @@ TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[sim
       st.c.push_back(emu.c[l].data_ptr<float>());
     }
     if (attn >= 0) st.mem = emu.mem.data_ptr<float>();
-    const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
+    const at::Tensor bytes = torch::randint(0, 256, {batch, k.steps}, torch::kInt64);
     int unequal = 0;
     for (int64_t t = 0; t < bytes.size(1); ++t) {
-      if (t == 20) {  // new weights half way: the kernels and the gates read them
+      if (t == k.steps / 2) {  // new weights half way: the kernels and the gates read them
         for (auto& p : net->parameters()) p.mul_(0.9);
         net->refresh_gates();
         gates();
