@@ -67,7 +67,6 @@ inline void lstm_element(const float* g, const float* c_prev, float* c, float* h
   }
 }
 
-
 void weighted_sum_scalar(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {
   std::fill(y, y + n, 0.0f);
   for (int64_t i = 0; i < count; ++i) {

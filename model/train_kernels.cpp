@@ -113,7 +113,7 @@ void ln_forward(const float* x, int64_t rows, int64_t d, const float* w, const f
     const float mean = step::sum8(xr, d) / fd;
     for (int64_t i = 0; i < d; ++i) hr[i] = xr[i] - mean;
     const float var = step::dot8(hr, hr, d) / fd;
-    const float rs = 1.0f / std::sqrt(var + eps);
+    const float rs = rsqrt_rn(var + eps);
     rstd[r] = rs;
     for (int64_t i = 0; i < d; ++i) {
       hr[i] = hr[i] * rs;
@@ -147,7 +147,7 @@ void ln_backward(const float* dy, const float* xhat, const float* rstd, int64_t 
 }  // namespace
 
 void attention_gates(const AttnParams<const float*>& a, int64_t d, float* query_gate, float* value_gate) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = rsqrt_rn(static_cast<float>(d));
   for (int64_t i = 0; i < d; ++i) query_gate[i] = det_sigmoid(a.qs[i]) * det_sigmoid(a.ks[i]) * scale;
   std::vector<float> sv(d), cf(2 * d);
   for (int64_t i = 0; i < d; ++i) sv[i] = det_sigmoid(a.vs[i]);
@@ -506,7 +506,7 @@ void SegmentPass::lstm_backward(const BlockParams<const float*>& bw, const Block
 void SegmentPass::gates_backward(const AttnParams<const float*>& aw, const AttnParams<float*>& ag,
                                  const float* qgrad, const float* vgrad) {
   const int64_t d = dims_.dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = rsqrt_rn(static_cast<float>(d));
   for (int64_t i = 0; i < d; ++i) {
     const float sq = det_sigmoid(aw.qs[i]), sk = det_sigmoid(aw.ks[i]);
     ag.qs[i] = qgrad[i] * (sk * scale) * (sq * (1.0f - sq));

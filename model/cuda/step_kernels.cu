@@ -7,7 +7,6 @@
 // model/kernel_math.h, which the CPU kernels use too.
 #include "model/cuda/step_kernels.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "model/kernel_math.h"
@@ -366,7 +365,7 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
 
 cudaError_t attention_gates_device(const train::AttnParams<const float*>& a, int64_t d, float* scratch,
                                    float* query_gate, float* value_gate, cudaStream_t stream) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));  // as train::attention_gates
+  const float scale = rsqrt_rn(static_cast<float>(d));  // as train::attention_gates
   const unsigned blocks = static_cast<unsigned>(blocks_for(d, kThreads));
   SHAZIP_LAUNCH(gates_kernel, blocks, kThreads, 0, stream)(a.qs, a.ks, a.vs, scale, d, scratch, query_gate);
   SHAZIP_LAUNCH(value_gate_kernel, blocks, kThreads, 0, stream)(scratch, d, a.vq_w, a.vq_b, value_gate);

@@ -1,6 +1,7 @@
 // The step path on the GPU (format 9, ModelConfig::cuda_step_kernels): one
 // position of B streams in about five kernel launches per block (seven more
-// for the attention) instead of LibTorch's hundred-odd operators, computing
+// for the attention) instead of LibTorch's 56 to 120 operators at presets
+// 6-9 (benchmarks/RESULTS.md, "Operators per coded byte"), computing
 // exactly what the CPU's step kernels (model/step_kernels.h) compute: every
 // output is the same sequence of IEEE operations (the dot8 lanes, the chains,
 // model/kernel_math.h's elementwise functions) in the same order, whatever the
