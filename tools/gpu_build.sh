@@ -75,10 +75,10 @@ bench() {
   local files=("$@")
   [[ ${#files[@]} -gt 0 ]] || files=(.debs/corpus/*)
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
-  local tmp
   tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
   for f in "${files[@]}"; do
-    [[ -f $f ]] || { echo "gpu_build.sh: no file $f" >&2; rm -rf "$tmp"; exit 1; }
+    [[ -f $f ]] || { echo "gpu_build.sh: no file $f" >&2; exit 1; }
     local input="$f"
     if [[ $bytes -gt 0 ]]; then
       input="$tmp/$(basename "$f")-head$bytes"
@@ -86,14 +86,17 @@ bench() {
     fi
     build-gpu/shazip -b --device cuda --levels "$levels" --markdown "$input"
   done
-  rm -rf "$tmp"
 }
 
 case "$mode" in
   quick)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    ctest --test-dir build-gpu --output-on-failure -j 4 -R 'GPU|emulated'
+    # The figures are worth having even when a test fails: bench runs
+    # anyway, and the call exits with the tests' status.
+    status=0
+    ctest --test-dir build-gpu --output-on-failure -j 4 -R 'GPU|emulated' || status=$?
     bench 6,7 1000000
+    exit "$status"
     ;;
   test)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
