@@ -9,50 +9,11 @@
 
 #include <cmath>
 
+#include "model/cuda/kernels_common.cuh"
 #include "model/kernel_math.h"
 
 namespace shazip::model::SHAZIP_CUDA_NS {
 namespace {
-
-constexpr int kThreads = 128;  // threads per block of the product kernels
-constexpr int kRowThreads = 256;  // threads per block of the row kernels
-constexpr int kRows = 4;          // streams per thread in the product kernels
-
-int blocks_for(int64_t n, int64_t per_block) { return static_cast<int>((n + per_block - 1) / per_block); }
-
-// lanes[r][l] += x_r[i] * w[i] for i = l, l + 8, ... < k, one fma each, in
-// order (dot8's lanes; k a multiple of 8). Rows past the batch repeat the
-// last row: computed, never stored.
-template <int R>
-__device__ __forceinline__ void dot8_accumulate(const float* const (&x)[R], const float* __restrict__ w, int64_t k,
-                                                float (&lanes)[R][kLanes]) {
-  for (int64_t i = 0; i < k; i += kLanes) {
-#pragma unroll
-    for (int l = 0; l < kLanes; ++l) {
-      const float wv = __ldg(w + i + l);
-#pragma unroll
-      for (int r = 0; r < R; ++r) lanes[r][l] = fma_rn(x[r][i + l], wv, lanes[r][l]);
-    }
-  }
-}
-
-template <int R>
-__device__ __forceinline__ void zero_lanes(float (&lanes)[R][kLanes]) {
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int l = 0; l < kLanes; ++l) lanes[r][l] = 0.0f;
-  }
-}
-
-// The kRows streams of this thread's group: row pointers into x (rows x k),
-// clamped to the last row.
-template <int R>
-__device__ __forceinline__ void group_rows(const float* x, int64_t rows, int64_t k, int64_t first,
-                                           const float* (&out)[R]) {
-#pragma unroll
-  for (int r = 0; r < R; ++r) out[r] = x + (first + r < rows ? first + r : rows - 1) * k;
-}
 
 // --- row statistics: LayerNorm and softmax ---------------------------------
 
@@ -70,21 +31,6 @@ struct LnArgs {
   float eps;
 };
 
-// sum8 (squares = false) or dot8(v, v) of v[0..n) in shared or global memory,
-// by threads 0..7 of the block; the result in *out for every thread after the
-// barrier. Must be reached by every thread of the block.
-__device__ void lane_sum(const float* v, int64_t n, bool squares, float* lanes, float* out) {
-  const int t = threadIdx.x;
-  if (t < kLanes) {
-    float acc = 0.0f;
-    for (int64_t i = t; i < n; i += kLanes) acc = squares ? fma_rn(v[i], v[i], acc) : acc + v[i];
-    lanes[t] = acc;
-  }
-  __syncthreads();
-  if (t == 0) *out = reduce_lanes(lanes);
-  __syncthreads();
-}
-
 // step::layer_norm of one row per block: mean = sum8 / d, c = x - mean,
 // var = dot8(c, c) / d, y = c * (1 / sqrt(var + eps)) * w + b.
 __global__ void layer_norm_kernel(LnArgs a) {
@@ -94,11 +40,11 @@ __global__ void layer_norm_kernel(LnArgs a) {
   const int64_t r = blockIdx.x;
   const float* x = a.gather ? a.x + a.gather[r] * a.d : a.x + r * a.x_stride;
   const float fd = static_cast<float>(a.d);
-  lane_sum(x, a.d, false, lanes, &stat);
+  lane_dot(x, nullptr, a.d, lanes, &stat);
   const float mean = stat / fd;
   for (int64_t i = threadIdx.x; i < a.d; i += blockDim.x) c[i] = x[i] - mean;
   __syncthreads();
-  lane_sum(c, a.d, true, lanes, &stat);
+  lane_dot(c, c, a.d, lanes, &stat);
   const float rstd = rsqrt_rn(stat / fd + a.eps);
   float* y = a.y + r * a.y_stride;
   for (int64_t i = threadIdx.x; i < a.d; i += blockDim.x) {
@@ -112,112 +58,10 @@ __global__ void layer_norm_kernel(LnArgs a) {
 // block: exp(x - max) with det_expf, divided by their sum8. The maximum is
 // order-free.
 __global__ void softmax_kernel(float* scores, int64_t stride, int64_t n) {
-  __shared__ float red[kRowThreads];
-  __shared__ float lanes[kLanes];
-  __shared__ float stat;
-  float* x = scores + blockIdx.x * stride;
-  const int t = threadIdx.x;
-  float m = -INFINITY;
-  for (int64_t i = t; i < n; i += kRowThreads) m = fmaxf(m, x[i]);
-  red[t] = m;
-  __syncthreads();
-  for (int s = kRowThreads / 2; s > 0; s >>= 1) {
-    if (t < s) red[t] = fmaxf(red[t], red[t + s]);
-    __syncthreads();
-  }
-  m = red[0];
-  for (int64_t i = t; i < n; i += kRowThreads) x[i] = det_expf(x[i] - m);
-  __syncthreads();
-  lane_sum(x, n, false, lanes, &stat);
-  const float s = stat;
-  for (int64_t i = t; i < n; i += kRowThreads) x[i] = x[i] / s;
+  block_softmax(scores + blockIdx.x * stride, n);
 }
 
 // --- products ---------------------------------------------------------------
-
-// step::linear: y[r][j] = dot8(x_r, W_j, k) + bias[j] (bias may be null).
-__global__ void linear_kernel(const float* x, int64_t rows, int64_t k, const float* __restrict__ w, int64_t n,
-                              const float* __restrict__ bias, float* y) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t first = blockIdx.y * static_cast<int64_t>(kRows);
-  if (j >= n) return;
-  const float* xr[kRows];
-  group_rows(x, rows, k, first, xr);
-  float lanes[kRows][kLanes];
-  zero_lanes(lanes);
-  dot8_accumulate(xr, w + j * k, k, lanes);
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (first + r >= rows) break;
-    const float v = reduce_lanes(lanes[r]);
-    y[(first + r) * n + j] = bias ? v + bias[j] : v;
-  }
-}
-
-// The LSTM cell for element j of kRows streams: the four gates' step::linear2
-// over [x, h] (x's products first, then h's, in the same lanes) plus
-// (b_ih + b_hh), then lstm_cell. c in place; the new h to h_out (the old h
-// is every thread's input).
-__global__ void lstm_kernel(const float* x, const float* h, float* c, float* h_out, int64_t rows, int64_t d,
-                            const float* __restrict__ w_ih, const float* __restrict__ w_hh,
-                            const float* __restrict__ b_ih, const float* __restrict__ b_hh) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t first = blockIdx.y * static_cast<int64_t>(kRows);
-  if (j >= d) return;
-  const float* xr[kRows];
-  const float* hr[kRows];
-  group_rows(x, rows, d, first, xr);
-  group_rows(h, rows, d, first, hr);
-  float pre[kRows][4];
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const int64_t n = q * d + j;
-    float lanes[kRows][kLanes];
-    zero_lanes(lanes);
-    dot8_accumulate(xr, w_ih + n * d, d, lanes);
-    dot8_accumulate(hr, w_hh + n * d, d, lanes);
-    const float bias = b_ih[n] + b_hh[n];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) pre[r][q] = reduce_lanes(lanes[r]) + bias;
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (first + r >= rows) break;
-    const int64_t k = (first + r) * d + j;
-    const LstmCell cell = lstm_cell(pre[r][0], pre[r][1], pre[r][2], pre[r][3], c[k]);
-    c[k] = cell.c;
-    h_out[k] = cell.h;
-  }
-}
-
-// The Boom for element i of kRows streams: for each of the f / d chunks
-// cc, u = dot8(x_r, boom_w[cc d + i], d) + boom_b[cc d + i], activated, the
-// chunks summed in order, then the residual: out = sum + base.
-__global__ void boom_kernel(const float* x, const float* base, float* out, int64_t rows, int64_t d, int64_t chunks,
-                            const float* __restrict__ w, const float* __restrict__ bias) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t first = blockIdx.y * static_cast<int64_t>(kRows);
-  if (i >= d) return;
-  const float* xr[kRows];
-  group_rows(x, rows, d, first, xr);
-  float sum[kRows];
-  for (int64_t cc = 0; cc < chunks; ++cc) {
-    const int64_t n = cc * d + i;
-    float lanes[kRows][kLanes];
-    zero_lanes(lanes);
-    dot8_accumulate(xr, w + n * d, d, lanes);
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const float u = det_gelu(reduce_lanes(lanes[r]) + bias[n]);
-      sum[r] = cc == 0 ? u : sum[r] + u;
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (first + r >= rows) break;
-    out[(first + r) * d + i] = sum[r] + base[(first + r) * d + i];
-  }
-}
 
 // The attention's scores: scores[b][s] = dot8(key s of stream b, q_b, d) for
 // s < keys (step::dot8_rows; the key's products are the first operands).
@@ -295,10 +139,6 @@ LnArgs ln_args(const float* x, const float* w, const float* b, float* y, const S
   return a;
 }
 
-dim3 product_grid(int64_t n, int64_t rows) {
-  return dim3(static_cast<unsigned>(blocks_for(n, kThreads)), static_cast<unsigned>(blocks_for(rows, kRows)));
-}
-
 }  // namespace
 
 size_t step_scratch_floats(const StepShape& s) {
@@ -329,8 +169,8 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       start.gather = bytes;
     }
     layer_norm(start, B, stream);
-    SHAZIP_LAUNCH(lstm_kernel, along_d, kThreads, 0, stream)(x, st.h[l], st.c[l], hn, B, d, blk.w_ih, blk.w_hh, blk.b_ih,
-                                                  blk.b_hh);
+    const LstmArgs cell{x, st.h[l], st.c[l], st.c[l], hn, nullptr, nullptr, B, d, blk.w_ih, blk.w_hh, blk.b_ih, blk.b_hh};
+    SHAZIP_LAUNCH(lstm_kernel, along_d, kThreads, 0, stream)(cell);
     const cudaError_t copied = simt::copy_async(st.h[l], hn, static_cast<size_t>(B * d) * sizeof(float), stream);
     if (copied != cudaSuccess) return copied;
     if (static_cast<int64_t>(l) == s.attn_layer) {
@@ -357,7 +197,8 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
     both.b2 = blk.ln_xff_b;
     both.y2 = x2;
     layer_norm(both, B, stream);
-    SHAZIP_LAUNCH(boom_kernel, along_d, kThreads, 0, stream)(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b);
+    SHAZIP_LAUNCH(boom_kernel, along_d, kThreads, 0, stream)(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b,
+                                                              nullptr, nullptr);
   }
   SHAZIP_LAUNCH(linear_kernel, product_grid(256, B), kThreads, 0, stream)(h, B, d, w.embed, 256, w.dec_bias, logits);
   return simt::last_error();
