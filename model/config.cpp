@@ -76,6 +76,9 @@ std::string ModelConfig::validate() const {
   if (train_kernels < 0 || train_kernels > 1) return "training kernels must be 0 or 1";
   if (train_kernels && !(flat_train && step_kernels)) return "training kernels need flat training and step kernels";
   if (cuda_step_kernels < 0 || cuda_step_kernels > 1) return "CUDA step kernels must be 0 or 1";
+  if (cuda_train_kernels < 0 || cuda_train_kernels > 1) return "CUDA training kernels must be 0 or 1";
+  if (block_norm < 0 || block_norm > 1) return "block norm must be 0 or 1";
+
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
   return "";

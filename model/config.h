@@ -55,6 +55,19 @@ struct ModelConfig {
                             //    neither the BLAS nor ATen. Needs flat_train and
                             //    step_kernels; only the CPU reads it.
 
+  int cuda_train_kernels = 1;  // on CUDA: 0, the training step on LibTorch's autograd and
+                               //    cuBLAS (formats 1-9); 1, on shazip's own CUDA kernels, which
+                               //    compute the CPU's training kernels' bits (format v10;
+                               //    model/cuda/train_kernels.h), so that with cuda_step_kernels
+                               //    a GPU archive decodes on the CPU and the reverse. Only CUDA
+                               //    reads it, and only with flat_train and block_norm
+                               //    (cuda_training_kernels()).
+
+  int block_norm = 1;       // the clip's gradient norm: 0, one dot8 over every parameter
+                            //    (formats 7-9); 1, a dot8 per block of 4096 floats, then the
+                            //    sum8 of the blocks (format v10; train::grad_norm), which a GPU
+                            //    spreads over its threads. Read by the training kernels.
+
   int train_groups = 1;     // G: each training step is G Adam steps, one after the other,
                             //    each on a B / G share of the streams' segments (format
                             //    v8), so that many streams (a GPU's batch) do not cut the
@@ -67,6 +80,9 @@ struct ModelConfig {
                             // 1, 2: bytes are coded bit by bit, the SHA-RNN mixed with
                             //    context models (model/context_mix.h; mix level 1 since
                             //    format v2, level 2 since format v3)
+
+  // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
+  bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }
 
   // Closed-form count of trainable parameters (see model/sha_rnn.cpp).
   int64_t param_count() const;

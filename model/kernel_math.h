@@ -34,6 +34,15 @@ SHAZIP_HD float fma_rn(float a, float b, float c) {
 #endif
 }
 
+// sqrt(x), correctly rounded (the Adam step's).
+SHAZIP_HD float sqrt_rn(float x) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
 // 1 / sqrt(x), both rounded (LayerNorm's reciprocal deviation).
 SHAZIP_HD float rsqrt_rn(float x) {
 #if defined(__CUDA_ARCH__)

@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "model/cuda/cdf_kernel.h"
+#include "model/cuda/train_kernels.h"
 #endif
 
 namespace shazip::model {
@@ -295,11 +296,26 @@ class FlatAdam {
   // Format 7 (ModelConfig::train_kernels, CPU): the clip and the Adam step on
   // shazip's kernel (train_kernels.h), the bias corrections' powers kept by
   // repeated multiplication rather than std::pow (whose last bit is libm's).
-  void step_own(double lr, double clip) {
+  // With block_norm (format 10) the clip's norm is summed block by block.
+  void step_own(double lr, double clip, bool block_norm) {
     ++steps_;
     beta1_pow_ *= beta1_;
     beta2_pow_ *= beta2_;
-    const train::AdamConfig cfg{lr, beta1_, beta2_, eps_, clip};
+    const train::AdamConfig cfg{lr, beta1_, beta2_, eps_, clip, block_norm};
+#ifdef SHAZIP_HAVE_CUDA
+    if (flat_.is_cuda()) {
+      // Format 10 (ModelConfig::cuda_train_kernels): the same step on the
+      // device (model/cuda/train_kernels.h), on the current stream.
+      const int64_t need = static_cast<int64_t>(cuda::adam_scratch_floats(flat_.numel()));
+      if (!adam_scratch_.defined() || adam_scratch_.numel() < need) adam_scratch_ = at::empty({need}, flat_.options());
+      const cudaError_t err = cuda::adam_step_device(
+          cfg, beta1_pow_, beta2_pow_, flat_.numel(), flat_.data_ptr<float>(), grad_.data_ptr<float>(),
+          exp_avg_.data_ptr<float>(), exp_avg_sq_.data_ptr<float>(), adam_scratch_.data_ptr<float>(),
+          c10::cuda::getCurrentCUDAStream().stream());
+      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA Adam step: ") + cudaGetErrorString(err));
+      return;
+    }
+#endif
     train::adam_step(cfg, beta1_pow_, beta2_pow_, flat_.numel(), flat_.data_ptr<float>(), grad_.data_ptr<float>(),
                      exp_avg_.data_ptr<float>(), exp_avg_sq_.data_ptr<float>());
   }
@@ -325,6 +341,7 @@ class FlatAdam {
   std::vector<at::Tensor> params_;
   std::vector<int64_t> offsets_;
   at::Tensor flat_, grad_, exp_avg_, exp_avg_sq_;
+  at::Tensor adam_scratch_;  // step_own()'s on CUDA
   double beta1_, beta2_, eps_;
   int64_t steps_ = 0;
   double beta1_pow_ = 1.0, beta2_pow_ = 1.0;  // beta^steps_, for step_own()
@@ -439,9 +456,9 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
   // left; step s of the schedule is the s-th Adam step.
   const auto adam_step = [&](const at::Tensor& b, const ShaRnnState& s, int64_t k) {
     const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(k));
-    if (cfg.train_kernels && device.is_cpu()) {
-      trainer->train_segment(b, s);
-      flat->step_own(lr, cfg.clip);
+    if (device.is_cpu() ? cfg.train_kernels : cfg.cuda_training_kernels()) {
+      trainer->train_segment(b, s, /*want_loss=*/false);
+      flat->step_own(lr, cfg.clip, cfg.block_norm);
     } else {
       train_libtorch(b, s, lr);
     }
@@ -460,7 +477,8 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
   train_s.store(train_s.load() + (seconds_now() - t0));
 }
 
-// Formats 1-6, and CUDA: autograd, then flat training's or LibTorch's Adam.
+// Formats 1-6, and CUDA before format 10: autograd, then flat training's or
+// LibTorch's Adam.
 void Predictor::Impl::train_libtorch(const at::Tensor& bytes, const ShaRnnState& start, double lr) {
   const int64_t t = cfg.seg_len;
   const at::Tensor all = bytes.to(device);

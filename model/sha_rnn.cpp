@@ -2,6 +2,7 @@
 #include "model/sha_rnn.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "coder/assert.h"
@@ -14,6 +15,7 @@
 #include <stdexcept>
 
 #include "model/cuda/step_kernels.h"
+#include "model/cuda/train_kernels.h"
 #endif
 
 namespace shazip::model {
@@ -415,15 +417,20 @@ train::Params<P> ShaRnnImpl::params_of(Get get) const {
   return p;
 }
 
-double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s) {
-  SHAZIP_ASSERT(embed_.is_cpu() && bytes.is_cpu() && bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
-  const at::Tensor in = bytes.to(torch::kInt64).contiguous();
-  const train::Weights w = weights();
-  const auto g = params_of<float*>([](const at::Tensor& t) {
+train::Grads ShaRnnImpl::gradients() const {
+  return params_of<float*>([&](const at::Tensor& t) {
     const at::Tensor& grad = t.grad();
-    SHAZIP_ASSERT(grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32);
+    SHAZIP_ASSERT(grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32 &&
+                  grad.device() == embed_.device());
     return grad.data_ptr<float>();
   });
+}
+
+double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, bool want_loss) {
+  SHAZIP_ASSERT(bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
+  const at::Tensor in = bytes.to(embed_.device(), torch::kInt64).contiguous();
+  const train::Weights w = weights();
+  const train::Grads g = gradients();
   train::Shape shape;
   shape.batch = in.size(0);
   shape.seg = cfg_.seg_len;
@@ -441,6 +448,18 @@ double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s) 
     start.slots = s.mem.size(1);
     start.mem_fill = s.mem_fill;
   }
+#ifdef SHAZIP_HAVE_CUDA
+  if (embed_.is_cuda()) {
+    SHAZIP_ASSERT(cfg_.cuda_training_kernels());
+    if (!cuda_train_pass_) cuda_train_pass_ = std::make_shared<cuda::TrainPass>();
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+    const cudaError_t err = cuda_train_pass_->run(shape, w, start, in.data_ptr<int64_t>(), g, stream);
+    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA training step: ") + cudaGetErrorString(err));
+    return want_loss ? cuda_train_pass_->loss(stream) : std::numeric_limits<double>::quiet_NaN();
+  }
+#endif
+  SHAZIP_ASSERT(embed_.is_cpu());
+  (void)want_loss;
   return train_pass_.run(shape, w, start, in.data_ptr<int64_t>(), g);
 }
 

@@ -19,12 +19,19 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
 #include "model/train_kernels.h"
 
 namespace shazip::model {
+
+#ifdef SHAZIP_HAVE_CUDA
+namespace cuda {
+class TrainPass;  // model/cuda/train_kernels.h
+}
+#endif
 
 // Recurrent state of B streams. Never requires grad.
 struct ShaRnnState {
@@ -57,17 +64,24 @@ class ShaRnnImpl : public torch::nn::Module {
   at::Tensor forward_segment(const at::Tensor& x, const ShaRnnState& state);
 
   // The training step's forward and backward passes on shazip's own kernels
-  // (format 7, ModelConfig::train_kernels; CPU only): bytes (B, T + 1) int64,
+  // (format 7, ModelConfig::train_kernels): bytes (B, T + 1) int64,
   // column 0 the byte before the segment, from `state` (left unchanged).
   // Overwrites every parameter's gradient, which must be defined, with that
   // of the mean cross-entropy of bytes[.][1..T], and returns it in nats.
-  double train_segment(const at::Tensor& bytes, const ShaRnnState& state);
+  // On CUDA with ModelConfig::cuda_train_kernels (format 10) the same on
+  // their CUDA twins (model/cuda/train_kernels.h, the same bits), queued on
+  // the current stream; the loss is then fetched (a wait) only with
+  // `want_loss`, NaN otherwise.
+  double train_segment(const at::Tensor& bytes, const ShaRnnState& state, bool want_loss = true);
 
   const ModelConfig& config() const { return cfg_; }
 
   // The parameters' data where they live (host or device pointers), for the
   // kernels that take raw arrays (model/train_kernels.h, model/cuda/).
   train::Weights weights() const;
+  // Their gradients' data, likewise; every parameter's gradient must be
+  // defined (contiguous float32 where its parameter lives).
+  train::Grads gradients() const;
 
   // Recomputes the cached attention gates used by step(); call after every
   // change of the weights (optimizer step, load).
@@ -108,6 +122,9 @@ class ShaRnnImpl : public torch::nn::Module {
   std::vector<float> buf_;              // step_own()'s scratch rows
   at::Tensor cuda_scratch_;             // step_cuda()'s, on the device
   train::SegmentPass train_pass_;       // train_segment()'s saved activations
+#ifdef SHAZIP_HAVE_CUDA
+  std::shared_ptr<cuda::TrainPass> cuda_train_pass_;  // the same on the device
+#endif
 };
 TORCH_MODULE(ShaRnn);
 

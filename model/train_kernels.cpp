@@ -576,12 +576,22 @@ __attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n
 
 }  // namespace
 
+float grad_norm(const float* g, int64_t n, bool blocked) {
+  if (!blocked) return std::sqrt(step::dot8(g, g, n));
+  const int64_t blocks = (n + kNormBlock - 1) / kNormBlock;
+  std::vector<float> partial(static_cast<size_t>(blocks));
+  for (int64_t k = 0; k < blocks; ++k) {
+    const float* b = g + k * kNormBlock;
+    partial[k] = step::dot8(b, b, std::min(kNormBlock, n - k * kNormBlock));
+  }
+  return std::sqrt(step::sum8(partial.data(), blocks));
+}
+
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v) {
-  // Clipping as clip_grad_norm_: the norm as sqrt of one dot8, the
-  // coefficient min(clip / (norm + 1e-6), 1).
+  // Clipping as clip_grad_norm_: the coefficient min(clip / (norm + 1e-6), 1).
   AdamConstants k;
-  const float norm = std::sqrt(step::dot8(g, g, n));
+  const float norm = grad_norm(g, n, cfg.block_norm);
   k.coef = static_cast<float>(cfg.clip) / (norm + 1e-6f);
   // Adam as torch.optim.Adam, each constant rounded once to float.
   k.b1 = static_cast<float>(cfg.beta1);

@@ -130,12 +130,21 @@ class SegmentPass {
   float* tmp_ = nullptr;  // a row of scratch for the LayerNorm backward passes
 };
 
+// The gradient's global 2-norm for the clip. Formats 7-9: sqrt of one dot8
+// over all n floats. With `blocked` (format 10, ModelConfig::block_norm):
+// the dot8 of each block of kNormBlock floats (the last one shorter), then
+// sqrt of the sum8 of the blocks' results, the same arithmetic in an order
+// that a GPU spreads over its threads (model/cuda/train_kernels.h).
+constexpr int64_t kNormBlock = 4096;
+float grad_norm(const float* g, int64_t n, bool blocked);
+
 // Clips the global 2-norm of the gradient g (n floats) to `clip` and takes one
 // Adam step on w with the moments m, v (FORMAT.md, "Training kernels").
 // `step` counts from 1; beta1_pow and beta2_pow are beta1^step and
 // beta2^step (the caller keeps them, by repeated multiplication).
 struct AdamConfig {
   double lr, beta1, beta2, eps, clip;
+  bool block_norm = false;  // grad_norm()'s `blocked`
 };
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v);

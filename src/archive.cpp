@@ -119,6 +119,17 @@ uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n)
   return bytes;
 }
 
+// The device an archive decodes on: the one it was made on, except that an
+// archive of portable arithmetic made on a GPU decodes on the CPU where this
+// process has no GPU (the same bits either way).
+model::DeviceKind decode_device(const Header& h) {
+  if (h.backend.device == model::DeviceKind::kCuda && portable_arithmetic(h) &&
+      !model::backend_info().cuda_available) {
+    return model::DeviceKind::kCpu;
+  }
+  return h.backend.device;
+}
+
 // Decodes one archive's body into out[0..h.original_size) and checks it.
 void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const ProgressFn& progress) {
   if (h.method == Method::kStored) {
@@ -130,7 +141,7 @@ void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const Pro
     params.model = h.model;
     params.streams = h.streams;
     params.runtime.threads = h.threads;
-    params.runtime.device = h.backend.device;
+    params.runtime.device = decode_device(h);
     decode_neural(body, h.payload_size, h.original_size, params, out, progress);
   }
   if (crc32(out, h.original_size) != h.content_crc) {
@@ -251,8 +262,11 @@ std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<M
   std::vector<uint8_t> out(content_size(members));
   std::vector<uint64_t> at(members.size(), 0);
   for (size_t i = 1; i < members.size(); ++i) at[i] = at[i - 1] + members[i - 1].header.original_size;
+  // Several at once where each is stored or portable, and none needs the
+  // GPU (one GPU codes one archive at a time, as in compression).
   const bool independent = std::all_of(members.begin(), members.end(), [](const Member& m) {
-    return m.header.method == Method::kStored || portable_arithmetic(m.header);
+    return m.header.method == Method::kStored ||
+           (portable_arithmetic(m.header) && decode_device(m.header) == model::DeviceKind::kCpu);
   });
   ProgressSum sum(members.size(), progress);
   run_parallel(members.size(), independent ? jobs : 1, [&](size_t i, const auto& stop) {

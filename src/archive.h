@@ -63,9 +63,9 @@ std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
 
 // The same for the archives of a file that split_members() has read (every
 // header checked before anything is decoded). jobs > 1: up to that many
-// archives decode at once when each is stored or portable_arithmetic() (the
-// others depend on process-wide LibTorch settings, so they decode one at a
-// time); of several failing archives, the first one's error is thrown. The
+// archives decode at once when each is stored or portable_arithmetic() and
+// decodes on the CPU (the others depend on process-wide LibTorch settings or
+// share the GPU, so they decode one at a time); of several failing archives, the first one's error is thrown. The
 // progress callback is called from one thread at a time.
 std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
                                         const ProgressFn& progress = {}, int jobs = 1);

@@ -36,9 +36,14 @@ Backend current_backend(model::DeviceKind device) {
 }
 
 bool portable_arithmetic(const Header& h) {
-  return h.method == Method::kStored ||
-         (h.version >= 7 && h.backend.device == model::DeviceKind::kCpu && h.model.step_kernels &&
-          h.model.train_kernels);
+  if (h.method == Method::kStored) return true;
+  // The CPU's own kernels (format 7 on) ...
+  const bool cpu_kernels = h.version >= 7 && h.model.step_kernels && h.model.train_kernels;
+  if (h.backend.device == model::DeviceKind::kCpu) return cpu_kernels;
+  // ... and, from format 10, the CUDA kernels that compute their bits: the
+  // archive decodes on either device.
+  return cpu_kernels && h.version >= 10 && h.model.cuda_step_kernels &&
+         h.model.cuda_training_kernels();
 }
 
 bool needs_libtorch_cpu_kernels(const Header& h) {

@@ -78,6 +78,8 @@ constexpr FlagBit kFlagBits[] = {
     {4, 6, &model::ModelConfig::step_kernels},   // before: the step path on LibTorch's operators
     {8, 7, &model::ModelConfig::train_kernels},  // before: the training step on LibTorch's autograd
     {16, 9, &model::ModelConfig::cuda_step_kernels},  // before: a CUDA step path on LibTorch's operators
+    {32, 10, &model::ModelConfig::cuda_train_kernels},  // before: CUDA training on LibTorch's autograd
+    {64, 10, &model::ModelConfig::block_norm},          // before: the clip's norm as one dot8
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

@@ -197,18 +197,25 @@ void list_member(const Member& m, const Options& o) {
     std::printf("  model            SHA-RNN %s (%lld parameters)\n", h.model.describe().c_str(),
                 static_cast<long long>(h.model.param_count()));
     if (o.verbosity >= 2) {
+      // (The block norm is the training kernels'; LibTorch's Adam takes one norm.)
+      const bool own_training = h.backend.device == model::DeviceKind::kCuda ? h.model.cuda_training_kernels()
+                                                                             : h.model.train_kernels;
       std::printf("  optimizer        Adam (%s) beta1=%g beta2=%g eps=%g clip=%g lr decay=%g seed=%llu\n",
-                  h.model.flat_train ? "all weights at once" : "tensor by tensor", h.model.beta1,
+                  !h.model.flat_train                    ? "tensor by tensor"
+                  : own_training && h.model.block_norm ? "all weights at once, the clip's norm in blocks"
+                                                       : "all weights at once",
+                  h.model.beta1,
                   h.model.beta2, h.model.adam_eps, h.model.clip, h.model.lr_decay,
                   static_cast<unsigned long long>(h.model.seed));
-      // On CUDA the step path follows its own switch and training is always
-      // LibTorch's (model/config.h).
+      // On CUDA the step path and the training step follow their own
+      // switches (model/config.h).
       const bool cuda = h.backend.device == model::DeviceKind::kCuda;
       const char* step = cuda ? (h.model.cuda_step_kernels ? "shazip's CUDA kernels, the CPU kernels' sums"
                                                            : "LibTorch's operators and cuBLAS")
                               : (h.model.step_kernels ? "shazip's kernels, sums in a fixed order"
                                                       : "LibTorch's operators and the BLAS");
-      const char* train = cuda ? "LibTorch's autograd and cuBLAS"
+      const char* train = cuda ? (h.model.cuda_training_kernels() ? "shazip's CUDA kernels, the CPU kernels' sums"
+                                                             : "LibTorch's autograd and cuBLAS")
                                : (h.model.train_kernels ? "shazip's kernels, sums in a fixed order"
                                                         : "LibTorch's autograd and the BLAS");
       std::printf("  step path        %s\n", step);
@@ -234,8 +241,9 @@ void list_member(const Member& m, const Options& o) {
     if (h.backend.device == model::DeviceKind::kCuda) {
       // CUDA archives keep the GPU and the CUDA runtime in the BLAS and CPU
       // capability fields (docs/FORMAT.md).
-      std::printf("  backend          cuda, LibTorch %s, GPU %s, %s\n", h.backend.torch_version.c_str(),
-                  h.backend.blas.c_str(), h.backend.cpu_capability.c_str());
+      std::printf("  backend          cuda, LibTorch %s, GPU %s, %s%s\n", h.backend.torch_version.c_str(),
+                  h.backend.blas.c_str(), h.backend.cpu_capability.c_str(),
+                  portable_arithmetic(h) ? " (not needed to decode: the CPU decodes it too)" : "");
     } else {
       std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s%s\n", device_name(h.backend.device),
                   h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str(),

@@ -263,9 +263,11 @@ TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   CHECK(out.find("CRC-32") != std::string::npos);
 
   // A CUDA archive names its GPU and CUDA runtime (kept in the BLAS and CPU
-  // capability fields), not a CPU kernel set: its header, re-encoded.
+  // capability fields), not a CPU kernel set: its header, re-encoded, as
+  // that of a GPU that trained on LibTorch (which it then needs).
   const SmallArchive a = make_archive(dir, "y", english(3000, 5));
   shazip::Header gpu = a.header;
+  gpu.model.cuda_train_kernels = 0;
   gpu.backend.device = shazip::model::DeviceKind::kCuda;
   gpu.backend.torch_version = "2.11.0";
   gpu.backend.blas = "NVIDIA H100 80GB HBM3 sm_90";
@@ -503,7 +505,8 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   other.version = 6;
   spit(dir / "foreign.shz", reencode(other));
   expect("-d " + q(dir / "foreign.shz"), 7, "LibTorch 9.9.9");
-  auto gpu = header;
+  auto gpu = header;  // a GPU's archive whose training ran on LibTorch (no CUDA training kernels)
+  gpu.model.cuda_train_kernels = 0;
   gpu.backend.device = shazip::model::DeviceKind::kCuda;
   auto gpu_archive = shazip::write_header(gpu);
   gpu_archive.insert(gpu_archive.end(), archive.begin() + static_cast<long>(header_size), archive.end());
@@ -610,6 +613,38 @@ TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
     ++checked;
   }
   CHECK(checked >= 9);
+}
+
+TEST_CASE("a format-10 archive made on a GPU decodes on the CPU", "[cli][golden]") {
+  // The CUDA step and training kernels compute the CPU kernels' bits, so a
+  // GPU's archive is the CPU's with another device in its header: the golden
+  // v10 archive relabelled as an H200's decodes here, without a GPU. With
+  // LibTorch's CUDA training (cuda_train_kernels off) it names its GPU (exit 7).
+  const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden";
+  const std::vector<uint8_t> cpu = slurp(golden + "/v10/design.txt.shz");
+  size_t header_size = 0;
+  shazip::Header h = shazip::parse_header(cpu.data(), cpu.size(), &header_size);
+  REQUIRE(h.version == 10);
+  h.backend.device = shazip::model::DeviceKind::kCuda;
+  h.backend.torch_version = "2.11.0";
+  h.backend.blas = "NVIDIA H200 sm_90";
+  h.backend.cpu_capability = "CUDA 13.0";
+  TempDir dir;
+  auto relabel = [&](const shazip::Header& with, const std::string& name) {
+    std::vector<uint8_t> a = shazip::write_header(with);
+    a.insert(a.end(), cpu.begin() + static_cast<std::ptrdiff_t>(header_size), cpu.end());
+    spit(dir / name, a);
+    return dir / name;
+  };
+  const std::string gpu = relabel(h, "gpu.shz");
+  REQUIRE(run(kBin + " -q -d -c " + q(gpu) + " > " + q(dir / "out")) == 0);
+  CHECK(slurp(dir / "out") == slurp(golden + "/design.txt"));
+  const std::string listing = capture(kBin + " -l -v " + q(gpu));
+  CHECK(listing.find("GPU NVIDIA H200 sm_90") != std::string::npos);
+  CHECK(listing.find("the CPU decodes it too") != std::string::npos);
+  CHECK(listing.find("training step    shazip's CUDA kernels") != std::string::npos);
+  h.model.cuda_train_kernels = 0;
+  CHECK(run(kBin + " -q -t " + q(relabel(h, "libtorch.shz")) + " 2>/dev/null") == 7);
 }
 
 TEST_CASE("SIGINT and SIGTERM during compression leave no output", "[cli]") {
@@ -855,6 +890,11 @@ TEST_CASE("GPU: round trips, two runs give the same archive, the archive names t
     REQUIRE(run(kBin + " -q -d -c " + a + " > " + q(dir / "back")) == 0);
     CHECK(slurp(dir / "back") == text);
     CHECK(capture(kBin + " -l " + a).find("backend          cuda, LibTorch") != std::string::npos);
+    // Format 10: the GPU's archive is the CPU's, and decodes without a GPU.
+    REQUIRE(run(kBin + " -q --device cpu " + level + " -c " + in + " > " + q(dir / "cpu.shz")) == 0);
+    CHECK(payload_of(slurp(dir / "cpu.shz")) == payload_of(slurp(dir / "a.shz")));
+    REQUIRE(run("CUDA_VISIBLE_DEVICES= " + kBin + " -q -d -c " + a + " > " + q(dir / "back-cpu")) == 0);
+    CHECK(slurp(dir / "back-cpu") == text);
   }
 }
 

@@ -256,7 +256,7 @@ TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte 
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag, flat training, the step, training and CUDA step kernels: flags from versions 4 to 9",
+TEST_CASE("the training lag, flat training, the kernels and the block norm: flags from versions 4 to 10",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
@@ -265,26 +265,37 @@ TEST_CASE("the training lag, flat training, the step, training and CUDA step ker
       for (int kernels : {0, 1}) {
         for (int train : {0, 1}) {
           for (int cuda : {0, 1}) {
-            if (train && !(flat && kernels)) continue;  // the training kernels need both
-            h.model.train_lag = lag;
-            h.model.flat_train = flat;
-            h.model.step_kernels = kernels;
-            h.model.train_kernels = train;
-            h.model.cuda_step_kernels = cuda;
-            const auto a = with_body(h, h.payload_size);
-            CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3 | cuda << 4));  // flags, bits 0 to 4
-            const Header p = parse_header(a.data(), a.size(), &header_size);
-            CHECK(p.model.train_lag == lag);
-            CHECK(p.model.flat_train == flat);
-            CHECK(p.model.step_kernels == kernels);
-            CHECK(p.model.train_kernels == train);
-            CHECK(p.model.cuda_step_kernels == cuda);
+            for (int cuda_train : {0, 1}) {
+              for (int norm : {0, 1}) {
+                if (train && !(flat && kernels)) continue;  // the training kernels need both
+                h.model.train_lag = lag;
+                h.model.flat_train = flat;
+                h.model.step_kernels = kernels;
+                h.model.train_kernels = train;
+                h.model.cuda_step_kernels = cuda;
+                h.model.cuda_train_kernels = cuda_train;
+                h.model.block_norm = norm;
+                const auto a = with_body(h, h.payload_size);
+                // flags, bits 0 to 6
+                CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3 | cuda << 4 | cuda_train << 5 | norm << 6));
+                const Header p = parse_header(a.data(), a.size(), &header_size);
+                CHECK(p.model.train_lag == lag);
+                CHECK(p.model.flat_train == flat);
+                CHECK(p.model.step_kernels == kernels);
+                CHECK(p.model.train_kernels == train);
+                CHECK(p.model.cuda_step_kernels == cuda);
+                CHECK(p.model.cuda_train_kernels == cuda_train);
+                CHECK(p.model.block_norm == norm);
+              }
+            }
           }
         }
       }
     }
   }
   h.model.cuda_step_kernels = 0;
+  h.model.cuda_train_kernels = 0;
+  h.model.block_norm = 0;
   {
     // The training kernels without the step kernels are no model shazip makes.
     h.model.train_kernels = 1;
@@ -293,8 +304,10 @@ TEST_CASE("the training lag, flat training, the step, training and CUDA step ker
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 9 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 8 (and 7) has the
+  // Each version before 10 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 9 has the CUDA step
+  // kernels but neither the CUDA training kernels nor the block norm (both
+  // version 10's), version 8 (and 7) has the
   // training kernels but not the CUDA step kernels, 6 the step kernels but
   // not the training kernels, 5 flat training but not the step kernels, 4 the
   // lag but not flat training.
@@ -303,13 +316,17 @@ TEST_CASE("the training lag, flat training, the step, training and CUDA step ker
   h.model.step_kernels = 1;
   h.model.train_kernels = 1;
   h.model.cuda_step_kernels = 1;
+  h.model.cuda_train_kernels = 1;
+  h.model.block_norm = 1;
   struct Older {
     uint8_t version;
     uint8_t written;                 // the flags byte it writes
     uint8_t with_next;               // the same with the next switch's bit
     int model::ModelConfig::*next;   // the switch it does not know
   };
-  for (const Older& o : {Older{8, 15, 31, &model::ModelConfig::cuda_step_kernels},
+  for (const Older& o : {Older{9, 31, 63, &model::ModelConfig::cuda_train_kernels},
+                         Older{9, 31, 95, &model::ModelConfig::block_norm},
+                         Older{8, 15, 31, &model::ModelConfig::cuda_step_kernels},
                          Older{6, 7, 15, &model::ModelConfig::train_kernels},
                          Older{5, 3, 7, &model::ModelConfig::step_kernels},
                          Older{4, 1, 3, &model::ModelConfig::flat_train}}) {
@@ -335,7 +352,7 @@ TEST_CASE("the training lag, flat training, the step, training and CUDA step ker
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 32;
+  a[6] |= 128;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

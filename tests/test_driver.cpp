@@ -175,10 +175,13 @@ TEST_CASE("usable_cores counts the cores the process may run on", "[driver]") {
 }
 
 TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
-  // cuBLAS picks kernels by GPU model: an archive from one decodes only on the
-  // same model and CUDA runtime (no GPU needed to check the rule).
+  // cuBLAS picks kernels by GPU model: an archive whose training ran on
+  // LibTorch's autograd (before format 10, or with cuda_train_kernels off)
+  // decodes only on the same model and CUDA runtime (no GPU needed to check
+  // the rule).
   Header made;
   made.method = Method::kNeural;
+  made.model.cuda_train_kernels = 0;
   Backend& b = made.backend;
   b.device = model::DeviceKind::kCuda;
   b.torch_version = "2.11.0";
@@ -189,7 +192,7 @@ TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
   here.cuda_available = true;
   here.gpu = b.blas;
   here.cuda_runtime = b.cpu_capability;
-  CHECK(!portable_arithmetic(made));  // the training kernels are CPU only
+  CHECK(!portable_arithmetic(made));
   CHECK(backend_mismatch(made, here).empty());
   here.gpu = "NVIDIA H200 sm_90";
   const std::string why = backend_mismatch(made, here);
@@ -205,6 +208,33 @@ TEST_CASE("a GPU archive names the GPU it needs", "[driver]") {
   cpu.method = Method::kNeural;
   cpu.backend = current_backend(model::DeviceKind::kCpu);
   CHECK(backend_mismatch(cpu, model::backend_info()).empty());
+}
+
+TEST_CASE("a format-10 GPU archive of the CUDA kernels decodes anywhere", "[driver]") {
+  // Both CUDA switches (the step and the training step on shazip's kernels,
+  // which compute the CPU kernels' bits) and the CPU's: no GPU is needed to
+  // decode, and no particular one. Either switch off, or an older format, and
+  // the GPU is named again.
+  Header h;
+  h.method = Method::kNeural;
+  h.backend.device = model::DeviceKind::kCuda;
+  h.backend.torch_version = "2.11.0";
+  h.backend.blas = "NVIDIA H200 sm_90";
+  h.backend.cpu_capability = "CUDA 13.0";
+  REQUIRE(h.version == 10);
+  model::BackendInfo here;  // no GPU, another LibTorch
+  here.torch_version = "1.13.0";
+  CHECK(portable_arithmetic(h));
+  CHECK(backend_mismatch(h, here).empty());
+  for (int model::ModelConfig::*field : {&model::ModelConfig::cuda_step_kernels, &model::ModelConfig::cuda_train_kernels,
+                                         &model::ModelConfig::block_norm, &model::ModelConfig::train_kernels}) {
+    Header off = h;
+    off.model.*field = 0;
+    CHECK(!portable_arithmetic(off));
+    CHECK(backend_mismatch(off, here).find("CUDA build of shazip") != std::string::npos);
+  }
+  h.version = 9;
+  CHECK(!portable_arithmetic(h));
 }
 
 TEST_CASE("a format-7 CPU archive decodes whatever the BLAS and ATen, an older one names its kernels", "[driver]") {

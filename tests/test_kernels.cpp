@@ -360,6 +360,27 @@ TEST_CASE("the training kernels give the same bits with and without AVX2", "[ker
   }
 }
 
+TEST_CASE("train::grad_norm: one dot8, or (format 10) the sum8 of its blocks' dot8s", "[kernels]") {
+  const int64_t n = 2 * train::kNormBlock + 24;  // two whole blocks and a short one
+  const auto g = random_floats(n, 6, 1.0f);
+  const float* p = g.data();
+  CHECK(train::grad_norm(p, n, false) == std::sqrt(step::dot8(p, p, n)));
+  const float parts[3] = {step::dot8(p, p, train::kNormBlock),
+                          step::dot8(p + train::kNormBlock, p + train::kNormBlock, train::kNormBlock),
+                          step::dot8(p + 2 * train::kNormBlock, p + 2 * train::kNormBlock, 24)};
+  const float blocked = train::grad_norm(p, n, true);
+  CHECK(blocked == std::sqrt(step::sum8(parts, 3)));
+  CHECK(std::abs(blocked / train::grad_norm(p, n, false) - 1.0f) < 1e-5f);
+  // Where the order shows: a block of ones, then one of 1e-3s, whose squares
+  // vanish against the ones' lanes (512 each) but not as a block's sum.
+  std::vector<float> lumpy(2 * train::kNormBlock, 1e-3f);
+  std::fill(lumpy.begin(), lumpy.begin() + train::kNormBlock, 1.0f);
+  CHECK(train::grad_norm(lumpy.data(), 2 * train::kNormBlock, false) == 64.0f);
+  CHECK(train::grad_norm(lumpy.data(), 2 * train::kNormBlock, true) > 64.0f);
+  // Within one block the two are the same sum.
+  CHECK(train::grad_norm(p, 1000, true) == train::grad_norm(p, 1000, false));
+}
+
 TEST_CASE("the vectorised LSTM pointwise pass equals the scalar formulas bit for bit", "[kernels]") {
   // The archive depends on every bit of the cell's output: the AVX2 lanes
   // must compute exactly what det_expf-based scalar code computes, for any

@@ -411,10 +411,11 @@ TEST_CASE("training groups: one Adam step per share of the streams on both train
 
 TEST_CASE("GPU: the model on CUDA learns as LibTorch's CPU path does with and without training groups",
           "[gpu][model]") {
-  // CUDA runs the training step on LibTorch's autograd, as the CPU did before
-  // format 7, and the step on LibTorch's operators (before format 9) or on
-  // the CUDA step kernels: over the first 16 steps (three streams, in one
-  // group or two) the two must agree up to the devices' different rounding.
+  // With cuda_train_kernels off (before format 10) CUDA runs the training
+  // step on LibTorch's autograd, as the CPU did before format 7, and the step
+  // on LibTorch's operators (before format 9) or on the CUDA step kernels:
+  // over the first 16 steps (three streams, in one group or two) the two must
+  // agree up to the devices' different rounding.
   if (!backend_info().cuda_available) {
     WARN("no CUDA device or no CUDA build: [gpu] test skipped");
     return;
@@ -423,6 +424,7 @@ TEST_CASE("GPU: the model on CUDA learns as LibTorch's CPU path does with and wi
   c.cuda_step_kernels = GENERATE(0, 1);
   c.step_kernels = c.cuda_step_kernels;
   c.train_kernels = 0;
+  c.cuda_train_kernels = 0;
   c.train_groups = GENERATE(1, 2);
   INFO("train_groups " << c.train_groups << ", CUDA step kernels " << c.cuda_step_kernels);
   const int streams = 3;
@@ -491,25 +493,84 @@ TEST_CASE("GPU: the CUDA step kernels compute the CPU step kernels' bits", "[gpu
   }
 }
 
-TEST_CASE("GPU: a CUDA predictor codes the CPU's tables until their training differs", "[gpu][model]") {
-  // At training lag 1 the first two segments are coded with the initial
-  // weights on both devices: the tables (the CUDA step kernels, then the
-  // device's softmax and quantizer) must be the CPU's. Later ones differ, as
-  // the GPU trains on LibTorch's autograd.
+TEST_CASE("GPU: a CUDA predictor codes the CPU's tables", "[gpu][model]") {
+  // Format 10: with the CUDA step and training kernels every table of a whole
+  // run is the CPU's, at lag 0 and 1, in one training group or two, the clip
+  // active. With LibTorch's training on CUDA (cuda_train_kernels off) only
+  // the first two segments, which lag 1 codes with the initial weights.
   if (!backend_info().cuda_available) {
     WARN("no CUDA device or no CUDA build: [gpu] test skipped");
     return;
   }
-  const ModelConfig c = small_config();
+  ModelConfig c = clipping_config();
+  c.train_lag = GENERATE(0, 1);
+  c.train_groups = GENERATE(1, 2);
+  INFO("lag " << c.train_lag << ", groups " << c.train_groups);
   const int streams = 5;
-  const std::string text = repetitive_text(4 * c.seg_len * streams, 12);
+  const std::string text = repetitive_text(24 * c.seg_len * streams, 12);
   RuntimeOptions cuda;
   cuda.device = DeviceKind::kCuda;
   const auto cpu_tables = all_tables(c, RuntimeOptions{}, text, streams);
-  const auto gpu_tables = all_tables(c, cuda, text, streams);
-  REQUIRE(cpu_tables.size() == gpu_tables.size());
-  const auto two_segments = static_cast<std::ptrdiff_t>(2 * c.seg_len * streams * kCdfSize);
-  CHECK(std::equal(cpu_tables.begin(), cpu_tables.begin() + two_segments, gpu_tables.begin()));
+  CHECK(all_tables(c, cuda, text, streams) == cpu_tables);
+  if (c.train_lag == 1) {
+    c.cuda_train_kernels = 0;
+    const auto libtorch = all_tables(c, cuda, text, streams);
+    REQUIRE(libtorch.size() == cpu_tables.size());
+    const auto two_segments = static_cast<std::ptrdiff_t>(2 * c.seg_len * streams * kCdfSize);
+    CHECK(std::equal(cpu_tables.begin(), cpu_tables.begin() + two_segments, libtorch.begin()));
+  }
+}
+
+TEST_CASE("GPU: the CUDA training kernels compute the CPU training kernels' gradients", "[gpu][model]") {
+  // Format 10, through ShaRnn on the device: the same weights, start state
+  // and bytes give every gradient and the loss of the CPU's training
+  // kernels, bit for bit, with the attention in the first block, the second
+  // and none, and a partly filled memory.
+  if (!backend_info().cuda_available) {
+    WARN("no CUDA device or no CUDA build: [gpu] test skipped");
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  RuntimeOptions cuda;
+  cuda.device = DeviceKind::kCuda;
+  configure_runtime(cuda);
+  ModelConfig c = small_config();
+  c.mem_len = 12;
+  c.boom_factor = 3;
+  c.seg_len = 5;
+  for (const int attn : {0, 1, -1}) {
+    INFO("attention layer " << attn);
+    c.attn_layer = attn;
+    ShaRnn cpu(c), gpu(c);
+    torch::manual_seed(7);
+    for (auto& p : cpu->parameters()) p.add_(torch::randn_like(p) * 0.3);
+    for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].copy_(cpu->parameters()[i]);
+    gpu->to(torch::kCUDA);
+    for (auto& p : cpu->parameters()) p.mutable_grad() = torch::full_like(p, std::nanf(""));
+    for (auto& p : gpu->parameters()) p.mutable_grad() = torch::full_like(p, std::nanf(""));
+    const int64_t batch = 3;
+    ShaRnnState sc = cpu->initial_state(batch, torch::kCPU);
+    for (int l = 0; l < c.layers; ++l) {
+      sc.h[l].copy_(torch::randn_like(sc.h[l]) * 0.5);
+      sc.c[l].copy_(torch::randn_like(sc.c[l]));
+    }
+    sc.mem.copy_(torch::randn_like(sc.mem));
+    sc.mem_fill = 7;
+    ShaRnnState sg = gpu->initial_state(batch, torch::kCUDA);
+    for (int l = 0; l < c.layers; ++l) {
+      sg.h[l].copy_(sc.h[l]);
+      sg.c[l].copy_(sc.c[l]);
+    }
+    sg.mem.copy_(sc.mem);
+    sg.mem_fill = sc.mem_fill;
+    const at::Tensor bytes = torch::randint(0, 256, {batch, c.seg_len + 1}, torch::kInt64);
+    const double loss = cpu->train_segment(bytes, sc);
+    CHECK(gpu->train_segment(bytes, sg) == loss);
+    const auto a = cpu->parameters(), b = gpu->parameters();
+    int unequal = 0;
+    for (size_t i = 0; i < a.size(); ++i) unequal += !torch::equal(a[i].grad(), b[i].grad().to(torch::kCPU));
+    CHECK(unequal == 0);
+  }
 }
 
 TEST_CASE("training on its own thread gives the tables of inline training", "[model]") {

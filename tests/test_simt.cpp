@@ -1,5 +1,6 @@
 // The CUDA kernels of model/cuda/, run on the CPU by the host emulation of
 // model/cuda/simt.h: the step kernels against the CPU's step path, the
+// training kernels and the Adam step against the CPU's training kernels, the
 // gates against train::attention_gates, the deterministic softmax and the
 // quantizer against the CPU's, all bit for bit. What a GPU adds to these
 // ([gpu] tests in test_model and test_gpu) is nvcc's compilation and real
@@ -28,6 +29,7 @@
 #define SHAZIP_CUDA_NS cuda_simt
 #include "model/cuda/cdf_kernel.cu"
 #include "model/cuda/step_kernels.cu"
+#include "model/cuda/train_kernels.cu"
 
 using namespace shazip;
 using namespace shazip::model;
@@ -186,4 +188,118 @@ TEST_CASE("emulated CUDA softmax and quantizer compute the CPU step path's table
     coder::quantize_probs(&odd[r * 256], table.data());
     CHECK(std::equal(table.begin(), table.end(), odd_cdf.begin() + r * coder::kCdfSize));
   }
+}
+
+namespace {
+
+// Every gradient set to NaN, so that a kernel that leaves one unwritten shows.
+void poison_gradients(ShaRnn& net) {
+  for (auto& p : net->parameters()) p.mutable_grad() = torch::full_like(p, std::numeric_limits<float>::quiet_NaN());
+}
+
+}  // namespace
+
+TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits", "[simt]") {
+  // cuda::TrainPass against ShaRnn::train_segment (train::SegmentPass) from
+  // the same weights, start state and bytes: every gradient and the loss,
+  // with the attention in the first block, the second and none, with an
+  // empty, a partly filled and a wrapped memory. Three streams of five
+  // positions: 15 rows, neither a multiple of the kernels' four-row groups
+  // nor of the dot8's eight lanes (the CPU's zero padding).
+  torch::NoGradGuard no_grad;
+  struct Case {
+    int attn, layers, past;
+  };
+  for (const Case& k : {Case{0, 2, 0}, Case{0, 2, 7}, Case{1, 2, 13}, Case{-1, 2, 0}, Case{0, 1, 13}}) {
+    INFO("attention layer " << k.attn << ", layers " << k.layers << ", memory keys " << k.past);
+    ModelConfig c = step_config(k.attn);
+    c.layers = k.layers;
+    c.seg_len = 5;
+    const int64_t batch = 3;
+    ShaRnn cpu = perturbed(c, 8), emu = perturbed(c, 8);
+    torch::manual_seed(9);
+    ShaRnnState start = cpu->initial_state(batch, torch::kCPU);
+    for (int l = 0; l < c.layers; ++l) {
+      start.h[l].copy_(torch::randn_like(start.h[l]) * 0.5);
+      start.c[l].copy_(torch::randn_like(start.c[l]));
+    }
+    if (k.attn >= 0) {
+      start.mem.copy_(torch::randn_like(start.mem));
+      start.mem_fill = k.past;  // 13 = all of the 12 + 1 slots
+    }
+    const at::Tensor bytes = torch::randint(0, 256, {batch, c.seg_len + 1}, torch::kInt64);
+    poison_gradients(cpu);
+    poison_gradients(emu);
+    const double loss = cpu->train_segment(bytes, start);
+
+    train::Shape shape;
+    shape.batch = batch;
+    shape.seg = c.seg_len;
+    shape.dim = c.dim;
+    shape.boom_factor = c.boom_factor;
+    shape.attn_layer = k.attn;
+    shape.ln_eps = 1e-12f;  // the model's LayerNorm epsilon
+    train::Start st;
+    for (int l = 0; l < c.layers; ++l) {
+      st.h.push_back(start.h[l].data_ptr<float>());
+      st.c.push_back(start.c[l].data_ptr<float>());
+    }
+    if (k.attn >= 0) {
+      st.mem = start.mem.data_ptr<float>();
+      st.slots = start.mem.size(1);
+      st.mem_fill = start.mem_fill;
+    }
+    cuda_simt::TrainPass pass;
+    // Twice: the second run reuses the first one's scratch.
+    for (int run = 0; run < 2; ++run) {
+      REQUIRE(pass.run(shape, emu->weights(), st, bytes.data_ptr<int64_t>(), emu->gradients(), nullptr) ==
+              cudaSuccess);
+    }
+    CHECK(pass.loss(nullptr) == loss);
+    const auto a = cpu->parameters(), b = emu->parameters();
+    int unequal = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const at::Tensor& ga = a[i].grad();
+      const at::Tensor& gb = b[i].grad();
+      const bool same = std::memcmp(ga.data_ptr<float>(), gb.data_ptr<float>(), ga.numel() * sizeof(float)) == 0;
+      if (!same) UNSCOPED_INFO("gradient of parameter " << i << " (" << ga.sizes() << ") differs");
+      unequal += !same;
+    }
+    CHECK(unequal == 0);
+  }
+}
+
+TEST_CASE("emulated CUDA Adam step computes train::adam_step's bits with the block norm", "[simt]") {
+  // Three whole norm blocks and a short one; the clip active (a norm far
+  // above it) and not; three steps each, the moments carried.
+  const int64_t n = 3 * train::kNormBlock + 40;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0, 1);
+  for (const double clip : {0.5, 1e6}) {
+    INFO("clip " << clip);
+    std::vector<float> w(n), m(n, 0.0f), v(n, 0.0f);
+    for (float& x : w) x = normal(rng);
+    std::vector<float> w2 = w, m2 = m, v2 = v, scratch(cuda_simt::adam_scratch_floats(n));
+    const train::AdamConfig cfg{1e-3, 0.5, 0.999, 1e-6, clip, true};
+    double b1 = 1, b2 = 1;
+    for (int step = 0; step < 3; ++step) {
+      std::vector<float> g(n);
+      for (float& x : g) x = normal(rng) * 0.1f;
+      std::vector<float> g2 = g;
+      b1 *= cfg.beta1;
+      b2 *= cfg.beta2;
+      train::adam_step(cfg, b1, b2, n, w.data(), g.data(), m.data(), v.data());
+      REQUIRE(cuda_simt::adam_step_device(cfg, b1, b2, n, w2.data(), g2.data(), m2.data(), v2.data(), scratch.data(),
+                                          nullptr) == cudaSuccess);
+      CHECK(g == g2);  // the clipped gradient
+      CHECK(m == m2);
+      CHECK(v == v2);
+      CHECK(w == w2);
+    }
+  }
+  // The formats-7-9 norm has no device version.
+  std::vector<float> x(16, 1.0f), scratch(cuda_simt::adam_scratch_floats(16));
+  const train::AdamConfig old{1e-3, 0, 0.999, 1e-6, 5, false};
+  CHECK(cuda_simt::adam_step_device(old, 0, 0.999, 16, x.data(), x.data(), x.data(), x.data(), scratch.data(),
+                                    nullptr) == cudaErrorInvalidValue);
 }

@@ -43,9 +43,11 @@ def reseal(b):                # recompute the header CRC after an edit
     b[n - 4:n] = struct.pack('<I', zlib.crc32(bytes(b[:n - 4])) & 0xffffffff)
     return bytes(b)
 
-def flip(offset, mask, seal):
+def flip(offset, mask, seal, *more):
     b = bytearray(src)
     b[offset] ^= mask
+    for o, m in more:
+        b[o] ^= m
     return reseal(b) if seal else bytes(b)
 
 out = {
@@ -55,9 +57,12 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    'reserved-flags.5.shz': flip(6, 0x20, True),  # bits 0-4: lag, flat training, step, training, CUDA step kernels
+    # bits 0-6: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm
+    'reserved-flags.5.shz': flip(6, 0x80, True),
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
-    'cuda-backend.7.shz': flip(21, 0x01, True),
+    # Made on a GPU whose training ran on LibTorch (CUDA training kernels
+    # off): only that GPU decodes it. (With them on it would decode anywhere.)
+    'cuda-backend.7.shz': flip(21, 0x01, True, (6, 0x20)),
 }
 # Kernels this build does not use: an archive of format 6, whose training
 # step ran on the BLAS (format 7's CPU archives need none).

@@ -40,6 +40,17 @@ inline cudaError_t copy_async(void* dst, const void* src, size_t bytes, cudaStre
   return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
 }
 inline cudaError_t last_error() { return cudaGetLastError(); }
+// Device memory: allocation (synchronising), release, zeroing on the stream,
+// and a copy to the host that waits for the stream.
+inline cudaError_t alloc(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
+inline void release(void* p) { cudaFree(p); }
+inline cudaError_t zero_async(void* p, size_t bytes, cudaStream_t stream) {
+  return cudaMemsetAsync(p, 0, bytes, stream);
+}
+inline cudaError_t to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
+}
 
 #if defined(__CUDACC__)
 // The block's dynamic shared memory (the launch's third argument).
@@ -57,6 +68,7 @@ __device__ __forceinline__ T* dynamic_shared() {
 #include <ucontext.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <type_traits>
 #include <vector>
@@ -64,7 +76,7 @@ __device__ __forceinline__ T* dynamic_shared() {
 #if __has_include(<cuda_runtime_api.h>)
 #include <cuda_runtime_api.h>
 #else
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 };
 using cudaStream_t = struct CUstream_st*;
 #endif
 
@@ -93,11 +105,31 @@ inline thread_local SimtDim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace shazip::simt {
 
+// Kernel launches, device copies and memsets this thread has run: what a GPU
+// would queue (benchmarks/bench_ops.cpp counts them).
+inline thread_local long t_operations = 0;
+inline long emulated_operations() { return t_operations; }
+
 inline cudaError_t copy_async(void* dst, const void* src, size_t bytes, cudaStream_t) {
+  ++t_operations;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 inline cudaError_t last_error() { return cudaSuccess; }
+inline cudaError_t alloc(void** p, size_t bytes) {
+  *p = std::malloc(bytes);
+  return *p || bytes == 0 ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+inline void release(void* p) { std::free(p); }
+inline cudaError_t zero_async(void* p, size_t bytes, cudaStream_t) {
+  ++t_operations;
+  std::memset(p, 0, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t to_host(void* dst, const void* src, size_t bytes, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
 
 namespace detail {
 
@@ -178,6 +210,7 @@ struct Launch {
   size_t shared;
   template <class... A>
   void operator()(A... args) const {
+    ++t_operations;
     const std::function<void()> body = [&] { kernel(args...); };
     detail::run_grid(grid, block, shared, body);
   }
