@@ -10,8 +10,13 @@
 //             softmax; format 9's CUDA step kernels launch 5 per block, 7 for
 //             the attention, 1 for the decoder and 1 for the tables instead
 //   segment   the observe() that ends a segment: the training step on
-//             LibTorch's autograd (train_kernels 0, what CUDA runs), its G
-//             groups, and the weights' hand-over to the step path
+//             LibTorch's autograd (train_kernels 0, what CUDA runs before
+//             format 10), its G groups, and the weights' hand-over to the
+//             step path; and the same on format 10's CUDA training kernels,
+//             whose launches, device copies and memsets are counted by
+//             running the kernels' own sources in model/cuda/simt.h's host
+//             emulation (the count depends on the layers, the attention and
+//             T, not on d or B, so a tiny model of the preset's shape runs)
 // The CPU's LSTM layer runs a GEMM per position forward and backward, as a
 // GPU's LSTM does; its pointwise cell is one of shazip's loops here, a kernel
 // of cuDNN's there.
@@ -30,6 +35,14 @@
 
 #include "model/config.h"
 #include "model/predictor.h"
+#include "model/sha_rnn.h"
+
+// The CUDA kernels compiled for the host (model/cuda/simt.h), to count what
+// they launch.
+#define SHAZIP_SIMT_EMULATE
+#define SHAZIP_CUDA_NS cuda_simt
+#include "model/cuda/step_kernels.cu"
+#include "model/cuda/train_kernels.cu"
 
 using namespace shazip::model;
 
@@ -80,6 +93,44 @@ std::vector<int> parse_list(const char* s) {
   return v;
 }
 
+// Device operations of one format-10 training group: the pass and the Adam
+// step, at the preset's layers, attention and T.
+long cuda_training_operations(const ModelConfig& preset_model) {
+  torch::NoGradGuard no_grad;
+  ModelConfig c = preset_model;
+  c.dim = 8;
+  c.mem_len = 4;
+  ShaRnn net(c);
+  for (auto& p : net->parameters()) p.mutable_grad() = torch::zeros_like(p);
+  const int64_t batch = 1;
+  const ShaRnnState st = net->initial_state(batch, torch::kCPU);
+  train::Shape shape;
+  shape.batch = batch;
+  shape.seg = c.seg_len;
+  shape.dim = c.dim;
+  shape.boom_factor = c.boom_factor;
+  shape.attn_layer = c.attn_layer;
+  shape.ln_eps = 1e-12f;
+  train::Start start;
+  for (int l = 0; l < c.layers; ++l) {
+    start.h.push_back(st.h[l].data_ptr<float>());
+    start.c.push_back(st.c[l].data_ptr<float>());
+  }
+  if (c.attn_layer >= 0) {
+    start.mem = st.mem.data_ptr<float>();
+    start.slots = st.mem.size(1);
+  }
+  std::vector<int64_t> bytes(static_cast<size_t>(batch * (c.seg_len + 1)), 'e');
+  const int64_t n = c.param_count();
+  std::vector<float> w(n), g(n), m(n), v(n), scratch(cuda_simt::adam_scratch_floats(n));
+  cuda_simt::TrainPass pass;
+  const long before = shazip::simt::emulated_operations();
+  if (pass.run(shape, net->weights(), start, bytes.data(), net->gradients(), nullptr) != cudaSuccess) return -1;
+  const train::AdamConfig adam{1e-3, 0, 0.9999, 1e-6, 5, true};
+  cuda_simt::adam_step_device(adam, 0, 0.9999, n, w.data(), g.data(), m.data(), v.data(), scratch.data(), nullptr);
+  return shazip::simt::emulated_operations() - before;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,8 +145,9 @@ int main(int argc, char** argv) {
   }
   const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end));
   std::printf("| preset | B | T | G | step: operators per position (LibTorch) | step: launches (format 9 kernels) "
-              "| segment: operators (training, LibTorch) | operators per coded byte, before / since format 9 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+              "| segment: operators (training, LibTorch) | segment: operations (format 10 kernels) "
+              "| operators per coded byte: format 8 / 9 / 10 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const int level : presets) {
     const Preset p = preset(level);
     ModelConfig c = p.model;
@@ -118,10 +170,17 @@ int main(int argc, char** argv) {
       if (pos == 2 * c.seg_len - 1) segment = observed;
     }
     const int kernels = 5 * c.layers + (c.attn_layer >= 0 ? 7 : 0) + 2;
-    const double per_byte_old = (static_cast<double>(step) * c.seg_len + segment) / (c.seg_len * p.streams);
-    const double per_byte_new = (static_cast<double>(kernels) * c.seg_len + segment) / (c.seg_len * p.streams);
-    std::printf("| %d | %d | %d | %d | %ld | %d | %ld | %.2f / %.2f |\n", level, p.streams, c.seg_len, c.train_groups,
-                step, kernels, segment, per_byte_old, per_byte_new);
+    // Format 10: G groups of the kernels, then the hand-over: one copy of
+    // the weights and the attention gates' two kernels.
+    const long group = cuda_training_operations(p.model);
+    const long segment_own = c.train_groups * group + 1 + (c.attn_layer >= 0 ? 2 : 0);
+    const double positions = static_cast<double>(c.seg_len) * p.streams;
+    const double per_byte_8 = (static_cast<double>(step) * c.seg_len + segment) / positions;
+    const double per_byte_9 = (static_cast<double>(kernels) * c.seg_len + segment) / positions;
+    const double per_byte_10 = (static_cast<double>(kernels) * c.seg_len + segment_own) / positions;
+    std::printf("| %d | %d | %d | %d | %ld | %d | %ld | %ld (%d x %ld + %ld) | %.2f / %.2f / %.2f |\n", level,
+                p.streams, c.seg_len, c.train_groups, step, kernels, segment, segment_own, c.train_groups, group,
+                segment_own - c.train_groups * group, per_byte_8, per_byte_9, per_byte_10);
     std::fflush(stdout);
   }
   at::removeCallback(handle);
