@@ -119,17 +119,6 @@ uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n)
   return bytes;
 }
 
-// The device an archive decodes on: the one it was made on, except that an
-// archive of portable arithmetic made on a GPU decodes on the CPU where this
-// process has no GPU (the same bits either way).
-model::DeviceKind decode_device(const Header& h) {
-  if (h.backend.device == model::DeviceKind::kCuda && portable_arithmetic(h) &&
-      !model::backend_info().cuda_available) {
-    return model::DeviceKind::kCpu;
-  }
-  return h.backend.device;
-}
-
 // Decodes one archive's body into out[0..h.original_size) and checks it.
 void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const ProgressFn& progress) {
   if (h.method == Method::kStored) {
@@ -150,6 +139,14 @@ void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const Pro
 }
 
 }  // namespace
+
+model::DeviceKind decode_device(const Header& h) {
+  if (h.backend.device == model::DeviceKind::kCuda && portable_arithmetic(h) &&
+      !model::backend_info().cuda_available) {
+    return model::DeviceKind::kCpu;
+  }
+  return h.backend.device;
+}
 
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report) {

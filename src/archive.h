@@ -61,6 +61,11 @@ int jobs_within_memory(int jobs, uint64_t per_job, uint64_t available);
 std::vector<uint8_t> decompress_buffer(const uint8_t* archive, size_t size,
                                        const ProgressFn& progress = {});
 
+// The device an archive decodes on: the one it was made on, except that an
+// archive of portable arithmetic made on a GPU (format 10) decodes on the CPU
+// where this process has no GPU (the same bits either way).
+model::DeviceKind decode_device(const Header& h);
+
 // The same for the archives of a file that split_members() has read (every
 // header checked before anything is decoded). jobs > 1: up to that many
 // archives decode at once when each is stored or portable_arithmetic() and

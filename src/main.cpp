@@ -308,6 +308,16 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     uint64_t per_job = 0;
     for (const Member& m : members) per_job = std::max(per_job, decode_memory(m.header));
     const int jobs = jobs_for(in, o, members.size(), per_job);
+    // A GPU's archive that this process decodes on its CPU (format 10): the
+    // same bytes, but a GPU preset's model runs far slower there.
+    const auto on_cpu = std::find_if(members.begin(), members.end(), [](const Member& m) {
+      return m.header.method == Method::kNeural && m.header.backend.device == model::DeviceKind::kCuda &&
+             decode_device(m.header) == model::DeviceKind::kCpu;
+    });
+    if (on_cpu != members.end() && o.verbosity >= 1) {
+      std::fprintf(stderr, "shazip: %s: made on a GPU (%s), decoding on the CPU: no GPU here; it takes longer\n",
+                   display_name(in).c_str(), on_cpu->header.backend.blas.c_str());
+    }
     result = decompress_members(
         input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs);
     progress.clear();

@@ -20,8 +20,10 @@
 #
 # quick is the first call of a device session, sized for one 10-minute call:
 # the build, the tests that need the GPU or check its kernels ([gpu], and the
-# CPU emulation of the CUDA kernels, [simt]: the CUDA step kernels against the
-# CPU's bit for bit), then `bench 6,7 1000000`. test runs the whole suite.
+# CPU emulation of the CUDA kernels, [simt]: the CUDA step and training
+# kernels against the CPU's bit for bit; on the device, format 10's GPU
+# archives equal to the CPU's and decoding without a GPU), then
+# `bench 6,7 1000000`. test runs the whole suite.
 # bench runs `shazip -b --device cuda` (compress, decompress, compare, against
 # zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
 # on the first BYTES bytes of each (default: all) and prints Markdown rows.
