@@ -14,7 +14,9 @@
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
 //   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2 --lag 0|1 --flat 0|1
-//   --kernels 0|1 --train-kernels 0|1
+//   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1
+//   --cuda-kernels 0|1 --cuda-train-kernels 0|1   (on CUDA: LibTorch's step or
+//                   training instead of shazip's kernels, to compare)
 //   --async 0|1     training steps on a thread of their own (default 1)
 //   --lookahead 0|1 the model runs ahead of the coder on its own thread
 //                   (default: lookahead_pays()); neither changes the output
@@ -158,6 +160,9 @@ int main(int argc, char** argv) {
         else if (k == "flat") p.model.flat_train = std::stoi(v);
         else if (k == "kernels") p.model.step_kernels = std::stoi(v);
         else if (k == "train-kernels") p.model.train_kernels = std::stoi(v);
+        else if (k == "cuda-kernels") p.model.cuda_step_kernels = std::stoi(v);
+        else if (k == "cuda-train-kernels") p.model.cuda_train_kernels = std::stoi(v);
+        else if (k == "block-norm") p.model.block_norm = std::stoi(v);
         else if (k == "groups") p.model.train_groups = std::stoi(v);
         else if (k == "async") async_train = std::stoi(v) != 0;
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;

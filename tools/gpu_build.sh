@@ -17,6 +17,7 @@
 #        tools/gpu_build.sh test
 #        tools/gpu_build.sh bench [LEVELS [BYTES [FILES...]]]
 #        tools/gpu_build.sh groups [LEVEL [GROUPS [BYTES [FILE]]]]
+#        tools/gpu_build.sh paths [LEVEL [BYTES [FILE]]]
 #
 # quick is the first call of a device session, sized for one 10-minute call:
 # the build, the tests that need the GPU or check its kernels ([gpu], and the
@@ -37,6 +38,12 @@
 # docs/DESIGN.md "training groups") on the first BYTES (default 1000000) of
 # FILE (default .debs/corpus/dickens): KB/s against bpc, to choose presets
 # 6-9's G, whose speed cost only a GPU can tell.
+#
+# paths runs build-gpu/bench_model --device cuda at preset LEVEL (default 7)
+# on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens)
+# three ways: LibTorch's step and training (format 8), shazip's CUDA step
+# kernels with LibTorch's training (format 9), and both on shazip's kernels
+# (format 10): what each set of kernels buys, predict and train seconds apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.debs/root"
@@ -121,9 +128,22 @@ case "$mode" in
       build-gpu/bench_model --device cuda -p "$level" --groups "$g" -n "$bytes" "$file"
     done
     ;;
+  paths)
+    level="${2:-7}"
+    bytes="${3:-300000}"
+    file="${4:-.debs/corpus/dickens}"
+    [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
+    nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
+    for kernels in "0 0" "1 0" "1 1"; do
+      read -r step train <<< "$kernels"
+      echo "CUDA step kernels $step, CUDA training kernels $train"
+      build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" --cuda-train-kernels "$train" \
+        -n "$bytes" "$file"
+    done
+    ;;
   *)
     echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | quick | test | bench [LEVELS [BYTES [FILES...]]]" \
-      "| groups [LEVEL [GROUPS [BYTES [FILE]]]]" >&2
+      "| groups [LEVEL [GROUPS [BYTES [FILE]]]] | paths [LEVEL [BYTES [FILE]]]" >&2
     exit 2
     ;;
 esac
