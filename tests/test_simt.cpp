@@ -205,17 +205,21 @@ TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits
   // with the attention in the first block, the second and none, with an
   // empty, a partly filled and a wrapped memory. Three streams of five
   // positions: 15 rows, neither a multiple of the kernels' four-row groups
-  // nor of the dot8's eight lanes (the CPU's zero padding).
+  // nor of the dot8's eight lanes (the CPU's zero padding). Last, one wider
+  // than a block of threads, with more keys than one (the strided loops).
   torch::NoGradGuard no_grad;
   struct Case {
-    int attn, layers, past;
+    int attn, layers, past, dim, mem_len, streams, seg;
   };
-  for (const Case& k : {Case{0, 2, 0}, Case{0, 2, 7}, Case{1, 2, 13}, Case{-1, 2, 0}, Case{0, 1, 13}}) {
-    INFO("attention layer " << k.attn << ", layers " << k.layers << ", memory keys " << k.past);
+  for (const Case& k : {Case{0, 2, 0, 32, 12, 3, 5}, Case{0, 2, 7, 32, 12, 3, 5}, Case{1, 2, 13, 32, 12, 3, 5},
+                        Case{-1, 2, 0, 32, 12, 3, 5}, Case{0, 1, 13, 32, 12, 3, 5}, Case{0, 1, 300, 264, 299, 2, 3}}) {
+    INFO("attention layer " << k.attn << ", layers " << k.layers << ", memory keys " << k.past << ", d " << k.dim);
     ModelConfig c = step_config(k.attn);
     c.layers = k.layers;
-    c.seg_len = 5;
-    const int64_t batch = 3;
+    c.dim = k.dim;
+    c.mem_len = k.mem_len;
+    c.seg_len = k.seg;
+    const int64_t batch = k.streams;
     ShaRnn cpu = perturbed(c, 8), emu = perturbed(c, 8);
     torch::manual_seed(9);
     ShaRnnState start = cpu->initial_state(batch, torch::kCPU);
@@ -225,7 +229,7 @@ TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits
     }
     if (k.attn >= 0) {
       start.mem.copy_(torch::randn_like(start.mem));
-      start.mem_fill = k.past;  // 13 = all of the 12 + 1 slots
+      start.mem_fill = k.past;  // 13 = all of the 12 + 1 slots (300: of 299 + 1)
     }
     const at::Tensor bytes = torch::randint(0, 256, {batch, c.seg_len + 1}, torch::kInt64);
     poison_gradients(cpu);
