@@ -70,8 +70,9 @@ model::DeviceKind decode_device(const Header& h);
 // header checked before anything is decoded). jobs > 1: up to that many
 // archives decode at once when each is stored or portable_arithmetic() and
 // decodes on the CPU (the others depend on process-wide LibTorch settings or
-// share the GPU, so they decode one at a time); of several failing archives, the first one's error is thrown. The
-// progress callback is called from one thread at a time.
+// share the GPU, so they decode one at a time); of several failing archives,
+// the first one's error is thrown. The progress callback is called from one
+// thread at a time.
 std::vector<uint8_t> decompress_members(const uint8_t* file, const std::vector<Member>& members,
                                         const ProgressFn& progress = {}, int jobs = 1);
 
