@@ -233,6 +233,17 @@ TEST_CASE("a format-10 GPU archive of the CUDA kernels decodes anywhere", "[driv
     CHECK(!portable_arithmetic(off));
     CHECK(backend_mismatch(off, here).find("CUDA build of shazip") != std::string::npos);
   }
+  // Where this process has no GPU it decodes such an archive on the CPU;
+  // one that needs its GPU keeps the device, and backend_mismatch refuses it.
+  if (!model::backend_info().cuda_available) {
+    CHECK(decode_device(h) == model::DeviceKind::kCpu);
+    Header libtorch = h;
+    libtorch.model.cuda_train_kernels = 0;
+    CHECK(decode_device(libtorch) == model::DeviceKind::kCuda);
+  }
+  Header cpu = h;
+  cpu.backend.device = model::DeviceKind::kCpu;
+  CHECK(decode_device(cpu) == model::DeviceKind::kCpu);
   h.version = 9;
   CHECK(!portable_arithmetic(h));
 }
