@@ -51,6 +51,8 @@ inline cudaError_t to_host(void* dst, const void* src, size_t bytes, cudaStream_
   const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
   return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
 }
+// Waits until the stream's work is done (before device memory it used is released).
+inline cudaError_t wait(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
 
 #if defined(__CUDACC__)
 // The block's dynamic shared memory (the launch's third argument).
@@ -130,6 +132,7 @@ inline cudaError_t to_host(void* dst, const void* src, size_t bytes, cudaStream_
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
+inline cudaError_t wait(cudaStream_t) { return cudaSuccess; }
 
 namespace detail {
 

@@ -471,15 +471,22 @@ struct TrainPass::Impl {
   };
 
   ~Impl() {
+    if (!buffers.empty()) simt::wait(stream);  // the last run's kernels may still read them
     for (auto& b : buffers) simt::release(b.first);
   }
 
-  // Device scratch for this run, in call order; contents undefined.
+  // Device scratch for this run, in call order; contents undefined. A buffer
+  // that grows is released once the stream's earlier work (the last run's)
+  // is done with it.
   float* get(int64_t n) {
     if (next == buffers.size()) buffers.emplace_back(nullptr, 0);
     std::pair<float*, size_t>& b = buffers[next++];
     const size_t want = static_cast<size_t>(std::max<int64_t>(n, 1));
     if (b.second < want) {
+      if (b.first) {
+        const cudaError_t e = simt::wait(stream);
+        if (e != cudaSuccess) throw CudaFailed{e};
+      }
       simt::release(b.first);
       b = {nullptr, 0};
       void* p = nullptr;
