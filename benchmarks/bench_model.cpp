@@ -17,7 +17,10 @@
 //   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1
 //   --cuda-kernels 0|1 --cuda-train-kernels 0|1   (on CUDA: LibTorch's step or
 //                   training instead of shazip's kernels, to compare)
-//   --async 0|1     training steps on a thread of their own (default 1)
+//   --async 0|1     training steps on a thread of their own (default 1); on
+//                   CUDA, 0 makes "train s" the training step's GPU time
+//                   (with 1 the GPU's training time shows in "pred s", whose
+//                   table copies wait for it)
 //   --lookahead 0|1 the model runs ahead of the coder on its own thread
 //                   (default: lookahead_pays()); neither changes the output
 //   --min-stream BYTES  smallest stream (default kMinStreamBytes)

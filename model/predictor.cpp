@@ -474,6 +474,13 @@ void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, i
     }
   }
   if (!cfg.train_lag) trainer->refresh_gates();
+#ifdef SHAZIP_HAVE_CUDA
+  // Inline on CUDA, wait for the queued kernels, which the next table copy
+  // would wait for anyway: train_seconds() is then the training step's GPU
+  // time, not its launches' (bench_model --async 0). On the worker's thread
+  // the step path's next wait absorbs it instead.
+  if (device.is_cuda() && !(cfg.train_lag && rt.async_train)) c10::cuda::getCurrentCUDAStream().synchronize();
+#endif
   train_s.store(train_s.load() + (seconds_now() - t0));
 }
 

@@ -44,7 +44,8 @@
 # on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens)
 # three ways: LibTorch's step and training (format 8), shazip's CUDA step
 # kernels with LibTorch's training (format 9), and both on shazip's kernels
-# (format 10): what each set of kernels buys, predict and train seconds apart.
+# (format 10): what each set of kernels buys, predict and train seconds apart
+# (the training inline, --async 0, so that "train s" is its GPU time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.debs/root"
@@ -145,7 +146,7 @@ case "$mode" in
       read -r step train <<< "$kernels"
       echo "CUDA step kernels $step, CUDA training kernels $train"
       build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" --cuda-train-kernels "$train" \
-        -n "$bytes" "$file"
+        --async 0 -n "$bytes" "$file"
     done
     ;;
   *)
