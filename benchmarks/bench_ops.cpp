@@ -104,22 +104,8 @@ long cuda_training_operations(const ModelConfig& preset_model) {
   for (auto& p : net->parameters()) p.mutable_grad() = torch::zeros_like(p);
   const int64_t batch = 1;
   const ShaRnnState st = net->initial_state(batch, torch::kCPU);
-  train::Shape shape;
-  shape.batch = batch;
-  shape.seg = c.seg_len;
-  shape.dim = c.dim;
-  shape.boom_factor = c.boom_factor;
-  shape.attn_layer = c.attn_layer;
-  shape.ln_eps = 1e-12f;
-  train::Start start;
-  for (int l = 0; l < c.layers; ++l) {
-    start.h.push_back(st.h[l].data_ptr<float>());
-    start.c.push_back(st.c[l].data_ptr<float>());
-  }
-  if (c.attn_layer >= 0) {
-    start.mem = st.mem.data_ptr<float>();
-    start.slots = st.mem.size(1);
-  }
+  const train::Shape shape = net->train_shape(batch);
+  const train::Start start = net->train_start(st);
   std::vector<int64_t> bytes(static_cast<size_t>(batch * (c.seg_len + 1)), 'e');
   const int64_t n = c.param_count();
   std::vector<float> w(n), g(n), m(n), v(n), scratch(cuda_simt::adam_scratch_floats(n));

@@ -426,18 +426,18 @@ train::Grads ShaRnnImpl::gradients() const {
   });
 }
 
-double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, bool want_loss) {
-  SHAZIP_ASSERT(bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
-  const at::Tensor in = bytes.to(embed_.device(), torch::kInt64).contiguous();
-  const train::Weights w = weights();
-  const train::Grads g = gradients();
+train::Shape ShaRnnImpl::train_shape(int64_t batch) const {
   train::Shape shape;
-  shape.batch = in.size(0);
+  shape.batch = batch;
   shape.seg = cfg_.seg_len;
   shape.dim = cfg_.dim;
   shape.boom_factor = cfg_.boom_factor;
   shape.attn_layer = cfg_.attn_layer;
   shape.ln_eps = static_cast<float>(kLnEps);
+  return shape;
+}
+
+train::Start ShaRnnImpl::train_start(const ShaRnnState& s) const {
   train::Start start;
   for (int l = 0; l < cfg_.layers; ++l) {
     start.h.push_back(floats(s.h[l]));
@@ -448,6 +448,16 @@ double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, 
     start.slots = s.mem.size(1);
     start.mem_fill = s.mem_fill;
   }
+  return start;
+}
+
+double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, bool want_loss) {
+  SHAZIP_ASSERT(bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
+  const at::Tensor in = bytes.to(embed_.device(), torch::kInt64).contiguous();
+  const train::Weights w = weights();
+  const train::Grads g = gradients();
+  const train::Shape shape = train_shape(in.size(0));
+  const train::Start start = train_start(s);
 #ifdef SHAZIP_HAVE_CUDA
   if (embed_.is_cuda()) {
     SHAZIP_ASSERT(cfg_.cuda_training_kernels());

@@ -82,6 +82,10 @@ class ShaRnnImpl : public torch::nn::Module {
   // Their gradients' data, likewise; every parameter's gradient must be
   // defined (contiguous float32 where its parameter lives).
   train::Grads gradients() const;
+  // The training kernels' shape for `batch` streams, and a segment's start
+  // from `state` (pointers into its tensors, wherever they live).
+  train::Shape train_shape(int64_t batch) const;
+  train::Start train_start(const ShaRnnState& state) const;
 
   // Recomputes the cached attention gates used by step(); call after every
   // change of the weights (optimizer step, load).

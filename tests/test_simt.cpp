@@ -236,23 +236,8 @@ TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits
     poison_gradients(emu);
     const double loss = cpu->train_segment(bytes, start);
 
-    train::Shape shape;
-    shape.batch = batch;
-    shape.seg = c.seg_len;
-    shape.dim = c.dim;
-    shape.boom_factor = c.boom_factor;
-    shape.attn_layer = k.attn;
-    shape.ln_eps = 1e-12f;  // the model's LayerNorm epsilon
-    train::Start st;
-    for (int l = 0; l < c.layers; ++l) {
-      st.h.push_back(start.h[l].data_ptr<float>());
-      st.c.push_back(start.c[l].data_ptr<float>());
-    }
-    if (k.attn >= 0) {
-      st.mem = start.mem.data_ptr<float>();
-      st.slots = start.mem.size(1);
-      st.mem_fill = start.mem_fill;
-    }
+    const train::Shape shape = emu->train_shape(batch);
+    const train::Start st = emu->train_start(start);
     cuda_simt::TrainPass pass;
     // Twice: the second run reuses the first one's scratch.
     for (int run = 0; run < 2; ++run) {
