@@ -45,7 +45,8 @@ struct BackendInfo {
   // CUDA builds with a GPU: what the GPU arithmetic depends on besides
   // LibTorch: the device ("NVIDIA H100 80GB HBM3 sm_90") and the CUDA runtime
   // ("CUDA 13.0"). cuBLAS picks its kernels by GPU model, so archives made on
-  // the GPU record both and decode only on the same.
+  // the GPU record both, and those that used cuBLAS (LibTorch's step or
+  // training) decode only on the same.
   std::string gpu;
   std::string cuda_runtime;
   // The GPU's peak FP32 arithmetic on its CUDA cores (the model's, with TF32
