@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "model/cuda/cdf_kernel.h"
+#include "model/cuda/step_kernels.h"
 #include "model/cuda/train_kernels.h"
 #endif
 
@@ -135,6 +136,9 @@ void configure_runtime(const RuntimeOptions& rt) {
     at::globalContext().setDeterministicCuDNN(true);
     at::globalContext().setBenchmarkCuDNN(false);
     at::globalContext().setAllowTF32CuBLAS(false);
+#ifdef SHAZIP_HAVE_CUDA
+    cuda::set_tiled_products(rt.cuda_tiled_products);
+#endif
   }
 }
 

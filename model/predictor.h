@@ -33,6 +33,11 @@ struct RuntimeOptions {
   // own, beside the coding of the next segment. The results are the same either
   // way (tests/test_model.cpp); off, the step runs inline.
   bool async_train = true;
+  // On CUDA: shazip's step and training kernels run their matrix products
+  // as tiled products (model/cuda/tiled_product.cuh) or as the plain
+  // kernels. The same bits either way (test_simt), so only the speed
+  // differs; process-wide, applied by configure_runtime (bench_model --tiled).
+  bool cuda_tiled_products = true;
 };
 
 // What the arithmetic of this process depends on besides the model: recorded in

@@ -444,6 +444,7 @@ TEST_CASE("GPU: the CUDA step kernels compute the CPU step kernels' bits", "[gpu
   // and memory on the GPU as on the CPU, bit for bit, with the attention in
   // the first block, the second and none, across the ring's wrap and a change
   // of weights; five streams, a remainder of the kernels' four-row groups.
+  // With the products tiled and plain.
   if (!backend_info().cuda_available) {
     WARN("no CUDA device or no CUDA build: [gpu] test skipped");
     return;
@@ -454,7 +455,12 @@ TEST_CASE("GPU: the CUDA step kernels compute the CPU step kernels' bits", "[gpu
   c.boom_factor = 3;
   RuntimeOptions cuda;
   cuda.device = DeviceKind::kCuda;
+  cuda.cuda_tiled_products = GENERATE(true, false);
+  // wide: several tiles of rows and columns, several rounds of the sums.
+  const bool wide = GENERATE(false, true);
+  INFO("tiled products " << cuda.cuda_tiled_products << ", wide " << wide);
   configure_runtime(cuda);
+  if (wide) c.dim = 264;
   for (const int attn : {0, 1, -1}) {
     INFO("attention layer " << attn);
     c.attn_layer = attn;
@@ -465,7 +471,7 @@ TEST_CASE("GPU: the CUDA step kernels compute the CPU step kernels' bits", "[gpu
     gpu->to(torch::kCUDA);
     cpu->refresh_gates();
     gpu->refresh_gates();
-    const int64_t batch = 5;
+    const int64_t batch = wide ? 70 : 5;
     ShaRnnState sc = cpu->initial_state(batch, torch::kCPU), sg = gpu->initial_state(batch, torch::kCUDA);
     const at::Tensor bytes = torch::randint(0, 256, {batch, 40}, torch::kInt64);
     int64_t unequal = 0;
@@ -525,7 +531,7 @@ TEST_CASE("GPU: the CUDA training kernels compute the CPU training kernels' grad
   // Format 10, through ShaRnn on the device: the same weights, start state
   // and bytes give every gradient and the loss of the CPU's training
   // kernels, bit for bit, with the attention in the first block, the second
-  // and none, and a partly filled memory.
+  // and none, and a partly filled memory. With the products tiled and plain.
   if (!backend_info().cuda_available) {
     WARN("no CUDA device or no CUDA build: [gpu] test skipped");
     return;
@@ -533,11 +539,15 @@ TEST_CASE("GPU: the CUDA training kernels compute the CPU training kernels' grad
   torch::NoGradGuard no_grad;
   RuntimeOptions cuda;
   cuda.device = DeviceKind::kCuda;
+  cuda.cuda_tiled_products = GENERATE(true, false);
+  const bool wide = GENERATE(false, true);  // as in the step's test
+  INFO("tiled products " << cuda.cuda_tiled_products << ", wide " << wide);
   configure_runtime(cuda);
   ModelConfig c = small_config();
   c.mem_len = 12;
   c.boom_factor = 3;
   c.seg_len = 5;
+  if (wide) c.dim = 264;
   for (const int attn : {0, 1, -1}) {
     INFO("attention layer " << attn);
     c.attn_layer = attn;
@@ -548,7 +558,7 @@ TEST_CASE("GPU: the CUDA training kernels compute the CPU training kernels' grad
     gpu->to(torch::kCUDA);
     for (auto& p : cpu->parameters()) p.mutable_grad() = torch::full_like(p, std::nanf(""));
     for (auto& p : gpu->parameters()) p.mutable_grad() = torch::full_like(p, std::nanf(""));
-    const int64_t batch = 3;
+    const int64_t batch = wide ? 14 : 3;
     ShaRnnState sc = cpu->initial_state(batch, torch::kCPU);
     for (int l = 0; l < c.layers; ++l) {
       sc.h[l].copy_(torch::randn_like(sc.h[l]) * 0.5);

@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -57,6 +58,13 @@ ShaRnn perturbed(const ModelConfig& c, uint64_t seed) {
   return net;
 }
 
+// Runs a test with the tiled or the plain product kernels (both must
+// compute the CPU's bits), the tiled ones again afterwards.
+struct ProductKernels {
+  explicit ProductKernels(bool tiled) { cuda_simt::set_tiled_products(tiled); }
+  ~ProductKernels() { cuda_simt::set_tiled_products(true); }
+};
+
 }  // namespace
 
 TEST_CASE("emulated CUDA attention gates compute train::attention_gates' bits", "[simt]") {
@@ -72,13 +80,128 @@ TEST_CASE("emulated CUDA attention gates compute train::attention_gates' bits", 
   CHECK(std::memcmp(v_cpu.data(), v_emu.data(), d * sizeof(float)) == 0);
 }
 
+TEST_CASE("emulated tiled product computes step::linear's bits in every layout", "[simt]") {
+  // Three row tiles and three column tiles, all partial, and four rounds of
+  // the summed index, the last a short one; operands of magnitudes spread
+  // over six orders, so that any other order of the sums shows. Each layout
+  // against the CPU's product on the matrices the CPU would build.
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0, 1);
+  std::uniform_real_distribution<float> exponent(-3, 3);
+  auto matrix = [&](int64_t rows, int64_t cols) {
+    std::vector<float> m(rows * cols);
+    for (float& v : m) v = normal(rng) * std::pow(10.0f, exponent(rng));
+    return m;
+  };
+  auto transpose = [](const std::vector<float>& m, int64_t rows, int64_t cols, int64_t rows_pad) {
+    std::vector<float> t(cols * rows_pad, 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) t[c * rows_pad + r] = m[r * cols + c];
+    }
+    return t;
+  };
+  auto bits_equal = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const int64_t rows = 70, k = 104, n = 136;
+
+  SECTION("linear: x W^T + bias") {
+    const std::vector<float> x = matrix(rows, k), w = matrix(n, k), bias = matrix(1, n);
+    std::vector<float> expected(rows * n), got(rows * n, nan);
+    step::linear(x.data(), rows, k, w.data(), n, bias.data(), expected.data());
+    cuda_simt::tiled_product(cuda_simt::linear_product(x.data(), rows, k, w.data(), n, bias.data(), got.data()),
+                             nullptr);
+    CHECK(bits_equal(expected, got));
+  }
+  SECTION("the LSTM's gates: [x, h] [W_ih, W_hh]^T + (b_ih + b_hh)") {
+    const std::vector<float> x = matrix(rows, k), h = matrix(rows, k), wx = matrix(n, k), wh = matrix(n, k);
+    const std::vector<float> b1 = matrix(1, n), b2 = matrix(1, n);
+    std::vector<float> bias(n), expected(rows * n), got(rows * n, nan);
+    for (int64_t j = 0; j < n; ++j) bias[j] = b1[j] + b2[j];
+    step::linear2(x.data(), h.data(), rows, k, wx.data(), wh.data(), n, bias.data(), expected.data());
+    cuda_simt::TiledProduct p;
+    p.a = {x.data(), k, true, h.data(), k, k};
+    p.b = {wx.data(), k, true, wh.data(), k, k};
+    p.m = rows;
+    p.n = n;
+    p.k = p.valid = 2 * k;
+    p.bias = b1.data();
+    p.bias2 = b2.data();
+    p.c = got.data();
+    p.ldc = n;
+    cuda_simt::tiled_product(p, nullptr);
+    CHECK(bits_equal(expected, got));
+  }
+  SECTION("the LSTM cell as the product's last step") {
+    // 40 elements: the third tile of columns holds 8 of its 16.
+    const int64_t d = 40;
+    const std::vector<float> x = matrix(rows, d), h = matrix(rows, d), wx = matrix(4 * d, d), wh = matrix(4 * d, d);
+    const std::vector<float> b1 = matrix(1, 4 * d), b2 = matrix(1, 4 * d), c_prev = matrix(rows, d);
+    std::vector<float> bias(4 * d), pre(rows * 4 * d);
+    for (int64_t j = 0; j < 4 * d; ++j) bias[j] = b1[j] + b2[j];
+    step::linear2(x.data(), h.data(), rows, d, wx.data(), wh.data(), 4 * d, bias.data(), pre.data());
+    std::vector<float> c(rows * d), hn(rows * d), acts(rows * 4 * d), tanh_c(rows * d);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < d; ++j) {
+        const float* g = &pre[r * 4 * d + j];
+        const LstmCell cell = lstm_cell(g[0], g[d], g[2 * d], g[3 * d], c_prev[r * d + j]);
+        c[r * d + j] = cell.c;
+        hn[r * d + j] = cell.h;
+        tanh_c[r * d + j] = cell.tanh_c;
+        const float gates[4] = {cell.i, cell.f, cell.g, cell.o};
+        for (int q = 0; q < 4; ++q) acts[r * 4 * d + q * d + j] = gates[q];
+      }
+    }
+    std::vector<float> c_got(rows * d, nan), h_got(rows * d, nan), acts_got(rows * 4 * d, nan);
+    std::vector<float> tanh_got(rows * d, nan);
+    cuda_simt::TiledProduct p;
+    p.a = {x.data(), d, true, h.data(), d, d};
+    p.b = {wx.data(), d, true, wh.data(), d, d, d};
+    p.m = rows;
+    p.n = 4 * d;
+    p.k = p.valid = 2 * d;
+    p.bias = b1.data();
+    p.bias2 = b2.data();
+    p.lstm = {c_prev.data(), c_got.data(), h_got.data(), acts_got.data(), tanh_got.data(), d};
+    cuda_simt::tiled_product(p, nullptr);
+    CHECK(bits_equal(c, c_got));
+    CHECK(bits_equal(hn, h_got));
+    CHECK(bits_equal(acts, acts_got));
+    CHECK(bits_equal(tanh_c, tanh_got));
+  }
+  SECTION("input gradient: dy W + add") {
+    const std::vector<float> dy = matrix(rows, n), w = matrix(n, k), add = matrix(rows, k);
+    std::vector<float> expected(rows * k), got(rows * k, nan);
+    step::linear(dy.data(), rows, n, transpose(w, n, k, n).data(), k, nullptr, expected.data());
+    for (size_t i = 0; i < expected.size(); ++i) expected[i] = expected[i] + add[i];
+    cuda_simt::tiled_product(
+        cuda_simt::input_grad_product(dy.data(), rows, n, w.data(), k, add.data(), got.data()), nullptr);
+    CHECK(bits_equal(expected, got));
+  }
+  SECTION("weight gradient: dy^T x over zero-padded rows") {
+    const int64_t rows_pad = 72;
+    const std::vector<float> dy = matrix(rows, n), x = matrix(rows, k);
+    std::vector<float> expected(n * k), got(n * k, nan);
+    step::linear(transpose(dy, rows, n, rows_pad).data(), n, rows_pad, transpose(x, rows, k, rows_pad).data(), k,
+                 nullptr, expected.data());
+    cuda_simt::tiled_product(
+        cuda_simt::weight_grad_product(dy.data(), n, x.data(), k, rows, rows_pad, got.data()), nullptr);
+    CHECK(bits_equal(expected, got));
+  }
+}
+
 TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[simt]") {
   // As ShaRnnImpl::step_cuda drives them: the same weights, state and bytes
   // give step_own's logits, states and memory, with the attention in the
   // first block, the second and none, across the ring's wrap and a change of
   // weights; five streams, a remainder of the kernels' four-stream groups.
   // Last, one block with a memory longer than a block of threads (the
-  // scores' grid and the softmax's strided loops).
+  // scores' grid and the softmax's strided loops). With the tiled products
+  // and the plain ones.
+  const bool tiled = GENERATE(true, false);
+  INFO((tiled ? "tiled" : "plain") << " products");
+  const ProductKernels products(tiled);
   torch::NoGradGuard no_grad;
   struct Case {
     int attn, layers, mem_len, streams, steps;
@@ -207,6 +330,10 @@ TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits
   // positions: 15 rows, neither a multiple of the kernels' four-row groups
   // nor of the dot8's eight lanes (the CPU's zero padding). Last, one wider
   // than a block of threads, with more keys than one (the strided loops).
+  // With the tiled products and the plain ones.
+  const bool tiled = GENERATE(true, false);
+  INFO((tiled ? "tiled" : "plain") << " products");
+  const ProductKernels products(tiled);
   torch::NoGradGuard no_grad;
   struct Case {
     int attn, layers, past, dim, mem_len, streams, seg;

@@ -1,8 +1,11 @@
 // The pieces that model/cuda/'s step and training kernels share: the dot8
 // lanes of a product in registers, the row statistics in eight threads of a
-// block, the block's softmax, and the three product kernels that both
-// passes launch (linear, the LSTM cell, the Boom). Every one computes the
-// sums of model/step_kernels.h in their order (FORMAT.md, "Step kernels").
+// block, the block's softmax, and the three products that both passes
+// launch (linear, the LSTM cell, the Boom), each either as one plain kernel
+// (every output's eight lanes in one thread) or as the tiled product of
+// tiled_product.cuh (for the Boom, then a pointwise kernel). Every one
+// computes the sums of model/step_kernels.h in their order (FORMAT.md,
+// "Step kernels").
 //
 // Private to the kernels' .cu files, which each get their own copy (the
 // anonymous namespace); the host emulation (simt.h), which includes several
@@ -12,6 +15,7 @@
 #include <cmath>
 
 #include "model/cuda/simt.h"
+#include "model/cuda/tiled_product.cuh"
 #include "model/kernel_math.h"
 
 namespace shazip::model::SHAZIP_CUDA_NS {
@@ -209,6 +213,74 @@ __global__ void boom_kernel(const float* x, const float* base, float* out, int64
     if (first + r >= rows) break;
     out[(first + r) * d + i] = sum[r] + base[(first + r) * d + i];
   }
+}
+
+// The Boom's activation and chunk sum for element i of row r from
+// u = x W^T + b (rows, chunks d), as boom_kernel finishes; with sig_out
+// non-null also the sigmoids.
+__global__ void boom_sum_kernel(const float* u, const float* base, float* out, int64_t rows, int64_t d,
+                                int64_t chunks, float* sig_out) {
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (e >= rows * d) return;
+  const int64_t r = e / d, i = e % d;
+  float sum = 0.0f;
+  for (int64_t cc = 0; cc < chunks; ++cc) {
+    const int64_t n = r * chunks * d + cc * d + i;
+    const float sg = det_sigmoid(u[n] * kGeluScale);
+    const float v = u[n] * sg;  // det_gelu(u)
+    sum = cc == 0 ? v : sum + v;
+    if (sig_out) sig_out[n] = sg;
+  }
+  out[e] = sum + base[e];
+}
+
+// --- the products' launches: plain or tiled --------------------------------
+
+// Blocks of kRowThreads threads over n elements.
+unsigned elementwise_blocks(int64_t n) { return static_cast<unsigned>(blocks_for(n, kRowThreads)); }
+
+// y (rows x n) = x W^T + bias.
+void launch_linear(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, const float* bias, float* y,
+                   bool tiled, cudaStream_t stream) {
+  if (tiled) {
+    tiled_product(linear_product(x, rows, k, w, n, bias, y), stream);
+  } else {
+    SHAZIP_LAUNCH(linear_kernel, product_grid(n, rows), kThreads, 0, stream)(x, rows, k, w, n, bias, y);
+  }
+}
+
+// One LSTM step of a.rows rows: lstm_kernel, or the tiled product of [x, h]
+// and the gates' weights with the cell as its last step.
+void launch_lstm(const LstmArgs& a, bool tiled, cudaStream_t stream) {
+  if (!tiled) {
+    SHAZIP_LAUNCH(lstm_kernel, product_grid(a.d, a.rows), kThreads, 0, stream)(a);
+    return;
+  }
+  TiledProduct p;
+  p.a = {a.x, a.d, true, a.h, a.d, a.d};  // [x, h]
+  p.b = {a.w_ih, a.d, true, a.w_hh, a.d, a.d, a.d};
+  p.m = a.rows;
+  p.n = 4 * a.d;
+  p.k = p.valid = 2 * a.d;
+  p.bias = a.b_ih;
+  p.bias2 = a.b_hh;
+  p.lstm = {a.c_prev, a.c_out, a.h_out, a.acts, a.tanh_c, a.d};
+  tiled_product(p, stream);
+}
+
+// The Boom of rows x (rows, d): out = the chunks' activations summed, plus
+// base. Tiled, u (rows, chunks d) takes the product; with sig non-null
+// u and the sigmoids are kept (the training step's), in u and sig.
+void launch_boom(const float* x, const float* base, float* out, int64_t rows, int64_t d, int64_t chunks,
+                 const float* w, const float* bias, float* u, float* sig, bool tiled, cudaStream_t stream) {
+  if (!tiled) {
+    SHAZIP_LAUNCH(boom_kernel, product_grid(d, rows), kThreads, 0, stream)(x, base, out, rows, d, chunks, w, bias,
+                                                                           sig ? u : nullptr, sig);
+    return;
+  }
+  tiled_product(linear_product(x, rows, d, w, chunks * d, bias, u), stream);
+  SHAZIP_LAUNCH(boom_sum_kernel, elementwise_blocks(rows * d), kRowThreads, 0, stream)(u, base, out, rows, d,
+                                                                                       chunks, sig);
 }
 
 }  // namespace

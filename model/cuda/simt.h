@@ -88,11 +88,15 @@ using cudaStream_t = struct CUstream_st*;
 #undef __host__
 #undef __forceinline__
 #undef __shared__
+#undef __launch_bounds__
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+#define __launch_bounds__(...)
+#undef __align__
+#define __align__(n) __attribute__((aligned(n)))
 
 struct SimtDim3 {
   unsigned x = 1, y = 1, z = 1;

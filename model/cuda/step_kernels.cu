@@ -1,12 +1,14 @@
 // See step_kernels.h. Every kernel computes its outputs with the sums of
 // model/step_kernels.h, each output's sum in one thread (a dot8's eight lanes
-// in eight registers, a chain in one), or, for the row statistics, in eight
-// threads of one block (lane l in thread l) reduced by thread 0: the order of
-// every floating-point operation is the CPU's, so the launch shape changes
-// the speed, never the bits. Elementwise arithmetic comes from
-// model/kernel_math.h, which the CPU kernels use too.
+// in eight registers, a chain in one; in the tiled products each lane's
+// chain in one thread, the lanes added by another), or, for the row
+// statistics, in eight threads of one block (lane l in thread l) reduced by
+// thread 0: the order of every floating-point operation is the CPU's, so
+// the launch shape changes the speed, never the bits. Elementwise
+// arithmetic comes from model/kernel_math.h, which the CPU kernels use too.
 #include "model/cuda/step_kernels.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "model/cuda/kernels_common.cuh"
@@ -139,11 +141,17 @@ LnArgs ln_args(const float* x, const float* w, const float* b, float* y, const S
   return a;
 }
 
+std::atomic<bool> g_tiled{true};
+
 }  // namespace
 
+void set_tiled_products(bool on) { g_tiled = on; }
+bool tiled_products() { return g_tiled; }
+
 size_t step_scratch_floats(const StepShape& s) {
-  // x, hn, hq, q, x2, base, h (B, d) and the scores (B, S).
-  return static_cast<size_t>(s.batch) * (7 * s.dim + (s.attn_layer >= 0 ? s.slots : 0));
+  // x, hn, hq, q, x2, base, h (B, d), the scores (B, S), and the tiled
+  // Boom's product (B, f).
+  return static_cast<size_t>(s.batch) * ((7 + s.boom_factor) * s.dim + (s.attn_layer >= 0 ? s.slots : 0));
 }
 
 cudaError_t step_device(const StepShape& s, const train::Weights& w, const float* query_gate,
@@ -160,7 +168,8 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
   float* base = x2 + B * d;   // the Boom's residual (its other LayerNorm)
   float* h = base + B * d;    // the block's output
   float* scores = h + B * d;  // (B, S)
-  const dim3 along_d = product_grid(d, B);
+  float* u = scores + (s.attn_layer >= 0 ? B * s.slots : 0);  // the tiled Boom's product (B, f)
+  const bool tiled = tiled_products();
   for (size_t l = 0; l < w.blocks.size(); ++l) {
     const train::BlockParams<const float*>& blk = w.blocks[l];
     LnArgs start = ln_args(h, blk.ln_start_w, blk.ln_start_b, x, s);
@@ -170,7 +179,7 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
     }
     layer_norm(start, B, stream);
     const LstmArgs cell{x, st.h[l], st.c[l], st.c[l], hn, nullptr, nullptr, B, d, blk.w_ih, blk.w_hh, blk.b_ih, blk.b_hh};
-    SHAZIP_LAUNCH(lstm_kernel, along_d, kThreads, 0, stream)(cell);
+    launch_lstm(cell, tiled, stream);
     const cudaError_t copied = simt::copy_async(st.h[l], hn, static_cast<size_t>(B * d) * sizeof(float), stream);
     if (copied != cudaSuccess) return copied;
     if (static_cast<int64_t>(l) == s.attn_layer) {
@@ -180,7 +189,7 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       to_mem.y_stride = s.slots * d;
       layer_norm(to_mem, B, stream);
       layer_norm(ln_args(hn, a.ln_mid_w, a.ln_mid_b, hq, s), B, stream);
-      SHAZIP_LAUNCH(linear_kernel, along_d, kThreads, 0, stream)(hq, B, d, a.q_w, d, a.q_b, q);
+      launch_linear(hq, B, d, a.q_w, d, a.q_b, q, tiled, stream);
       LnArgs q_ln = ln_args(q, a.q_ln_w, a.q_ln_b, q, s);
       q_ln.post = query_gate;
       layer_norm(q_ln, B, stream);
@@ -197,10 +206,9 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
     both.b2 = blk.ln_xff_b;
     both.y2 = x2;
     layer_norm(both, B, stream);
-    SHAZIP_LAUNCH(boom_kernel, along_d, kThreads, 0, stream)(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b,
-                                                              nullptr, nullptr);
+    launch_boom(x2, base, h, B, d, s.boom_factor, blk.boom_w, blk.boom_b, u, nullptr, tiled, stream);
   }
-  SHAZIP_LAUNCH(linear_kernel, product_grid(256, B), kThreads, 0, stream)(h, B, d, w.embed, 256, w.dec_bias, logits);
+  launch_linear(h, B, d, w.embed, 256, w.dec_bias, logits, tiled, stream);
   return simt::last_error();
 }
 

@@ -38,6 +38,14 @@ struct StepState {
   float* mem = nullptr;
 };
 
+// Which product kernels the step and training kernels launch: the tiled
+// product of tiled_product.cuh (the default) or the plain kernels, one
+// thread per output (kernels_common.cuh). Both compute the same bits, so
+// this changes the speed alone; process-wide, for benchmarks to compare
+// them (bench_model --tiled).
+void set_tiled_products(bool on);
+bool tiled_products();
+
 // Floats of scratch step_device() needs (device memory, caller-owned).
 size_t step_scratch_floats(const StepShape& shape);
 

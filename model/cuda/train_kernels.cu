@@ -1,8 +1,9 @@
 // See train_kernels.h. TrainPass::Impl::run() follows train::SegmentPass::run
 // (model/train_kernels.cpp) step by step, each CPU loop a kernel that keeps
-// its order: a product's output is one thread's dot8 lanes (the rows past
-// the CPU's zero padding counted as its zeros), a chain over rows or over
-// keys is one thread's loop, a row's sum8 or dot8 is threads 0-7 of a block.
+// its order: a product's output is one thread's dot8 lanes, or in the tiled
+// products each lane one thread's chain (the rows past the CPU's zero
+// padding counted as its zeros), a chain over rows or over keys is one
+// thread's loop, a row's sum8 or dot8 is threads 0-7 of a block.
 // Where the CPU transposes a matrix so that a product runs over rows, the
 // kernel reads the untransposed matrix in the transposed order instead: the
 // same operands in the same order.
@@ -444,8 +445,6 @@ __global__ void adam_kernel(AdamConstants k, const float* coef_ptr, int64_t n, f
   w[i] = w[i] - k.step_size * (mi / (sqrt_rn(vi) / k.bias2_sqrt + k.eps));
 }
 
-unsigned elementwise_blocks(int64_t n) { return static_cast<unsigned>(blocks_for(n, kRowThreads)); }
-
 struct CudaFailed {
   cudaError_t error;
 };
@@ -535,15 +534,23 @@ struct TrainPass::Impl {
                                                                                  dims.dim, to_tb);
   }
   void linear(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, const float* bias, float* y) {
-    SHAZIP_LAUNCH(linear_kernel, product_grid(n, rows), kThreads, 0, stream)(x, rows, k, w, n, bias, y);
+    launch_linear(x, rows, k, w, n, bias, y, tiled, stream);
   }
   void input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx,
                   const float* add = nullptr) {
-    SHAZIP_LAUNCH(input_grad_kernel, product_grid(k, rows), kThreads, 0, stream)(dy, rows, n, w, k, add, dx);
+    if (tiled) {
+      tiled_product(input_grad_product(dy, rows, n, w, k, add, dx), stream);
+    } else {
+      SHAZIP_LAUNCH(input_grad_kernel, product_grid(k, rows), kThreads, 0, stream)(dy, rows, n, w, k, add, dx);
+    }
   }
   void weight_grad(const float* dy, int64_t n, const float* x, int64_t k, float* dw, float* db) {
-    SHAZIP_LAUNCH(weight_grad_kernel, product_grid(k, n), kThreads, 0, stream)(dy, n, x, k, dims.rows,
-                                                                               dims.rows_pad, dw);
+    if (tiled) {
+      tiled_product(weight_grad_product(dy, n, x, k, dims.rows, dims.rows_pad, dw), stream);
+    } else {
+      SHAZIP_LAUNCH(weight_grad_kernel, product_grid(k, n), kThreads, 0, stream)(dy, n, x, k, dims.rows,
+                                                                                 dims.rows_pad, dw);
+    }
     if (db) {
       SHAZIP_LAUNCH(bias_grad_kernel, blocks_for(n, kThreads), kThreads, 0, stream)(dy, n, dims.rows,
                                                                                    dims.rows_pad, db);
@@ -573,6 +580,7 @@ struct TrainPass::Impl {
   std::vector<Saved> saved;
   Dims dims;
   cudaStream_t stream = nullptr;
+  bool tiled = true;               // this run's products: tiled_products()
   const float* embed = nullptr;    // this run's embedding
   const int64_t* bytes = nullptr;  // and bytes (B, T + 1)
   float* target_prob = nullptr;    // (rows): the last run's, for loss()
@@ -651,12 +659,11 @@ float* TrainPass::Impl::lstm_forward(const train::BlockParams<const float*>& bw,
   s.tcs = get(n);
   copy(s.hs, h0, B * d);
   copy(s.cs, c0, B * d);
-  const dim3 grid = product_grid(d, B);
   for (int64_t t = 0; t < T; ++t) {
     const LstmArgs cell{s.a_tb + t * B * d, s.hs + t * B * d, s.cs + t * B * d, s.cs + (t + 1) * B * d,
                         s.hs + (t + 1) * B * d, s.acts + t * B * 4 * d, s.tcs + t * B * d, B, d,
                         bw.w_ih, bw.w_hh, bw.b_ih, bw.b_hh};
-    SHAZIP_LAUNCH(lstm_kernel, grid, kThreads, 0, stream)(cell);
+    launch_lstm(cell, tiled, stream);
   }
   float* h = get(n);
   reorder(s.hs + B * d, h, false);
@@ -706,8 +713,7 @@ float* TrainPass::Impl::boom_forward(const train::BlockParams<const float*>& bw,
   s.u = get(N * f);
   s.sig = get(N * f);
   float* out = get(N * d);
-  SHAZIP_LAUNCH(boom_kernel, product_grid(d, N), kThreads, 0, stream)(s.zn, base, out, N, d, dims.boom_factor,
-                                                                      bw.boom_w, bw.boom_b, s.u, s.sig);
+  launch_boom(s.zn, base, out, N, d, dims.boom_factor, bw.boom_w, bw.boom_b, s.u, s.sig, tiled, stream);
   return out;
 }
 
@@ -813,6 +819,7 @@ cudaError_t TrainPass::run(const train::Shape& sh, const train::Weights& w, cons
   m.saved.resize(static_cast<size_t>(layers));
   m.next = 0;
   m.stream = stream;
+  m.tiled = tiled_products();
   try {
     m.run(w, st, bytes, g);
   } catch (const CudaFailed& f) {
