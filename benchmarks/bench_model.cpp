@@ -17,6 +17,8 @@
 //   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1
 //   --cuda-kernels 0|1 --cuda-train-kernels 0|1   (on CUDA: LibTorch's step or
 //                   training instead of shazip's kernels, to compare)
+//   --tiled 0|1     on CUDA: shazip's kernels' products tiled (default) or
+//                   plain; the same output, to compare their speed
 //   --async 0|1     training steps on a thread of their own (default 1); on
 //                   CUDA, 0 makes "train s" the training step's GPU time
 //                   (with 1 the GPU's training time shows in "pred s", whose
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
       model::Preset p = model::preset(level);
       int max_streams = p.streams;
       bool async_train = true;
+      bool tiled = true;
       int lookahead = -1;  // -1: lookahead_pays()
       model::DeviceKind device = model::DeviceKind::kCpu;
       uint64_t min_stream = kMinStreamBytes;
@@ -168,6 +171,7 @@ int main(int argc, char** argv) {
         else if (k == "block-norm") p.model.block_norm = std::stoi(v);
         else if (k == "groups") p.model.train_groups = std::stoi(v);
         else if (k == "async") async_train = std::stoi(v) != 0;
+        else if (k == "tiled") tiled = std::stoi(v) != 0;
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
@@ -197,6 +201,7 @@ int main(int argc, char** argv) {
       params.streams = choose_streams(data.size(), max_streams, min_stream);
       params.runtime.threads = threads;
       params.runtime.async_train = async_train;
+      params.runtime.cuda_tiled_products = tiled;
       params.runtime.device = device;
       params.lookahead = lookahead < 0 ? lookahead_pays(params) : lookahead == 1;
       if (!dump_path.empty()) {

@@ -7,16 +7,17 @@
 // allocations left out:
 //   step      one predict() on LibTorch's operators (step_kernels 0), what a
 //             CUDA archive before format 9 runs per position, with the
-//             softmax; format 9's CUDA step kernels launch 5 per block, 7 for
-//             the attention, 1 for the decoder and 1 for the tables instead
+//             softmax; and format 9's CUDA step kernels, their products
+//             plain and tiled, plus 1 launch for the tables
 //   segment   the observe() that ends a segment: the training step on
 //             LibTorch's autograd (train_kernels 0, what CUDA runs before
 //             format 10), its G groups, and the weights' hand-over to the
 //             step path; and the same on format 10's CUDA training kernels,
-//             whose launches, device copies and memsets are counted by
-//             running the kernels' own sources in model/cuda/simt.h's host
-//             emulation (the count depends on the layers, the attention and
-//             T, not on d or B, so a tiny model of the preset's shape runs)
+//             their products plain and tiled
+// The CUDA kernels' launches, device copies and memsets are counted by
+// running their own sources in model/cuda/simt.h's host emulation (the
+// count depends on the layers, the attention and T, not on d or B, so a
+// tiny model of the preset's shape runs).
 // The CPU's LSTM layer runs a GEMM per position forward and backward, as a
 // GPU's LSTM does; its pointwise cell is one of shazip's loops here, a kernel
 // of cuDNN's there.
@@ -93,13 +94,53 @@ std::vector<int> parse_list(const char* s) {
   return v;
 }
 
+// A tiny model of the preset's shape: the CUDA kernels' operation counts
+// depend on nothing else.
+ModelConfig tiny(const ModelConfig& preset_model) {
+  ModelConfig c = preset_model;
+  c.dim = 8;
+  c.mem_len = 4;
+  return c;
+}
+
+// Device operations of one position of the format-9 CUDA step kernels,
+// without the tables' kernel.
+long cuda_step_operations(const ModelConfig& preset_model) {
+  torch::NoGradGuard no_grad;
+  const ModelConfig c = tiny(preset_model);
+  ShaRnn net(c);
+  const int64_t batch = 1;
+  ShaRnnState st = net->initial_state(batch, torch::kCPU);
+  cuda_simt::StepShape shape;
+  shape.batch = batch;
+  shape.dim = c.dim;
+  shape.boom_factor = c.boom_factor;
+  shape.attn_layer = c.attn_layer;
+  shape.slots = c.attn_layer >= 0 ? st.mem.size(1) : 0;
+  shape.ln_eps = 1e-12f;
+  cuda_simt::StepState state;
+  for (int l = 0; l < c.layers; ++l) {
+    state.h.push_back(st.h[l].data_ptr<float>());
+    state.c.push_back(st.c[l].data_ptr<float>());
+  }
+  if (c.attn_layer >= 0) state.mem = st.mem.data_ptr<float>();
+  std::vector<float> gates(2 * static_cast<size_t>(c.dim)), scratch(cuda_simt::step_scratch_floats(shape));
+  std::vector<float> logits(256 * batch);
+  const std::vector<int64_t> bytes(batch, 'e');
+  const long before = shazip::simt::emulated_operations();
+  if (cuda_simt::step_device(shape, net->weights(), gates.data(), gates.data() + c.dim, state, 0,
+                             c.attn_layer >= 0 ? 1 : 0, bytes.data(), scratch.data(), logits.data(),
+                             nullptr) != cudaSuccess) {
+    return -1;
+  }
+  return shazip::simt::emulated_operations() - before;
+}
+
 // Device operations of one format-10 training group: the pass and the Adam
 // step, at the preset's layers, attention and T.
 long cuda_training_operations(const ModelConfig& preset_model) {
   torch::NoGradGuard no_grad;
-  ModelConfig c = preset_model;
-  c.dim = 8;
-  c.mem_len = 4;
+  const ModelConfig c = tiny(preset_model);
   ShaRnn net(c);
   for (auto& p : net->parameters()) p.mutable_grad() = torch::zeros_like(p);
   const int64_t batch = 1;
@@ -130,9 +171,10 @@ int main(int argc, char** argv) {
     }
   }
   const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end));
-  std::printf("| preset | B | T | G | step: operators per position (LibTorch) | step: launches (format 9 kernels) "
-              "| segment: operators (training, LibTorch) | segment: operations (format 10 kernels) "
-              "| operators per coded byte: format 8 / 9 / 10 |\n");
+  std::printf("| preset | B | T | G | step: operators per position (LibTorch) "
+              "| step: launches (format 9 kernels, plain / tiled) | segment: operators (training, LibTorch) "
+              "| segment: operations (format 10 kernels, plain / tiled) "
+              "| operators per coded byte: format 8 / 9 plain / 9 tiled / 10 plain / 10 tiled |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const int level : presets) {
     const Preset p = preset(level);
@@ -155,18 +197,26 @@ int main(int argc, char** argv) {
       const long observed = count([&] { model.observe(bytes.data()); });
       if (pos == 2 * c.seg_len - 1) segment = observed;
     }
-    const int kernels = 5 * c.layers + (c.attn_layer >= 0 ? 7 : 0) + 2;
-    // Format 10: G groups of the kernels, then the hand-over: one copy of
+    // The CUDA kernels, their products plain [0] and tiled [1]: the step and
+    // the tables' kernel; G training groups, then the hand-over: one copy of
     // the weights and the attention gates' two kernels.
-    const long group = cuda_training_operations(p.model);
-    const long segment_own = c.train_groups * group + 1 + (c.attn_layer >= 0 ? 2 : 0);
+    long kernels[2], group[2], segment_own[2];
+    for (int tiled = 0; tiled < 2; ++tiled) {
+      cuda_simt::set_tiled_products(tiled == 1);
+      kernels[tiled] = cuda_step_operations(p.model) + 1;
+      group[tiled] = cuda_training_operations(p.model);
+      segment_own[tiled] = c.train_groups * group[tiled] + 1 + (c.attn_layer >= 0 ? 2 : 0);
+    }
     const double positions = static_cast<double>(c.seg_len) * p.streams;
-    const double per_byte_8 = (static_cast<double>(step) * c.seg_len + segment) / positions;
-    const double per_byte_9 = (static_cast<double>(kernels) * c.seg_len + segment) / positions;
-    const double per_byte_10 = (static_cast<double>(kernels) * c.seg_len + segment_own) / positions;
-    std::printf("| %d | %d | %d | %d | %ld | %d | %ld | %ld (%d x %ld + %ld) | %.2f / %.2f / %.2f |\n", level,
-                p.streams, c.seg_len, c.train_groups, step, kernels, segment, segment_own, c.train_groups, group,
-                segment_own - c.train_groups * group, per_byte_8, per_byte_9, per_byte_10);
+    auto per_byte = [&](long step_ops, long segment_ops) {
+      return (static_cast<double>(step_ops) * c.seg_len + static_cast<double>(segment_ops)) / positions;
+    };
+    std::printf("| %d | %d | %d | %d | %ld | %ld / %ld | %ld | %ld / %ld (%d x %ld / %ld, + %ld) "
+                "| %.2f / %.2f / %.2f / %.2f / %.2f |\n",
+                level, p.streams, c.seg_len, c.train_groups, step, kernels[0], kernels[1], segment, segment_own[0],
+                segment_own[1], c.train_groups, group[0], group[1], segment_own[0] - c.train_groups * group[0],
+                per_byte(step, segment), per_byte(kernels[0], segment), per_byte(kernels[1], segment),
+                per_byte(kernels[0], segment_own[0]), per_byte(kernels[1], segment_own[1]));
     std::fflush(stdout);
   }
   at::removeCallback(handle);

@@ -42,10 +42,11 @@
 #
 # paths runs build-gpu/bench_model --device cuda at preset LEVEL (default 7)
 # on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens)
-# three ways: LibTorch's step and training (format 8), shazip's CUDA step
+# four ways: LibTorch's step and training (format 8), shazip's CUDA step
 # kernels with LibTorch's training (format 9), and both on shazip's kernels
-# (format 10): what each set of kernels buys, predict and train seconds apart
-# (the training inline, --async 0, so that "train s" is its GPU time).
+# (format 10) with their products plain and tiled (the same output): what
+# each set of kernels buys, predict and train seconds apart (the training
+# inline, --async 0, so that "train s" is its GPU time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.debs/root"
@@ -142,11 +143,11 @@ case "$mode" in
     file="${4:-.debs/corpus/dickens}"
     [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
     nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
-    for kernels in "0 0" "1 0" "1 1"; do
-      read -r step train <<< "$kernels"
-      echo "CUDA step kernels $step, CUDA training kernels $train"
+    for kernels in "0 0 1" "1 0 1" "1 1 0" "1 1 1"; do
+      read -r step train tiled <<< "$kernels"
+      echo "CUDA step kernels $step, CUDA training kernels $train, tiled products $tiled"
       build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" --cuda-train-kernels "$train" \
-        --async 0 -n "$bytes" "$file"
+        --tiled "$tiled" --async 0 -n "$bytes" "$file"
     done
     ;;
   *)
