@@ -191,6 +191,63 @@ TEST_CASE("emulated tiled product computes step::linear's bits in every layout",
   }
 }
 
+TEST_CASE("emulated tiled attention products compute the CPU's dot8s and chains per stream", "[simt]") {
+  // The training step's attention, one product per stream: the scores (each
+  // row's dot8 with the keys it sees, zero past them) and the weighted sums
+  // of the keys (each row's chain over the keys it sees). 40 positions (two
+  // row tiles) over 37 keys of memory, 264 elements (two column tiles of the
+  // chain, nine rounds of the dot8s); the weights past a row's keys are not
+  // zero here, so a chain that ran past its end would show.
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0, 1);
+  const int64_t streams = 3, seg = 40, past = 37, keys = past + seg, d = 264;
+  auto matrix = [&](int64_t n) {
+    std::vector<float> m(n);
+    for (float& v : m) v = normal(rng);
+    return m;
+  };
+  const std::vector<float> k = matrix(streams * keys * d), q = matrix(streams * seg * d);
+  const std::vector<float> w = matrix(streams * seg * keys), gate = matrix(d), add = matrix(streams * seg * d);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+
+  std::vector<float> dots(streams * seg * keys), dots_got(dots.size(), nan);
+  std::vector<float> mix(streams * seg * d), out(mix.size()), mix_got(mix.size(), nan), out_got(mix.size(), nan);
+  for (int64_t b = 0; b < streams; ++b) {
+    for (int64_t t = 0; t < seg; ++t) {
+      const int64_t r = b * seg + t, count = past + t + 1;
+      for (int64_t s = 0; s < keys; ++s) {
+        dots[r * keys + s] = s < count ? step::dot8(&k[(b * keys + s) * d], &q[r * d], d) : 0.0f;
+      }
+      step::weighted_sum(&w[r * keys], count, &k[b * keys * d], d, &mix[r * d]);
+      for (int64_t j = 0; j < d; ++j) out[r * d + j] = mix[r * d + j] * gate[j] + add[r * d + j];
+    }
+  }
+  cuda_simt::TiledProduct p = cuda_simt::linear_product(q.data(), seg, d, k.data(), keys, nullptr, dots_got.data());
+  p.batch = streams;
+  p.batch_a = seg * d;
+  p.batch_b = keys * d;
+  p.batch_c = seg * keys;
+  p.mask_past = past;
+  cuda_simt::tiled_product(p, nullptr);
+  CHECK(std::memcmp(dots.data(), dots_got.data(), dots.size() * sizeof(float)) == 0);
+
+  cuda_simt::ChainProduct c;
+  c.w = w.data();
+  c.v = k.data();
+  c.m = seg;
+  c.n = d;
+  c.keys = keys;
+  c.past = past;
+  c.c = mix_got.data();
+  c.gate = gate.data();
+  c.add = add.data();
+  c.out2 = out_got.data();
+  c.batch = streams;
+  cuda_simt::chain_product(c, nullptr);
+  CHECK(std::memcmp(mix.data(), mix_got.data(), mix.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(out.data(), out_got.data(), out.size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[simt]") {
   // As ShaRnnImpl::step_cuda drives them: the same weights, state and bytes
   // give step_own's logits, states and memory, with the attention in the

@@ -79,6 +79,13 @@ struct TiledProduct {
   float* c = nullptr;
   int64_t ldc = 0;
   TileLstm lstm;                 // or the LSTM cell (c unused)
+  // Several products of one shape side by side (the attention's, one per
+  // stream): product z (blockIdx.z) reads A, B and writes C these many
+  // floats further on.
+  int64_t batch = 1, batch_a = 0, batch_b = 0, batch_c = 0;
+  // With mask_past >= 0, C[i][j] = 0 for j >= mask_past + i + 1 (the keys
+  // row i of a segment does not see, as the plain key_dots_kernel writes).
+  int64_t mask_past = -1;
 };
 static_assert(kTileThreads == (kTileM / 2) * (kTileN / 4), "the cell: one thread per row and element");
 
@@ -159,7 +166,7 @@ __device__ __forceinline__ void lstm_epilogue(const TiledProduct& a, const float
   }
 }
 
-__global__ void __launch_bounds__(kTileThreads) tiled_product_kernel(TiledProduct a) {
+__global__ void __launch_bounds__(kTileThreads, 2) tiled_product_kernel(TiledProduct a) {
   // Every row of the staged tiles starts 16-byte aligned (kStrideM and
   // kStrideN are multiples of 4), and so does every sub-tile's run of four.
   __shared__ __align__(16) float shared[kTileShared];
@@ -178,9 +185,13 @@ __global__ void __launch_bounds__(kTileThreads) tiled_product_kernel(TiledProduc
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
   }
+  TileOperand oa = a.a, ob = a.b;
+  oa.data += blockIdx.z * a.batch_a;
+  ob.data += blockIdx.z * a.batch_b;
+  float* const c = a.c + blockIdx.z * a.batch_c;
   for (int64_t k0 = 0; k0 < a.k; k0 += kTileK) {
-    stage_tile<kTileM, kStrideM>(a.a, a.m, m0, k0, a.valid, as);
-    stage_tile<kTileN, kStrideN>(a.b, a.n, n0, k0, a.valid, bs);
+    stage_tile<kTileM, kStrideM>(oa, a.m, m0, k0, a.valid, as);
+    stage_tile<kTileN, kStrideN>(ob, a.n, n0, k0, a.valid, bs);
     __syncthreads();
     // Only whole groups of eight below k: no product past the CPU's end.
     const int steps = static_cast<int>(a.k - k0 < kTileK ? a.k - k0 : kTileK) / kLanes;
@@ -235,7 +246,8 @@ __global__ void __launch_bounds__(kTileThreads) tiled_product_kernel(TiledProduc
       } else if (a.add) {
         v = v + a.add[i * a.ldc + j];
       }
-      a.c[i * a.ldc + j] = v;
+      if (a.mask_past >= 0 && j >= a.mask_past + i + 1) v = 0.0f;
+      c[i * a.ldc + j] = v;
     }
     __syncthreads();
   }
@@ -243,8 +255,107 @@ __global__ void __launch_bounds__(kTileThreads) tiled_product_kernel(TiledProduc
 
 void tiled_product(const TiledProduct& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((a.n + kTileN - 1) / kTileN),
-                  static_cast<unsigned>((a.m + kTileM - 1) / kTileM));
+                  static_cast<unsigned>((a.m + kTileM - 1) / kTileM), static_cast<unsigned>(a.batch));
   SHAZIP_LAUNCH(tiled_product_kernel, grid, kTileThreads, 0, stream)(a);
+}
+
+// The tiled chain product: the attention's weighted sums of its keys
+// (step::weighted_sum), C[i][j] = the chain over s < past + i + 1 of
+// w[i][s] * v[s][j], one fma each, in order, from 0.0f: one sum per output,
+// no lanes, so the block's threads take different outputs. A block of 256
+// threads computes a 32 x 256 tile of one stream's C from 16 keys at a time
+// staged in shared memory, each thread 8 rows x 4 columns (32 fmas for
+// three 128-bit shared loads); a warp's threads share their rows, so the
+// chains' different lengths never split a warp. With gate non-null, also
+// out2[i][j] = C[i][j] * gate[j] + add[i][j] (the attention's output).
+constexpr int kChainM = 32, kChainN = 256, kChainK = 16;
+constexpr int kChainStrideM = kChainM + 4, kChainStrideN = kChainN + 4;
+static_assert(kChainK * (kChainStrideM + kChainStrideN) <= kTileShared, "the chain's tiles fit the same memory");
+static_assert(kTileThreads == (kChainM / 8) * (kChainN / 4), "8 x 4 outputs per thread");
+
+struct ChainProduct {
+  const float* w = nullptr;  // m x K per stream, row-major (ld K)
+  const float* v = nullptr;  // K x n per stream, row-major (ld n)
+  int64_t m = 0, n = 0, keys = 0, past = 0;
+  float* c = nullptr;        // m x n per stream
+  const float* gate = nullptr;
+  const float* add = nullptr;
+  float* out2 = nullptr;
+  int64_t batch = 1;         // streams: blockIdx.z; each m K, K n and m n floats on
+};
+
+__global__ void __launch_bounds__(kTileThreads, 2) chain_product_kernel(ChainProduct a) {
+  __shared__ __align__(16) float shared[kTileShared];
+  float* ws = shared;                              // kChainK x kChainStrideM: ws[s][i]
+  float* vs = shared + kChainK * kChainStrideM;    // kChainK x kChainStrideN: vs[s][j]
+  const int t = threadIdx.x;
+  const int rg = t / 64, cg = t % 64;  // rows 8 rg + {0..7}, columns 4 cg + {0..3}
+  const int64_t z = blockIdx.z;
+  const float* w = a.w + z * a.m * a.keys;
+  const float* v = a.v + z * a.keys * a.n;
+  const int64_t i0 = blockIdx.y * static_cast<int64_t>(kChainM);
+  const int64_t j0 = blockIdx.x * static_cast<int64_t>(kChainN);
+  float acc[8][4];
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) acc[r][q] = 0.0f;
+  }
+  // The longest chain in the tile: its last row's.
+  const int64_t last = (i0 + kChainM < a.m ? i0 + kChainM : a.m) - 1;
+  const int64_t longest = a.past + last + 1;
+  for (int64_t k0 = 0; k0 < longest; k0 += kChainK) {
+    // w: a warp reads 4 rows x 8 keys (32-byte runs); v: a row of 256 columns.
+#pragma unroll
+    for (int e = 0; e < kChainM * kChainK / kTileThreads; ++e) {
+      const int sl = 8 * e + t % 8, il = t / 8;
+      const int64_t i = i0 + il, s = k0 + sl;
+      ws[sl * kChainStrideM + il] = i < a.m && s < a.keys ? w[i * a.keys + s] : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < kChainN * kChainK / kTileThreads; ++e) {
+      const int idx = e * kTileThreads + t;
+      const int jl = idx % kChainN, sl = idx / kChainN;
+      const int64_t j = j0 + jl, s = k0 + sl;
+      vs[sl * kChainStrideN + jl] = j < a.n && s < a.keys ? v[s * a.n + j] : 0.0f;
+    }
+    __syncthreads();
+    const int steps = static_cast<int>(longest - k0 < kChainK ? longest - k0 : kChainK);
+    for (int sl = 0; sl < steps; ++sl) {
+      const int64_t s = k0 + sl;
+      float wv[8], vv[4];
+      load4(ws + sl * kChainStrideM + 8 * rg, wv);
+      load4(ws + sl * kChainStrideM + 8 * rg + 4, wv + 4);
+      load4(vs + sl * kChainStrideN + 4 * cg, vv);
+#pragma unroll
+      for (int r = 0; r < 8; ++r) {
+        if (s >= a.past + i0 + 8 * rg + r + 1) continue;  // past this row's keys
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[r][q] = fma_rn(wv[r], vv[q], acc[r][q]);
+      }
+    }
+    __syncthreads();
+  }
+  float* c = a.c + z * a.m * a.n;
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    const int64_t i = i0 + 8 * rg + r;
+    if (i >= a.m) break;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t j = j0 + 4 * cg + q;
+      if (j >= a.n) break;
+      const int64_t o = i * a.n + j;
+      c[o] = acc[r][q];
+      if (a.gate) a.out2[z * a.m * a.n + o] = acc[r][q] * a.gate[j] + a.add[z * a.m * a.n + o];
+    }
+  }
+}
+
+void chain_product(const ChainProduct& a, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((a.n + kChainN - 1) / kChainN),
+                  static_cast<unsigned>((a.m + kChainM - 1) / kChainM), static_cast<unsigned>(a.batch));
+  SHAZIP_LAUNCH(chain_product_kernel, grid, kTileThreads, 0, stream)(a);
 }
 
 // The three products of the model, as the plain kernels take them.

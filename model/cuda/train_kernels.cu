@@ -556,6 +556,47 @@ struct TrainPass::Impl {
                                                                                    dims.rows_pad, db);
     }
   }
+  // out (N x K) = the dot8s of each row of v with its stream's keys, zero
+  // past the keys the row sees: the scores, or d(probs).
+  void key_dots(const float* keys, const float* v, float* out) {
+    const int64_t T = dims.seg, K = dims.keys, d = dims.dim;
+    if (!tiled) {
+      const dim3 over_keys(static_cast<unsigned>(blocks_for(K, kThreads)), static_cast<unsigned>(dims.rows));
+      SHAZIP_LAUNCH(key_dots_kernel, over_keys, kThreads, 0, stream)(keys, dims.past, T, K, d, v, out);
+      return;
+    }
+    TiledProduct p = linear_product(v, T, d, keys, K, nullptr, out);
+    p.batch = dims.batch;
+    p.batch_a = T * d;
+    p.batch_b = K * d;
+    p.batch_c = T * K;
+    p.mask_past = dims.past;
+    tiled_product(p, stream);
+  }
+  // out (N x d) = each row's chain over the keys it sees of weights[r][s]
+  // times key s; with gate, h = out * gate + add too (the attention's output).
+  void key_mix(const float* weights, const float* keys, float* out, const float* gate, const float* add, float* h) {
+    const int64_t T = dims.seg, K = dims.keys, d = dims.dim;
+    if (!tiled) {
+      const dim3 over_d(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(dims.rows));
+      SHAZIP_LAUNCH(key_mix_kernel, over_d, kThreads, 0, stream)(weights, keys, dims.past, T, K, d, out, gate, add,
+                                                                 h);
+      return;
+    }
+    ChainProduct p;
+    p.w = weights;
+    p.v = keys;
+    p.m = T;
+    p.n = d;
+    p.keys = K;
+    p.past = dims.past;
+    p.c = out;
+    p.gate = gate;
+    p.add = add;
+    p.out2 = h;
+    p.batch = dims.batch;
+    chain_product(p, stream);
+  }
   void copy(float* dst, const float* src, int64_t n) {
     const cudaError_t e = simt::copy_async(dst, src, static_cast<size_t>(n) * sizeof(float), stream);
     if (e != cudaSuccess) throw CudaFailed{e};
@@ -692,11 +733,9 @@ void TrainPass::Impl::attention_forward(const train::AttnParams<const float*>& a
   layer_norm(q);
   s.probs = get(N * K);
   s.mix = get(N * d);
-  const dim3 over_keys(static_cast<unsigned>(blocks_for(K, kThreads)), static_cast<unsigned>(N));
-  SHAZIP_LAUNCH(key_dots_kernel, over_keys, kThreads, 0, stream)(s.keys, P, T, K, d, s.q, s.probs);
+  key_dots(s.keys, s.q, s.probs);
   SHAZIP_LAUNCH(key_softmax_kernel, static_cast<unsigned>(N), kRowThreads, 0, stream)(s.probs, P, T, K);
-  const dim3 over_d(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(N));
-  SHAZIP_LAUNCH(key_mix_kernel, over_d, kThreads, 0, stream)(s.probs, s.keys, P, T, K, d, s.mix, vgate, s.hq, h);
+  key_mix(s.probs, s.keys, s.mix, vgate, s.hq, h);
 }
 
 // Boom: base = LN_ff(h), zn = LN_xff(h) in one pass (the same xhat and
@@ -747,13 +786,12 @@ void TrainPass::Impl::attention_backward(const train::AttnParams<const float*>& 
   float* ds = get(N * K);
   float* dq = get(N * d);
   float* dmh = get(N * d);
-  const dim3 over_keys(static_cast<unsigned>(blocks_for(K, kThreads)), static_cast<unsigned>(N));
   const dim3 over_d(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(N));
   // mix = p keys; p = softmax(scores): ds = p * (dp - dot(p, dp)); scores =
   // q keys^T: dq = ds keys.
-  SHAZIP_LAUNCH(key_dots_kernel, over_keys, kThreads, 0, stream)(s.keys, P, T, K, d, dmix, ds);
+  key_dots(s.keys, dmix, ds);
   SHAZIP_LAUNCH(key_softmax_backward_kernel, static_cast<unsigned>(N), kRowThreads, 0, stream)(s.probs, ds, P, T, K);
-  SHAZIP_LAUNCH(key_mix_kernel, over_d, kThreads, 0, stream)(ds, s.keys, P, T, K, d, dq, nullptr, nullptr, nullptr);
+  key_mix(ds, s.keys, dq, nullptr, nullptr, nullptr);
   SHAZIP_LAUNCH(segment_keys_grad_kernel, over_d, kThreads, 0, stream)(s.probs, ds, dmix, s.q, P, T, K, d, dmh);
   // q = q0 * qgate.
   SHAZIP_LAUNCH(column_kernel, column_blocks, kThreads, 0, stream)(dq, s.q0, N, d, qgrad, nullptr);
