@@ -23,9 +23,11 @@
 # the build, the tests that need the GPU or check its kernels ([gpu], and the
 # CPU emulation of the CUDA kernels, [simt]: the CUDA step and training
 # kernels against the CPU's bit for bit; on the device, format 10's GPU
-# archives equal to the CPU's and decoding without a GPU), then
-# `bench 6,7 500000` (each preset's benchmark of a file cut off after
-# BENCH_TIMEOUT seconds: 100 here, 240 in bench). test runs the whole suite.
+# archives equal to the CPU's and decoding without a GPU), then format 10's
+# kernels on 100 KB at preset 7 with their products plain and tiled (paths,
+# 45 s each), and `bench 6,7 500000` (each preset's benchmark of a file cut
+# off after BENCH_TIMEOUT seconds: 100 here, 240 in bench). test runs the
+# whole suite.
 # bench runs `shazip -b --device cuda` (compress, decompress, compare, against
 # zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
 # on the first BYTES bytes of each (default: all) and prints Markdown rows.
@@ -106,13 +108,32 @@ bench() {
   done
 }
 
+# bench_model on the GPU at one preset, kernel paths "STEP TRAIN TILED"
+# (default the four of paths above), each cut off after BENCH_TIMEOUT seconds.
+paths() {
+  local level="$1" bytes="$2" file="$3"
+  shift 3
+  local combos=("$@")
+  [[ ${#combos[@]} -gt 0 ]] || combos=("0 0 1" "1 0 1" "1 1 0" "1 1 1")
+  [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
+  local kernels step train tiled
+  for kernels in "${combos[@]}"; do
+    read -r step train tiled <<< "$kernels"
+    echo "CUDA step kernels $step, CUDA training kernels $train, tiled products $tiled"
+    timeout "${BENCH_TIMEOUT:-240}" build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" \
+      --cuda-train-kernels "$train" --tiled "$tiled" --async 0 -n "$bytes" "$file" ||
+      echo "gpu_build.sh: bench_model -p $level ($kernels) failed or ran past ${BENCH_TIMEOUT:-240} s (status $?)"
+  done
+}
+
 case "$mode" in
   quick)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    # The figures are worth having even when a test fails: bench runs
-    # anyway, and the call exits with the tests' status.
+    # The figures are worth having even when a test fails: the benchmarks
+    # run anyway, and the call exits with the tests' status.
     status=0
     ctest --test-dir build-gpu --output-on-failure -j 4 -R 'GPU|emulated' || status=$?
+    BENCH_TIMEOUT="${BENCH_TIMEOUT:-45}" paths 7 100000 .debs/corpus/dickens "1 1 0" "1 1 1"
     BENCH_TIMEOUT="${BENCH_TIMEOUT:-100}" bench 6,7 500000
     exit "$status"
     ;;
@@ -138,17 +159,8 @@ case "$mode" in
     done
     ;;
   paths)
-    level="${2:-7}"
-    bytes="${3:-300000}"
-    file="${4:-.debs/corpus/dickens}"
-    [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
     nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
-    for kernels in "0 0 1" "1 0 1" "1 1 0" "1 1 1"; do
-      read -r step train tiled <<< "$kernels"
-      echo "CUDA step kernels $step, CUDA training kernels $train, tiled products $tiled"
-      build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" --cuda-train-kernels "$train" \
-        --tiled "$tiled" --async 0 -n "$bytes" "$file"
-    done
+    paths "${2:-7}" "${3:-300000}" "${4:-.debs/corpus/dickens}"
     ;;
   *)
     echo "usage: tools/gpu_build.sh fetch [CORPUS_DIR] | quick | test | bench [LEVELS [BYTES [FILES...]]]" \
