@@ -111,19 +111,8 @@ long cuda_step_operations(const ModelConfig& preset_model) {
   ShaRnn net(c);
   const int64_t batch = 1;
   ShaRnnState st = net->initial_state(batch, torch::kCPU);
-  cuda_simt::StepShape shape;
-  shape.batch = batch;
-  shape.dim = c.dim;
-  shape.boom_factor = c.boom_factor;
-  shape.attn_layer = c.attn_layer;
-  shape.slots = c.attn_layer >= 0 ? st.mem.size(1) : 0;
-  shape.ln_eps = 1e-12f;
-  cuda_simt::StepState state;
-  for (int l = 0; l < c.layers; ++l) {
-    state.h.push_back(st.h[l].data_ptr<float>());
-    state.c.push_back(st.c[l].data_ptr<float>());
-  }
-  if (c.attn_layer >= 0) state.mem = st.mem.data_ptr<float>();
+  const cuda_simt::StepShape shape = net->step_shape(st);
+  const cuda_simt::StepState state = net->step_state(st);
   std::vector<float> gates(2 * static_cast<size_t>(c.dim)), scratch(cuda_simt::step_scratch_floats(shape));
   std::vector<float> logits(256 * batch);
   const std::vector<int64_t> bytes(batch, 'e');

@@ -355,29 +355,14 @@ at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
 // what step_own() computes, bit for bit, on the device's copies of the
 // weights and the state.
 at::Tensor ShaRnnImpl::step_cuda(const at::Tensor& x, ShaRnnState& s) {
-  cuda::StepShape shape;
-  shape.batch = x.size(0);
-  shape.dim = cfg_.dim;
-  shape.boom_factor = cfg_.boom_factor;
-  shape.attn_layer = cfg_.attn_layer;
-  shape.slots = cfg_.attn_layer >= 0 ? s.mem.size(1) : 0;
-  shape.ln_eps = static_cast<float>(kLnEps);
+  const step::Shape shape = step_shape(s);
+  SHAZIP_ASSERT(shape.batch == x.size(0));
   const int64_t need = static_cast<int64_t>(cuda::step_scratch_floats(shape));
   if (!cuda_scratch_.defined() || cuda_scratch_.numel() < need || cuda_scratch_.device() != embed_.device()) {
     cuda_scratch_ = at::empty({need}, embed_.options());
   }
-  cuda::StepState st;
-  for (int l = 0; l < cfg_.layers; ++l) {
-    st.h.push_back(s.h[l].data_ptr<float>());
-    st.c.push_back(s.c[l].data_ptr<float>());
-    SHAZIP_ASSERT(s.h[l].is_contiguous() && s.c[l].is_contiguous());
-  }
-  int64_t keys = 0;
-  if (cfg_.attn_layer >= 0) {
-    SHAZIP_ASSERT(s.mem.is_contiguous());
-    st.mem = s.mem.data_ptr<float>();
-    keys = std::min(s.mem_fill + 1, shape.slots);
-  }
+  const step::State st = step_state(s);
+  const int64_t keys = cfg_.attn_layer >= 0 ? std::min(s.mem_fill + 1, shape.slots) : 0;
   const at::Tensor bytes = x.to(torch::kInt64).contiguous();
   at::Tensor logits = at::empty({shape.batch, 256}, embed_.options());
   const train::Weights w = weights();
@@ -435,6 +420,31 @@ train::Shape ShaRnnImpl::train_shape(int64_t batch) const {
   shape.attn_layer = cfg_.attn_layer;
   shape.ln_eps = static_cast<float>(kLnEps);
   return shape;
+}
+
+step::Shape ShaRnnImpl::step_shape(const ShaRnnState& s) const {
+  step::Shape shape;
+  shape.batch = s.h[0].size(0);
+  shape.dim = cfg_.dim;
+  shape.boom_factor = cfg_.boom_factor;
+  shape.attn_layer = cfg_.attn_layer;
+  shape.slots = cfg_.attn_layer >= 0 ? s.mem.size(1) : 0;
+  shape.ln_eps = static_cast<float>(kLnEps);
+  return shape;
+}
+
+step::State ShaRnnImpl::step_state(ShaRnnState& s) const {
+  step::State st;
+  for (int l = 0; l < cfg_.layers; ++l) {
+    SHAZIP_ASSERT(s.h[l].is_contiguous() && s.c[l].is_contiguous());
+    st.h.push_back(s.h[l].data_ptr<float>());
+    st.c.push_back(s.c[l].data_ptr<float>());
+  }
+  if (cfg_.attn_layer >= 0) {
+    SHAZIP_ASSERT(s.mem.is_contiguous());
+    st.mem = s.mem.data_ptr<float>();
+  }
+  return st;
 }
 
 train::Start ShaRnnImpl::train_start(const ShaRnnState& s) const {

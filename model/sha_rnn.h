@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
 namespace shazip::model {
@@ -86,6 +87,10 @@ class ShaRnnImpl : public torch::nn::Module {
   // from `state` (pointers into its tensors, wherever they live).
   train::Shape train_shape(int64_t batch) const;
   train::Start train_start(const ShaRnnState& state) const;
+  // The GPU step kernels' shape for `state`'s streams, and its state
+  // (pointers into its tensors, which the step updates in place).
+  step::Shape step_shape(const ShaRnnState& state) const;
+  step::State step_state(ShaRnnState& state) const;
 
   // Recomputes the cached attention gates used by step(); call after every
   // change of the weights (optimizer step, load).

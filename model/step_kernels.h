@@ -27,10 +27,29 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "model/kernel_math.h"
 
 namespace shazip::model::step {
+
+// One position of B streams on the GPU's step kernels
+// (model/cuda/step_kernels.h): the model's shape, and the streams'
+// recurrent state there (device pointers: per layer h and c (B, d), and the
+// memory (B, S, d)), which the step updates in place. ShaRnn::step_shape()
+// and step_state() fill them.
+struct Shape {
+  int64_t batch = 0;        // B streams
+  int64_t dim = 0;          // d, a multiple of 8, at most 8192
+  int64_t boom_factor = 0;  // the Boom's width f = boom_factor * d
+  int64_t attn_layer = -1;  // the block with attention, or -1
+  int64_t slots = 0;        // the memory's slots S (mem_len + 1) when attn_layer >= 0
+  float ln_eps = 0;
+};
+struct State {
+  std::vector<float*> h, c;
+  float* mem = nullptr;
+};
 
 // The Boom's activation is x * sigmoid(kGeluScale * x) (the reference's GELU
 // approximation; model/kernel_math.h).

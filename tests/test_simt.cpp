@@ -273,13 +273,7 @@ TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[sim
     ShaRnn net = perturbed(c, 6);
     const int64_t batch = k.streams, d = c.dim;
     ShaRnnState cpu = net->initial_state(batch, torch::kCPU), emu = net->initial_state(batch, torch::kCPU);
-    cuda_simt::StepShape shape;
-    shape.batch = batch;
-    shape.dim = d;
-    shape.boom_factor = c.boom_factor;
-    shape.attn_layer = attn;
-    shape.slots = attn >= 0 ? emu.mem.size(1) : 0;
-    shape.ln_eps = 1e-12f;  // the model's LayerNorm epsilon
+    const cuda_simt::StepShape shape = net->step_shape(emu);
     std::vector<float> scratch(cuda_simt::step_scratch_floats(shape)), logits(batch * 256);
     std::vector<float> qgate(d), vgate(d), gate_scratch(d);
     const train::Weights w = net->weights();
@@ -289,12 +283,7 @@ TEST_CASE("emulated CUDA step kernels compute the CPU step kernels' bits", "[sim
                                                 nullptr) == cudaSuccess);
     };
     gates();
-    cuda_simt::StepState st;
-    for (int l = 0; l < c.layers; ++l) {
-      st.h.push_back(emu.h[l].data_ptr<float>());
-      st.c.push_back(emu.c[l].data_ptr<float>());
-    }
-    if (attn >= 0) st.mem = emu.mem.data_ptr<float>();
+    const cuda_simt::StepState st = net->step_state(emu);
     const at::Tensor bytes = torch::randint(0, 256, {batch, k.steps}, torch::kInt64);
     int unequal = 0;
     for (int64_t t = 0; t < bytes.size(1); ++t) {

@@ -18,25 +18,14 @@
 
 #include "model/cuda/simt.h"
 
+#include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
 namespace shazip::model::SHAZIP_CUDA_NS {
 
-struct StepShape {
-  int64_t batch = 0;        // B streams
-  int64_t dim = 0;          // d, a multiple of 8, at most 8192
-  int64_t boom_factor = 0;  // the Boom's width f = boom_factor * d
-  int64_t attn_layer = -1;  // the block with attention, or -1
-  int64_t slots = 0;        // the memory's slots S (mem_len + 1) when attn_layer >= 0
-  float ln_eps = 0;
-};
-
-// The streams' recurrent state (device pointers): per layer h and c (B, d),
-// and the memory (B, S, d). The step updates them in place.
-struct StepState {
-  std::vector<float*> h, c;
-  float* mem = nullptr;
-};
+// The model's shape and the streams' state (model/step_kernels.h).
+using StepShape = step::Shape;
+using StepState = step::State;
 
 // Which product kernels the step and training kernels launch: the tiled
 // product of tiled_product.cuh (the default) or the plain kernels, one
