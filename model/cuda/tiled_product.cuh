@@ -179,12 +179,7 @@ __global__ void __launch_bounds__(kTileThreads, 2) tiled_product_kernel(TiledPro
   const int gm = t % 32 / 8, gn = t % 8;
   const int64_t m0 = blockIdx.y * static_cast<int64_t>(kTileM);
   const int64_t n0 = blockIdx.x * static_cast<int64_t>(kTileN);
-  float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
-  }
+  float acc[8][8] = {};
   TileOperand oa = a.a, ob = a.b;
   oa.data += blockIdx.z * a.batch_a;
   ob.data += blockIdx.z * a.batch_b;
@@ -293,14 +288,10 @@ __global__ void __launch_bounds__(kTileThreads, 2) chain_product_kernel(ChainPro
   const int64_t z = blockIdx.z;
   const float* w = a.w + z * a.m * a.keys;
   const float* v = a.v + z * a.keys * a.n;
+  const int64_t zc = z * a.m * a.n;  // this stream's outputs
   const int64_t i0 = blockIdx.y * static_cast<int64_t>(kChainM);
   const int64_t j0 = blockIdx.x * static_cast<int64_t>(kChainN);
-  float acc[8][4];
-#pragma unroll
-  for (int r = 0; r < 8; ++r) {
-#pragma unroll
-    for (int q = 0; q < 4; ++q) acc[r][q] = 0.0f;
-  }
+  float acc[8][4] = {};
   // The longest chain in the tile: its last row's.
   const int64_t last = (i0 + kChainM < a.m ? i0 + kChainM : a.m) - 1;
   const int64_t longest = a.past + last + 1;
@@ -336,7 +327,6 @@ __global__ void __launch_bounds__(kTileThreads, 2) chain_product_kernel(ChainPro
     }
     __syncthreads();
   }
-  float* c = a.c + z * a.m * a.n;
 #pragma unroll
   for (int r = 0; r < 8; ++r) {
     const int64_t i = i0 + 8 * rg + r;
@@ -345,9 +335,9 @@ __global__ void __launch_bounds__(kTileThreads, 2) chain_product_kernel(ChainPro
     for (int q = 0; q < 4; ++q) {
       const int64_t j = j0 + 4 * cg + q;
       if (j >= a.n) break;
-      const int64_t o = i * a.n + j;
-      c[o] = acc[r][q];
-      if (a.gate) a.out2[z * a.m * a.n + o] = acc[r][q] * a.gate[j] + a.add[z * a.m * a.n + o];
+      const int64_t o = zc + i * a.n + j;
+      a.c[o] = acc[r][q];
+      if (a.gate) a.out2[o] = acc[r][q] * a.gate[j] + a.add[o];
     }
   }
 }
