@@ -162,9 +162,9 @@ case "$mode" in
     # The [gpu] tests: the CDF kernels against the CPU quantizer, the CUDA
     # step and training kernels against the CPU's bits, a CUDA predictor's
     # tables, CLI round trips and repeatable archives.
-    for t in "test_gpu" "test_model [gpu]" "test_cli [gpu]"; do
-      read -r exe tag <<< "$t"
-      capped 200 build-gpu/$exe ${tag:+"$tag"} --durations yes 2>&1 | tee -a "$out/tests.log" | grep -v '^[0-9.]* s: ' || true
+    for t in "60 test_gpu" "150 test_model [gpu]" "120 test_cli [gpu]"; do
+      read -r cap exe tag <<< "$t"
+      capped "$cap" build-gpu/$exe ${tag:+"$tag"} --durations yes 2>&1 | tee -a "$out/tests.log" | grep -v '^[0-9.]* s: ' || true
       grep -q 'All tests passed' <(tail -3 "$out/tests.log") || status=1
     done
     tail -3 "$out/tests.log"
