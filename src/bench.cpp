@@ -124,7 +124,7 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
                                    const BenchOptions& options) {
   std::vector<BenchRow> rows;
   auto status = [&](const std::string& s) {
-    if (options.status) options.status(s);
+    if (options.status) options.status(s, true);
   };
   for (int preset : options.presets) {
     BenchRow row;
@@ -141,7 +141,8 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
       if (options.status && n) {
         const double el = seconds_since(t_start);
         options.status(base_name(name) + ": " + row.compressor + " compressing " + fmt("%.1f%%", 100.0 * done / n) +
-                       "  " + fmt("%.3f bpc", done ? bits / done : 0.0) + "  " + fmt("%.1f KB/s", kbs(done, el)));
+                           "  " + fmt("%.3f bpc", done ? bits / done : 0.0) + "  " + fmt("%.1f KB/s", kbs(done, el)),
+                       done >= n);
       }
     };
     CompressReport report;
@@ -160,7 +161,8 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     const auto t1 = Clock::now();
     const std::vector<uint8_t> back = decompress_buffer(archive.data(), archive.size(), [&](uint64_t done, double) {
       if (options.status && n) {
-        options.status(base_name(name) + ": " + row.compressor + " decompressing " + fmt("%.1f%%", 100.0 * done / n));
+        options.status(base_name(name) + ": " + row.compressor + " decompressing " + fmt("%.1f%%", 100.0 * done / n),
+                       done >= n);
       }
     });
     row.decompress_kbs = kbs(n, seconds_since(t1));

@@ -50,8 +50,11 @@ struct BenchOptions {
   std::vector<int> presets;  // shazip presets to run
   model::RuntimeOptions runtime;
   bool zstd = true;          // also the zstd rows
-  // Called with a line of progress text (empty: clear), e.g. for a terminal.
-  std::function<void(const std::string&)> status;
+  // Called with a line of progress text (empty: clear), e.g. for a terminal;
+  // `milestone` marks a line that a display limiting its rate should still
+  // show: the start of a step (a preset's compression or decompression, a
+  // zstd row) or its end (100%), not the percentages between.
+  std::function<void(const std::string& line, bool milestone)> status;
 };
 
 // Runs every compressor on one file's contents. Throws Error if a round trip

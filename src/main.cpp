@@ -48,6 +48,7 @@ struct Options {
   int jobs = -1;           // -j: -1 not given (one archive per input), 0 one job per two cores
   std::string block_size;  // --block-size, as given
   int verbosity = 1;  // 0 quiet, 1 normal, 2+ verbose
+  bool progress = false;  // --progress: also when standard error is no terminal
 };
 
 // -j's block size unless --block-size says otherwise: on dickens (10 MB)
@@ -68,20 +69,62 @@ std::string human_bytes(double n) {
   return buf;
 }
 
-// One-line progress on standard error, redrawn at most 5 times a second.
+// How progress is shown on standard error: not at all; one line redrawn in
+// place at most 5 times a second (a terminal); or, with --progress where
+// standard error is no terminal (a log, a pipe), a new line at most once a
+// second and at the end, with no control characters.
+enum class ProgressMode { kOff, kTerminal, kLines };
+
+ProgressMode progress_mode(const Options& o) {
+  const bool terminal = is_terminal(STDERR_FILENO);
+  if (o.progress) return terminal ? ProgressMode::kTerminal : ProgressMode::kLines;
+  return o.verbosity >= 1 && terminal ? ProgressMode::kTerminal : ProgressMode::kOff;
+}
+
+// Writes one progress line in the given mode, rate-limited (the last line of
+// a run, `final`, always goes out).
+class ProgressWriter {
+ public:
+  explicit ProgressWriter(ProgressMode mode) : mode_(mode) {}
+  ~ProgressWriter() { clear(); }
+  bool enabled() const { return mode_ != ProgressMode::kOff; }
+
+  void write(const std::string& line, bool final) {
+    if (mode_ == ProgressMode::kOff) return;
+    const auto now = std::chrono::steady_clock::now();
+    const auto every = std::chrono::milliseconds(mode_ == ProgressMode::kTerminal ? 200 : 1000);
+    if (!final && drawn_once_ && now - last_ < every) return;
+    last_ = now;
+    drawn_once_ = true;
+    if (mode_ == ProgressMode::kTerminal) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      drawn_ = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  // Erases a terminal's line (lines written to a log stay).
+  void clear() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");
+    drawn_ = false;
+  }
+
+ private:
+  ProgressMode mode_;
+  bool drawn_ = false, drawn_once_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// Progress of one input: percent, bytes, KB/s, running bits per character, ETA.
 class Progress {
  public:
-  Progress(std::string name, uint64_t total, bool enabled)
-      : name_(std::move(name)), total_(total), enabled_(enabled),
-        start_(std::chrono::steady_clock::now()) {}
-  ~Progress() { clear(); }
+  Progress(std::string name, uint64_t total, ProgressMode mode)
+      : name_(std::move(name)), total_(total), out_(mode), start_(std::chrono::steady_clock::now()) {}
 
   void update(uint64_t done, double bits) {
-    if (!enabled_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total_ && now - last_ < std::chrono::milliseconds(200)) return;
-    last_ = now;
-    const double secs = std::chrono::duration<double>(now - start_).count();
+    if (!out_.enabled()) return;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double rate = secs > 0 ? done / secs : 0;
     const double pct = total_ ? 100.0 * done / total_ : 100.0;
     const double bpc = done ? bits / done : 0;
@@ -90,21 +133,18 @@ class Progress {
       const long left = std::lround((total_ - done) / rate);
       std::snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);
     }
-    std::fprintf(stderr, "\r%s: %5.1f%%  %s / %s  %.1f KB/s  %.3f bpc  ETA %s   ", name_.c_str(), pct,
-                 human_bytes(done).c_str(), human_bytes(total_).c_str(), rate / 1024, bpc, eta);
-    std::fflush(stderr);
-    drawn_ = true;
+    char line[512];
+    std::snprintf(line, sizeof line, "%s: %5.1f%%  %s / %s  %.1f KB/s  %.3f bpc  ETA %s", name_.c_str(), pct,
+                  human_bytes(done).c_str(), human_bytes(total_).c_str(), rate / 1024, bpc, eta);
+    out_.write(line, done >= total_);
   }
-  void clear() {
-    if (drawn_) std::fprintf(stderr, "\r\033[K");
-    drawn_ = false;
-  }
+  void clear() { out_.clear(); }
 
  private:
   std::string name_;
   uint64_t total_;
-  bool enabled_, drawn_ = false;
-  std::chrono::steady_clock::time_point start_, last_{};
+  ProgressWriter out_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -299,7 +339,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   } else {
     input = read_file(in);
   }
-  const bool show = o.verbosity >= 1 && is_terminal(STDERR_FILENO);
+  const ProgressMode show = progress_mode(o);
   std::vector<uint8_t> result;
   if (o.decompress || o.test) {
     // Every archive's header is checked before anything is decoded.
@@ -519,10 +559,16 @@ int run_bench(const Options& o) {
   bo.presets = parse_levels(o.levels, o.level);
   bo.runtime = runtime_from(o);
   bo.zstd = !o.no_zstd;
-  if (o.verbosity >= 1 && is_terminal(STDERR_FILENO)) {
-    bo.status = [](const std::string& s) {
-      std::fprintf(stderr, "\r%-100.100s\r%s", "", s.c_str());
-      std::fflush(stderr);
+  // The run in progress (which preset, how far), shared by the callback's
+  // copies.
+  auto progress = std::make_shared<ProgressWriter>(progress_mode(o));
+  if (progress->enabled()) {
+    bo.status = [progress](const std::string& line, bool milestone) {
+      if (line.empty()) {
+        progress->clear();
+      } else {
+        progress->write(line, milestone);
+      }
     };
   }
   std::vector<BenchRow> rows;
@@ -546,6 +592,7 @@ int run_bench(const Options& o) {
       }
       rows.insert(rows.end(), r.begin(), r.end());
     } catch (const Error& e) {
+      progress->clear();
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
       if (status == 0) status = static_cast<int>(e.code());
     }
@@ -632,6 +679,8 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", o.block_size, "Block size for -j (default 8M; K, M, G suffixes; at least 64K)");
   app.add_flag("-v,--verbose", [&](int64_t n) { o.verbosity += static_cast<int>(n); }, "More output");
   app.add_flag("-q,--quiet", [&](int64_t) { o.verbosity = 0; }, "No output but errors");
+  app.add_flag("--progress", o.progress,
+               "Show progress even when standard error is not a terminal (then a line a second, for logs)");
   app.add_flag("-V,--version",
                [&](int64_t) {
                  const auto b = model::backend_info();

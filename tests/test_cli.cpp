@@ -250,6 +250,49 @@ TEST_CASE("pipes: standard input to standard output and back", "[cli]") {
   CHECK(slurp(dir / "named.out") == text);
 }
 
+TEST_CASE("progress lines for a log (--progress) where standard error is no terminal", "[cli]") {
+  TempDir dir;
+  const auto text = english(30000, 3);
+  spit(dir / "p", text);
+  // Every line ends in a newline: no carriage returns or escape codes.
+  auto plain_lines = [](const std::string& log) {
+    return log.find('\r') == std::string::npos && log.find('\033') == std::string::npos &&
+           (log.empty() || log.back() == '\n');
+  };
+  // Without --progress nothing is shown where standard error is no terminal.
+  REQUIRE(run(kBin + " -q -1 -c " + q(dir / "p") + " > " + q(dir / "a.shz") + " 2> " + q(dir / "quiet")) == 0);
+  CHECK(slurp(dir / "quiet").empty());
+  // With it, even with -q: at least the last line (100%), with the speed and
+  // the running bits per character; the archive is the same.
+  REQUIRE(run(kBin + " -q --progress -1 -c " + q(dir / "p") + " > " + q(dir / "b.shz") + " 2> " + q(dir / "log")) == 0);
+  const std::vector<uint8_t> log_bytes = slurp(dir / "log");
+  const std::string log(log_bytes.begin(), log_bytes.end());
+  CHECK(plain_lines(log));
+  CHECK(log.find("p: 100.0%") != std::string::npos);
+  CHECK(log.find("KB/s") != std::string::npos);
+  CHECK(log.find(" bpc") != std::string::npos);
+  CHECK(slurp(dir / "b.shz") == slurp(dir / "a.shz"));
+  // Decoding shows its own.
+  REQUIRE(run(kBin + " -q --progress -d -c " + q(dir / "b.shz") + " > " + q(dir / "back") + " 2> " + q(dir / "dlog")) ==
+          0);
+  CHECK(slurp(dir / "back") == text);
+  const std::vector<uint8_t> dlog_bytes = slurp(dir / "dlog");
+  const std::string dlog(dlog_bytes.begin(), dlog_bytes.end());
+  CHECK(plain_lines(dlog));
+  CHECK(dlog.find("b.shz: 100.0%") != std::string::npos);
+  // The benchmark: each step as a line, the report on standard output alone.
+  REQUIRE(run(kBin + " -b -q --progress --no-zstd --levels 1 " + q(dir / "p") + " > " + q(dir / "report") + " 2> " +
+              q(dir / "blog")) == 0);
+  const std::vector<uint8_t> blog_bytes = slurp(dir / "blog");
+  const std::string blog(blog_bytes.begin(), blog_bytes.end());
+  CHECK(plain_lines(blog));
+  CHECK(blog.find("p: shazip -1 compressing 100.0%") != std::string::npos);
+  CHECK(blog.find("p: shazip -1 decompressing\n") != std::string::npos);
+  CHECK(blog.find("p: shazip -1 decompressing 100.0%") != std::string::npos);
+  const std::vector<uint8_t> report = slurp(dir / "report");
+  CHECK(std::string(report.begin(), report.end()).find("shazip -1") != std::string::npos);
+}
+
 TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   TempDir dir;
   spit(dir / "x", english(12000, 3));
