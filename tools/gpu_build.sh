@@ -24,28 +24,31 @@
 # what is left, so the call ends with its figures): the build of what it runs,
 # the [gpu] tests (the CDF kernels against the CPU quantizer; the CUDA step and
 # training kernels against the CPU's bits; format 10's GPU archives equal to
-# the CPU's, repeatable, decoding without a GPU), `shazip -b` of 300 KB of
-# dickens and enwik8-head4M at presets 6-9 (90 s each at most), format 10's
-# products plain against tiled (paths, preset 7, 100 KB), then whole files at
-# the presets whose 300 KB speed says they fit. GPU_OUT names a folder for the
-# logs (tests.log, bench.md, paths.log). test runs the whole suite.
+# the CPU's, repeatable, decoding without a GPU), then `shazip -b --progress`
+# of all of dickens and enwik8-head4M at presets 6-9, each cut off after 40-80
+# s (a GPU preset takes all its streams only on a large input, 32 KB per
+# stream; a run cut off still leaves its speed and running bpc in the
+# progress lines), then format 10's products plain against tiled (paths,
+# preset 7, 128 streams of 3 KB). GPU_OUT names a folder for the logs
+# (tests.log, bench.md, bench.log, paths.log). test runs the whole suite.
 # bench runs `shazip -b --device cuda` (compress, decompress, compare, against
 # zstd) on each file, by default .debs/corpus/*, at LEVELS (default 6,7,8,9),
 # on the first BYTES bytes of each (default: all) and prints Markdown rows.
 # A device session has 15 minutes in all and 10 per call, the machine's start
 # included: at 100 KB/s a round trip of dickens (10 MB) takes over 3 minutes
-# per preset, so measure 500 KB prefixes first (quick: preset 7's memory is
-# full after 131 KB), then whole files for the presets that matter.
+# per preset. A prefix is coded in fewer streams than the whole file (32 KB
+# per stream at least: 500 KB gives 15), so its speed is not the preset's.
 #
 # groups runs build-gpu/bench_model --device cuda at preset LEVEL (default 8)
 # with each training-group count in GROUPS (default 1,2,4,8,16; format 8,
 # docs/DESIGN.md "training groups") on the first BYTES (default 1000000) of
-# FILE (default .debs/corpus/dickens): KB/s against bpc, to choose presets
-# 6-9's G, whose speed cost only a GPU can tell.
+# FILE (default .debs/corpus/dickens), in streams of 2 KB (PATHS_MIN_STREAM)
+# so that the preset's streams are all there: KB/s against bpc, to choose
+# presets 6-9's G, whose speed cost only a GPU can tell.
 #
 # paths runs build-gpu/bench_model --device cuda at preset LEVEL (default 7)
-# on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens)
-# four ways: LibTorch's step and training (format 8), shazip's CUDA step
+# on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens),
+# in streams of 2 KB (PATHS_MIN_STREAM) up to the preset's count, four ways: LibTorch's step and training (format 8), shazip's CUDA step
 # kernels with LibTorch's training (format 9), and both on shazip's kernels
 # (format 10) with their products plain and tiled (the same output): what
 # each set of kernels buys, predict and train seconds apart (the training
@@ -130,7 +133,7 @@ paths() {
     read -r step train tiled <<< "$kernels"
     echo "CUDA step kernels $step, CUDA training kernels $train, tiled products $tiled"
     timeout "${BENCH_TIMEOUT:-240}" build-gpu/bench_model --device cuda -p "$level" --cuda-kernels "$step" \
-      --cuda-train-kernels "$train" --tiled "$tiled" --async 0 -n "$bytes" "$file" ||
+      --cuda-train-kernels "$train" --tiled "$tiled" --async 0 --min-stream "${PATHS_MIN_STREAM:-2048}" -n "$bytes" "$file" ||
       echo "gpu_build.sh: bench_model -p $level ($kernels) failed or ran past ${BENCH_TIMEOUT:-240} s (status $?)"
   done
 }
@@ -168,38 +171,27 @@ case "$mode" in
       grep -q 'All tests passed' <(tail -3 "$out/tests.log") || status=1
     done
     tail -3 "$out/tests.log"
-    # Each preset on 300 KB of each file; then format 10's products plain
-    # against tiled (preset 7, 100 KB); then whole files at the largest
-    # presets whose 300 KB speed says they fit in what is left.
-    tmp="$(mktemp -d)"
-    declare -A kbs=()
-    dev="${QUICK_DEVICE:-cuda}"  # cpu: to try this script where there is no GPU
-    for f in .debs/corpus/dickens .debs/corpus/enwik8-head4M; do head -c 300000 "$f" > "$tmp/$(basename "$f")-head300k"; done
-    for run in "7 dickens" "6 dickens" "9 dickens" "8 dickens" "7 enwik8-head4M" "9 enwik8-head4M" \
-               "6 enwik8-head4M" "8 enwik8-head4M"; do
-      read -r level name <<< "$run"
-      row=$(capped 90 build-gpu/shazip -b -q --device "$dev" --levels "$level" --markdown "$tmp/$name-head300k")
-      echo "$row" | tee -a "$out/bench.md"
-      # comp / dec KB/s of the row (column 11)
-      kbs[$level-$name]=$(awk -F'|' '/shazip -/ { split($11, a, "/"); print a[1] + 0, a[2] + 0 }' <<< "$row")
+    # Whole files, each preset's run capped: a GPU preset takes all its
+    # streams only on a large input (32 KB per stream at least: 128 streams
+    # from 4 MB), so a prefix would time too few. A run cut off still tells
+    # its speed and running bpc: --progress writes a line a second.
+    for run in "80 7 dickens" "80 9 dickens" "60 7 enwik8-head4M" "50 6 dickens" "50 8 dickens" \
+               "50 9 enwik8-head4M" "40 6 enwik8-head4M" "40 8 enwik8-head4M"; do
+      read -r cap level name <<< "$run"
+      log="$(mktemp)"
+      capped "$cap" build-gpu/shazip -b -q --progress --no-zstd --device "${QUICK_DEVICE:-cuda}" --levels "$level" \
+        --markdown ".debs/corpus/$name" 2> "$log" | tee -a "$out/bench.md"
+      cat "$log" >> "$out/bench.log"
+      # The compression's last line; the decompression's if it ran to the end.
+      { grep ' compressing' "$log" || true; } | tail -1
+      [[ ! -s $log ]] || grep -q 'decompressing 100.0%' "$log" || echo "gpu_build.sh: $name at preset $level cut off"
+      rm -f "$log"
     done
-    if (( deadline - SECONDS > 120 )); then
-      BENCH_TIMEOUT=40 paths 7 100000 .debs/corpus/dickens "1 1 0" "1 1 1" 2>&1 | tee -a "$out/paths.log"
+    # Format 10's products plain against tiled: preset 7, 128 streams of
+    # 3 KB (the attention's memory full after 1 KB of each).
+    if (( deadline - SECONDS > 100 )); then
+      BENCH_TIMEOUT=40 paths 7 400000 .debs/corpus/dickens "1 1 0" "1 1 1" 2>&1 | tee -a "$out/paths.log"
     fi
-    for run in "9 dickens" "8 dickens" "7 dickens" "9 enwik8-head4M" "6 dickens"; do
-      read -r level name <<< "$run"
-      read -r comp dec <<< "${kbs[$level-$name]:-0 0}"
-      size=$(stat -c %s ".debs/corpus/$name")
-      # Predicted seconds, x1.5 for the attention memory that fills later.
-      need=$(awk -v s="$size" -v c="$comp" -v d="$dec" \
-        'BEGIN { print (c > 0 && d > 0) ? int(1.5 * (s / 1000 / c + s / 1000 / d)) + 10 : 999999 }')
-      if (( need < deadline - SECONDS - 15 )); then
-        capped "$need" build-gpu/shazip -b -q --no-zstd --device "$dev" --levels "$level" --markdown \
-          ".debs/corpus/$name" | tee -a "$out/bench.md"
-      else
-        echo "gpu_build.sh: no time for all of $name at preset $level (about $need s)"
-      fi
-    done
     echo "gpu_build.sh: done at $SECONDS s"
     exit "$status"
     ;;
@@ -221,7 +213,8 @@ case "$mode" in
     [[ -f $file ]] || { echo "gpu_build.sh: no file $file" >&2; exit 1; }
     nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv
     for g in ${groups//,/ }; do
-      build-gpu/bench_model --device cuda -p "$level" --groups "$g" -n "$bytes" "$file"
+      build-gpu/bench_model --device cuda -p "$level" --groups "$g" --min-stream "${PATHS_MIN_STREAM:-2048}" \
+        -n "$bytes" "$file"
     done
     ;;
   paths)
