@@ -81,19 +81,19 @@ ProgressMode progress_mode(const Options& o) {
   return o.verbosity >= 1 && terminal ? ProgressMode::kTerminal : ProgressMode::kOff;
 }
 
-// Writes one progress line in the given mode, rate-limited (the last line of
-// a run, `final`, always goes out).
+// Writes one progress line in the given mode, rate-limited; a `milestone`
+// (the last line of a run, a new step of -b) always goes out.
 class ProgressWriter {
  public:
   explicit ProgressWriter(ProgressMode mode) : mode_(mode) {}
   ~ProgressWriter() { clear(); }
   bool enabled() const { return mode_ != ProgressMode::kOff; }
 
-  void write(const std::string& line, bool final) {
+  void write(const std::string& line, bool milestone) {
     if (mode_ == ProgressMode::kOff) return;
     const auto now = std::chrono::steady_clock::now();
     const auto every = std::chrono::milliseconds(mode_ == ProgressMode::kTerminal ? 200 : 1000);
-    if (!final && drawn_once_ && now - last_ < every) return;
+    if (!milestone && drawn_once_ && now - last_ < every) return;
     last_ = now;
     drawn_once_ = true;
     if (mode_ == ProgressMode::kTerminal) {

@@ -48,7 +48,8 @@
 #
 # paths runs build-gpu/bench_model --device cuda at preset LEVEL (default 7)
 # on the first BYTES (default 300000) of FILE (default .debs/corpus/dickens),
-# in streams of 2 KB (PATHS_MIN_STREAM) up to the preset's count, four ways: LibTorch's step and training (format 8), shazip's CUDA step
+# in streams of 2 KB (PATHS_MIN_STREAM) up to the preset's count, four ways:
+# LibTorch's step and training (format 8), shazip's CUDA step
 # kernels with LibTorch's training (format 9), and both on shazip's kernels
 # (format 10) with their products plain and tiled (the same output): what
 # each set of kernels buys, predict and train seconds apart (the training
