@@ -636,6 +636,20 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   CHECK(checked == 5 * (shazip::kFormatVersion - shazip::kMinFormatVersion + 1));
 }
 
+TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {
+  // The normative document opens with the version and repeats it in the
+  // header table; both drifted once (they said 8 and 9 when 10 was written).
+  const std::vector<uint8_t> raw = slurp(std::string(SHAZIP_SOURCE_DIR) + "/docs/FORMAT.md");
+  const std::string doc(raw.begin(), raw.end());
+  const std::string v = std::to_string(shazip::kFormatVersion), before = std::to_string(shazip::kFormatVersion - 1);
+  CHECK(doc.find("Format version: **" + v + "**") != std::string::npos);
+  CHECK(doc.find("decodes versions " + std::to_string(shazip::kMinFormatVersion) + " to " + before + " ") !=
+        std::string::npos);
+  CHECK(doc.find("| format version | " + v + " (" + std::to_string(shazip::kMinFormatVersion) + " to " + before +
+                 " are still decoded)") != std::string::npos);
+  CHECK(doc.find("\n| " + v + " | ") != std::string::npos);  // its row in the version history
+}
+
 TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
   // tests/golden-errors/NAME.CODE.shz must fail `shazip -t` with exit code CODE.
   const std::string dir = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden-errors";
