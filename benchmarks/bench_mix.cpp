@@ -7,17 +7,20 @@
 // per byte, little-endian uint16, in file order) and this program replays them
 // with any mixing knobs. Streams are interleaved exactly as the driver does.
 //
-// Usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--lr N] [--lr-min N]
+// Usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--shards K] [--lr N] [--lr-min N]
 //                  [--decay N] [--lr2 N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
 //                  [--portable] FILE
-// (--level: the mix level, default the highest; --portable: the mixers'
-// portable loops instead of AVX2, same results.) Prints the bits per byte and
+// (--level: the mix level, default the highest; --shards: split the streams
+// into K contiguous runs, each mixed apart, to price that design; --portable:
+// the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
   }
   model::MixTuning t = model::MixTuning::for_level(level);
   std::string file, dump;
-  int streams = 0;
+  int streams = 0, shards = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
     if (a == "--nn") dump = next();
     else if (a == "--level") next();
     else if (a == "--streams") streams = num();
+    else if (a == "--shards") shards = num();
     else if (a == "--lr") t.mixer_lr = num();
     else if (a == "--lr-min") t.mixer_lr_min = num();
     else if (a == "--lr2") t.mixer2_lr = num();
@@ -81,7 +85,7 @@ int main(int argc, char** argv) {
     else file = a;
   }
   if (file.empty()) {
-    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [knobs] FILE\n");
+    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--shards K] [knobs] FILE\n");
     return 2;
   }
   const std::vector<uint8_t> data = load(file);
@@ -102,13 +106,27 @@ int main(int argc, char** argv) {
   if (streams == 0) streams = choose_streams(n, model::preset(model::kDefaultPreset).streams);
   const uint64_t len = stream_length(n, streams);
   const auto start = std::chrono::steady_clock::now();
-  model::ContextMixer mixer(streams, len, t);
+  // Shards: contiguous runs of streams, each with a mixing stage of its own
+  // (a design that would let cores share the work, at the price of tables
+  // that each see only their shard's text).
+  shards = std::clamp(shards, 1, streams);
+  std::vector<std::unique_ptr<model::ContextMixer>> mixers;
+  std::vector<int> shard_of(streams), index_in_shard(streams);
+  for (int s = 0, b = 0; s < shards; ++s) {
+    const int end = static_cast<int>(int64_t{streams} * (s + 1) / shards);
+    mixers.push_back(std::make_unique<model::ContextMixer>(end - b, len, t));
+    for (int first = b; b < end; ++b) {
+      shard_of[b] = s;
+      index_in_shard[b] = b - first;
+    }
+  }
   double bits = 0, nn_bits = 0;
   for (uint64_t i = 0; i < len; ++i) {
     for (int b = 0; b < streams; ++b) {
       const uint64_t at = b * len + i;
       if (at >= n) continue;
-      mixer.begin(b);
+      model::ContextMixer& mixer = *mixers[shard_of[b]];
+      mixer.begin(index_in_shard[b]);
       for (int k = 0; k < 8; ++k) {
         const int bit = (data[at] >> (7 - k)) & 1;
         const int nn_p = nn.empty() ? 2048 : nn[at * 8 + k];
@@ -120,7 +138,7 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d streams=%d mixed %.4f bpc", file.c_str(), level, streams, bits / n);
+  std::printf("%s level=%d streams=%d shards=%d mixed %.4f bpc", file.c_str(), level, streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;
