@@ -93,10 +93,13 @@ Preset preset(int level) {
   // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
   // GPU, where more streams fill the device.
   //
-  // Mix level 2's context models cost about 7.5 s per MB on one core; on a GPU
-  // that would cap the speed near 130 KB/s (the decoder cannot overlap them with
-  // the model), so presets 6..9 keep level 1 (about 3 s per MB) until a GPU
-  // measurement says otherwise.
+  // Mix level 2 for the GPU presets too (shazip 0.12): on all of dickens it
+  // takes preset 6 from 1.688 to 1.618 bpc (-4.1%), where level 1 left it
+  // above preset 2. Its context models run on the host, one core, at about
+  // 125 KB/s on the 2-core VM (level 1: 310 KB/s): the encoder overlaps them
+  // with the model, the decoder cannot, so they cap a GPU's compression near
+  // that speed and add to its decompression time (benchmarks/RESULTS.md,
+  // "Mix level 2 for the GPU presets").
   //
   // Training groups (format 8): the GPU presets' many streams would cut the
   // Adam steps per byte (on dickens, preset 2's SHA-RNN with 256 streams and
@@ -111,10 +114,10 @@ Preset preset(int level) {
       {128, 1, 0, 128, 16, 8, 3e-3f, 2, 1},      // 3
       {192, 1, 0, 256, 16, 8, 3e-3f, 2, 1},      // 4
       {256, 2, 0, 256, 16, 8, 2e-3f, 2, 1},      // 5
-      {384, 2, 0, 512, 64, 16, 1e-3f, 1, 4},     // 6: GPU from here on
-      {512, 3, 1, 1024, 128, 16, 5e-4f, 1, 8},   // 7
-      {768, 4, 2, 2048, 256, 32, 4e-4f, 1, 8},   // 8
-      {1024, 4, 2, 4096, 512, 32, 3e-4f, 1, 16}, // 9
+      {384, 2, 0, 512, 64, 16, 1e-3f, 2, 4},     // 6: GPU from here on
+      {512, 3, 1, 1024, 128, 16, 5e-4f, 2, 8},   // 7
+      {768, 4, 2, 2048, 256, 32, 4e-4f, 2, 8},   // 8
+      {1024, 4, 2, 4096, 512, 32, 3e-4f, 2, 16}, // 9
   };
   const Row& r = kRows[level - 1];
   Preset p;
