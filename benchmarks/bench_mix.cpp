@@ -15,9 +15,9 @@
 // into K contiguous runs, each mixed apart, to price that design; --portable:
 // the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
