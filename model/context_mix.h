@@ -76,6 +76,11 @@ int nn_bit_p12(const uint32_t* cdf, int c0);
 bool set_mixer_simd(bool on);
 bool mixer_simd();
 
+// Bytes that live mixing stages hold outside the heap: on Linux their large
+// tables are mapped directly, for huge pages (tests add this to the heap's
+// count to check memory_bytes).
+uint64_t mapped_table_bytes();
+
 // The most streams the mixing stage takes (archive headers are held to it).
 constexpr uint64_t kMaxMixStreams = uint64_t{1} << 24;
 
