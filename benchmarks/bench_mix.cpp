@@ -7,8 +7,8 @@
 // per byte, little-endian uint16, in file order) and this program replays them
 // with any mixing knobs. Streams are interleaved exactly as the driver does.
 //
-// Usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--shards K] [--lr N] [--lr-min N]
-//                  [--decay N] [--lr2 N] [--limit N] [--history-limit N]
+// Usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [--lr N] [--lr-min N]
+//                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
 //                  [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
@@ -75,6 +75,8 @@ int main(int argc, char** argv) {
     else if (a == "--lr-min") t.mixer_lr_min = num();
     else if (a == "--lr2") t.mixer2_lr = num();
     else if (a == "--decay") t.mixer_decay = num();
+    else if (a == "--shift") t.mixer_shift = num();
+    else if (a == "--table-bits") t.table_bits = num();
     else if (a == "--limit") t.counter_limit = num();
     else if (a == "--history-limit") t.history_limit = num();
     else if (a == "--state-limit") t.state_limit = num();
@@ -84,8 +86,12 @@ int main(int argc, char** argv) {
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
+  if (t.mixer_shift < 1 || t.mixer_shift > 16 || t.table_bits < 16 || t.table_bits > 28) {
+    std::fprintf(stderr, "bench_mix: --shift must be 1..16 and --table-bits 16..28\n");
+    return 2;
+  }
   if (file.empty()) {
-    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--level 1|2] [--streams B] [--shards K] [knobs] FILE\n");
+    std::fprintf(stderr, "usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [knobs] FILE\n");
     return 2;
   }
   const std::vector<uint8_t> data = load(file);

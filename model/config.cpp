@@ -93,13 +93,15 @@ Preset preset(int level) {
   // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
   // GPU, where more streams fill the device.
   //
-  // Mix level 2 for the GPU presets too (shazip 0.12): on all of dickens it
-  // takes preset 6 from 1.688 to 1.618 bpc (-4.1%), where level 1 left it
-  // above preset 2. Its context models run on the host, one core, at about
-  // 125 KB/s on the 2-core VM (level 1: 310 KB/s): the encoder overlaps them
-  // with the model, the decoder cannot, so they cap a GPU's compression near
-  // that speed and add to its decompression time (benchmarks/RESULTS.md,
-  // "Mix level 2 for the GPU presets").
+  // Mix level 3 for the GPU presets (format 11): on all of dickens it takes
+  // preset 6 to 1.600 bpc, from level 2's 1.618 (-1.1%) and level 1's 1.688,
+  // mostly by its larger tables (up to 1.7 GB for inputs of 4 MB and more).
+  // The context models run on the host, one core, at about 130 KB/s on the
+  // 2-core VM (huge pages pay for the larger tables): the encoder overlaps
+  // them with the model, the decoder cannot, so they cap a GPU's compression
+  // near that speed and add to its decompression time (benchmarks/RESULTS.md,
+  // "Mix level 3"). On the CPU presets' 1 MB inputs level 3 gains nothing
+  // (enwik6 +0.0001, book1 -0.0009 bpc with preset 2), so they keep level 2.
   //
   // Training groups (format 8): the GPU presets' many streams would cut the
   // Adam steps per byte (on dickens, preset 2's SHA-RNN with 256 streams and
@@ -114,10 +116,10 @@ Preset preset(int level) {
       {128, 1, 0, 128, 16, 8, 3e-3f, 2, 1},      // 3
       {192, 1, 0, 256, 16, 8, 3e-3f, 2, 1},      // 4
       {256, 2, 0, 256, 16, 8, 2e-3f, 2, 1},      // 5
-      {384, 2, 0, 512, 64, 16, 1e-3f, 2, 4},     // 6: GPU from here on
-      {512, 3, 1, 1024, 128, 16, 5e-4f, 2, 8},   // 7
-      {768, 4, 2, 2048, 256, 32, 4e-4f, 2, 8},   // 8
-      {1024, 4, 2, 4096, 512, 32, 3e-4f, 2, 16}, // 9
+      {384, 2, 0, 512, 64, 16, 1e-3f, 3, 4},     // 6: GPU from here on
+      {512, 3, 1, 1024, 128, 16, 5e-4f, 3, 8},   // 7
+      {768, 4, 2, 2048, 256, 32, 4e-4f, 3, 8},   // 8
+      {1024, 4, 2, 4096, 512, 32, 3e-4f, 3, 16}, // 9
   };
   const Row& r = kRows[level - 1];
   Preset p;

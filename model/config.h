@@ -77,9 +77,9 @@ struct ModelConfig {
 
   // --- coding ---
   int mix = 2;              // 0: the SHA-RNN's byte table codes each byte (format v1);
-                            // 1, 2: bytes are coded bit by bit, the SHA-RNN mixed with
+                            // 1-3: bytes are coded bit by bit, the SHA-RNN mixed with
                             //    context models (model/context_mix.h; mix level 1 since
-                            //    format v2, level 2 since format v3)
+                            //    format v2, level 2 since v3, level 3 since v11)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

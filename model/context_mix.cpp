@@ -170,7 +170,8 @@ struct Slot {
 // memory is its initial state. Large arrays (the hashed tables) are mapped on
 // Linux and asked for transparent huge pages: their reads are random, and
 // with 4 KiB pages most of them also missed the TLB (on dickens, level 2's
-// mixing stage runs about 1.25x faster with huge pages; RESULTS.md).
+// mixing stage runs about 1.25x faster with huge pages, level 3's 1.27x;
+// RESULTS.md).
 // Only speed depends on this, never a value.
 std::atomic<uint64_t> g_mapped_bytes{0};
 
@@ -285,7 +286,8 @@ class Apm {
 const Apm::StartTable Apm::kApmStart;
 
 // The mixers' inner loops over their weights, in exact integer arithmetic:
-// a dot product summed in 64 bits, and the weight step (x * err + 2^13) >> 14.
+// a dot product summed in 64 bits, and the weight step
+// (x * err + 2^(shift-1)) >> shift, shift 14 (levels 1, 2) or 15 (level 3).
 // Integer sums do not depend on their order, so the AVX2 versions give the
 // scalar loops' results bit for bit (tested); they are picked at run time, so
 // the build itself needs no -mavx2. Weight vectors are padded to a multiple of
@@ -296,8 +298,9 @@ constexpr int padded(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Every mixer input is a stretched probability or the bias: |x| <= 2047.
 constexpr int kMaxMixerInput = 2047;
+constexpr int kMaxShift = 16;
 // Up to this |err| the step's product and rounding term fit in 32 bits.
-constexpr int64_t kMaxErr32 = (int64_t{INT32_MAX} - 8192) / kMaxMixerInput;
+constexpr int64_t kMaxErr32 = (int64_t{INT32_MAX} - (1 << (kMaxShift - 1))) / kMaxMixerInput;
 
 SHAZIP_NO_COVERAGE int64_t dot_scalar(const int* x, const int32_t* w, int n) {
   int64_t dot = 0;
@@ -305,8 +308,9 @@ SHAZIP_NO_COVERAGE int64_t dot_scalar(const int* x, const int32_t* w, int n) {
   return dot;
 }
 
-SHAZIP_NO_COVERAGE void train_scalar(const int* x, int32_t* w, int n, int err) {
-  for (int i = 0; i < n; ++i) w[i] += static_cast<int32_t>((static_cast<int64_t>(x[i]) * err + 8192) >> 14);
+SHAZIP_NO_COVERAGE void train_scalar(const int* x, int32_t* w, int n, int err, int shift) {
+  const int64_t half = int64_t{1} << (shift - 1);
+  for (int i = 0; i < n; ++i) w[i] += static_cast<int32_t>((static_cast<int64_t>(x[i]) * err + half) >> shift);
 }
 
 #if defined(__x86_64__)
@@ -326,13 +330,15 @@ __attribute__((target("avx2"))) SHAZIP_NO_COVERAGE int64_t dot_avx2(const int* x
 }
 
 // Only for |err| <= kMaxErr32 (the caller checks).
-__attribute__((target("avx2"))) SHAZIP_NO_COVERAGE void train_avx2(const int* x, int32_t* w, int n, int err) {
+__attribute__((target("avx2"))) SHAZIP_NO_COVERAGE void train_avx2(const int* x, int32_t* w, int n, int err,
+                                                                     int shift) {
   const __m256i e = _mm256_set1_epi32(err);
-  const __m256i half = _mm256_set1_epi32(8192);
+  const __m256i half = _mm256_set1_epi32(1 << (shift - 1));
+  const __m128i count = _mm_cvtsi32_si128(shift);
   for (int i = 0; i < n; i += kLanes) {
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
     __m256i wv = _mm256_loadu_si256(reinterpret_cast<__m256i*>(w + i));
-    const __m256i step = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(xv, e), half), 14);
+    const __m256i step = _mm256_sra_epi32(_mm256_add_epi32(_mm256_mullo_epi32(xv, e), half), count);
     wv = _mm256_add_epi32(wv, step);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + i), wv);
   }
@@ -369,15 +375,16 @@ class Mixer {
     return p_;
   }
   int stretched() const { return st_; }
-  void update(const int* x, int bit, int lr) {
+  // lr in units of 2^-shift.
+  void update(const int* x, int bit, int lr, int shift) {
     const int err = ((bit << 12) - p_) * lr;
 #if defined(__x86_64__)
     if (g_simd.load(std::memory_order_relaxed) && std::abs(static_cast<int64_t>(err)) <= kMaxErr32) {
-      train_avx2(x, sel_, stride_, err);
+      train_avx2(x, sel_, stride_, err, shift);
       return;
     }
 #endif
-    train_scalar(x, sel_, n_, err);
+    train_scalar(x, sel_, n_, err, shift);
   }
 
  private:
@@ -402,7 +409,7 @@ constexpr int kRunContext[kRuns] = {1, 2, 4};
 // hashed context and one per run map.
 constexpr int kFirstCounter = 3;
 constexpr int kMaxInputs = kFirstCounter + 2 + 2 * kMaxHashed + kRuns;
-constexpr int kMaxMixers = 7;   // layer-1 mixers at level 2 (3 at level 1)
+constexpr int kMaxMixers = 8;   // layer-1 mixers at level 3 (7 at level 2, 3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
 
@@ -458,11 +465,19 @@ MixTuning MixTuning::for_level(int level) {
   SHAZIP_ASSERT(level >= 1 && level <= kMaxMixLevel);
   MixTuning t;
   t.level = level;
-  if (level == 2) {
+  if (level >= 2) {
     // Tuned on enwik6 (benchmarks/RESULTS.md, "Mix level 2"): with four
     // times the inputs, smaller initial weights and a slower second layer.
     t.cm_weight = 4000;
     t.mixer2_lr = 1;
+  }
+  if (level >= 3) {
+    // Tuned on dickens with preset 6's SHA-RNN (RESULTS.md, "Mix level 3"):
+    // in half units, the first layer starts at level 2's rate and falls to
+    // half its floor, the second runs at half its rate; larger tables.
+    t.mixer_shift = 15;
+    t.mixer_lr = 32;
+    t.table_bits = 24;
   }
   return t;
 }
@@ -498,12 +513,14 @@ struct TableBits {
   int match;   // level 1: each stream's match table
 };
 
-TableBits table_bits(int streams, uint64_t stream_len, bool level2) {
+TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
+  const bool level2 = t.level >= 2;
   const uint64_t total = stream_len * static_cast<uint64_t>(streams);
   const int log_total = ceil_log2(std::max<uint64_t>(total, 1));
-  // Two slots per coded byte at level 1, four at level 2 (its slots are
-  // 2-way associative), up to 16 MiB a table.
-  return {std::clamp(log_total + (level2 ? 2 : 1), 16, 22), std::clamp(log_total, 10, 24),
+  // Two slots per coded byte at level 1, four from level 2 on (its slots are
+  // 2-way associative), up to 2^t.table_bits (16 MiB a table at levels 1 and
+  // 2, 64 MiB at level 3).
+  return {std::clamp(log_total + (level2 ? 2 : 1), 16, t.table_bits), std::clamp(log_total, 10, 24),
           std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22)};
 }
 
@@ -511,15 +528,18 @@ struct ContextMixer::Impl {
   Impl(int streams, uint64_t stream_len, const MixTuning& t)
       : tuning(t),
         level2(t.level >= 2),
+        level3(t.level >= 3),
         n_hashed(level2 ? kLevel2Hashed : kLevel1Hashed),
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : 256, t.apm_rate),
         apm_order1(65536, t.apm_rate),
-        apm_order2(level2 ? 65536 : 0, t.apm_rate) {
+        apm_order2(level2 ? 65536 : 0, t.apm_rate),
+        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
-    const TableBits bits = table_bits(streams, stream_len, level2);
+    SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxShift && t.table_bits >= 16 && t.table_bits <= 28);
+    const TableBits bits = table_bits(streams, stream_len, t);
     for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits.hashed);
     state.resize(static_cast<size_t>(streams));
     if (level2) {
@@ -548,13 +568,14 @@ struct ContextMixer::Impl {
       layer1.emplace_back(n_inputs, 256 * 8);  // by the last markup character
       layer1.emplace_back(n_inputs, 256);      // by order 3's bit history
     }
+    if (level3) layer1.emplace_back(n_inputs, 16 * 256);  // by the SHA-RNN's confidence and the partial byte
     for (Mixer& mx : layer1) {
       for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
     }
     const int mixers = static_cast<int>(layer1.size());
     SHAZIP_ASSERT(mixers <= kMaxMixers);
-    layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (level 2) or the bit position
+    layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (levels 2, 3) or the bit position
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
   }
 
@@ -716,7 +737,7 @@ struct ContextMixer::Impl {
   }
 
   const MixTuning tuning;
-  const bool level2;
+  const bool level2, level3;
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -736,6 +757,7 @@ struct ContextMixer::Impl {
   Mixer layer2{1, 1};
   int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
+  Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
 
   // The byte in progress.
   StreamState* cur = nullptr;
@@ -755,7 +777,7 @@ struct ContextMixer::Impl {
 
 uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixTuning& tuning) {
   const bool level2 = tuning.level >= 2;
-  const TableBits bits = table_bits(streams, stream_len, level2);
+  const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
   const uint64_t hashed = level2 ? kLevel2Hashed + kRuns : kLevel1Hashed;
   uint64_t bytes = hashed * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
@@ -763,7 +785,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
   const uint64_t inputs = padded(kFirstCounter + 2 + static_cast<int>(hashed) + (level2 ? kLevel2Hashed : 0));
-  const uint64_t contexts = level2 ? 256 + 64 + 128 + 48 + 2048 + 2048 + 256 : 256 + 64 + 128;
+  const uint64_t contexts =
+      level2 ? 256 + 64 + 128 + 48 + 2048 + 2048 + 256 + (tuning.level >= 3 ? 4096 : 0) : 256 + 64 + 128;
   return bytes + inputs * contexts * 4 + b * sizeof(StreamState);  // mixers, stream states
 }
 
@@ -867,6 +890,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[4].mix(x, static_cast<int>(c1) * 8 + m.bitpos);
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
+    if (m.level3) m.layer1[7].mix(x, ((x[0] + 2048) >> 8) * 256 + c0);
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
@@ -874,7 +898,11 @@ uint32_t ContextMixer::predict(int nn_p12) {
 
   int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
-  if (m.level2) {
+  if (m.level3) {
+    const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
+    const int a3 = m.apm_nn.refine(m.mix_p12, ((x[0] + 2048) >> 7) * 8 + m.bitpos);
+    p16 = (m.mix_p12 * 32 + a1 + 2 * a2 + a3) / 6;
+  } else if (m.level2) {
     const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
     p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
   } else {
@@ -910,6 +938,7 @@ void ContextMixer::update(int bit) {
       if (counter) Counters::update(*counter, bit, 1023);
     }
     m.apm_order2.update(bit);
+    if (m.level3) m.apm_nn.update(bit);
   } else {
     for (int i = 2; i < 2 + m.n_hashed; ++i) Counters::update(*m.slots[i], bit, limit);
     m.apm_order0.update(bit);
@@ -921,8 +950,8 @@ void ContextMixer::update(int bit) {
   // mixer_lr_min.
   const int lr = std::max<int64_t>(m.tuning.mixer_lr_min,
                                    m.tuning.mixer_lr - static_cast<int64_t>(m.updates >> m.tuning.mixer_decay));
-  for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr));
-  m.layer2.update(m.x2, bit, m.tuning.mixer2_lr);
+  for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
+  m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
   ++m.updates;
 
   m.c0 = m.c0 << 1 | bit;

@@ -1,4 +1,4 @@
-// Bitwise context mixing on top of the SHA-RNN (mix levels 1 and 2).
+// Bitwise context mixing on top of the SHA-RNN (mix levels 1 to 3).
 //
 // The SHA-RNN learns from scratch while it codes, so on the first hundreds of
 // kilobytes it knows less than a counting model: on enwik6 alone it gives 2.36
@@ -32,7 +32,7 @@ namespace shazip::model {
 constexpr uint32_t kMinP16 = 32;
 
 // The highest mix level this build knows (model::ModelConfig::mix).
-constexpr int kMaxMixLevel = 2;
+constexpr int kMaxMixLevel = 3;
 
 // Settings of the mixing stage. They change the arithmetic, so the archive's
 // mix level fixes them (for_level); only benchmarks/bench_mix overrides the
@@ -43,21 +43,27 @@ constexpr int kMaxMixLevel = 2;
 // Level 2 (format version 3): 23 hashed contexts whose slots carry a check
 // byte and a bit history next to the counter, a match model over all streams,
 // run maps, seven mixers, an order-2 APM.
+// Level 3 (format version 11): level 2 with tables up to 4 times larger
+// (2^24 slots), the mixers' rate in half units (falling from level 2's start
+// to half its floor), an eighth mixer picked by the SHA-RNN's confidence and the
+// partial byte, and a third final APM by the SHA-RNN's confidence.
 struct MixTuning {
-  int level = 1;             // 1 or 2
-  int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> 14)
+  int level = 1;             // 1 to 3
+  int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
   int mixer_lr_min = 1;      // ... falls by 1 every 2^mixer_decay bits to this
   int mixer_decay = 15;
+  int mixer_shift = 14;      // 14 or 15 (level 3): the unit of the rates above is 2^-shift
   int mixer2_lr = 2;         // learning rate of the second mixing layer
   int counter_limit = 255;   // count cap of the plain counters (level 1: all; level 2: orders 0, 1)
   int history_limit = 30;    // level 2: count cap of the counters beside the bit histories
   int state_limit = 1023;    // level 2: count cap of the bit-history maps
   int apm_rate = 7;          // adaptive probability maps: step = error >> rate
+  int table_bits = 22;       // the most slots of a hashed table (and a run map): 2^table_bits
   int nn_weight = 40000;     // initial weight of the SHA-RNN input (65536 = 1)
   int cm_weight = 12000;     // initial weight of every other input
   bool use_nn = true;        // false: the context models alone (benchmarks only)
 
-  // The settings an archive of this mix level was coded with (1 or 2).
+  // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
 };
 

@@ -189,8 +189,11 @@ Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size
     const uint16_t mix = static_cast<uint16_t>(r.get(2));
     if (h.version >= 2) {
       m.mix = mix;
-      // Mix level 2 came with version 3: in an older archive it is damage.
-      if (h.version < 3 && mix > 1) corrupt("mix level " + std::to_string(mix) + " in a version 2 archive");
+      // Mix level 2 came with version 3, level 3 with version 11: in an older
+      // archive they are damage.
+      if ((h.version < 3 && mix > 1) || (h.version < 11 && mix > 2)) {
+        corrupt("mix level " + std::to_string(mix) + " in a version " + std::to_string(h.version) + " archive");
+      }
     } else {
       m.mix = 0;  // version 1 coded whole bytes with the SHA-RNN alone
       reserved = mix;

@@ -616,13 +616,17 @@ TEST_CASE("compressed data is never read from a terminal", "[cli]") {
 
 TEST_CASE("golden archives of every supported version decode byte-exactly", "[cli][golden]") {
   // tests/golden/vN/NAME.shz: made by the shazip of format version N from
-  // tests/golden/NAME (tools/make_golden.sh).
+  // tests/golden/NAME (tools/make_golden.sh); from version 11 on also a
+  // preset-6 archive, the GPU presets' mix level 3.
   const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden";
   TempDir dir;
-  int checked = 0;
+  int checked = 0, expected = 0;
   for (int version = shazip::kMinFormatVersion; version <= shazip::kFormatVersion; ++version) {
     const std::string vdir = golden + "/v" + std::to_string(version);
-    for (const char* name : {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"}) {
+    std::vector<std::string> names = {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"};
+    if (version >= 11) names.push_back("design-p6.txt");
+    expected += static_cast<int>(names.size());
+    for (const std::string& name : names) {
       INFO("version " << version << ": " << name);
       const std::string archive = vdir + "/" + name + ".shz";
       const std::vector<uint8_t> bytes = slurp(archive);
@@ -633,7 +637,13 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
       ++checked;
     }
   }
-  CHECK(checked == 5 * (shazip::kFormatVersion - shazip::kMinFormatVersion + 1));
+  CHECK(checked == expected);
+  // The preset-6 archive is what it says: mix level 3.
+  const std::vector<uint8_t> p6 = slurp(golden + "/v11/design-p6.txt.shz");
+  size_t header_size = 0;
+  const shazip::Header h = shazip::parse_header(p6.data(), p6.size(), &header_size);
+  CHECK(h.preset == 6);
+  CHECK(h.model.mix == 3);
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {

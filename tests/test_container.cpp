@@ -206,17 +206,25 @@ TEST_CASE("fields a header may not hold are rejected", "[container]") {
   }
 }
 
-TEST_CASE("the mix level: versions 2 and 3 store it, version 1 means whole-byte coding", "[container]") {
+TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-byte coding", "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  for (int mix = 0; mix <= 2; ++mix) {
+  for (int mix = 0; mix <= 3; ++mix) {
     h.model.mix = mix;
     const auto a = with_body(h, h.payload_size);
     CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == mix);
   }
-  h.model.mix = 3;  // no such level
+  h.model.mix = 4;  // no such level
   auto a = with_body(h, h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  // Level 3 came with version 11: a version-10 archive cannot hold it.
+  h.model.mix = 3;
+  h.version = 10;
+  a = with_body(h, h.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  h.model.mix = 2;
+  a = with_body(h, h.payload_size);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 2);
   // Level 2 came with version 3: a version-2 archive cannot hold it.
   h.model.mix = 2;
   h.version = 2;

@@ -84,7 +84,7 @@ TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
   };
   // Large tables are mapped outside the heap (model::mapped_table_bytes).
   for (const Case c : {Case{2, 16, 65536}, Case{2, 1, 3000}, Case{2, 4, uint64_t{1} << 22}, Case{1, 4, 100000},
-                       Case{1, 16, 1 << 20}}) {
+                       Case{1, 16, 1 << 20}, Case{3, 64, 200000}, Case{3, 2, 5000}}) {
     CAPTURE(c.level, c.streams, c.stream_len);
     const MixTuning t = MixTuning::for_level(c.level);
     const size_t before = heap_in_use() + model::mapped_table_bytes();
@@ -133,13 +133,15 @@ TEST_CASE("the context models learn a repetitive text on their own", "[mix]") {
   coder::uniform_cdf(uniform.data());
   const double level1 = cost(1, text, [&](size_t) { return uniform.data(); }, 10000);
   const double level2 = cost(2, text, [&](size_t) { return uniform.data(); }, 10000);
+  const double level3 = cost(3, text, [&](size_t) { return uniform.data(); }, 10000);
   // Ten words drawn at random: about log2(10) = 3.3 bits per word of ~5.6
   // bytes, ~0.6 bits per byte; the order-N models must get near that.
   CHECK(level1 < 1.0);
   CHECK(level2 < 1.0);
+  CHECK(level3 < 1.0);
 }
 
-TEST_CASE("level 2's match model finds text in another stream", "[mix]") {
+TEST_CASE("the match model of levels 2 and 3 finds text in another stream", "[mix]") {
   // Stream 1 repeats stream 0's random bytes: the same byte comes up in
   // stream 0 one step earlier (position-major order). Level 1's per-stream
   // match model cannot see it; only its order-N counters, seen once each, help.
@@ -148,8 +150,8 @@ TEST_CASE("level 2's match model finds text in another stream", "[mix]") {
   for (char& c : noise) c = static_cast<char>(rng());
   std::array<uint32_t, coder::kCdfSize> uniform;
   coder::uniform_cdf(uniform.data());
-  double copy_cost[3] = {};
-  for (int level = 1; level <= 2; ++level) {
+  double copy_cost[4] = {};
+  for (int level = 1; level <= 3; ++level) {
     ContextMixer mixer(2, noise.size(), MixTuning::for_level(level));
     double bits = 0;
     for (size_t i = 0; i < noise.size(); ++i) {
@@ -165,13 +167,15 @@ TEST_CASE("level 2's match model finds text in another stream", "[mix]") {
     }
     copy_cost[level] = bits / static_cast<double>(noise.size() - 1000);
   }
-  INFO("level 1: " << copy_cost[1] << " bpc, level 2: " << copy_cost[2]);
-  CHECK(copy_cost[2] < 0.3);
-  CHECK(copy_cost[2] < copy_cost[1] / 3);
+  INFO("level 1: " << copy_cost[1] << " bpc, level 2: " << copy_cost[2] << ", level 3: " << copy_cost[3]);
+  for (int level = 2; level <= 3; ++level) {
+    CHECK(copy_cost[level] < 0.3);
+    CHECK(copy_cost[level] < copy_cost[1] / 3);
+  }
 }
 
 TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]") {
-  const int level = GENERATE(1, 2);
+  const int level = GENERATE(1, 2, 3);
   INFO("mix level " << level);
   // Random bytes: nothing to learn from the context; an oracle that knows each
   // byte with probability ~0.9 is worth ~0.9 bits per byte.
@@ -198,7 +202,7 @@ TEST_CASE("the mixer follows a good SHA-RNN and ignores a useless one", "[mix]")
 TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[mix]") {
   // Four streams of different content, coded position-major as the driver
   // does, decoded by a second mixer that sees only the decoded bits.
-  const int level = GENERATE(1, 2);
+  const int level = GENERATE(1, 2, 3);
   INFO("mix level " << level);
   const std::string text = repetitive_text(12000);
   std::mt19937 rng(4);
@@ -289,7 +293,7 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
     WARN("this CPU has no AVX2: only the portable mixers are in use");
     return;
   }
-  const int level = GENERATE(1, 2);
+  const int level = GENERATE(1, 2, 3);
   // The tuned rates, and a mixer rate so high that some weight steps no
   // longer fit the AVX2 loop's 32 bits and take the portable path.
   const int lr = GENERATE(0, 300);

@@ -19,6 +19,8 @@ mkdir -p "tests/golden/v$version"
 cd tests/golden
 for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$f" > "v$version/$f.shz"; done
 "$bin" -q -2 -T 1 -c design-p2.txt > "v$version/design-p2.txt.shz"
+# A GPU preset, for its mix level (3 from version 11 on), coded on the CPU.
+"$bin" -q -6 -T 1 -c design-p6.txt > "v$version/design-p6.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
 python3 -c "import sys; sys.stdout.write(('The model learns while it codes. ' * 16)[:500])" |
