@@ -69,6 +69,15 @@ std::string human_bytes(double n) {
   return buf;
 }
 
+// "12 KB/s", or "0.7 KB/s" below 10 (the GPU presets on a CPU code under 1 KB/s,
+// which a whole number showed as 0).
+std::string speed_text(double bytes, double seconds) {
+  const double kbs = bytes / 1024 / seconds;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, kbs < 10 ? "%.1f KB/s" : "%.0f KB/s", kbs);
+  return buf;
+}
+
 // How progress is shown on standard error: not at all; one line redrawn in
 // place at most 5 times a second (a terminal); or, with --progress where
 // standard error is no terminal (a log, a pipe), a new line at most once a
@@ -389,7 +398,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
                    n ? 100.0 * result.size() / n : 100.0, n ? 8.0 * result.size() / n : 0.0,
                    report.fell_back ? ", stored" : "", blocks.c_str(), out == "-" ? "(stdout)" : out.c_str(),
                    report.stats.seconds > 0
-                       ? (", " + std::to_string(static_cast<int>(n / 1024 / report.stats.seconds)) + " KB/s").c_str()
+                       ? (", " + speed_text(n, report.stats.seconds)).c_str()
                        : "");
     }
   }
