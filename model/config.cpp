@@ -95,8 +95,9 @@ Preset preset(int level) {
   //
   // Mix level 3 for the GPU presets (format 11): on all of dickens it takes
   // preset 6 to 1.600 bpc, from level 2's 1.618 (-1.1%) and level 1's 1.688,
-  // mostly by its larger tables (up to 1.7 GB for inputs of 4 MB and more).
-  // The context models run on the host, one core, at about 130 KB/s on the
+  // mostly by its larger tables (the stage takes up to 1.9 GB, for inputs of
+  // 4 MB and more; level 2 0.6 GB).
+  // The context models run on the host, one core, at about 140 KB/s on the
   // 2-core VM (huge pages pay for the larger tables): the encoder overlaps
   // them with the model, the decoder cannot, so they cap a GPU's compression
   // near that speed and add to its decompression time (benchmarks/RESULTS.md,
