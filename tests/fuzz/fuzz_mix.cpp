@@ -4,7 +4,7 @@
 //         decoded again; the round trip must be exact;
 //   odd:  the rest is a *payload*, decoded as up to 512 bytes of output; any input
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
-// Bits 1-2 of the first byte pick 1..4 streams, bit 3 the mix level (1 or 2).
+// Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -59,7 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t* rest = data + 1;
   const size_t n = size - 1;
   const int streams = 1 + (mode >> 1) % 4;
-  const int level = 1 + (mode >> 3) % 2;  // mix levels 1 and 2
+  const int level = 1 + (mode >> 3) % 3;  // mix levels 1 to 3
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
