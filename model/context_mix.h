@@ -18,7 +18,7 @@
 // Streams: the driver codes B streams interleaved (position-major, stream
 // order). Each stream has its own history (context hashes; at level 1 also its
 // match model); the statistics tables and the mixers are shared, so what one
-// stream learns helps all, and at level 2 the match model finds text in every
+// stream learns helps all, and from level 2 on the match model finds text in every
 // stream's history. The order of calls is therefore part of the format.
 #pragma once
 
