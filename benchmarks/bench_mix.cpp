@@ -86,8 +86,10 @@ int main(int argc, char** argv) {
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
-  if (t.mixer_shift < 1 || t.mixer_shift > 16 || t.table_bits < 16 || t.table_bits > 28) {
-    std::fprintf(stderr, "bench_mix: --shift must be 1..16 and --table-bits 16..28\n");
+  if (t.mixer_shift < 1 || t.mixer_shift > model::kMaxMixerShift || t.table_bits < model::kMinTableBits ||
+      t.table_bits > model::kMaxTableBits) {
+    std::fprintf(stderr, "bench_mix: --shift must be 1..%d and --table-bits %d..%d\n", model::kMaxMixerShift,
+                 model::kMinTableBits, model::kMaxTableBits);
     return 2;
   }
   if (file.empty()) {

@@ -298,9 +298,8 @@ constexpr int padded(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Every mixer input is a stretched probability or the bias: |x| <= 2047.
 constexpr int kMaxMixerInput = 2047;
-constexpr int kMaxShift = 16;
 // Up to this |err| the step's product and rounding term fit in 32 bits.
-constexpr int64_t kMaxErr32 = (int64_t{INT32_MAX} - (1 << (kMaxShift - 1))) / kMaxMixerInput;
+constexpr int64_t kMaxErr32 = (int64_t{INT32_MAX} - (1 << (kMaxMixerShift - 1))) / kMaxMixerInput;
 
 SHAZIP_NO_COVERAGE int64_t dot_scalar(const int* x, const int32_t* w, int n) {
   int64_t dot = 0;
@@ -520,8 +519,24 @@ TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
   // Two slots per coded byte at level 1, four from level 2 on (its slots are
   // 2-way associative), up to 2^t.table_bits (16 MiB a table at levels 1 and
   // 2, 64 MiB at level 3).
-  return {std::clamp(log_total + (level2 ? 2 : 1), 16, t.table_bits), std::clamp(log_total, 10, 24),
+  return {std::clamp(log_total + (level2 ? 2 : 1), kMinTableBits, t.table_bits), std::clamp(log_total, 10, 24),
           std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22)};
+}
+
+// Layer 1's mixers at a mix level: how many weight sets each has, in the
+// order predict() picks from them (and what picks the set).
+std::vector<int> layer1_contexts(int level) {
+  std::vector<int> contexts = {256,        // the partial byte
+                               4 * 8 * 2,  // the match state
+                               16 * 8};    // the SHA-RNN's confidence
+  if (level >= 2) {
+    contexts.insert(contexts.end(), {6 * 8,    // how many orders know their context
+                                     256 * 8,  // the previous byte
+                                     256 * 8,  // the last markup character
+                                     256});    // order 3's bit history
+  }
+  if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
+  return contexts;
 }
 
 struct ContextMixer::Impl {
@@ -538,7 +553,8 @@ struct ContextMixer::Impl {
         apm_nn(level3 ? 32 * 8 : 0, t.apm_rate) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
-    SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxShift && t.table_bits >= 16 && t.table_bits <= 28);
+    SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&
+                  t.table_bits <= kMaxTableBits);
     const TableBits bits = table_bits(streams, stream_len, t);
     for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits.hashed);
     state.resize(static_cast<size_t>(streams));
@@ -559,16 +575,7 @@ struct ContextMixer::Impl {
     }
 
     n_inputs = kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0);
-    layer1.emplace_back(n_inputs, 256);        // by the partial byte
-    layer1.emplace_back(n_inputs, 4 * 8 * 2);  // by the match state
-    layer1.emplace_back(n_inputs, 16 * 8);     // by the SHA-RNN's confidence
-    if (level2) {
-      layer1.emplace_back(n_inputs, 6 * 8);    // by how many orders know their context
-      layer1.emplace_back(n_inputs, 256 * 8);  // by the previous byte
-      layer1.emplace_back(n_inputs, 256 * 8);  // by the last markup character
-      layer1.emplace_back(n_inputs, 256);      // by order 3's bit history
-    }
-    if (level3) layer1.emplace_back(n_inputs, 16 * 256);  // by the SHA-RNN's confidence and the partial byte
+    for (int contexts : layer1_contexts(t.level)) layer1.emplace_back(n_inputs, contexts);
     for (Mixer& mx : layer1) {
       for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
@@ -785,8 +792,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
   const uint64_t inputs = padded(kFirstCounter + 2 + static_cast<int>(hashed) + (level2 ? kLevel2Hashed : 0));
-  const uint64_t contexts =
-      level2 ? 256 + 64 + 128 + 48 + 2048 + 2048 + 256 + (tuning.level >= 3 ? 4096 : 0) : 256 + 64 + 128;
+  uint64_t contexts = 0;
+  for (int c : layer1_contexts(tuning.level)) contexts += static_cast<uint64_t>(c);
   return bytes + inputs * contexts * 4 + b * sizeof(StreamState);  // mixers, stream states
 }
 
@@ -877,10 +884,10 @@ uint32_t ContextMixer::predict(int nn_p12) {
 
   const int match_bucket = s.match_len == 0 ? 0 : s.match_len < 16 ? 1 : s.match_len < 32 ? 2 : 3;
   const int match_ctx = (match_bucket * 8 + m.bitpos) * 2 + (m.match_slot != nullptr);
-  const int nn_ctx = ((x[0] + 2048) >> 8) * 8 + m.bitpos;
+  const int nn_confidence = (x[0] + 2048) >> 8;  // 0..15, from the stretched SHA-RNN input
   m.layer1[0].mix(x, c0);
   m.layer1[1].mix(x, match_ctx);
-  m.layer1[2].mix(x, nn_ctx);
+  m.layer1[2].mix(x, nn_confidence * 8 + m.bitpos);
   if (m.level2) {
     // Orders 2, 3, 4, 5, 6 (slots 2, 3, 4, 8, 5): how many in a row have a history.
     static constexpr int kOrderSlots[5] = {2, 3, 4, 8, 5};
@@ -890,7 +897,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[4].mix(x, static_cast<int>(c1) * 8 + m.bitpos);
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
-    if (m.level3) m.layer1[7].mix(x, ((x[0] + 2048) >> 8) * 256 + c0);
+    if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
@@ -898,13 +905,15 @@ uint32_t ContextMixer::predict(int nn_p12) {
 
   int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
-  if (m.level3) {
+  if (m.level2) {
     const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
-    const int a3 = m.apm_nn.refine(m.mix_p12, ((x[0] + 2048) >> 7) * 8 + m.bitpos);
-    p16 = (m.mix_p12 * 32 + a1 + 2 * a2 + a3) / 6;
-  } else if (m.level2) {
-    const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
-    p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
+    if (m.level3) {
+      // The SHA-RNN's confidence in 32 steps (twice the mixers' resolution).
+      const int a3 = m.apm_nn.refine(m.mix_p12, ((x[0] + 2048) >> 7) * 8 + m.bitpos);
+      p16 = (m.mix_p12 * 32 + a1 + 2 * a2 + a3) / 6;
+    } else {
+      p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
+    }
   } else {
     const int a0 = m.apm_order0.refine(m.mix_p12, c0);
     p16 = (m.mix_p12 * 16 + a0 + 2 * a1 + 2) >> 2;

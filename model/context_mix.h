@@ -53,12 +53,14 @@ struct MixTuning {
   int mixer_lr_min = 1;      // ... falls by 1 every 2^mixer_decay bits to this
   int mixer_decay = 15;
   int mixer_shift = 14;      // 14 or 15 (level 3): the unit of the rates above is 2^-shift
+                             // (1..kMaxMixerShift)
   int mixer2_lr = 2;         // learning rate of the second mixing layer
   int counter_limit = 255;   // count cap of the plain counters (level 1: all; level 2: orders 0, 1)
   int history_limit = 30;    // level 2: count cap of the counters beside the bit histories
   int state_limit = 1023;    // level 2: count cap of the bit-history maps
   int apm_rate = 7;          // adaptive probability maps: step = error >> rate
   int table_bits = 22;       // the most slots of a hashed table (and a run map): 2^table_bits
+                             // (kMinTableBits..kMaxTableBits)
   int nn_weight = 40000;     // initial weight of the SHA-RNN input (65536 = 1)
   int cm_weight = 12000;     // initial weight of every other input
   bool use_nn = true;        // false: the context models alone (benchmarks only)
@@ -66,6 +68,11 @@ struct MixTuning {
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
 };
+
+// The bounds of MixTuning's mixer_shift and table_bits (benchmarks/bench_mix
+// holds its knobs to them; the mixing stage asserts them).
+constexpr int kMaxMixerShift = 16;
+constexpr int kMinTableBits = 16, kMaxTableBits = 28;
 
 // The SHA-RNN's probability (12-bit, 1..4095) that the next bit is 1, given
 // its byte table `cdf` (coder::kCdfSize entries) and the partial byte c0: the
