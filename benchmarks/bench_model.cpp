@@ -142,6 +142,7 @@ int main(int argc, char** argv) {
     if (limit && data.size() > limit) data.resize(limit);
     for (int level : presets) {
       model::Preset p = model::preset(level);
+      p.model.mix = model::mix_for_input(p.model.mix, data.size());  // as shazip codes it (--mix overrides)
       int max_streams = p.streams;
       bool async_train = true;
       bool tiled = true;

@@ -93,16 +93,20 @@ Preset preset(int level) {
   // (1 / (1 + 2e-4 step)) helps the later part of the file. Presets 6..9 are for a
   // GPU, where more streams fill the device.
   //
-  // Mix level 3 for the GPU presets (format 11): on all of dickens it takes
-  // preset 6 to 1.600 bpc, from level 2's 1.618 (-1.1%) and level 1's 1.688,
-  // mostly by its larger tables (the stage takes up to 1.9 GB, for inputs of
-  // 4 MB and more; level 2 0.6 GB).
+  // Mix level 3 (format 11) for presets 3-9, on inputs above 1 MiB: on all of
+  // dickens it takes preset 6 to 1.600 bpc, from level 2's 1.618 (-1.1%) and
+  // level 1's 1.688, mostly by its larger tables (the stage takes up to 1.9
+  // GB, for inputs of 4 MB and more; level 2 0.6 GB); with presets 2, 3 and 5's
+  // SHA-RNNs it gains 0.45-0.66% on 2.5-4 MB texts (preset 2's: 1.4% on
+  // dickens). Inputs of 1 MiB or less get level 2 (mix_for_input): its tables
+  // are as large there, and level 3's finer rates and extra mixer cost
+  // 0.1-0.8% on most of them (benchmarks/RESULTS.md, "Mix level 3" and "Mix
+  // level by input size").
+  // Presets 1 and 2 keep level 2 and its 0.6 GB whatever the input.
   // The context models run on the host, one core, at about 140 KB/s on the
   // 2-core VM (huge pages pay for the larger tables): the encoder overlaps
   // them with the model, the decoder cannot, so they cap a GPU's compression
-  // near that speed and add to its decompression time (benchmarks/RESULTS.md,
-  // "Mix level 3"). On the CPU presets' 1 MB inputs level 3 gains nothing
-  // (enwik6 +0.0001, book1 -0.0009 bpc with preset 2), so they keep level 2.
+  // near that speed and add to its decompression time.
   //
   // Training groups (format 8): the GPU presets' many streams would cut the
   // Adam steps per byte (on dickens, preset 2's SHA-RNN with 256 streams and
@@ -114,9 +118,9 @@ Preset preset(int level) {
   static constexpr Row kRows[] = {
       {64, 1, -1, 0, 16, 8, 3e-3f, 2, 1},        // 1: no attention, fastest
       {96, 1, 0, 64, 16, 8, 3e-3f, 2, 1},        // 2: default
-      {128, 1, 0, 128, 16, 8, 3e-3f, 2, 1},      // 3
-      {192, 1, 0, 256, 16, 8, 3e-3f, 2, 1},      // 4
-      {256, 2, 0, 256, 16, 8, 2e-3f, 2, 1},      // 5
+      {128, 1, 0, 128, 16, 8, 3e-3f, 3, 1},      // 3
+      {192, 1, 0, 256, 16, 8, 3e-3f, 3, 1},      // 4
+      {256, 2, 0, 256, 16, 8, 2e-3f, 3, 1},      // 5
       {384, 2, 0, 512, 64, 16, 1e-3f, 3, 4},     // 6: GPU from here on
       {512, 3, 1, 1024, 128, 16, 5e-4f, 3, 8},   // 7
       {768, 4, 2, 2048, 256, 32, 4e-4f, 3, 8},   // 8
@@ -136,5 +140,7 @@ Preset preset(int level) {
   p.streams = r.streams;
   return p;
 }
+
+int mix_for_input(int mix, uint64_t n) { return mix == 3 && n <= kMixLevel3MinBytes ? 2 : mix; }
 
 }  // namespace shazip::model

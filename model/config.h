@@ -114,6 +114,15 @@ struct Preset {
   ModelConfig model;
   int streams;  // B: parallel streams the input is cut into
 };
+// A preset's row; model.mix is the mix level it codes large inputs with.
 Preset preset(int level);
+
+// Mix level 3 differs from level 2 in its larger tables only above 1 MiB (four
+// slots a byte fill level 2's 2^22 there); below, its other changes cost
+// 0.1-0.8% on most inputs (benchmarks/RESULTS.md, "Mix level by input size").
+// So a row's level 3 codes inputs of at most kMixLevel3MinBytes at level 2.
+constexpr uint64_t kMixLevel3MinBytes = uint64_t{1} << 20;
+// The mix level a row's `mix` codes an input (or -j block) of n bytes with.
+int mix_for_input(int mix, uint64_t n);
 
 }  // namespace shazip::model

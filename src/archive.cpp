@@ -103,6 +103,8 @@ CodingParams compress_params(int preset, uint64_t n) {
   params.streams = choose_streams(n, p.streams);
   // A small input gets fewer streams: at most one training group each.
   params.model.train_groups = std::min(params.model.train_groups, params.streams);
+  // ... and mix level 2 where level 3's tables would be no larger.
+  params.model.mix = model::mix_for_input(params.model.mix, n);
   return params;
 }
 

@@ -21,6 +21,8 @@ Header neural_header() {
   h.content_crc = 0xDEADBEEF;
   h.preset = 3;
   h.model = model::preset(3).model;
+  // As shazip codes 123456 bytes: mix level 2, which versions 3 on all know.
+  h.model.mix = model::mix_for_input(h.model.mix, h.original_size);
   h.model.seed = 0x0123456789ABCDEFull;
   h.streams = 16;
   h.threads = 2;

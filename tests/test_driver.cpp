@@ -389,6 +389,33 @@ TEST_CASE("parallel blocks: a failing block stops the blocks after it and not th
   }
 }
 
+TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
+  // Preset 6's row asks for level 3; a small input gets level 2 (its tables
+  // would be no larger at level 3), and the archive says so.
+  REQUIRE(model::preset(6).model.mix == 3);
+  CHECK(model::mix_for_input(3, model::kMixLevel3MinBytes) == 2);
+  CHECK(model::mix_for_input(3, model::kMixLevel3MinBytes + 1) == 3);
+  for (int mix : {0, 1, 2}) CHECK(model::mix_for_input(mix, uint64_t{1} << 30) == mix);
+  const std::string s = text(3000);
+  CompressOptions options;
+  options.preset = 6;
+  CompressReport report;
+  const std::vector<uint8_t> archive =
+      compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
+  CHECK(report.header.model.mix == 2);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
+  // Above 1 MiB the memory plan holds level 3's tables, as compress_buffer()
+  // builds them (64 streams at preset 6 for 4 MiB, 16 at presets 2 and 3);
+  // the default keeps level 2's, a third of that.
+  const uint64_t n = uint64_t{4} << 20;
+  const auto level3 = [&](int streams) {
+    return model::ContextMixer::memory_bytes(streams, stream_length(n, streams), model::MixTuning::for_level(3));
+  };
+  CHECK(compress_memory(6, n) > level3(64));
+  CHECK(compress_memory(3, n) > level3(16));
+  CHECK(compress_memory(2, n) < level3(16) / 2);
+}
+
 TEST_CASE("parallel blocks: jobs are planned within the memory available", "[driver][blocks]") {
   CHECK(jobs_within_memory(4, 100, 1000) == 4);
   CHECK(jobs_within_memory(4, 100, 399) == 3);
