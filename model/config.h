@@ -109,6 +109,8 @@ struct ModelConfig {
 constexpr int kMinPreset = 1;
 constexpr int kMaxPreset = 9;
 constexpr int kDefaultPreset = 2;
+// Presets from here on are sized for a GPU (many streams, larger models).
+constexpr int kFirstGpuPreset = 6;
 
 struct Preset {
   ModelConfig model;

@@ -175,6 +175,23 @@ model::RuntimeOptions runtime_from(const Options& o) {
   return rt;
 }
 
+// Compressing with a GPU preset on the CPU: it runs, with the CPU's
+// archive, but tens to hundreds of times slower than the default (preset 6:
+// 2.2 KB/s against 47 on dickens, benchmarks/RESULTS.md). Says so once per
+// process, unless -q.
+void note_gpu_preset_on_cpu(const Options& o, const model::RuntimeOptions& rt) {
+  static bool said = false;
+  if (said || o.verbosity < 1 || o.level < model::kFirstGpuPreset || rt.device != model::DeviceKind::kCpu) return;
+  said = true;
+  const double times = model::preset(o.level).model.flops_per_byte().total() /
+                       model::preset(model::kDefaultPreset).model.flops_per_byte().total();
+  std::fprintf(stderr, "shazip: preset %d is sized for a GPU; on the CPU it does %.0fx the default preset's arithmetic "
+               "per byte and codes that much slower (%s)\n",
+               o.level, times,
+               model::backend_info().cuda_available ? "this machine has a GPU: --device cuda"
+                                                    : "presets 1-5 suit a CPU");
+}
+
 // Jobs to run at once: -j N, or with -j 0 one per two of the cores this
 // process may use (each job keeps a core busy coding and one training).
 int jobs_from(const Options& o) {
@@ -378,6 +395,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     CompressOptions co;
     co.preset = o.level;
     co.runtime = runtime_from(o);
+    note_gpu_preset_on_cpu(o, co.runtime);
     Progress progress(display_name(in), input.size(), show);
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
     CompressReport report;

@@ -320,6 +320,27 @@ TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   CHECK(listed.find("CPU capability") == std::string::npos);
 }
 
+TEST_CASE("a GPU preset on the CPU says it is slow: once per run and not with -q", "[cli]") {
+  TempDir dir;
+  spit(dir / "t", english(300, 5));
+  spit(dir / "u", english(300, 6));
+  const std::string note = "is sized for a GPU";
+  const auto count = [&](const std::string& text) {
+    size_t n = 0;
+    for (size_t at = text.find(note); at != std::string::npos; at = text.find(note, at + 1)) ++n;
+    return n;
+  };
+  const std::string t = q(dir / "t"), u = q(dir / "u");
+  const std::string two = capture(kBin + " --device cpu -6 -f " + t + " " + u + " 2>&1");
+  CHECK(count(two) == 1);
+  CHECK(two.find("preset 6") != std::string::npos);
+  CHECK(count(capture(kBin + " --device cpu -6 -q -c " + t + " 2>&1 >/dev/null")) == 0);
+  CHECK(count(capture(kBin + " --device cpu -5 -c " + t + " 2>&1 >/dev/null")) == 0);
+  // It is a note: the archives are made and decode.
+  REQUIRE(run(kBin + " -q -d -c " + q(dir / "u.shz") + " > " + q(dir / "back")) == 0);
+  CHECK(slurp(dir / "back") == english(300, 6));
+}
+
 TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses", "[cli]") {
   TempDir dir;
   const auto text = english(5000, 4);
