@@ -10,9 +10,11 @@
 // Usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [--lr N] [--lr-min N]
 //                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
-//                  [--portable] FILE
+//                  [--stream-contexts 0|1] [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
-// into K contiguous runs, each mixed apart, to price that design; --portable:
+// into K contiguous runs, each mixed apart, to price that design;
+// --stream-contexts: without (0) or with (1, as format 12 writes) the contexts
+// keyed by the stream; --portable:
 // the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   model::MixTuning t = model::MixTuning::for_level(level);
+  t.stream_contexts = true;
   std::string file, dump;
   int streams = 0, shards = 1;
   for (int i = 1; i < argc; ++i) {
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
     else if (a == "--apm-rate") t.apm_rate = num();
     else if (a == "--nn-weight") t.nn_weight = num();
     else if (a == "--cm-weight") t.cm_weight = num();
+    else if (a == "--stream-contexts") t.stream_contexts = num() != 0;
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
@@ -146,7 +150,8 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d streams=%d shards=%d mixed %.4f bpc", file.c_str(), level, streams, shards, bits / n);
+  std::printf("%s level=%d%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+              t.stream_contexts ? "" : " stream-contexts=0", streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

@@ -55,6 +55,7 @@ std::string ModelConfig::describe() const {
   if (!step_kernels) s << " kernels=0";
   if (!train_kernels) s << " train-kernels=0";
   if (train_groups != 1) s << " G=" << train_groups;
+  if (mix >= 2 && !stream_contexts) s << " stream-contexts=0";
   return s.str();
 }
 
@@ -78,6 +79,7 @@ std::string ModelConfig::validate() const {
   if (cuda_step_kernels < 0 || cuda_step_kernels > 1) return "CUDA step kernels must be 0 or 1";
   if (cuda_train_kernels < 0 || cuda_train_kernels > 1) return "CUDA training kernels must be 0 or 1";
   if (block_norm < 0 || block_norm > 1) return "block norm must be 0 or 1";
+  if (stream_contexts < 0 || stream_contexts > 1) return "stream contexts must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -103,7 +105,11 @@ Preset preset(int level) {
   // 0.1-0.8% on most of them (benchmarks/RESULTS.md, "Mix level 3" and "Mix
   // level by input size").
   // Presets 1 and 2 keep level 2 and its 0.6 GB whatever the input.
-  // The context models run on the host, one core, at about 140 KB/s on the
+  // Every preset has the stream contexts (ModelConfig::stream_contexts, format
+  // 12): 1-3% smaller archives of inputs with two streams or more, for four
+  // more tables (level 2 0.66 GB, level 3 2.2 GB; RESULTS.md, "Stream
+  // contexts").
+  // The context models run on the host, one core, at about 120 KB/s on the
   // 2-core VM (huge pages pay for the larger tables): the encoder overlaps
   // them with the model, the decoder cannot, so they cap a GPU's compression
   // near that speed and add to its decompression time.
@@ -142,5 +148,11 @@ Preset preset(int level) {
 }
 
 int mix_for_input(int mix, uint64_t n) { return mix == 3 && n <= kMixLevel3MinBytes ? 2 : mix; }
+
+MixTuning mix_tuning(const ModelConfig& m) {
+  MixTuning t = MixTuning::for_level(m.mix);
+  t.stream_contexts = m.stream_contexts != 0;
+  return t;
+}
 
 }  // namespace shazip::model

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "model/context_mix.h"
+
 namespace shazip::model {
 
 struct ModelConfig {
@@ -80,6 +82,10 @@ struct ModelConfig {
                             // 1-3: bytes are coded bit by bit, the SHA-RNN mixed with
                             //    context models (model/context_mix.h; mix level 1 since
                             //    format v2, level 2 since v3, level 3 since v11)
+  int stream_contexts = 1;  // mix levels 2 and 3 with more than one stream: 0, every
+                            //    context model shared by all streams (formats up to 11);
+                            //    1, four more of them keyed by the stream as well
+                            //    (format v12; MixTuning::stream_contexts)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }
@@ -126,5 +132,9 @@ Preset preset(int level);
 constexpr uint64_t kMixLevel3MinBytes = uint64_t{1} << 20;
 // The mix level a row's `mix` codes an input (or -j block) of n bytes with.
 int mix_for_input(int mix, uint64_t n);
+
+// The mixing stage's settings for a model's archive: its mix level's, and the
+// stream contexts when the model has them.
+MixTuning mix_tuning(const ModelConfig& m);
 
 }  // namespace shazip::model

@@ -395,10 +395,29 @@ class Mixer {
 
 // Contexts. Level 1: orders 2, 3, 4, 6, word + previous byte, word +
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
-// and 1 in direct tables. Level 2 adds 15 hashed contexts (compute_contexts).
+// and 1 in direct tables. Level 2 adds 15 hashed contexts, and the stream
+// contexts 4 more (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
-constexpr int kMaxHashed = kLevel2Hashed;
+constexpr int kStreamHashed = 4;
+constexpr int kMaxHashed = kLevel2Hashed + kStreamHashed;
+
+// Whether a mixing stage has the stream contexts.
+bool has_stream_contexts(int streams, const MixTuning& t) {
+  return t.stream_contexts && t.level >= 2 && streams > 1;
+}
+
+// Level 2's indirect contexts remember the two bytes that followed each c2c1
+// and each c1: in direct tables shared by the streams, or with the stream
+// contexts one history per stream, in hashed tables of 2^bits (c2c1; the
+// hashed contexts' size) and 2^kStreamIndirect1Bits (c1) entries.
+constexpr int kStreamIndirect1Bits = 18;
+
+// Hashed contexts of a mixing stage.
+int hashed_contexts(int streams, const MixTuning& t) {
+  if (t.level < 2) return kLevel1Hashed;
+  return kLevel2Hashed + (has_stream_contexts(streams, t) ? kStreamHashed : 0);
+}
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
 // previous byte (indices into the hashed contexts).
 constexpr int kRuns = 3;
@@ -544,7 +563,8 @@ struct ContextMixer::Impl {
       : tuning(t),
         level2(t.level >= 2),
         level3(t.level >= 3),
-        n_hashed(level2 ? kLevel2Hashed : kLevel1Hashed),
+        stream_local(has_stream_contexts(streams, t)),
+        n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : 256, t.apm_rate),
@@ -562,8 +582,10 @@ struct ContextMixer::Impl {
       for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits.hashed);
       shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
       match_mask = (uint32_t{1} << bits.shared) - 1;
-      indirect2 = ZeroArray<uint16_t>(65536);
-      indirect1 = ZeroArray<uint16_t>(256);
+      indirect2_bits = stream_local ? bits.hashed : 16;
+      indirect1_bits = stream_local ? kStreamIndirect1Bits : 8;
+      indirect2 = ZeroArray<uint16_t>(size_t{1} << indirect2_bits);
+      indirect1 = ZeroArray<uint16_t>(size_t{1} << indirect1_bits);
     } else {
       for (StreamState& s : state) s.match_table = ZeroArray<uint32_t>(size_t{1} << bits.match);
       match_mask = (uint32_t{1} << bits.match) - 1;
@@ -584,6 +606,20 @@ struct ContextMixer::Impl {
     SHAZIP_ASSERT(mixers <= kMaxMixers);
     layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (levels 2, 3) or the bit position
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
+  }
+
+  // 1 + the stream's index (0 without the stream contexts: shared statistics).
+  uint64_t stream_key(const StreamState& s) const {
+    return stream_local ? static_cast<uint64_t>(&s - state.data()) + 1 : 0;
+  }
+  // Where the indirect contexts' histories of c2c1 and c1 are.
+  uint32_t indirect2_at(const StreamState& s, uint32_t c2c1) const {
+    if (!stream_local) return c2c1;
+    return hash32(uint64_t{c2c1} | stream_key(s) << 32) >> (32 - indirect2_bits);
+  }
+  uint32_t indirect1_at(const StreamState& s, uint32_t c1) const {
+    if (!stream_local) return c1;
+    return hash32(uint64_t{c1} | stream_key(s) << 32 | uint64_t{1} << 60) >> (32 - indirect1_bits);
   }
 
   void compute_contexts(StreamState& s) {
@@ -615,13 +651,26 @@ struct ContextMixer::Impl {
     s.base[13] = hash32((uint64_t{s.word} << 16 | c2c1) ^ uint64_t{15} << 56);        // word + 2 bytes
     s.base[14] = hash32((h & 0xFFFFFFFFFFFFFF) | uint64_t{16} << 56);                  // order 7
     s.base[15] = hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);    // above + byte 1
-    s.base[16] = hash32((uint64_t{indirect2[c2c1]} << 16 | c2c1) | uint64_t{18} << 56);
-    s.base[17] = hash32((uint64_t{indirect1[h & 0xFF]} << 16 | (h & 0xFF)) | uint64_t{19} << 56);
+    s.base[16] = hash32((uint64_t{indirect2[indirect2_at(s, c2c1)]} << 16 | c2c1) | uint64_t{18} << 56);
+    s.base[17] = hash32((uint64_t{indirect1[indirect1_at(s, h & 0xFF)]} << 16 | (h & 0xFF)) | uint64_t{19} << 56);
     s.base[18] = hash32((uint64_t{s.markup} << 16 | c2c1) | uint64_t{20} << 56);      // markup + 2 bytes
     s.base[19] = hash32((uint64_t{s.prev_word} << 16 | c2c1) ^ uint64_t{21} << 56);   // previous word + 2 bytes
     s.base[20] = hash32(expected | uint64_t{22} << 56);                                // match prediction
     s.base[21] = hash32((uint64_t{s.markup} << 32 | s.word) ^ uint64_t{23} << 56);    // markup + word
     s.base[22] = hash32((uint64_t{s.prev_word2} << 32 | s.word) ^ uint64_t{24} << 56);  // word + word 2 back
+    if (n_hashed == kLevel2Hashed) return;
+    // The stream contexts: a context's hash hashed again with the stream.
+    const uint64_t stream = stream_key(s);
+    const uint64_t local[kStreamHashed] = {
+        uint64_t{s.word} << 8 | (h & 0xFF),  // word + previous byte
+        c2c1,                                // order 2
+        h & 0xFFFFFF,                        // order 3
+        s.word,                              // word
+    };
+    for (int k = 0; k < kStreamHashed; ++k) {
+      const uint32_t inner = hash32(local[k] ^ static_cast<uint64_t>(25 + k) << 56);
+      s.base[kLevel2Hashed + k] = hash32(uint64_t{inner} | stream << 32);
+    }
   }
 
   // Level 1: each stream finds matches in its own history.
@@ -699,8 +748,10 @@ struct ContextMixer::Impl {
         }
       }
       const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
-      indirect2[c2c1] = static_cast<uint16_t>(indirect2[c2c1] << 8 | byte);
-      indirect1[c2c1 & 0xFF] = static_cast<uint16_t>(indirect1[c2c1 & 0xFF] << 8 | byte);
+      uint16_t& i2 = indirect2[indirect2_at(s, c2c1)];
+      uint16_t& i1 = indirect1[indirect1_at(s, c2c1 & 0xFF)];
+      i2 = static_cast<uint16_t>(i2 << 8 | byte);
+      i1 = static_cast<uint16_t>(i1 << 8 | byte);
       if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
     }
     s.hist.push_back(static_cast<uint8_t>(byte));
@@ -745,6 +796,7 @@ struct ContextMixer::Impl {
 
   const MixTuning tuning;
   const bool level2, level3;
+  const bool stream_local;  // the stream contexts (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -760,6 +812,7 @@ struct ContextMixer::Impl {
   uint32_t run_counters[kRuns * 16 * 2] = {};
   // Level 2: the two bytes that followed the last occurrence of each c2c1 and c1.
   ZeroArray<uint16_t> indirect2{0}, indirect1{0};
+  int indirect2_bits = 0, indirect1_bits = 0;
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1};
   int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
@@ -786,12 +839,15 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const bool level2 = tuning.level >= 2;
   const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
-  const uint64_t hashed = level2 ? kLevel2Hashed + kRuns : kLevel1Hashed;
-  uint64_t bytes = hashed * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
-  bytes += level2 ? (uint64_t{8} << bits.shared) + 2 * 65536 : b * (uint64_t{4} << bits.match);
+  const int n_hashed = hashed_contexts(streams, tuning);
+  const uint64_t tables = static_cast<uint64_t>(n_hashed) + (level2 ? kRuns : 0);  // hashed tables, run maps
+  uint64_t bytes = tables * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
+  const bool local = has_stream_contexts(streams, tuning);
+  const uint64_t indirect = (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
+  bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
   bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
-  const uint64_t inputs = padded(kFirstCounter + 2 + static_cast<int>(hashed) + (level2 ? kLevel2Hashed : 0));
+  const uint64_t inputs = padded(kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0));
   uint64_t contexts = 0;
   for (int c : layer1_contexts(tuning.level)) contexts += static_cast<uint64_t>(c);
   return bytes + inputs * contexts * 4 + b * sizeof(StreamState);  // mixers, stream states
@@ -812,7 +868,8 @@ void ContextMixer::begin(int stream) {
   if (m.level2) {
     // Run maps: find (or take over) this byte's entries.
     for (int k = 0; k < kRuns; ++k) {
-      const uint32_t h = hash32(uint64_t{m.cur->base[kRunContext[k]]} | uint64_t{0x77} << 40);
+      uint32_t h = hash32(uint64_t{m.cur->base[kRunContext[k]]} | uint64_t{0x77} << 40);
+      if (m.stream_local) h = hash32(uint64_t{h} | m.stream_key(*m.cur) << 32);  // the stream's own runs
       uint32_t& e = m.run_tables[static_cast<size_t>(k)].at(h);
       const uint32_t check = h >> 16;
       if ((e >> 16) != check) e = check << 16;

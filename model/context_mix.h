@@ -19,7 +19,8 @@
 // order). Each stream has its own history (context hashes; at level 1 also its
 // match model); the statistics tables and the mixers are shared, so what one
 // stream learns helps all, and from level 2 on the match model finds text in every
-// stream's history. The order of calls is therefore part of the format.
+// stream's history. The stream contexts (below) add statistics of each stream's
+// own. The order of calls is therefore part of the format.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +48,13 @@ constexpr int kMaxMixLevel = 3;
 // (2^24 slots), the mixers' rate in half units (falling from level 2's start
 // to half its floor), an eighth mixer picked by the SHA-RNN's confidence and the
 // partial byte, and a third final APM by the SHA-RNN's confidence.
+// Stream contexts (format version 12, levels 2 and 3, more than one stream):
+// four more hashed contexts (orders 2 and 3, the word, the word and the
+// previous byte), each keyed by the stream as well, and the run maps and the
+// indirect contexts' byte histories kept per stream instead of shared. The
+// shared tables mix every stream's text, which coding in order does not:
+// these keep what is local to a stream's part of the input (names, recent
+// words, runs).
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -64,6 +72,9 @@ struct MixTuning {
   int nn_weight = 40000;     // initial weight of the SHA-RNN input (65536 = 1)
   int cm_weight = 12000;     // initial weight of every other input
   bool use_nn = true;        // false: the context models alone (benchmarks only)
+  bool stream_contexts = false;  // levels 2 and 3: the stream contexts (above), where
+                                 // there are two streams or more; not part of the level
+                                 // (a header flag; model::mix_tuning sets it)
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);

@@ -116,7 +116,7 @@ uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n)
   uint64_t bytes = static_cast<uint64_t>(model.param_count()) * 8 * sizeof(float) + (uint64_t{16} << 20);
   if (model.mix) {
     bytes += model::ContextMixer::memory_bytes(streams, stream_length(n, streams),
-                                               model::MixTuning::for_level(model.mix));
+                                               model::mix_tuning(model));
   }
   return bytes;
 }

@@ -80,6 +80,7 @@ constexpr FlagBit kFlagBits[] = {
     {16, 9, &model::ModelConfig::cuda_step_kernels},  // before: a CUDA step path on LibTorch's operators
     {32, 10, &model::ModelConfig::cuda_train_kernels},  // before: CUDA training on LibTorch's autograd
     {64, 10, &model::ModelConfig::block_norm},          // before: the clip's norm as one dot8
+    {128, 12, &model::ModelConfig::stream_contexts},    // before: no context model keyed by the stream
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

@@ -185,7 +185,7 @@ CodingStats walk(uint64_t n, uint64_t len, const CodingParams& params, Model& mo
   const int streams = params.streams;
   std::unique_ptr<model::ContextMixer> mixer;
   if (params.model.mix) {
-    mixer = std::make_unique<model::ContextMixer>(streams, len, model::MixTuning::for_level(params.model.mix));
+    mixer = std::make_unique<model::ContextMixer>(streams, len, model::mix_tuning(params.model));
   }
   std::vector<uint8_t> bytes(streams, 0);
   uint64_t done = 0, next_report = progress_every;

@@ -296,7 +296,10 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len, used);
     }
     if (h.model.mix) {
-      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d)\n", h.model.mix);
+      // The stream contexts (format 12) are in use from two streams on.
+      const bool stream_contexts = h.model.mix >= 2 && h.model.stream_contexts && h.streams > 1;
+      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
+                  stream_contexts ? ", with stream contexts" : "");
     } else {
       std::printf("  coding           whole bytes, SHA-RNN alone\n");
     }

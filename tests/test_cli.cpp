@@ -638,7 +638,8 @@ TEST_CASE("compressed data is never read from a terminal", "[cli]") {
 TEST_CASE("golden archives of every supported version decode byte-exactly", "[cli][golden]") {
   // tests/golden/vN/NAME.shz: made by the shazip of format version N from
   // tests/golden/NAME (tools/make_golden.sh); from version 11 on also a
-  // preset-6 archive, the GPU presets' mix level 3.
+  // preset-6 archive, the GPU presets' mix level 3; from version 12 on a
+  // two-stream archive, the first with the stream contexts.
   const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden";
   TempDir dir;
   int checked = 0, expected = 0;
@@ -646,6 +647,7 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
     const std::string vdir = golden + "/v" + std::to_string(version);
     std::vector<std::string> names = {"design.txt", "design-p2.txt", "one-byte.txt", "empty.txt", "noise.bin"};
     if (version >= 11) names.push_back("design-p6.txt");
+    if (version >= 12) names.push_back("streams-2.txt");
     expected += static_cast<int>(names.size());
     for (const std::string& name : names) {
       INFO("version " << version << ": " << name);
@@ -665,6 +667,12 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   const shazip::Header h = shazip::parse_header(p6.data(), p6.size(), &header_size);
   CHECK(h.preset == 6);
   CHECK(h.model.mix == 3);
+  // The two-stream archive is what it says: the stream contexts in use.
+  const std::vector<uint8_t> s2 = slurp(golden + "/v12/streams-2.txt.shz");
+  const shazip::Header h2 = shazip::parse_header(s2.data(), s2.size(), &header_size);
+  CHECK(h2.streams == 2);
+  CHECK(h2.model.mix == 2);
+  CHECK(h2.model.stream_contexts == 1);
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {

@@ -267,42 +267,35 @@ TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-b
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("the training lag, flat training, the kernels and the block norm: flags from versions 4 to 10",
+TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserved before its version",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  for (int lag : {0, 1}) {
-    for (int flat : {0, 1}) {
-      for (int kernels : {0, 1}) {
-        for (int train : {0, 1}) {
-          for (int cuda : {0, 1}) {
-            for (int cuda_train : {0, 1}) {
-              for (int norm : {0, 1}) {
-                if (train && !(flat && kernels)) continue;  // the training kernels need both
-                h.model.train_lag = lag;
-                h.model.flat_train = flat;
-                h.model.step_kernels = kernels;
-                h.model.train_kernels = train;
-                h.model.cuda_step_kernels = cuda;
-                h.model.cuda_train_kernels = cuda_train;
-                h.model.block_norm = norm;
-                const auto a = with_body(h, h.payload_size);
-                // flags, bits 0 to 6
-                CHECK(a[6] == (lag | flat << 1 | kernels << 2 | train << 3 | cuda << 4 | cuda_train << 5 | norm << 6));
-                const Header p = parse_header(a.data(), a.size(), &header_size);
-                CHECK(p.model.train_lag == lag);
-                CHECK(p.model.flat_train == flat);
-                CHECK(p.model.step_kernels == kernels);
-                CHECK(p.model.train_kernels == train);
-                CHECK(p.model.cuda_step_kernels == cuda);
-                CHECK(p.model.cuda_train_kernels == cuda_train);
-                CHECK(p.model.block_norm == norm);
-              }
-            }
-          }
-        }
-      }
-    }
+  // Every combination of the eight switches, bit k of `flags` the k-th.
+  for (int flags = 0; flags < 256; ++flags) {
+    const int lag = flags & 1, flat = flags >> 1 & 1, kernels = flags >> 2 & 1, train = flags >> 3 & 1;
+    const int cuda = flags >> 4 & 1, cuda_train = flags >> 5 & 1, norm = flags >> 6 & 1, streams = flags >> 7 & 1;
+    if (train && !(flat && kernels)) continue;  // the training kernels need both
+    h.model.train_lag = lag;
+    h.model.flat_train = flat;
+    h.model.step_kernels = kernels;
+    h.model.train_kernels = train;
+    h.model.cuda_step_kernels = cuda;
+    h.model.cuda_train_kernels = cuda_train;
+    h.model.block_norm = norm;
+    h.model.stream_contexts = streams;
+    const auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == flags);  // the flags' low byte, bits 0 to 7
+    CHECK(a[7] == 0);
+    const Header p = parse_header(a.data(), a.size(), &header_size);
+    CHECK(p.model.train_lag == lag);
+    CHECK(p.model.flat_train == flat);
+    CHECK(p.model.step_kernels == kernels);
+    CHECK(p.model.train_kernels == train);
+    CHECK(p.model.cuda_step_kernels == cuda);
+    CHECK(p.model.cuda_train_kernels == cuda_train);
+    CHECK(p.model.block_norm == norm);
+    CHECK(p.model.stream_contexts == streams);
   }
   h.model.cuda_step_kernels = 0;
   h.model.cuda_train_kernels = 0;
@@ -315,8 +308,9 @@ TEST_CASE("the training lag, flat training, the kernels and the block norm: flag
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 10 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 9 has the CUDA step
+  // Each version before 12 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 11 (and 10) has all
+  // but the stream contexts, version 9 has the CUDA step
   // kernels but neither the CUDA training kernels nor the block norm (both
   // version 10's), version 8 (and 7) has the
   // training kernels but not the CUDA step kernels, 6 the step kernels but
@@ -329,13 +323,16 @@ TEST_CASE("the training lag, flat training, the kernels and the block norm: flag
   h.model.cuda_step_kernels = 1;
   h.model.cuda_train_kernels = 1;
   h.model.block_norm = 1;
+  h.model.stream_contexts = 1;
   struct Older {
     uint8_t version;
     uint8_t written;                 // the flags byte it writes
     uint8_t with_next;               // the same with the next switch's bit
     int model::ModelConfig::*next;   // the switch it does not know
   };
-  for (const Older& o : {Older{9, 31, 63, &model::ModelConfig::cuda_train_kernels},
+  for (const Older& o : {Older{11, 127, 255, &model::ModelConfig::stream_contexts},
+                         Older{10, 127, 255, &model::ModelConfig::stream_contexts},
+                         Older{9, 31, 63, &model::ModelConfig::cuda_train_kernels},
                          Older{9, 31, 95, &model::ModelConfig::block_norm},
                          Older{8, 15, 31, &model::ModelConfig::cuda_step_kernels},
                          Older{6, 7, 15, &model::ModelConfig::train_kernels},
@@ -363,7 +360,7 @@ TEST_CASE("the training lag, flat training, the kernels and the block norm: flag
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[6] |= 128;
+  a[7] |= 1;  // bit 8
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

@@ -23,6 +23,10 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # level 3 (test_cli checks it); since 0.14 level 3 codes only inputs above
 # 1 MiB, so this small input now gives level 2.
 "$bin" -q -6 -T 1 -c design-p6.txt > "v$version/design-p6.txt.shz"
+# Two streams (inputs of 64 KiB and more have them), so that the stream
+# contexts of format 12 are in use: a frozen copy of docs/DESIGN.md and
+# docs/FORMAT.md as they were then.
+"$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
 python3 -c "import sys; sys.stdout.write(('The model learns while it codes. ' * 16)[:500])" |
@@ -62,7 +66,7 @@ out = {
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
     # bits 0-6: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm
-    'reserved-flags.5.shz': flip(6, 0x80, True),
+    'reserved-flags.5.shz': flip(7, 0x01, True),  # bit 8 (bit 7 is format 12's)
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

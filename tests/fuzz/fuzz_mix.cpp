@@ -4,7 +4,8 @@
 //         decoded again; the round trip must be exact;
 //   odd:  the rest is a *payload*, decoded as up to 512 bytes of output; any input
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
-// Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3).
+// Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3)
+// and whether the stream contexts (format 12) are on.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -32,9 +33,9 @@ const std::array<uint32_t, shazip::coder::kCdfSize>& nn_table() {
 
 // Codes (or decodes) n bytes in `streams` interleaved streams, position-major.
 template <class BitFn>
-std::vector<uint8_t> walk(size_t n, int streams, int level, BitFn bit_fn) {
+std::vector<uint8_t> walk(size_t n, int streams, const shazip::model::MixTuning& tuning, BitFn bit_fn) {
   const size_t len = shazip::stream_length(n, streams);
-  shazip::model::ContextMixer mixer(streams, len, shazip::model::MixTuning::for_level(level));
+  shazip::model::ContextMixer mixer(streams, len, tuning);
   std::vector<uint8_t> out(n);
   for (size_t i = 0; i < len; ++i) {
     for (int s = 0; s < streams; ++s) {
@@ -59,13 +60,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t* rest = data + 1;
   const size_t n = size - 1;
   const int streams = 1 + (mode >> 1) % 4;
-  const int level = 1 + (mode >> 3) % 3;  // mix levels 1 to 3
+  const int pick = (mode >> 3) % 6;
+  shazip::model::MixTuning tuning = shazip::model::MixTuning::for_level(1 + pick % 3);  // mix levels 1 to 3
+  tuning.stream_contexts = pick >= 3;
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
     {
       shazip::coder::Encoder enc(sink);
-      walk(n, streams, level, [&](size_t at, int k, uint32_t p) {
+      walk(n, streams, tuning, [&](size_t at, int k, uint32_t p) {
         const int b = (rest[at] >> (7 - k)) & 1;
         enc.encode_bit(b, p);
         return b;
@@ -74,11 +77,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     shazip::coder::Decoder dec(coded.data(), coded.size());
     const std::vector<uint8_t> back =
-        walk(n, streams, level, [&](size_t, int, uint32_t p) { return dec.decode_bit(p); });
+        walk(n, streams, tuning, [&](size_t, int, uint32_t p) { return dec.decode_bit(p); });
     if (!std::equal(back.begin(), back.end(), rest) || dec.corrupt() || dec.overran()) std::abort();
   } else {
     shazip::coder::Decoder dec(rest, n);
-    walk(std::min<size_t>(512, n * 8 + 16), streams, level,
+    walk(std::min<size_t>(512, n * 8 + 16), streams, tuning,
          [&](size_t, int, uint32_t p) { return dec.decode_bit(p); });
   }
   return 0;
