@@ -405,11 +405,13 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   CHECK(report.header.model.mix == 2);
   CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
   // Above 1 MiB the memory plan holds level 3's tables, as compress_buffer()
-  // builds them (64 streams at preset 6 for 4 MiB, 16 at presets 2 and 3);
-  // the default keeps level 2's, a third of that.
+  // builds them (64 streams at preset 6 for 4 MiB, 16 at presets 2 and 3,
+  // with the stream contexts); the default keeps level 2's, a third of that.
   const uint64_t n = uint64_t{4} << 20;
   const auto level3 = [&](int streams) {
-    return model::ContextMixer::memory_bytes(streams, stream_length(n, streams), model::MixTuning::for_level(3));
+    model::MixTuning t = model::MixTuning::for_level(3);
+    t.stream_contexts = true;
+    return model::ContextMixer::memory_bytes(streams, stream_length(n, streams), t);
   };
   CHECK(compress_memory(6, n) > level3(64));
   CHECK(compress_memory(3, n) > level3(16));
@@ -431,7 +433,7 @@ TEST_CASE("parallel blocks: jobs are planned within the memory available", "[dri
   // compress_memory sizes them as compress_buffer() does (16 streams here).
   const model::Preset p = model::preset(2);
   const uint64_t mb = compress_memory(2, 1000000);
-  CHECK(mb > model::ContextMixer::memory_bytes(16, stream_length(1000000, 16), model::MixTuning::for_level(p.model.mix)));
+  CHECK(mb > model::ContextMixer::memory_bytes(16, stream_length(1000000, 16), model::mix_tuning(p.model)));
   // 4 MB: the context tables stay at their cap; the match model's table and
   // the histories grow.
   CHECK(compress_memory(2, 4000000) < mb + mb / 5);
