@@ -13,8 +13,8 @@
 //                  [--stream-contexts 0|1] [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
-// --stream-contexts: without (0) or with (1, as format 12 writes) the contexts
-// keyed by the stream; --portable:
+// --stream-contexts: without (0) or with (1, the default, as format 12
+// writes) the stream contexts of model/context_mix.h; --portable:
 // the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>

@@ -106,8 +106,9 @@ Preset preset(int level) {
   // level by input size").
   // Presets 1 and 2 keep level 2 and its 0.6 GB whatever the input.
   // Every preset has the stream contexts (ModelConfig::stream_contexts, format
-  // 12): 1-3% smaller archives of inputs with two streams or more, for four
-  // more tables (level 2 0.66 GB, level 3 2.2 GB; RESULTS.md, "Stream
+  // 12): 0.2-4.5% smaller archives of inputs with two streams or more, for
+  // four more tables and larger indirect ones (the stage at 10 MB: level 2
+  // 0.67 GB, level 3 2.2 GB) and 8% of its speed (RESULTS.md, "Stream
   // contexts").
   // The context models run on the host, one core, at about 120 KB/s on the
   // 2-core VM (huge pages pay for the larger tables): the encoder overlaps

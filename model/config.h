@@ -84,8 +84,9 @@ struct ModelConfig {
                             //    format v2, level 2 since v3, level 3 since v11)
   int stream_contexts = 1;  // mix levels 2 and 3 with more than one stream: 0, every
                             //    context model shared by all streams (formats up to 11);
-                            //    1, four more of them keyed by the stream as well
-                            //    (format v12; MixTuning::stream_contexts)
+                            //    1, four more keyed by the stream as well, and the run
+                            //    maps and indirect contexts per stream (format v12;
+                            //    MixTuning::stream_contexts)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -651,8 +651,10 @@ struct ContextMixer::Impl {
     s.base[13] = hash32((uint64_t{s.word} << 16 | c2c1) ^ uint64_t{15} << 56);        // word + 2 bytes
     s.base[14] = hash32((h & 0xFFFFFFFFFFFFFF) | uint64_t{16} << 56);                  // order 7
     s.base[15] = hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);    // above + byte 1
-    s.base[16] = hash32((uint64_t{indirect2[indirect2_at(s, c2c1)]} << 16 | c2c1) | uint64_t{18} << 56);
-    s.base[17] = hash32((uint64_t{indirect1[indirect1_at(s, h & 0xFF)]} << 16 | (h & 0xFF)) | uint64_t{19} << 56);
+    const uint16_t followed2 = indirect2[indirect2_at(s, static_cast<uint32_t>(c2c1))];
+    const uint16_t followed1 = indirect1[indirect1_at(s, static_cast<uint32_t>(h & 0xFF))];
+    s.base[16] = hash32((uint64_t{followed2} << 16 | c2c1) | uint64_t{18} << 56);
+    s.base[17] = hash32((uint64_t{followed1} << 16 | (h & 0xFF)) | uint64_t{19} << 56);
     s.base[18] = hash32((uint64_t{s.markup} << 16 | c2c1) | uint64_t{20} << 56);      // markup + 2 bytes
     s.base[19] = hash32((uint64_t{s.prev_word} << 16 | c2c1) ^ uint64_t{21} << 56);   // previous word + 2 bytes
     s.base[20] = hash32(expected | uint64_t{22} << 56);                                // match prediction
