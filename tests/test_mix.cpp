@@ -384,3 +384,34 @@ TEST_CASE("stream contexts: none with one stream or at level 1", "[mix]") {
     CHECK((ContextMixer::memory_bytes(2, data.size() / 2, t) == bytes2) == (level == 1));
   }
 }
+
+TEST_CASE("each mix level's probabilities are pinned with and without the stream contexts", "[mix][golden]") {
+  // The mixing stage is part of the format; the golden archives pin it only
+  // where they reach it (level 3 with the stream contexts takes inputs above
+  // 1 MiB, too large for tests/golden). So a digest of every probability over
+  // a fixed input, two streams and the changing SHA-RNN tables of
+  // all_probabilities(): integer arithmetic, the same on every machine.
+  // If a change moves one of these on purpose, it is a new format version.
+  std::string data = repetitive_text(9000);
+  std::mt19937 rng(11);
+  for (int i = 0; i < 3000; ++i) data += static_cast<char>(rng() % 256);
+  data += repetitive_text(6000);
+  struct Pin {
+    int level;
+    bool stream_contexts;
+    uint64_t digest;
+  };
+  for (const Pin& pin : {Pin{1, false, 0xfb3edbd601e5a535ull}, Pin{2, false, 0x1ed6857b4fe3389dull},
+                         Pin{2, true, 0x45184c41c0160643ull}, Pin{3, false, 0x7c061a1d1d818c5cull},
+                         Pin{3, true, 0xb41f02fc02164c0bull}}) {
+    MixTuning t = MixTuning::for_level(pin.level);
+    t.stream_contexts = pin.stream_contexts;
+    uint64_t digest = 0xcbf29ce484222325ull;  // FNV-1a over the probabilities' bytes
+    for (const uint32_t p : all_probabilities(t, data)) {
+      for (int k = 0; k < 4; ++k) digest = (digest ^ ((p >> (8 * k)) & 0xFF)) * 0x100000001b3ull;
+    }
+    INFO("mix level " << pin.level << ", stream contexts " << pin.stream_contexts << ": digest 0x" << std::hex
+                      << digest);
+    CHECK(digest == pin.digest);
+  }
+}
