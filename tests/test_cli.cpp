@@ -673,6 +673,10 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   CHECK(h2.streams == 2);
   CHECK(h2.model.mix == 2);
   CHECK(h2.model.stream_contexts == 1);
+  // ... and -l says so; a one-stream archive has none to name.
+  CHECK(capture(kBin + " -l " + q(golden + "/v12/streams-2.txt.shz")).find("(mix level 2, with stream contexts)") !=
+        std::string::npos);
+  CHECK(capture(kBin + " -l " + q(golden + "/v12/design-p2.txt.shz")).find("(mix level 2)") != std::string::npos);
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {
