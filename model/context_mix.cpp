@@ -845,7 +845,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const uint64_t tables = static_cast<uint64_t>(n_hashed) + (level2 ? kRuns : 0);  // hashed tables, run maps
   uint64_t bytes = tables * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
   const bool local = has_stream_contexts(streams, tuning);
-  const uint64_t indirect = (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
+  const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
+      (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
   bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
