@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
 #include "model/context_mix.h"
 #include "src/driver.h"
 #include "src/errors.h"
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   model::MixTuning t = model::MixTuning::for_level(level);
-  t.stream_contexts = true;
+  t.stream_contexts = model::ModelConfig{}.stream_contexts != 0;  // as shazip writes
   std::string file, dump;
   int streams = 0, shards = 1;
   for (int i = 1; i < argc; ++i) {

@@ -402,11 +402,6 @@ constexpr int kLevel2Hashed = 23;
 constexpr int kStreamHashed = 4;
 constexpr int kMaxHashed = kLevel2Hashed + kStreamHashed;
 
-// Whether a mixing stage has the stream contexts.
-bool has_stream_contexts(int streams, const MixTuning& t) {
-  return t.stream_contexts && t.level >= 2 && streams > 1;
-}
-
 // Level 2's indirect contexts remember the two bytes that followed each c2c1
 // and each c1: in direct tables shared by the streams, or with the stream
 // contexts one history per stream, in hashed tables of 2^bits (c2c1; the
@@ -416,7 +411,7 @@ constexpr int kStreamIndirect1Bits = 18;
 // Hashed contexts of a mixing stage.
 int hashed_contexts(int streams, const MixTuning& t) {
   if (t.level < 2) return kLevel1Hashed;
-  return kLevel2Hashed + (has_stream_contexts(streams, t) ? kStreamHashed : 0);
+  return kLevel2Hashed + (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
 }
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
 // previous byte (indices into the hashed contexts).
@@ -508,6 +503,10 @@ bool set_mixer_simd(bool on) {
 
 bool mixer_simd() { return g_simd.load(); }
 
+bool uses_stream_contexts(int streams, const MixTuning& t) {
+  return t.stream_contexts && t.level >= 2 && streams > 1;
+}
+
 uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
 
 int nn_bit_p12(const uint32_t* cdf, int c0) {
@@ -563,7 +562,7 @@ struct ContextMixer::Impl {
       : tuning(t),
         level2(t.level >= 2),
         level3(t.level >= 3),
-        stream_local(has_stream_contexts(streams, t)),
+        stream_local(uses_stream_contexts(streams, t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
@@ -608,18 +607,19 @@ struct ContextMixer::Impl {
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
   }
 
-  // 1 + the stream's index (0 without the stream contexts: shared statistics).
-  uint64_t stream_key(const StreamState& s) const {
-    return stream_local ? static_cast<uint64_t>(&s - state.data()) + 1 : 0;
+  // The stream contexts' keying: x (bits 32-56 clear) hashed with 1 + the
+  // index of stream s.
+  uint32_t stream_hash(uint64_t x, const StreamState& s) const {
+    return hash32(x | (static_cast<uint64_t>(&s - state.data()) + 1) << 32);
   }
   // Where the indirect contexts' histories of c2c1 and c1 are.
   uint32_t indirect2_at(const StreamState& s, uint32_t c2c1) const {
     if (!stream_local) return c2c1;
-    return hash32(uint64_t{c2c1} | stream_key(s) << 32) >> (32 - indirect2_bits);
+    return stream_hash(c2c1, s) >> (32 - indirect2_bits);
   }
   uint32_t indirect1_at(const StreamState& s, uint32_t c1) const {
     if (!stream_local) return c1;
-    return hash32(uint64_t{c1} | stream_key(s) << 32 | uint64_t{1} << 60) >> (32 - indirect1_bits);
+    return stream_hash(uint64_t{c1} | uint64_t{1} << 60, s) >> (32 - indirect1_bits);
   }
 
   void compute_contexts(StreamState& s) {
@@ -660,9 +660,8 @@ struct ContextMixer::Impl {
     s.base[20] = hash32(expected | uint64_t{22} << 56);                                // match prediction
     s.base[21] = hash32((uint64_t{s.markup} << 32 | s.word) ^ uint64_t{23} << 56);    // markup + word
     s.base[22] = hash32((uint64_t{s.prev_word2} << 32 | s.word) ^ uint64_t{24} << 56);  // word + word 2 back
-    if (n_hashed == kLevel2Hashed) return;
+    if (!stream_local) return;
     // The stream contexts: a context's hash hashed again with the stream.
-    const uint64_t stream = stream_key(s);
     const uint64_t local[kStreamHashed] = {
         uint64_t{s.word} << 8 | (h & 0xFF),  // word + previous byte
         c2c1,                                // order 2
@@ -671,7 +670,7 @@ struct ContextMixer::Impl {
     };
     for (int k = 0; k < kStreamHashed; ++k) {
       const uint32_t inner = hash32(local[k] ^ static_cast<uint64_t>(25 + k) << 56);
-      s.base[kLevel2Hashed + k] = hash32(uint64_t{inner} | stream << 32);
+      s.base[kLevel2Hashed + k] = stream_hash(inner, s);
     }
   }
 
@@ -844,7 +843,7 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const int n_hashed = hashed_contexts(streams, tuning);
   const uint64_t tables = static_cast<uint64_t>(n_hashed) + (level2 ? kRuns : 0);  // hashed tables, run maps
   uint64_t bytes = tables * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
-  const bool local = has_stream_contexts(streams, tuning);
+  const bool local = uses_stream_contexts(streams, tuning);
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
@@ -872,7 +871,7 @@ void ContextMixer::begin(int stream) {
     // Run maps: find (or take over) this byte's entries.
     for (int k = 0; k < kRuns; ++k) {
       uint32_t h = hash32(uint64_t{m.cur->base[kRunContext[k]]} | uint64_t{0x77} << 40);
-      if (m.stream_local) h = hash32(uint64_t{h} | m.stream_key(*m.cur) << 32);  // the stream's own runs
+      if (m.stream_local) h = m.stream_hash(h, *m.cur);  // the stream's own runs
       uint32_t& e = m.run_tables[static_cast<size_t>(k)].at(h);
       const uint32_t check = h >> 16;
       if ((e >> 16) != check) e = check << 16;

@@ -80,6 +80,10 @@ struct MixTuning {
   static MixTuning for_level(int level);
 };
 
+// Whether a mixing stage of this many streams has the stream contexts: the
+// tuning asks for them, the level is 2 or 3, and there are two streams or more.
+bool uses_stream_contexts(int streams, const MixTuning& t);
+
 // The bounds of MixTuning's mixer_shift and table_bits (benchmarks/bench_mix
 // holds its knobs to them; the mixing stage asserts them).
 constexpr int kMaxMixerShift = 16;

@@ -296,8 +296,7 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len, used);
     }
     if (h.model.mix) {
-      // The stream contexts (format 12) are in use from two streams on.
-      const bool stream_contexts = h.model.mix >= 2 && h.model.stream_contexts && h.streams > 1;
+      const bool stream_contexts = model::uses_stream_contexts(h.streams, model::mix_tuning(h.model));
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   stream_contexts ? ", with stream contexts" : "");
     } else {
