@@ -334,6 +334,8 @@ TEST_CASE("a GPU preset on the CPU says it is slow: once per run and not with -q
   const std::string two = capture(kBin + " --device cpu -6 -f " + t + " " + u + " 2>&1");
   CHECK(count(two) == 1);
   CHECK(two.find("preset 6") != std::string::npos);
+  // With the advice that fits the machine (the CPU presets end at 5).
+  CHECK((two.find("presets 1-5 suit a CPU") != std::string::npos || two.find("--device cuda") != std::string::npos));
   CHECK(count(capture(kBin + " --device cpu -6 -q -c " + t + " 2>&1 >/dev/null")) == 0);
   CHECK(count(capture(kBin + " --device cpu -5 -c " + t + " 2>&1 >/dev/null")) == 0);
   // It is a note: the archives are made and decode.
@@ -689,6 +691,23 @@ TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][g
   CHECK(doc.find("decodes versions " + older + " ") != std::string::npos);
   CHECK(doc.find("| format version | " + v + " (" + older + " are still decoded)") != std::string::npos);
   CHECK(doc.find("\n| " + v + " | ") != std::string::npos);  // its row in the version history
+}
+
+TEST_CASE("docs/RELEASES.md has an entry for this build's release", "[cli]") {
+  // `shazip -V` starts "shazip MAJOR.MINOR.PATCH (archive format N)"; the
+  // release notes have one entry per MAJOR.MINOR, "- **0.15** (format 12)."
+  // for one that brought a format, and so name the release that brought the
+  // format this build writes.
+  const std::string version = capture(kBin + " -V");
+  const size_t start = version.find(' ') + 1;
+  const size_t minor_end = version.find('.', version.find('.', start) + 1);
+  REQUIRE(start > 0);
+  REQUIRE(minor_end != std::string::npos);
+  const std::string release = version.substr(start, minor_end - start);
+  const std::string doc = capture("cat " + q(std::string(SHAZIP_SOURCE_DIR) + "/docs/RELEASES.md"));
+  INFO(release);
+  CHECK(doc.find("\n- **" + release + "**") != std::string::npos);
+  CHECK(doc.find("** (format " + std::to_string(shazip::kFormatVersion) + ").") != std::string::npos);
 }
 
 TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
