@@ -185,11 +185,15 @@ void note_gpu_preset_on_cpu(const Options& o, const model::RuntimeOptions& rt) {
   said = true;
   const double times = model::preset(o.level).model.flops_per_byte().total() /
                        model::preset(model::kDefaultPreset).model.flops_per_byte().total();
+  char advice[64];
+  if (model::backend_info().cuda_available) {
+    std::snprintf(advice, sizeof advice, "this machine has a GPU: --device cuda");
+  } else {
+    std::snprintf(advice, sizeof advice, "presets 1-%d suit a CPU", model::kFirstGpuPreset - 1);
+  }
   std::fprintf(stderr, "shazip: preset %d is sized for a GPU; on the CPU it does %.0fx the default preset's arithmetic "
                "per byte and codes that much slower (%s)\n",
-               o.level, times,
-               model::backend_info().cuda_available ? "this machine has a GPU: --device cuda"
-                                                    : "presets 1-5 suit a CPU");
+               o.level, times, advice);
 }
 
 // Jobs to run at once: -j N, or with -j 0 one per two of the cores this
