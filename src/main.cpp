@@ -639,17 +639,58 @@ int run_bench(const Options& o) {
   return status;
 }
 
-// CLI11 does not take options named by a digit; map zstd's -1 .. -9 to --level.
-std::vector<std::string> rewrite_levels(int argc, char** argv) {
+// CLI11 does not take options named by a digit: maps zstd's -1 .. -9 to
+// --level=N, alone or in a bundle of short flags (-9c, -kq1), except where
+// the argument is an option's value (-o -9 names a file, -j -1 is a bad job
+// count) or follows "--". A run of digits (-19, as zstd users type) is no
+// preset: sets *error and returns nothing.
+std::vector<std::string> rewrite_levels(const CLI::App& app, int argc, char** argv, std::string* error) {
+  const auto takes_value = [&](const std::string& name) {
+    const CLI::Option* opt = app.get_option_no_throw(name);
+    return opt != nullptr && opt->get_items_expected_max() > 0;
+  };
   std::vector<std::string> args;
-  bool after_dashdash = false;
+  bool value_next = false, after_dashdash = false;
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (!after_dashdash && a.size() == 2 && a[0] == '-' && a[1] >= '1' && a[1] <= '9') {
-      a = "--level=" + a.substr(1);
+    const std::string a = argv[i];
+    if (after_dashdash || value_next || a.size() < 2 || a[0] != '-') {
+      value_next = false;
+      args.push_back(a);
+      continue;
     }
-    if (a == "--") after_dashdash = true;
-    args.push_back(a);
+    if (a == "--") {
+      after_dashdash = true;
+      args.push_back(a);
+      continue;
+    }
+    if (a[1] == '-') {  // --name or --name=value
+      value_next = a.find('=') == std::string::npos && takes_value(a);
+      args.push_back(a);
+      continue;
+    }
+    // Short options bundled: flags, the level's digit, and last maybe an
+    // option with its value (-j2) or with the next argument as its value.
+    std::string flags = "-", level;
+    for (size_t k = 1; k < a.size(); ++k) {
+      if (a[k] >= '0' && a[k] <= '9') {
+        level += a[k];
+        continue;
+      }
+      flags += a[k];
+      if (takes_value(std::string{'-', a[k]})) {
+        flags += a.substr(k + 1);
+        value_next = k + 1 == a.size();
+        break;
+      }
+    }
+    if (!level.empty()) {
+      if (level.size() != 1 || level == "0") {
+        *error = a + ": no such preset; they are -1 (fastest) to -9 (largest)";
+        return {};
+      }
+      args.push_back("--level=" + level);
+    }
+    if (flags.size() > 1) args.push_back(flags);
   }
   std::reverse(args.begin(), args.end());  // CLI11's parse(vector) takes them reversed
   return args;
@@ -725,7 +766,12 @@ int main(int argc, char** argv) {
                "Print version and exit");
 
   try {
-    std::vector<std::string> args = rewrite_levels(argc, argv);
+    std::string error;
+    std::vector<std::string> args = rewrite_levels(app, argc, argv, &error);
+    if (!error.empty()) {
+      std::fprintf(stderr, "shazip: %s (see --help)\n", error.c_str());
+      return static_cast<int>(ErrorCode::kUsage);
+    }
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help

@@ -343,6 +343,28 @@ TEST_CASE("a GPU preset on the CPU says it is slow: once per run and not with -q
   CHECK(slurp(dir / "back") == english(300, 6));
 }
 
+TEST_CASE("presets as zstd's -N alone or bundled with flags and never as an option's value or after --", "[cli]") {
+  TempDir dir;
+  spit(dir / "t", english(300, 7));
+  const std::string t = q(dir / "t");
+  REQUIRE(run(kBin + " -q --level 1 -c " + t + " > " + q(dir / "ref.shz")) == 0);
+  const auto ref = slurp(dir / "ref.shz");
+  REQUIRE(run(kBin + " -q -1 -c " + t + " > " + q(dir / "a.shz")) == 0);
+  CHECK(slurp(dir / "a.shz") == ref);
+  REQUIRE(run(kBin + " -1qc " + t + " > " + q(dir / "b.shz")) == 0);
+  CHECK(slurp(dir / "b.shz") == ref);
+  REQUIRE(run(kBin + " -kq1 -c " + t + " > " + q(dir / "c.shz")) == 0);
+  CHECK(slurp(dir / "c.shz") == ref);
+  // -o's value: a file named -9 (from the -1 preset), not preset 9.
+  const std::string in_dir = "cd " + q(dir.path) + " && ";
+  REQUIRE(run(in_dir + kBin + " -q -1 -o -9 t") == 0);
+  CHECK(slurp(dir / "-9") == ref);
+  // After --, -2 is a file.
+  spit(dir / "-2", english(300, 7));
+  REQUIRE(run(in_dir + kBin + " -q -1 -c -- -2 > d.shz") == 0);
+  CHECK(slurp(dir / "d.shz") == ref);
+}
+
 TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses", "[cli]") {
   TempDir dir;
   const auto text = english(5000, 4);
@@ -579,6 +601,8 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
 
   expect("-d " + q(dir / "good"), 1, "unknown suffix");
   expect("--level 12 " + q(dir / "good"), 1, "");
+  expect("-19 " + q(dir / "good"), 1, "-19: no such preset");  // zstd's habit: not a file named -19
+  expect("-j -1 " + q(dir / "good"), 1, "--jobs: Value -1 not in range");  // -1 is -j's value, not a preset
   // Permission errors: root passes every permission check, so as root run the
   // binary as user nobody through setpriv (util-linux).
   {
