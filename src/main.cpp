@@ -340,6 +340,11 @@ void list_archive(const std::string& path, const Options& o) {
   }
 }
 
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 // Compresses, decompresses or tests one input. Throws Error. `stdin_data`:
 // standard input if main() has read it already (taken by the first "-").
 void process(const std::string& in, const Options& o, std::optional<std::vector<uint8_t>>* stdin_data) {
@@ -350,6 +355,12 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   } else if (o.to_stdout || (is_stdin && out.empty())) {
     out = "-";
   } else if (out.empty()) {
+    // As gzip and zstd: FILE.shz beside a device or a pipe (/dev/null.shz in
+    // /dev) is never what was meant; -c and -o still take them.
+    struct stat st {};
+    if (stat(in.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      throw Error(ErrorCode::kUsage, "not a regular file; use -c or -o NAME");
+    }
     if (o.decompress) {
       if (!ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "unknown suffix (expected .shz); use -o NAME");
       out = in.substr(0, in.size() - std::strlen(kSuffix));
@@ -430,7 +441,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   file.write(result.data(), result.size());
   file.copy_metadata_from(in);
   file.commit();
-  if (o.remove && !is_stdin && out != "-") {
+  if (o.remove && !is_stdin && out != "-" && is_regular_file(in)) {  // never a device or a pipe (-o)
     if (unlink(in.c_str()) != 0) throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
   }
 }

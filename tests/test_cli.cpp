@@ -365,6 +365,20 @@ TEST_CASE("presets as zstd's -N alone or bundled with flags and never as an opti
   CHECK(slurp(dir / "d.shz") == ref);
 }
 
+TEST_CASE("devices and pipes: coded with -c or -o and never removed by --rm", "[cli]") {
+  TempDir dir;
+  CHECK(capture(kBin + " -q -c /dev/null | " + kBin + " -q -d -c | wc -c") == "0\n");
+  REQUIRE(mkfifo((dir / "fifo").c_str(), 0644) == 0);
+  const std::string fifo = q(dir / "fifo");
+  // FIFO.shz beside it: refused before anything opens the pipe (timeout: a
+  // shazip that opened it would wait for a writer).
+  CHECK(run("timeout 60 " + kBin + " -q " + fifo + " 2>/dev/null") == 1);
+  REQUIRE(run("(printf 'through a pipe' > " + fifo + " &); " + kBin + " -q -1 --rm -o " + q(dir / "p.shz") + " " + fifo) == 0);
+  struct stat st {};
+  CHECK((stat((dir / "fifo").c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+  CHECK(capture(kBin + " -q -d -c " + q(dir / "p.shz")) == "through a pipe");
+}
+
 TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses", "[cli]") {
   TempDir dir;
   const auto text = english(5000, 4);
@@ -601,6 +615,7 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
 
   expect("-d " + q(dir / "good"), 1, "unknown suffix");
   expect("--level 12 " + q(dir / "good"), 1, "");
+  expect("/dev/null", 1, "not a regular file");  // would write /dev/null.shz
   expect("-19 " + q(dir / "good"), 1, "-19: no such preset");  // zstd's habit: not a file named -19
   expect("-j -1 " + q(dir / "good"), 1, "--jobs: Value -1 not in range");  // -1 is -j's value, not a preset
   // Permission errors: root passes every permission check, so as root run the
