@@ -681,6 +681,17 @@ std::vector<std::string> rewrite_levels(const CLI::App& app, int argc, char** ar
     }
     // Short options bundled: flags, the level's digit, and last maybe an
     // option with its value (-j2) or with the next argument as its value.
+    // Anything else (-5.txt) goes to CLI11 as it is, to be named in its error.
+    bool known = true;
+    for (size_t k = 1; k < a.size() && known; ++k) {
+      if (a[k] >= '0' && a[k] <= '9') continue;
+      known = app.get_option_no_throw(std::string{'-', a[k]}) != nullptr;
+      if (known && takes_value(std::string{'-', a[k]})) break;
+    }
+    if (!known) {
+      args.push_back(a);
+      continue;
+    }
     std::string flags = "-", level;
     for (size_t k = 1; k < a.size(); ++k) {
       if (a[k] >= '0' && a[k] <= '9') {

@@ -363,6 +363,10 @@ TEST_CASE("presets as zstd's -N alone or bundled with flags and never as an opti
   spit(dir / "-2", english(300, 7));
   REQUIRE(run(in_dir + kBin + " -q -1 -c -- -2 > d.shz") == 0);
   CHECK(slurp(dir / "d.shz") == ref);
+  // Not a bundle of shazip's flags: left to CLI11, which takes it for a file.
+  spit(dir / "-5.txt", english(300, 7));
+  REQUIRE(run(in_dir + kBin + " -q -1 -c -5.txt > e.shz") == 0);
+  CHECK(slurp(dir / "e.shz") == ref);
 }
 
 TEST_CASE("devices and pipes: coded with -c or -o and never removed by --rm", "[cli]") {
