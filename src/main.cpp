@@ -739,10 +739,11 @@ int main(int argc, char** argv) {
       "  shazip -b FILE        benchmark against zstd -3, -19, -22 --long; --json, --csv,\n"
       "                        --plot curve.svg (learning curve of the first file)\n"
       "\n"
-      "Exit codes: 0 success, 1 usage or refused (existing output, terminal), 2 I/O error\n"
-      "(missing file, directory, permission, disk full), 3 not a shazip archive, 4 truncated\n"
-      "archive, 5 corrupt archive or checksum mismatch, 6 newer format version, 7 archive\n"
-      "made on a backend this build cannot reproduce; 128+N when killed by signal N.");
+      "Exit codes: 0 success, 1 usage or refused (existing output, terminal, a device or\n"
+      "pipe without -c or -o), 2 I/O error (missing file, directory, permission, disk full),\n"
+      "3 not a shazip archive, 4 truncated archive, 5 corrupt archive or checksum mismatch,\n"
+      "6 newer format version, 7 archive made on a backend this build cannot reproduce;\n"
+      "128+N when killed by signal N.");
   app.add_option("files", o.files, "Input files ('-' or none: standard input)");
   app.add_flag("-d,--decompress", o.decompress, "Decompress");
   app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
@@ -750,7 +751,7 @@ int main(int argc, char** argv) {
   app.add_option("-o", o.output, "Output file (one input only)");
   app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal");
   app.add_flag("-k,--keep", o.keep, "Keep the input (default)");
-  app.add_flag("--rm", o.remove, "Remove the input after success");
+  app.add_flag("--rm", o.remove, "Remove the input after success (a regular file, never a device or pipe)");
   app.add_flag("-r,--recursive", o.recursive,
                "Directories among the inputs: every file under them (compressing skips .shz files, "
                "-d, -t and -l take only them)");
