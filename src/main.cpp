@@ -345,6 +345,12 @@ bool is_regular_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// Whether both paths name one file (a hard or symbolic link counts).
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 // Compresses, decompresses or tests one input. Throws Error. `stdin_data`:
 // standard input if main() has read it already (taken by the first "-").
 void process(const std::string& in, const Options& o, std::optional<std::vector<uint8_t>>* stdin_data) {
@@ -372,7 +378,11 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   if (!o.decompress && !o.test && out == "-" && is_terminal(STDOUT_FILENO) && !o.force) {
     throw Error(ErrorCode::kUsage, "refusing to write compressed data to a terminal (use -o FILE or -f)");
   }
-  // Refuse an existing output before hours of work, not after.
+  // Refuse an existing output before hours of work, not after; and never
+  // the input itself, even with -f (-o names it, or a link to it): as in zstd.
+  if (!out.empty() && out != "-" && !is_stdin && same_file(in, out)) {
+    throw Error(ErrorCode::kUsage, "output " + out + " is the input itself; choose another name");
+  }
   if (!out.empty()) check_output(out, o.force);
 
   std::vector<uint8_t> input;

@@ -620,6 +620,13 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   expect("-d " + q(dir / "good"), 1, "unknown suffix");
   expect("--level 12 " + q(dir / "good"), 1, "");
   expect("/dev/null", 1, "not a regular file");  // would write /dev/null.shz
+  // The input as its own output, even with -f: by name, or through a link.
+  expect("-f -o " + q(dir / "good") + " " + q(dir / "good"), 1, "is the input itself");
+  expect("-d -f -o " + q(dir / "good.shz") + " " + q(dir / "good.shz"), 1, "is the input itself");
+  REQUIRE(symlink("good", (dir / "link").c_str()) == 0);
+  expect("-f -o " + q(dir / "link") + " " + q(dir / "good"), 1, "is the input itself");
+  std::remove((dir / "link").c_str());
+  CHECK(slurp(dir / "good") == text);
   expect("-19 " + q(dir / "good"), 1, "-19: no such preset");  // zstd's habit: not a file named -19
   expect("-j -1 " + q(dir / "good"), 1, "--jobs: Value -1 not in range");  // -1 is -j's value, not a preset
   // Permission errors: root passes every permission check, so as root run the
