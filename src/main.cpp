@@ -36,7 +36,7 @@ constexpr const char* kSuffix = ".shz";
 struct Options {
   std::vector<std::string> files;
   bool decompress = false, to_stdout = false, force = false, remove = false;
-  bool list = false, test = false, keep = false, recursive = false;
+  bool list = false, test = false, recursive = false;
   // Benchmark mode (-b).
   bool bench = false, json = false, csv = false, markdown = false, no_zstd = false;
   std::string plot;
@@ -760,8 +760,12 @@ int main(int argc, char** argv) {
   app.add_flag("-c,--stdout", o.to_stdout, "Write to standard output");
   app.add_option("-o", o.output, "Output file (one input only)");
   app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal");
-  app.add_flag("-k,--keep", o.keep, "Keep the input (default)");
-  app.add_flag("--rm", o.remove, "Remove the input after success (a regular file, never a device or pipe)");
+  // As in zstd, the last of -k and --rm given wins: their callbacks run as
+  // they are parsed.
+  app.add_flag("-k,--keep", [&](int64_t) { o.remove = false; }, "Keep the input (default)")->trigger_on_parse();
+  app.add_flag("--rm", [&](int64_t) { o.remove = true; },
+               "Remove the input after success (a regular file, never a device or pipe)")
+      ->trigger_on_parse();
   app.add_flag("-r,--recursive", o.recursive,
                "Directories among the inputs: every file under them (compressing skips .shz files, "
                "-d, -t and -l take only them)");

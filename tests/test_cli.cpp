@@ -399,6 +399,12 @@ TEST_CASE("input removal (--rm) only after success, -f overwrites, no -f refuses
   CHECK(dir.entries().size() == 2);  // no temporary left
   REQUIRE(run(kBin + " -q -1 -f " + q(dir / "r")) == 0);
   CHECK(slurp(dir / "r.shz").size() > 3);
+
+  // The last of -k and --rm wins.
+  REQUIRE(run(kBin + " -q -1 -f --rm -k " + q(dir / "r")) == 0);
+  CHECK(std::ifstream(dir / "r").good());
+  REQUIRE(run(kBin + " -q -1 -f -k --rm " + q(dir / "r")) == 0);
+  CHECK_FALSE(std::ifstream(dir / "r").good());
 }
 
 TEST_CASE("recursive mode (-r): every file under a directory to its own archive and back", "[cli]") {
