@@ -90,6 +90,13 @@ uint64_t available_memory() {
   return available;
 }
 
+uint64_t memory_ceiling() {
+  uint64_t total = UINT64_MAX;
+  if (const auto kb = read_number("/proc/meminfo", "MemTotal:")) total = *kb * 1024;
+  if (const auto limit = read_number("/sys/fs/cgroup/memory.max", "")) total = std::min(total, *limit);
+  return total;
+}
+
 void install_signal_cleanup() {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);

@@ -19,6 +19,11 @@ bool is_terminal(int fd);
 // or less where a cgroup (v2) limit leaves less; UINT64_MAX when unknown.
 uint64_t available_memory();
 
+// Memory this process could ever take, in bytes: the machine's MemTotal, or
+// a cgroup (v2) limit where lower; UINT64_MAX when unknown. A plan above it
+// cannot run whatever else is freed.
+uint64_t memory_ceiling();
+
 // Throws unless `path` may be written as an output: an existing directory is
 // an I/O error, an existing regular file needs `force`. Devices and pipes
 // (/dev/null, a FIFO) are always allowed. "-" (standard output) always is.

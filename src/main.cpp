@@ -345,6 +345,17 @@ bool is_regular_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// A model and tables larger than the machine's memory would fail part way
+// (LibTorch's allocator) or be killed; an archive's header can ask for any
+// size (d=8192 with 64 layers: 1.5 TB). Refused before anything is allocated.
+void refuse_beyond_memory(uint64_t needed, const char* what) {
+  const uint64_t ceiling = memory_ceiling();
+  if (needed <= ceiling) return;
+  throw Error(ErrorCode::kIo, std::string(what) + " needs about " + human_bytes(static_cast<double>(needed)) +
+                                  " of memory for its model and tables, more than the " +
+                                  human_bytes(static_cast<double>(ceiling)) + " this machine has");
+}
+
 // Whether both paths name one file (a hard or symbolic link counts).
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};
@@ -400,6 +411,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     Progress progress(display_name(in), content_size(members), show);
     uint64_t per_job = 0;
     for (const Member& m : members) per_job = std::max(per_job, decode_memory(m.header));
+    refuse_beyond_memory(per_job, "decoding");
     const int jobs = jobs_for(in, o, members.size(), per_job);
     // A GPU's archive that this process decodes on its CPU (format 10): the
     // same bytes, but a GPU preset's model runs far slower there.
@@ -427,10 +439,12 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
     CompressReport report;
     const uint64_t block_size = block_size_from(o);
+    const uint64_t len = input.size();
+    const uint64_t per_job = compress_memory(o.level, block_size ? std::min(block_size, len) : len);
+    refuse_beyond_memory(per_job, "compressing");
     if (block_size) {
-      const uint64_t n = input.size();
-      const int jobs = jobs_for(in, o, block_count(n, block_size), compress_memory(o.level, std::min(block_size, n)));
-      result = compress_blocks(input.data(), n, block_size, jobs, co, &report);
+      const int jobs = jobs_for(in, o, block_count(len, block_size), per_job);
+      result = compress_blocks(input.data(), len, block_size, jobs, co, &report);
     } else {
       result = compress_buffer(input.data(), input.size(), co, &report);
     }
@@ -750,10 +764,11 @@ int main(int argc, char** argv) {
       "                        --plot curve.svg (learning curve of the first file)\n"
       "\n"
       "Exit codes: 0 success, 1 usage or refused (existing output, terminal, a device or\n"
-      "pipe without -c or -o), 2 I/O error (missing file, directory, permission, disk full),\n"
-      "3 not a shazip archive, 4 truncated archive, 5 corrupt archive or checksum mismatch,\n"
-      "6 newer format version, 7 archive made on a backend this build cannot reproduce;\n"
-      "128+N when killed by signal N.");
+      "pipe without -c or -o), 2 I/O error or out of memory (missing file, directory,\n"
+      "permission, disk full, a model larger than the machine), 3 not a shazip archive,\n"
+      "4 truncated archive, 5 corrupt archive or checksum mismatch, 6 newer format version,\n"
+      "7 archive made on a backend this build cannot reproduce; 128+N when killed by\n"
+      "signal N.");
   app.add_option("files", o.files, "Input files ('-' or none: standard input)");
   app.add_flag("-d,--decompress", o.decompress, "Decompress");
   app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
@@ -872,6 +887,14 @@ int main(int argc, char** argv) {
       if (status == 0) status = static_cast<int>(e.code());
     } catch (const std::bad_alloc&) {
       std::fprintf(stderr, "shazip: %s: out of memory\n", display_name(f).c_str());
+      if (status == 0) status = static_cast<int>(ErrorCode::kIo);
+    } catch (const std::exception& e) {
+      // LibTorch's errors (c10::Error: its allocator's "can't allocate
+      // memory" among them) carry a backtrace after their first line.
+      const std::string what = e.what();
+      const std::string line = what.substr(0, what.find('\n'));
+      const bool memory = line.find("allocate memory") != std::string::npos;
+      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), memory ? "out of memory" : line.c_str());
       if (status == 0) status = static_cast<int>(ErrorCode::kIo);
     }
   }

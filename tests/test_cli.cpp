@@ -613,6 +613,24 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   other.version = 6;
   spit(dir / "foreign.shz", reencode(other));
   expect("-d " + q(dir / "foreign.shz"), 7, "LibTorch 9.9.9");
+  // A header may ask for any model: one larger than the machine is refused
+  // before anything is allocated (d=8192, 64 layers: 1.5 TB) ...
+  auto huge = header;
+  huge.model.dim = 8192;
+  huge.model.layers = 64;
+  spit(dir / "huge.shz", reencode(huge));
+  expect("-d " + q(dir / "huge.shz"), 2, " TB of memory for its model and tables, more than the");
+  // ... and one that fits the machine but not the memory the process may
+  // take (3.2 GB under a 2.5 GB address-space limit) fails as out of memory,
+  // LibTorch's allocator error caught, instead of aborting with a backtrace.
+  huge.model.dim = 1024;
+  huge.model.layers = 8;
+  spit(dir / "big.shz", reencode(huge));
+  const std::string limited = "ulimit -v 2500000; " + kBin + " -d -c " + q(dir / "big.shz");
+  CHECK(capture(limited + " 2>&1 >/dev/null") == "shazip: " + dir / "big.shz" + ": out of memory\n");
+  CHECK(run(limited + " >/dev/null 2>&1") == 2);
+  std::remove((dir / "huge.shz").c_str());
+  std::remove((dir / "big.shz").c_str());
   auto gpu = header;  // a GPU's archive whose training ran on LibTorch (no CUDA training kernels)
   gpu.model.cuda_train_kernels = 0;
   gpu.backend.device = shazip::model::DeviceKind::kCuda;
