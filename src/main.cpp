@@ -10,11 +10,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -345,6 +347,18 @@ bool is_regular_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// What to say of an exception that is not shazip's Error (exit code 2):
+// std::bad_alloc, or one of LibTorch's (c10::Error, whose allocator's failure
+// says "can't allocate memory" and whose backtrace follows the first line).
+std::string unexpected_error_text(const std::exception& e) {
+  const std::string what = e.what();
+  const std::string line = what.substr(0, what.find('\n'));
+  if (dynamic_cast<const std::bad_alloc*>(&e) || line.find("allocate memory") != std::string::npos) {
+    return "out of memory";
+  }
+  return line;
+}
+
 // A model and tables larger than the machine's memory would fail part way
 // (LibTorch's allocator) or be killed; an archive's header can ask for any
 // size (d=8192 with 64 layers: 1.5 TB). Refused before anything is allocated.
@@ -663,6 +677,10 @@ int run_bench(const Options& o) {
       progress->clear();
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
       if (status == 0) status = static_cast<int>(e.code());
+    } catch (const std::exception& e) {
+      progress->clear();
+      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), unexpected_error_text(e).c_str());
+      if (status == 0) status = static_cast<int>(ErrorCode::kIo);
     }
   }
   // Every input failed, and said why: no empty table, but JSON's empty array,
@@ -885,16 +903,8 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
       if (status == 0) status = static_cast<int>(e.code());
-    } catch (const std::bad_alloc&) {
-      std::fprintf(stderr, "shazip: %s: out of memory\n", display_name(f).c_str());
-      if (status == 0) status = static_cast<int>(ErrorCode::kIo);
     } catch (const std::exception& e) {
-      // LibTorch's errors (c10::Error: its allocator's "can't allocate
-      // memory" among them) carry a backtrace after their first line.
-      const std::string what = e.what();
-      const std::string line = what.substr(0, what.find('\n'));
-      const bool memory = line.find("allocate memory") != std::string::npos;
-      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), memory ? "out of memory" : line.c_str());
+      std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), unexpected_error_text(e).c_str());
       if (status == 0) status = static_cast<int>(ErrorCode::kIo);
     }
   }
