@@ -359,14 +359,14 @@ std::string unexpected_error_text(const std::exception& e) {
   return line;
 }
 
-// A model and tables larger than the machine's memory would fail part way
+// A model, tables and data larger than the machine's memory would fail part way
 // (LibTorch's allocator) or be killed; an archive's header can ask for any
 // size (d=8192 with 64 layers: 1.5 TB). Refused before anything is allocated.
 void refuse_beyond_memory(uint64_t needed, const char* what) {
   const uint64_t ceiling = memory_ceiling();
   if (needed <= ceiling) return;
   throw Error(ErrorCode::kIo, std::string(what) + " needs about " + human_bytes(static_cast<double>(needed)) +
-                                  " of memory for its model and tables, more than the " +
+                                  " of memory for its model, tables and data, more than the " +
                                   human_bytes(static_cast<double>(ceiling)) + " this machine has");
 }
 
@@ -425,7 +425,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     Progress progress(display_name(in), content_size(members), show);
     uint64_t per_job = 0;
     for (const Member& m : members) per_job = std::max(per_job, decode_memory(m.header));
-    refuse_beyond_memory(per_job, "decoding");
+    refuse_beyond_memory(per_job + content_size(members), "decoding");  // and the output, held whole
     const int jobs = jobs_for(in, o, members.size(), per_job);
     // A GPU's archive that this process decodes on its CPU (format 10): the
     // same bytes, but a GPU preset's model runs far slower there.
@@ -455,7 +455,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
     const uint64_t block_size = block_size_from(o);
     const uint64_t len = input.size();
     const uint64_t per_job = compress_memory(o.level, block_size ? std::min(block_size, len) : len);
-    refuse_beyond_memory(per_job, "compressing");
+    refuse_beyond_memory(per_job + len, "compressing");  // and the input, held whole
     if (block_size) {
       const int jobs = jobs_for(in, o, block_count(len, block_size), per_job);
       result = compress_blocks(input.data(), len, block_size, jobs, co, &report);

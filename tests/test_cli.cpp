@@ -619,7 +619,7 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   huge.model.dim = 8192;
   huge.model.layers = 64;
   spit(dir / "huge.shz", reencode(huge));
-  expect("-d " + q(dir / "huge.shz"), 2, " TB of memory for its model and tables, more than the");
+  expect("-d " + q(dir / "huge.shz"), 2, " TB of memory for its model, tables and data, more than the");
   // ... and one that fits the machine but not the memory the process may
   // take (3.2 GB under a 2.5 GB address-space limit) fails as out of memory,
   // LibTorch's allocator error caught, instead of aborting with a backtrace.
