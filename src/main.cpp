@@ -187,15 +187,12 @@ void note_gpu_preset_on_cpu(const Options& o, const model::RuntimeOptions& rt) {
   said = true;
   const double times = model::preset(o.level).model.flops_per_byte().total() /
                        model::preset(model::kDefaultPreset).model.flops_per_byte().total();
-  char advice[64];
-  if (model::backend_info().cuda_available) {
-    std::snprintf(advice, sizeof advice, "this machine has a GPU: --device cuda");
-  } else {
-    std::snprintf(advice, sizeof advice, "presets 1-%d suit a CPU", model::kFirstGpuPreset - 1);
-  }
+  const std::string advice = model::backend_info().cuda_available
+                                ? "this machine has a GPU: --device cuda"
+                                : "presets 1-" + std::to_string(model::kFirstGpuPreset - 1) + " suit a CPU";
   std::fprintf(stderr, "shazip: preset %d is sized for a GPU; on the CPU it does %.0fx the default preset's arithmetic "
                "per byte and codes that much slower (%s)\n",
-               o.level, times, advice);
+               o.level, times, advice.c_str());
 }
 
 // Jobs to run at once: -j N, or with -j 0 one per two of the cores this
@@ -422,10 +419,11 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   if (o.decompress || o.test) {
     // Every archive's header is checked before anything is decoded.
     const std::vector<Member> members = split_members(input.data(), input.size());
-    Progress progress(display_name(in), content_size(members), show);
+    const uint64_t content = content_size(members);
+    Progress progress(display_name(in), content, show);
     uint64_t per_job = 0;
     for (const Member& m : members) per_job = std::max(per_job, decode_memory(m.header));
-    refuse_beyond_memory(per_job + content_size(members), "decoding");  // and the output, held whole
+    refuse_beyond_memory(per_job + content, "decoding");  // and the output, held whole
     const int jobs = jobs_for(in, o, members.size(), per_job);
     // A GPU's archive that this process decodes on its CPU (format 10): the
     // same bytes, but a GPU preset's model runs far slower there.
@@ -723,29 +721,27 @@ std::vector<std::string> rewrite_levels(const CLI::App& app, int argc, char** ar
     }
     // Short options bundled: flags, the level's digit, and last maybe an
     // option with its value (-j2) or with the next argument as its value.
-    // Anything else (-5.txt) goes to CLI11 as it is, to be named in its error.
-    bool known = true;
-    for (size_t k = 1; k < a.size() && known; ++k) {
-      if (a[k] >= '0' && a[k] <= '9') continue;
-      known = app.get_option_no_throw(std::string{'-', a[k]}) != nullptr;
-      if (known && takes_value(std::string{'-', a[k]})) break;
-    }
-    if (!known) {
-      args.push_back(a);
-      continue;
-    }
+    // Anything else (-5.txt) goes to CLI11 as it is.
     std::string flags = "-", level;
+    bool known = true;
     for (size_t k = 1; k < a.size(); ++k) {
       if (a[k] >= '0' && a[k] <= '9') {
         level += a[k];
         continue;
       }
+      const std::string name{'-', a[k]};
+      known = app.get_option_no_throw(name) != nullptr;
+      if (!known) break;
       flags += a[k];
-      if (takes_value(std::string{'-', a[k]})) {
+      if (takes_value(name)) {
         flags += a.substr(k + 1);
         value_next = k + 1 == a.size();
         break;
       }
+    }
+    if (!known) {
+      args.push_back(a);
+      continue;
     }
     if (!level.empty()) {
       if (level.size() != 1 || level == "0") {

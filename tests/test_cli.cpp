@@ -769,8 +769,9 @@ TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][g
 
 TEST_CASE("docs/RELEASES.md has an entry for this build's release", "[cli]") {
   // `shazip -V` starts "shazip MAJOR.MINOR.PATCH (archive format N)"; the
-  // release notes have one entry per MAJOR.MINOR, "- **0.15** (format 12)."
-  // for one that brought a format, and so name the release that brought the
+  // release notes have an entry for each MAJOR.MINOR ("- **0.15** (format
+  // 12)." for one that brought a format; a patch release has one of its own
+  // or a line in its minor's), and so name the release that brought the
   // format this build writes.
   const std::string version = capture(kBin + " -V");
   const size_t start = version.find(' ') + 1;
