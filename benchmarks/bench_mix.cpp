@@ -10,11 +10,12 @@
 // Usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [--lr N] [--lr-min N]
 //                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
-//                  [--stream-contexts 0|1] [--portable] FILE
+//                  [--stream-contexts 0|1] [--class-contexts 0|1] [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
 // --stream-contexts: without (0) or with (1, the default, as format 12
-// writes) the stream contexts of model/context_mix.h; --portable:
+// writes) the stream contexts of model/context_mix.h; --class-contexts: the
+// same for the class contexts (format 13); --portable:
 // the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   }
   model::MixTuning t = model::MixTuning::for_level(level);
   t.stream_contexts = model::ModelConfig{}.stream_contexts != 0;  // as shazip writes
+  t.class_contexts = model::ModelConfig{}.class_contexts != 0;
   std::string file, dump;
   int streams = 0, shards = 1;
   for (int i = 1; i < argc; ++i) {
@@ -88,6 +90,7 @@ int main(int argc, char** argv) {
     else if (a == "--nn-weight") t.nn_weight = num();
     else if (a == "--cm-weight") t.cm_weight = num();
     else if (a == "--stream-contexts") t.stream_contexts = num() != 0;
+    else if (a == "--class-contexts") t.class_contexts = num() != 0;
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
@@ -151,8 +154,9 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
-              t.stream_contexts ? "" : " stream-contexts=0", streams, shards, bits / n);
+  std::printf("%s level=%d%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+              t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0", streams,
+              shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

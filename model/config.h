@@ -87,6 +87,12 @@ struct ModelConfig {
                             //    1, four more keyed by the stream as well, and the run
                             //    maps and indirect contexts per stream (format v12;
                             //    MixTuning::stream_contexts)
+  int class_contexts = 1;   // mix levels 2 and 3: 0, no character classes (formats up to
+                            //    12); 1, a context of the last 12 bytes' classes, order 12
+                            //    and the column with the word in the places of three older
+                            //    contexts, a mixer picked by the last 4 bytes' classes and
+                            //    the second layer by the last byte's (format v13;
+                            //    MixTuning::class_contexts)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -395,7 +395,8 @@ class Mixer {
 
 // Contexts. Level 1: orders 2, 3, 4, 6, word + previous byte, word +
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
-// and 1 in direct tables. Level 2 adds 15 hashed contexts, and the stream
+// and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
+// contexts put three others in the places of three of them), and the stream
 // contexts 4 more (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
@@ -422,12 +423,31 @@ constexpr int kRunContext[kRuns] = {1, 2, 4};
 // hashed context and one per run map.
 constexpr int kFirstCounter = 3;
 constexpr int kMaxInputs = kFirstCounter + 2 + 2 * kMaxHashed + kRuns;
-constexpr int kMaxMixers = 8;   // layer-1 mixers at level 3 (7 at level 2, 3 at level 1)
+constexpr int kMaxMixers = 9;   // layer-1 mixers at level 3 with the class contexts (8 without;
+                                // 7 or 8 at level 2, 3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
 
+// The class contexts' character classes (context_mix.h), 3 bits each.
+constexpr int kClassBits = 3;
+constexpr int kClassHistory = 12;  // the classes of this many bytes make a context
+constexpr uint64_t kClassMask = (uint64_t{1} << (kClassBits * kClassHistory)) - 1;
+int char_class(int c) {
+  if (c >= 'a' && c <= 'z') return 0;
+  if (c >= 'A' && c <= 'Z') return 1;
+  if (c >= '0' && c <= '9') return 2;
+  if (c == ' ') return 3;
+  if (c == '\n') return 4;
+  if (c == '.' || c == ',' || c == ';' || c == ':' || c == '!' || c == '?') return 5;
+  if (c >= 128) return 6;
+  return 7;
+}
+
 struct StreamState {
   uint64_t last8 = 0;       // the last 8 bytes, most recent in the low byte
+  // The last kClassHistory bytes' classes, most recent in the low bits
+  // (class 7 before the first byte, as for byte 0) (level 2).
+  uint64_t classes = kClassMask;
   uint32_t word = 0;        // hash of the current word's letters (0 between words)
   uint32_t prev_word = 0;   // hash of the word before it
   uint32_t prev_word2 = 0;  // ... and of the one before that (level 2)
@@ -507,6 +527,8 @@ bool uses_stream_contexts(int streams, const MixTuning& t) {
   return t.stream_contexts && t.level >= 2 && streams > 1;
 }
 
+bool uses_class_contexts(const MixTuning& t) { return t.class_contexts && t.level >= 2; }
+
 uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
 
 int nn_bit_p12(const uint32_t* cdf, int c0) {
@@ -541,9 +563,10 @@ TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
           std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22)};
 }
 
-// Layer 1's mixers at a mix level: how many weight sets each has, in the
+// Layer 1's mixers of a mixing stage: how many weight sets each has, in the
 // order predict() picks from them (and what picks the set).
-std::vector<int> layer1_contexts(int level) {
+std::vector<int> layer1_contexts(const MixTuning& t) {
+  const int level = t.level;
   std::vector<int> contexts = {256,        // the partial byte
                                4 * 8 * 2,  // the match state
                                16 * 8};    // the SHA-RNN's confidence
@@ -554,7 +577,15 @@ std::vector<int> layer1_contexts(int level) {
                                      256});    // order 3's bit history
   }
   if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
+  if (uses_class_contexts(t)) contexts.push_back(4096 * 8);  // the last 4 bytes' classes
   return contexts;
+}
+
+// Layer 2's weight sets: by the partial byte (levels 2, 3; with the class
+// contexts also by the last byte's class) or the bit position (level 1).
+int layer2_contexts(const MixTuning& t) {
+  if (t.level < 2) return 8;
+  return uses_class_contexts(t) ? 256 << kClassBits : 256;
 }
 
 struct ContextMixer::Impl {
@@ -563,6 +594,7 @@ struct ContextMixer::Impl {
         level2(t.level >= 2),
         level3(t.level >= 3),
         stream_local(uses_stream_contexts(streams, t)),
+        classes(uses_class_contexts(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
@@ -596,14 +628,14 @@ struct ContextMixer::Impl {
     }
 
     n_inputs = kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0);
-    for (int contexts : layer1_contexts(t.level)) layer1.emplace_back(n_inputs, contexts);
+    for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts);
     for (Mixer& mx : layer1) {
       for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
     }
     const int mixers = static_cast<int>(layer1.size());
     SHAZIP_ASSERT(mixers <= kMaxMixers);
-    layer2 = Mixer(mixers, level2 ? 256 : 8);  // by the partial byte (levels 2, 3) or the bit position
+    layer2 = Mixer(mixers, layer2_contexts(t));
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
   }
 
@@ -645,12 +677,24 @@ struct ContextMixer::Impl {
     const uint64_t word3 = (uint64_t{s.word} << 32 | s.prev_word) ^ (uint64_t{s.prev_word2} * 0x9E3779B1u);
     s.base[8] = hash32(word3 ^ uint64_t{10} << 58);                                   // word trigram
     s.base[9] = hash32(h ^ 0x5bd1e995ull) ^ 0x11;                                      // order 8
-    s.base[10] = hash32((h & 0xFF00FF) | uint64_t{12} << 56);                          // bytes 1 and 3
-    s.base[11] = hash32(fold4(h) | uint64_t{13} << 56);                                // order 4, case folded
+    if (classes) {
+      // The last 12 bytes' classes, and order 12 (bytes 9-12 hashed onto
+      // order 8), in the places of bytes 1 and 3 and the folded order 4.
+      s.base[10] = hash32(s.classes ^ uint64_t{40} << 56);
+      uint64_t order12 = h;
+      const size_t n = s.hist.size();
+      for (size_t i = 8; i < 12 && i < n; ++i) order12 = order12 * 0x100000001B3ull ^ s.hist[n - 1 - i];
+      s.base[11] = hash32(order12 ^ uint64_t{43} << 56) ^ 0x2b;
+    } else {
+      s.base[10] = hash32((h & 0xFF00FF) | uint64_t{12} << 56);  // bytes 1 and 3
+      s.base[11] = hash32(fold4(h) | uint64_t{13} << 56);        // order 4, case folded
+    }
     s.base[12] = hash32((uint64_t{std::min<uint32_t>(s.column, 255)} << 8 | above) | uint64_t{14} << 56);
     s.base[13] = hash32((uint64_t{s.word} << 16 | c2c1) ^ uint64_t{15} << 56);        // word + 2 bytes
     s.base[14] = hash32((h & 0xFFFFFFFFFFFFFF) | uint64_t{16} << 56);                  // order 7
-    s.base[15] = hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);    // above + byte 1
+    s.base[15] = classes  // the column and the word, or above + byte 1
+                     ? hash32((uint64_t{std::min<uint32_t>(s.column, 255)} << 32 | s.word) ^ uint64_t{44} << 56)
+                     : hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);
     const uint16_t followed2 = indirect2[indirect2_at(s, static_cast<uint32_t>(c2c1))];
     const uint16_t followed1 = indirect1[indirect1_at(s, static_cast<uint32_t>(h & 0xFF))];
     s.base[16] = hash32((uint64_t{followed2} << 16 | c2c1) | uint64_t{18} << 56);
@@ -754,6 +798,7 @@ struct ContextMixer::Impl {
       i2 = static_cast<uint16_t>(i2 << 8 | byte);
       i1 = static_cast<uint16_t>(i1 << 8 | byte);
       if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
+      s.classes = (s.classes << kClassBits | static_cast<uint64_t>(char_class(byte))) & kClassMask;
     }
     s.hist.push_back(static_cast<uint8_t>(byte));
     s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
@@ -798,6 +843,7 @@ struct ContextMixer::Impl {
   const MixTuning tuning;
   const bool level2, level3;
   const bool stream_local;  // the stream contexts (context_mix.h)
+  const bool classes;       // the class contexts (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -851,8 +897,11 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
   const uint64_t inputs = padded(kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0));
   uint64_t contexts = 0;
-  for (int c : layer1_contexts(tuning.level)) contexts += static_cast<uint64_t>(c);
-  return bytes + inputs * contexts * 4 + b * sizeof(StreamState);  // mixers, stream states
+  const std::vector<int> layer1 = layer1_contexts(tuning);
+  for (int c : layer1) contexts += static_cast<uint64_t>(c);
+  bytes += inputs * contexts * 4;  // layer 1's weights
+  bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_contexts(tuning) * 4;
+  return bytes + b * sizeof(StreamState);  // stream states
 }
 
 ContextMixer::ContextMixer(int streams, uint64_t stream_len, const MixTuning& tuning)
@@ -957,10 +1006,12 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
     if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
+    if (m.classes) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & 0xFFF) * 8 + m.bitpos);
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
-  m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? c0 : m.bitpos);
+  const int class1 = m.classes ? static_cast<int>(s.classes & 7) : 0;  // the last byte's
+  m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
 
   int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);

@@ -55,6 +55,15 @@ constexpr int kMaxMixLevel = 3;
 // shared tables mix every stream's text, which coding in order does not:
 // these keep what is local to a stream's part of the input (names, recent
 // words, runs).
+// Class contexts (format version 13, levels 2 and 3, any number of streams):
+// each byte also has a character class (lower case, upper case, digit, space,
+// newline, punctuation, byte >= 128, other). A hashed context of the last 12
+// bytes' classes, order 12, and the column with the word take the places of
+// bytes 1+3, the case-folded order 4 and the byte above + byte 1 (which gained
+// nothing once they were there); one more layer-1 mixer is picked by the last
+// four bytes' classes, and the second layer by the last byte's class as well
+// as the partial byte. The shape of the text (a number, a capitalised word
+// after a full stop, the start of a line) decides how far each model is trusted.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -75,6 +84,8 @@ struct MixTuning {
   bool stream_contexts = false;  // levels 2 and 3: the stream contexts (above), where
                                  // there are two streams or more; not part of the level
                                  // (a header flag; model::mix_tuning sets it)
+  bool class_contexts = false;   // levels 2 and 3: the class contexts (above); a header
+                                 // flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -83,6 +94,9 @@ struct MixTuning {
 // Whether a mixing stage of this many streams has the stream contexts: the
 // tuning asks for them, the level is 2 or 3, and there are two streams or more.
 bool uses_stream_contexts(int streams, const MixTuning& t);
+// Whether a mixing stage has the class contexts: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_class_contexts(const MixTuning& t);
 
 // The bounds of MixTuning's mixer_shift and table_bits (benchmarks/bench_mix
 // holds its knobs to them; the mixing stage asserts them).

@@ -81,6 +81,7 @@ constexpr FlagBit kFlagBits[] = {
     {32, 10, &model::ModelConfig::cuda_train_kernels},  // before: CUDA training on LibTorch's autograd
     {64, 10, &model::ModelConfig::block_norm},          // before: the clip's norm as one dot8
     {128, 12, &model::ModelConfig::stream_contexts},    // before: no context model keyed by the stream
+    {256, 13, &model::ModelConfig::class_contexts},     // before: no character classes
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

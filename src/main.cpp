@@ -299,9 +299,13 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  training         one Adam step per %d positions, its weights %s\n", h.model.seg_len, used);
     }
     if (h.model.mix) {
-      const bool stream_contexts = model::uses_stream_contexts(h.streams, model::mix_tuning(h.model));
-      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
-                  stream_contexts ? ", with stream contexts" : "");
+      const model::MixTuning tuning = model::mix_tuning(h.model);
+      const bool stream_contexts = model::uses_stream_contexts(h.streams, tuning);
+      const bool class_contexts = model::uses_class_contexts(tuning);
+      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s%s%s)\n",
+                  h.model.mix, stream_contexts || class_contexts ? ", with " : "",
+                  stream_contexts ? (class_contexts ? "stream and class" : "stream") : class_contexts ? "class" : "",
+                  stream_contexts || class_contexts ? " contexts" : "");
     } else {
       std::printf("  coding           whole bytes, SHA-RNN alone\n");
     }

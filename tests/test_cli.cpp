@@ -753,6 +753,17 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   CHECK(capture(kBin + " -l " + q(golden + "/v12/streams-2.txt.shz")).find("(mix level 2, with stream contexts)") !=
         std::string::npos);
   CHECK(capture(kBin + " -l " + q(golden + "/v12/design-p2.txt.shz")).find("(mix level 2)") != std::string::npos);
+  // Format 13's archives have the class contexts, with one stream or two.
+  const std::vector<uint8_t> s13 = slurp(golden + "/v13/streams-2.txt.shz");
+  const shazip::Header h13 = shazip::parse_header(s13.data(), s13.size(), &header_size);
+  CHECK(h13.streams == 2);
+  CHECK(h13.model.stream_contexts == 1);
+  CHECK(h13.model.class_contexts == 1);
+  CHECK(h2.model.class_contexts == 0);
+  CHECK(capture(kBin + " -l " + q(golden + "/v13/streams-2.txt.shz"))
+            .find("(mix level 2, with stream and class contexts)") != std::string::npos);
+  CHECK(capture(kBin + " -l " + q(golden + "/v13/design-p2.txt.shz")).find("(mix level 2, with class contexts)") !=
+        std::string::npos);
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {

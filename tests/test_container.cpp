@@ -267,14 +267,15 @@ TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-b
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserved before its version",
+TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserved before its version",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  // Every combination of the eight switches, bit k of `flags` the k-th.
-  for (int flags = 0; flags < 256; ++flags) {
+  // Every combination of the nine switches, bit k of `flags` the k-th.
+  for (int flags = 0; flags < 512; ++flags) {
     const int lag = flags & 1, flat = flags >> 1 & 1, kernels = flags >> 2 & 1, train = flags >> 3 & 1;
     const int cuda = flags >> 4 & 1, cuda_train = flags >> 5 & 1, norm = flags >> 6 & 1, streams = flags >> 7 & 1;
+    const int classes = flags >> 8 & 1;
     if (train && !(flat && kernels)) continue;  // the training kernels need both
     h.model.train_lag = lag;
     h.model.flat_train = flat;
@@ -284,9 +285,10 @@ TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserve
     h.model.cuda_train_kernels = cuda_train;
     h.model.block_norm = norm;
     h.model.stream_contexts = streams;
+    h.model.class_contexts = classes;
     const auto a = with_body(h, h.payload_size);
-    CHECK(a[6] == flags);  // the flags' low byte, bits 0 to 7
-    CHECK(a[7] == 0);
+    CHECK(a[6] == (flags & 255));  // the flags' low byte, bits 0 to 7
+    CHECK(a[7] == flags >> 8);     // bit 8
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.train_lag == lag);
     CHECK(p.model.flat_train == flat);
@@ -296,6 +298,7 @@ TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserve
     CHECK(p.model.cuda_train_kernels == cuda_train);
     CHECK(p.model.block_norm == norm);
     CHECK(p.model.stream_contexts == streams);
+    CHECK(p.model.class_contexts == classes);
   }
   h.model.cuda_step_kernels = 0;
   h.model.cuda_train_kernels = 0;
@@ -308,9 +311,10 @@ TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserve
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 12 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 11 (and 10) has all
-  // but the stream contexts, version 9 has the CUDA step
+  // Each version before 13 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 12 has all but the
+  // class contexts (bit 8, in the flags' high byte), version 11 (and 10) all
+  // but the stream contexts too, version 9 has the CUDA step
   // kernels but neither the CUDA training kernels nor the block norm (both
   // version 10's), version 8 (and 7) has the
   // training kernels but not the CUDA step kernels, 6 the step kernels but
@@ -324,6 +328,17 @@ TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserve
   h.model.cuda_train_kernels = 1;
   h.model.block_norm = 1;
   h.model.stream_contexts = 1;
+  h.model.class_contexts = 1;
+  {
+    h.version = 12;
+    auto a = with_body(h, h.payload_size);
+    CHECK(a[6] == 255);
+    CHECK(a[7] == 0);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.class_contexts == 0);
+    a[7] = 1;
+    reseal(a, header_size);
+    CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  }
   struct Older {
     uint8_t version;
     uint8_t written;                 // the flags byte it writes
@@ -360,7 +375,7 @@ TEST_CASE("header flag bits 0 to 7: each model switch round-trips and is reserve
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[7] |= 1;  // bit 8
+  a[7] |= 2;  // bit 9
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

@@ -411,6 +411,7 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   const auto level3 = [&](int streams) {
     model::MixTuning t = model::MixTuning::for_level(3);
     t.stream_contexts = true;
+    t.class_contexts = true;
     return model::ContextMixer::memory_bytes(streams, stream_length(n, streams), t);
   };
   CHECK(compress_memory(6, n) > level3(64));

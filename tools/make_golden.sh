@@ -25,7 +25,8 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 "$bin" -q -6 -T 1 -c design-p6.txt > "v$version/design-p6.txt.shz"
 # Two streams (inputs of 64 KiB and more have them), so that the stream
 # contexts of format 12 are in use: a frozen copy of docs/DESIGN.md and
-# docs/FORMAT.md as they were then.
+# docs/FORMAT.md as they were then. (Every archive from format 13 on has the
+# class contexts, with one stream or more.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
@@ -65,8 +66,9 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    # bits 0-6: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm
-    'reserved-flags.5.shz': flip(7, 0x01, True),  # bit 8 (bit 7 is format 12's)
+    # bits 0-8: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
+    # stream contexts (format 12), class contexts (format 13)
+    'reserved-flags.5.shz': flip(7, 0x02, True),  # bit 9
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

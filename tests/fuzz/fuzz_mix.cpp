@@ -5,7 +5,8 @@
 //   odd:  the rest is a *payload*, decoded as up to 512 bytes of output; any input
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
 // Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3)
-// and whether the stream contexts (format 12) are on.
+// and whether the stream contexts (format 12) and the class contexts (format
+// 13) are on.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -63,6 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int pick = (mode >> 3) % 6;
   shazip::model::MixTuning tuning = shazip::model::MixTuning::for_level(1 + pick % 3);  // mix levels 1 to 3
   tuning.stream_contexts = pick >= 3;
+  tuning.class_contexts = ((mode >> 3) / 6) % 2 == 0;  // mostly on, as shazip writes
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
