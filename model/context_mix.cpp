@@ -594,7 +594,7 @@ struct ContextMixer::Impl {
         level2(t.level >= 2),
         level3(t.level >= 3),
         stream_local(uses_stream_contexts(streams, t)),
-        classes(uses_class_contexts(t)),
+        class_contexts(uses_class_contexts(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
@@ -677,7 +677,7 @@ struct ContextMixer::Impl {
     const uint64_t word3 = (uint64_t{s.word} << 32 | s.prev_word) ^ (uint64_t{s.prev_word2} * 0x9E3779B1u);
     s.base[8] = hash32(word3 ^ uint64_t{10} << 58);                                   // word trigram
     s.base[9] = hash32(h ^ 0x5bd1e995ull) ^ 0x11;                                      // order 8
-    if (classes) {
+    if (class_contexts) {
       // The last 12 bytes' classes, and order 12 (bytes 9-12 hashed onto
       // order 8), in the places of bytes 1 and 3 and the folded order 4.
       s.base[10] = hash32(s.classes ^ uint64_t{40} << 56);
@@ -692,7 +692,7 @@ struct ContextMixer::Impl {
     s.base[12] = hash32((uint64_t{std::min<uint32_t>(s.column, 255)} << 8 | above) | uint64_t{14} << 56);
     s.base[13] = hash32((uint64_t{s.word} << 16 | c2c1) ^ uint64_t{15} << 56);        // word + 2 bytes
     s.base[14] = hash32((h & 0xFFFFFFFFFFFFFF) | uint64_t{16} << 56);                  // order 7
-    s.base[15] = classes  // the column and the word, or above + byte 1
+    s.base[15] = class_contexts  // the column and the word, or above + byte 1
                      ? hash32((uint64_t{std::min<uint32_t>(s.column, 255)} << 32 | s.word) ^ uint64_t{44} << 56)
                      : hash32((uint64_t{above} << 8 | (h & 0xFF)) | uint64_t{17} << 56);
     const uint16_t followed2 = indirect2[indirect2_at(s, static_cast<uint32_t>(c2c1))];
@@ -843,7 +843,7 @@ struct ContextMixer::Impl {
   const MixTuning tuning;
   const bool level2, level3;
   const bool stream_local;  // the stream contexts (context_mix.h)
-  const bool classes;       // the class contexts (context_mix.h)
+  const bool class_contexts;  // the class contexts (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -1006,11 +1006,11 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
     if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
-    if (m.classes) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & 0xFFF) * 8 + m.bitpos);
+    if (m.class_contexts) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & 0xFFF) * 8 + m.bitpos);
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
-  const int class1 = m.classes ? static_cast<int>(s.classes & 7) : 0;  // the last byte's
+  const int class1 = m.class_contexts ? static_cast<int>(s.classes & 7) : 0;  // the last byte's
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
 
   int p16;
