@@ -58,9 +58,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_mix: --level must be 1..%d\n", model::kMaxMixLevel);
     return 2;
   }
-  model::MixTuning t = model::MixTuning::for_level(level);
-  t.stream_contexts = model::ModelConfig{}.stream_contexts != 0;  // as shazip writes
-  t.class_contexts = model::ModelConfig{}.class_contexts != 0;
+  model::ModelConfig as_written;  // the level with the flags shazip writes
+  as_written.mix = level;
+  model::MixTuning t = model::mix_tuning(as_written);
   std::string file, dump;
   int streams = 0, shards = 1;
   for (int i = 1; i < argc; ++i) {

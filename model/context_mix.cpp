@@ -432,6 +432,8 @@ constexpr int kMatchCap = 31;   // match lengths above this share a counter
 constexpr int kClassBits = 3;
 constexpr int kClassHistory = 12;  // the classes of this many bytes make a context
 constexpr uint64_t kClassMask = (uint64_t{1} << (kClassBits * kClassHistory)) - 1;
+constexpr int kLastClass = (1 << kClassBits) - 1;          // of the last byte: picks layer 2's set
+constexpr int kLastClasses4 = (1 << (4 * kClassBits)) - 1;  // of the last 4: picks a layer-1 mixer's
 int char_class(int c) {
   if (c >= 'a' && c <= 'z') return 0;
   if (c >= 'A' && c <= 'Z') return 1;
@@ -446,7 +448,7 @@ int char_class(int c) {
 struct StreamState {
   uint64_t last8 = 0;       // the last 8 bytes, most recent in the low byte
   // The last kClassHistory bytes' classes, most recent in the low bits
-  // (class 7 before the first byte, as for byte 0) (level 2).
+  // (class 7 before the first byte, as for byte 0) (the class contexts only).
   uint64_t classes = kClassMask;
   uint32_t word = 0;        // hash of the current word's letters (0 between words)
   uint32_t prev_word = 0;   // hash of the word before it
@@ -577,7 +579,7 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
                                      256});    // order 3's bit history
   }
   if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
-  if (uses_class_contexts(t)) contexts.push_back(4096 * 8);  // the last 4 bytes' classes
+  if (uses_class_contexts(t)) contexts.push_back((kLastClasses4 + 1) * 8);  // the last 4 bytes' classes
   return contexts;
 }
 
@@ -585,7 +587,7 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
 // contexts also by the last byte's class) or the bit position (level 1).
 int layer2_contexts(const MixTuning& t) {
   if (t.level < 2) return 8;
-  return uses_class_contexts(t) ? 256 << kClassBits : 256;
+  return uses_class_contexts(t) ? (kLastClass + 1) * 256 : 256;
 }
 
 struct ContextMixer::Impl {
@@ -798,7 +800,7 @@ struct ContextMixer::Impl {
       i2 = static_cast<uint16_t>(i2 << 8 | byte);
       i1 = static_cast<uint16_t>(i1 << 8 | byte);
       if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
-      s.classes = (s.classes << kClassBits | static_cast<uint64_t>(char_class(byte))) & kClassMask;
+      if (class_contexts) s.classes = (s.classes << kClassBits | static_cast<uint64_t>(char_class(byte))) & kClassMask;
     }
     s.hist.push_back(static_cast<uint8_t>(byte));
     s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
@@ -1006,11 +1008,11 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
     if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
-    if (m.class_contexts) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & 0xFFF) * 8 + m.bitpos);
+    if (m.class_contexts) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & kLastClasses4) * 8 + m.bitpos);
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
-  const int class1 = m.class_contexts ? static_cast<int>(s.classes & 7) : 0;  // the last byte's
+  const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
 
   int p16;

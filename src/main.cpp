@@ -300,12 +300,12 @@ void list_member(const Member& m, const Options& o) {
     }
     if (h.model.mix) {
       const model::MixTuning tuning = model::mix_tuning(h.model);
-      const bool stream_contexts = model::uses_stream_contexts(h.streams, tuning);
-      const bool class_contexts = model::uses_class_contexts(tuning);
-      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s%s%s)\n",
-                  h.model.mix, stream_contexts || class_contexts ? ", with " : "",
-                  stream_contexts ? (class_contexts ? "stream and class" : "stream") : class_contexts ? "class" : "",
-                  stream_contexts || class_contexts ? " contexts" : "");
+      std::string with;  // ", with stream and class contexts", or one of them, or nothing
+      if (model::uses_stream_contexts(h.streams, tuning)) with = "stream";
+      if (model::uses_class_contexts(tuning)) with += with.empty() ? "class" : " and class";
+      if (!with.empty()) with = ", with " + with + " contexts";
+      std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
+                  with.c_str());
     } else {
       std::printf("  coding           whole bytes, SHA-RNN alone\n");
     }

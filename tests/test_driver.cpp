@@ -406,13 +406,11 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
   // Above 1 MiB the memory plan holds level 3's tables, as compress_buffer()
   // builds them (64 streams at preset 6 for 4 MiB, 16 at presets 2 and 3,
-  // with the stream contexts); the default keeps level 2's, a third of that.
+  // with the stream and class contexts); the default keeps level 2's, a third of that.
   const uint64_t n = uint64_t{4} << 20;
   const auto level3 = [&](int streams) {
-    model::MixTuning t = model::MixTuning::for_level(3);
-    t.stream_contexts = true;
-    t.class_contexts = true;
-    return model::ContextMixer::memory_bytes(streams, stream_length(n, streams), t);
+    return model::ContextMixer::memory_bytes(streams, stream_length(n, streams),
+                                             model::mix_tuning(model::preset(6).model));
   };
   CHECK(compress_memory(6, n) > level3(64));
   CHECK(compress_memory(3, n) > level3(16));
