@@ -377,6 +377,15 @@ bool same_file(const std::string& a, const std::string& b) {
   return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+// As zcat -f and zstd -dcf: decompressing to standard output with -f, an
+// input that is no shazip archive (not even its first four bytes) is copied
+// out as it is, so that `shazipcat -f *` reads archives and plain files
+// alike. A damaged or truncated archive still fails.
+bool passes_through(const std::vector<uint8_t>& input, const std::string& out, const Options& o) {
+  return o.decompress && !o.test && o.force && out == "-" &&
+         (input.size() < sizeof kMagic || std::memcmp(input.data(), kMagic, sizeof kMagic) != 0);
+}
+
 // Compresses, decompresses or tests one input. Throws Error. `stdin_data`:
 // standard input if main() has read it already (taken by the first "-").
 void process(const std::string& in, const Options& o, std::optional<std::vector<uint8_t>>* stdin_data) {
@@ -420,7 +429,9 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   }
   const ProgressMode show = progress_mode(o);
   std::vector<uint8_t> result;
-  if (o.decompress || o.test) {
+  if (passes_through(input, out, o)) {
+    result = std::move(input);
+  } else if (o.decompress || o.test) {
     // Every archive's header is checked before anything is decoded.
     const std::vector<Member> members = split_members(input.data(), input.size());
     const uint64_t content = content_size(members);
@@ -760,10 +771,24 @@ std::vector<std::string> rewrite_levels(const CLI::App& app, int argc, char** ar
   return args;
 }
 
+// Called as unshazip (as gunzip and unzstd are) shazip decompresses; as
+// shazipcat (zcat, zstdcat) it decompresses to standard output. Options given
+// still apply on top (-z compresses, -t tests).
+void apply_program_name(const char* argv0, Options* o) {
+  const std::string path = argv0 ? argv0 : "";
+  const std::string name = path.substr(path.find_last_of('/') + 1);
+  if (name == "unshazip") {
+    o->decompress = true;
+  } else if (name == "shazipcat") {
+    o->decompress = o->to_stdout = true;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
+  apply_program_name(argc > 0 ? argv[0] : nullptr, &o);
   CLI::App app{
       "shazip: neural text compressor (SHA-RNN language model + range coder, learning online)",
       "shazip"};
@@ -781,6 +806,8 @@ int main(int argc, char** argv) {
       "  shazip -b FILE        benchmark against zstd -3, -19, -22 --long; --json, --csv,\n"
       "                        --plot curve.svg (learning curve of the first file)\n"
       "\n"
+      "Called as unshazip it decompresses (-d), as shazipcat to standard output (-dc).\n"
+      "\n"
       "Exit codes: 0 success, 1 usage or refused (existing output, terminal, a device or\n"
       "pipe without -c or -o), 2 I/O error or out of memory (missing file, directory,\n"
       "permission, disk full, a model larger than the machine), 3 not a shazip archive,\n"
@@ -792,7 +819,8 @@ int main(int argc, char** argv) {
   app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
   app.add_flag("-c,--stdout", o.to_stdout, "Write to standard output");
   app.add_option("-o", o.output, "Output file (one input only)");
-  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal");
+  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal; with -dc, "
+               "pass input that is no archive through unchanged");
   // As in zstd, the last of -k and --rm given wins: their callbacks run as
   // they are parsed.
   app.add_flag("-k,--keep", [&](int64_t) { o.remove = false; }, "Keep the input (default)")->trigger_on_parse();

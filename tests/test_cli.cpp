@@ -796,6 +796,127 @@ TEST_CASE("docs/RELEASES.md has an entry for this build's release", "[cli]") {
   CHECK(doc.find("** (format " + std::to_string(shazip::kFormatVersion) + ").") != std::string::npos);
 }
 
+TEST_CASE("unshazip and shazipcat decompress and -dcf passes other data through", "[cli]") {
+  // The names are symbolic links to the binary, as `cmake --install` makes
+  // them (gunzip/zcat, unzstd/zstdcat); options given still apply.
+  TempDir dir;
+  const std::string unshazip = dir / "unshazip", shazipcat = dir / "shazipcat";
+  REQUIRE(run("ln -s " + q(kBin) + " " + q(unshazip) + " && ln -s " + q(kBin) + " " + q(shazipcat)) == 0);
+  const auto text = english(6000, 41);
+  spit(dir / "a.txt", text);
+  REQUIRE(run(kBin + " -q -1 --rm " + q(dir / "a.txt")) == 0);
+  REQUIRE(run(shazipcat + " " + q(dir / "a.txt.shz") + " > " + q(dir / "cat.out")) == 0);
+  CHECK(slurp(dir / "cat.out") == text);
+  CHECK(run("test -e " + q(dir / "a.txt")) != 0);  // shazipcat writes no file
+  REQUIRE(run(unshazip + " -q " + q(dir / "a.txt.shz")) == 0);
+  CHECK(slurp(dir / "a.txt") == text);
+  CHECK(run(unshazip + " -q -t " + q(dir / "a.txt.shz")) == 0);
+  // Not an archive: exit 3, as with -d.
+  CHECK(run(shazipcat + " -q " + q(dir / "a.txt") + " > /dev/null 2>&1") == 3);
+  // With -f, input that is no archive passes through (zcat -f, zstd -dcf),
+  // after or before archives; -t and a damaged archive still fail.
+  spit(dir / "plain", english(300, 43));
+  REQUIRE(run(shazipcat + " -f " + q(dir / "a.txt.shz") + " " + q(dir / "plain") + " " + q(dir / "a.txt.shz") +
+              " > " + q(dir / "mixed")) == 0);
+  std::vector<uint8_t> mixed = text;
+  const auto plain = slurp(dir / "plain");
+  mixed.insert(mixed.end(), plain.begin(), plain.end());
+  mixed.insert(mixed.end(), text.begin(), text.end());
+  CHECK(slurp(dir / "mixed") == mixed);
+  spit(dir / "empty", {});
+  CHECK(capture(kBin + " -dcf " + q(dir / "empty") + " " + q(dir / "plain")) ==
+        std::string(plain.begin(), plain.end()));
+  CHECK(run(kBin + " -q -t -f " + q(dir / "plain") + " 2>/dev/null") == 3);
+  CHECK(run(kBin + " -q -d -f " + q(dir / "plain") + " 2>/dev/null") == 1);  // no .shz suffix, no -c
+  auto cut = slurp(dir / "a.txt.shz");
+  cut.resize(cut.size() / 2);
+  spit(dir / "cut.shz", cut);
+  CHECK(run(shazipcat + " -q -f " + q(dir / "cut.shz") + " > /dev/null 2>&1") == 4);
+  // -z takes precedence over the name; -l lists.
+  REQUIRE(run(shazipcat + " -q -z -1 " + q(dir / "a.txt") + " > " + q(dir / "z.shz")) == 0);
+  CHECK(slurp(dir / "z.shz") == slurp(dir / "a.txt.shz"));
+  CHECK(capture(unshazip + " -l " + q(dir / "z.shz")).find("original size    6000 bytes") != std::string::npos);
+}
+
+#if defined(SHAZIP_BUILD_DIR) && defined(SHAZIP_CMAKE)
+TEST_CASE("cmake --install puts shazip and its aliases and manual page in place", "[cli][install]") {
+  TempDir dir;
+  const std::string prefix = dir / "prefix";
+  REQUIRE(run(q(SHAZIP_CMAKE) + " --install " + q(SHAZIP_BUILD_DIR) + " --prefix " + q(prefix) + " > /dev/null") == 0);
+  const std::string bin = prefix + "/bin/", man = prefix + "/share/man/man1/";
+  CHECK(run("test -x " + q(bin + "shazip")) == 0);
+  CHECK(capture(bin + "shazip -V") == capture(kBin + " -V"));
+  CHECK(run("cmp -s " + q(man + "shazip.1") + " " + q(std::string(SHAZIP_SOURCE_DIR) + "/docs/shazip.1")) == 0);
+  for (const char* alias : {"unshazip", "shazipcat"}) {
+    INFO(alias);
+    CHECK(capture("readlink " + q(bin + alias)) == "shazip\n");
+    CHECK(capture("readlink " + q(man + alias + ".1")) == "shazip.1\n");
+  }
+  // The installed aliases work: compress with shazip, read back with shazipcat.
+  const auto text = english(3000, 42);
+  spit(dir / "t", text);
+  REQUIRE(run(bin + "shazip -q -1 " + q(dir / "t")) == 0);
+  REQUIRE(run(bin + "shazipcat " + q(dir / "t.shz") + " > " + q(dir / "t.out")) == 0);
+  CHECK(slurp(dir / "t.out") == text);
+  // Installing again over the links succeeds (an upgrade).
+  CHECK(run(q(SHAZIP_CMAKE) + " --install " + q(SHAZIP_BUILD_DIR) + " --prefix " + q(prefix) + " > /dev/null") == 0);
+}
+#endif
+
+TEST_CASE("the manual page documents every option of --help and names this version", "[cli]") {
+  const std::string page = capture("cat " + q(std::string(SHAZIP_SOURCE_DIR) + "/docs/shazip.1"));
+  REQUIRE(!page.empty());
+  // The options' entries are the tag lines of .TP paragraphs, where an option
+  // is written with "\-" for each dash, as a whole word.
+  std::vector<std::string> tags;
+  for (size_t at = page.find("\n.TP"); at != std::string::npos; at = page.find("\n.TP", at + 1)) {
+    const size_t line = page.find('\n', at + 1) + 1;
+    tags.push_back(page.substr(line, page.find('\n', line) - line));
+  }
+  const auto documented = [&](const std::string& opt) {
+    std::string word;
+    for (char c : opt) word += c == '-' ? std::string("\\-") : std::string(1, c);
+    for (const std::string& tag : tags) {
+      for (size_t i = tag.find(word); i != std::string::npos; i = tag.find(word, i + 1)) {
+        const size_t after = i + word.size();
+        const bool starts = i == 0 || tag[i - 1] != '-';
+        const bool ends = after == tag.size() || !(std::isalnum(static_cast<unsigned char>(tag[after])) ||
+                                                   tag[after] == '\\' || tag[after] == '-');
+        if (starts && ends) return true;
+      }
+    }
+    return false;
+  };
+  // --help's options are the dash-led words that open its option lines
+  // ("  -d,--decompress   Decompress").
+  const std::string help = capture(kBin + " --help");
+  int options = 0;
+  for (size_t pos = help.find("\n  -"); pos != std::string::npos; pos = help.find("\n  -", pos + 1)) {
+    const size_t start = pos + 3, end = help.find_first_of(" \n", start);
+    for (size_t a = start; a < end;) {
+      const size_t comma = std::min(help.find(',', a), end);
+      const std::string opt = help.substr(a, comma - a);
+      INFO(opt);
+      CHECK(documented(opt));
+      ++options;
+      a = comma + 1;
+    }
+  }
+  CHECK(options >= 30);
+  // The page shows the release it documents: `shazip -V` starts "shazip X.Y.Z ".
+  const std::string version = capture(kBin + " -V");
+  const std::string release = version.substr(0, version.find(' ', version.find(' ') + 1));
+  CHECK(page.find("\n.TH SHAZIP 1 \"\" \"" + release + "\"") != std::string::npos);
+  // The aliases are named where man(1) looks for them.
+  CHECK(page.find("shazip, unshazip, shazipcat \\- ") != std::string::npos);
+  // Where groff is installed, the page renders without a warning.
+  if (run("command -v groff > /dev/null") == 0) {
+    CHECK(capture("groff -man -Tutf8 -ww -z " + q(std::string(SHAZIP_SOURCE_DIR) + "/docs/shazip.1") + " 2>&1") == "");
+  } else {
+    WARN("groff not installed: the page's rendering was not checked");
+  }
+}
+
 TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
   // tests/golden-errors/NAME.CODE.shz must fail `shazip -t` with exit code CODE.
   const std::string dir = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden-errors";
