@@ -10,12 +10,13 @@
 // Usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [--lr N] [--lr-min N]
 //                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
-//                  [--stream-contexts 0|1] [--class-contexts 0|1] [--portable] FILE
+//                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1] [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
 // --stream-contexts: without (0) or with (1, the default, as format 12
 // writes) the stream contexts of model/context_mix.h; --class-contexts: the
-// same for the class contexts (format 13); --portable:
+// same for the class contexts (format 13); --own-rates: the same for the
+// own rates (format 14); --portable:
 // the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
     else if (a == "--cm-weight") t.cm_weight = num();
     else if (a == "--stream-contexts") t.stream_contexts = num() != 0;
     else if (a == "--class-contexts") t.class_contexts = num() != 0;
+    else if (a == "--own-rates") t.own_rates = num() != 0;
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
@@ -98,6 +100,12 @@ int main(int argc, char** argv) {
       t.table_bits > model::kMaxTableBits) {
     std::fprintf(stderr, "bench_mix: --shift must be 1..%d and --table-bits %d..%d\n", model::kMaxMixerShift,
                  model::kMinTableBits, model::kMaxTableBits);
+    return 2;
+  }
+  if (model::uses_own_rates(t) &&
+      (t.apm_rate < model::kMinCountedApmRate || t.apm_rate > model::kMaxCountedApmRate)) {
+    std::fprintf(stderr, "bench_mix: with the own rates --apm-rate must be %d..%d\n", model::kMinCountedApmRate,
+                 model::kMaxCountedApmRate);
     return 2;
   }
   if (file.empty()) {
@@ -154,9 +162,9 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
-              t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0", streams,
-              shards, bits / n);
+  std::printf("%s level=%d%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+              t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
+              t.own_rates ? "" : " own-rates=0", streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

@@ -57,6 +57,7 @@ std::string ModelConfig::describe() const {
   if (train_groups != 1) s << " G=" << train_groups;
   if (mix >= 2 && !stream_contexts) s << " stream-contexts=0";
   if (mix >= 2 && !class_contexts) s << " class-contexts=0";
+  if (mix >= 2 && !own_rates) s << " own-rates=0";
   return s.str();
 }
 
@@ -82,6 +83,7 @@ std::string ModelConfig::validate() const {
   if (block_norm < 0 || block_norm > 1) return "block norm must be 0 or 1";
   if (stream_contexts < 0 || stream_contexts > 1) return "stream contexts must be 0 or 1";
   if (class_contexts < 0 || class_contexts > 1) return "class contexts must be 0 or 1";
+  if (own_rates < 0 || own_rates > 1) return "own rates must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -156,6 +158,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   MixTuning t = MixTuning::for_level(m.mix);
   t.stream_contexts = m.stream_contexts != 0;
   t.class_contexts = m.class_contexts != 0;
+  t.own_rates = m.own_rates != 0;
   return t;
 }
 

@@ -93,6 +93,10 @@ struct ModelConfig {
                             //    contexts, a mixer picked by the last 4 bytes' classes and
                             //    the second layer by the last byte's (format v13;
                             //    MixTuning::class_contexts)
+  int own_rates = 1;        // mix levels 2 and 3: 0, the first mixing layer's rate falls
+                            //    with the bits coded and the APMs' is fixed (formats up
+                            //    to 13); 1, each weight set's and APM knot's falls with
+                            //    its own updates (format v14; MixTuning::own_rates)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -243,9 +243,23 @@ class Table {
 // the stretched input, 33 knots per context, each a 16-bit probability.
 // Knot j starts at squash((j - 16) * 128), the identity map; knots are stored
 // XOR that start value so that zeroed memory is the initial state.
+//
+// With `counted` (the own rates, format 14) each knot also counts its updates:
+// the n-th moves it by (target - knot) / (n + kApmFirstDivisor), truncated,
+// until the divisor reaches 2^rate; from then on, and without `counted`
+// always, by (target - knot) >> rate. A new context's knots so learn its
+// first bits quickly instead of at the slow rate meant for settled ones.
+constexpr int kApmFirstDivisor = 24;  // 1.8091 bits per byte on 17 small files, 1.8094
+                                      // with 12, 1.8095 with 40 (RESULTS.md, "Own rates")
 class Apm {
  public:
-  Apm(int contexts, int rate) : t_(static_cast<size_t>(contexts) * 33), rate_(rate) {}
+  Apm(int contexts, int rate, bool counted = false)
+      : t_(static_cast<size_t>(contexts) * 33),
+        n_(counted ? static_cast<size_t>(contexts) * 33 : 0),
+        counted_(counted),
+        rate_(rate) {
+    SHAZIP_ASSERT(!counted || (rate >= kMinCountedApmRate && rate <= kMaxCountedApmRate));
+  }
   // Returns a 16-bit probability.
   int refine(int p12, int ctx) {
     const int s = stretch(p12) + 2048;  // 1..4095
@@ -265,6 +279,11 @@ class Apm {
   void update(int bit) {
     const int target = bit ? 65535 : 0;
     const int v = t_[index_] ^ start_;
+    if (counted_ && n_[index_] < (1 << rate_) - kApmFirstDivisor) {
+      t_[index_] = static_cast<uint16_t>((v + (target - v) / (n_[index_] + kApmFirstDivisor)) ^ start_);
+      ++n_[index_];
+      return;
+    }
     t_[index_] = static_cast<uint16_t>((v + ((target - v) >> rate_)) ^ start_);
   }
 
@@ -279,6 +298,8 @@ class Apm {
   int knot(size_t i, int j) const { return t_[i] ^ kApmStart.v[j]; }
 
   ZeroArray<uint16_t> t_;
+  ZeroArray<uint8_t> n_;  // each knot's updates (the own rates), or none
+  bool counted_;
   size_t index_ = 0;
   uint16_t start_ = 0;
   int rate_;
@@ -350,20 +371,32 @@ bool cpu_has_avx2() { return false; }
 
 std::atomic<bool> g_simd{cpu_has_avx2()};
 
+// The own rates' half-life: a weight set's rate is half its start after this
+// many updates (before the APMs' own rates, 1.8114 bits per byte on 17 small
+// files with 2048, 1.8117 with 1024, 1.8132 with 4096; RESULTS.md, "Own
+// rates").
+constexpr int kSetRateHalf = 2048;
+
 // Gated linear mixing in the logistic domain: one weight vector per context,
 // picked anew for every bit; trained by gradient descent on coding cost.
 // Inputs are read from arrays of at least padded(inputs) ints, zero past the
 // last input.
 class Mixer {
  public:
-  Mixer(int inputs, int contexts)
-      : n_(inputs), stride_(padded(inputs)), w_(static_cast<size_t>(stride_) * contexts, 0) {}
+  // `counted`: each weight set counts its updates (the own rates).
+  Mixer(int inputs, int contexts, bool counted = false)
+      : n_(inputs),
+        stride_(padded(inputs)),
+        w_(static_cast<size_t>(stride_) * contexts, 0),
+        updates_(counted ? contexts : 1, 0),
+        counted_(counted) {}
   SHAZIP_NO_COVERAGE void set_initial(int input, int32_t weight) {
     for (size_t i = static_cast<size_t>(input); i < w_.size(); i += static_cast<size_t>(stride_)) w_[i] = weight;
   }
   // Mixed probability (12-bit) of a 1; also keeps the stretched value.
   int mix(const int* x, int ctx) {
     sel_ = &w_[static_cast<size_t>(ctx) * stride_];
+    sel_updates_ = &updates_[counted_ ? static_cast<size_t>(ctx) : 0];
 #if defined(__x86_64__)
     const int64_t dot = g_simd.load(std::memory_order_relaxed) ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
 #else
@@ -374,6 +407,17 @@ class Mixer {
     return p_;
   }
   int stretched() const { return st_; }
+  // The own rates (format 14): the rate of the selected weight set's next
+  // update, lr0 * kSetRateHalf / (kSetRateHalf + n) after n updates, never
+  // below `floor`. Counts the update; a set's count stops where the rate
+  // reaches the floor.
+  int set_rate(int lr0, int floor) {
+    SHAZIP_ASSERT(counted_);
+    const int r = static_cast<int>(int64_t{lr0} * kSetRateHalf / (kSetRateHalf + int64_t{*sel_updates_}));
+    if (r <= floor) return floor;
+    ++*sel_updates_;
+    return r;
+  }
   // lr in units of 2^-shift.
   void update(const int* x, int bit, int lr, int shift) {
     const int err = ((bit << 12) - p_) * lr;
@@ -389,7 +433,10 @@ class Mixer {
  private:
   int n_, stride_;
   std::vector<int32_t> w_;
+  std::vector<uint32_t> updates_;  // per weight set (the own rates), else one unused
+  bool counted_;
   int32_t* sel_ = nullptr;
+  uint32_t* sel_updates_ = nullptr;
   int st_ = 0, p_ = 2048;
 };
 
@@ -530,6 +577,7 @@ bool uses_stream_contexts(int streams, const MixTuning& t) {
 }
 
 bool uses_class_contexts(const MixTuning& t) { return t.class_contexts && t.level >= 2; }
+bool uses_own_rates(const MixTuning& t) { return t.own_rates && t.level >= 2; }
 
 uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
 
@@ -597,13 +645,14 @@ struct ContextMixer::Impl {
         level3(t.level >= 3),
         stream_local(uses_stream_contexts(streams, t)),
         class_contexts(uses_class_contexts(t)),
+        own_rates(uses_own_rates(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : 256, t.apm_rate),
-        apm_order1(65536, t.apm_rate),
-        apm_order2(level2 ? 65536 : 0, t.apm_rate),
-        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate) {
+        apm_order1(65536, t.apm_rate, uses_own_rates(t)),
+        apm_order2(level2 ? 65536 : 0, t.apm_rate, uses_own_rates(t)),
+        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate, uses_own_rates(t)) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
     SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&
@@ -630,7 +679,7 @@ struct ContextMixer::Impl {
     }
 
     n_inputs = kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0);
-    for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts);
+    for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts, own_rates);
     for (Mixer& mx : layer1) {
       for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
       mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
@@ -846,6 +895,7 @@ struct ContextMixer::Impl {
   const bool level2, level3;
   const bool stream_local;  // the stream contexts (context_mix.h)
   const bool class_contexts;  // the class contexts (context_mix.h)
+  const bool own_rates;       // the own rates (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -902,6 +952,10 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const std::vector<int> layer1 = layer1_contexts(tuning);
   for (int c : layer1) contexts += static_cast<uint64_t>(c);
   bytes += inputs * contexts * 4;  // layer 1's weights
+  if (uses_own_rates(tuning)) {
+    bytes += contexts * 4;                   // the weight sets' update counts
+    bytes += uint64_t{2} * 65536 * 33;        // and the order-1 and order-2 APM knots'
+  }
   bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_contexts(tuning) * 4;
   return bytes + b * sizeof(StreamState);  // stream states
 }
@@ -1068,10 +1122,17 @@ void ContextMixer::update(int bit) {
   m.apm_order1.update(bit);
 
   // Mixer: gradient step on coding cost, the rate falling from mixer_lr to
-  // mixer_lr_min.
-  const int lr = std::max<int64_t>(m.tuning.mixer_lr_min,
-                                   m.tuning.mixer_lr - static_cast<int64_t>(m.updates >> m.tuning.mixer_decay));
-  for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
+  // mixer_lr_min: with the bits coded, or with each weight set's own updates
+  // (the own rates).
+  if (m.own_rates) {
+    for (Mixer& mx : m.layer1) {
+      mx.update(m.x, bit, mx.set_rate(m.tuning.mixer_lr, m.tuning.mixer_lr_min), m.tuning.mixer_shift);
+    }
+  } else {
+    const int lr = std::max<int64_t>(m.tuning.mixer_lr_min,
+                                     m.tuning.mixer_lr - static_cast<int64_t>(m.updates >> m.tuning.mixer_decay));
+    for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
+  }
   m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
   ++m.updates;
 

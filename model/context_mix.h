@@ -64,6 +64,13 @@ constexpr int kMaxMixLevel = 3;
 // four bytes' classes, and the second layer by the last byte's class as well
 // as the partial byte. The shape of the text (a number, a capitalised word
 // after a full stop, the start of a line) decides how far each model is trusted.
+// Own rates (format version 14, levels 2 and 3): each of the first layer's
+// weight sets learns at its own rate, mixer_lr * 2048 / (2048 + n) after n
+// updates, floored at mixer_lr_min, instead of one rate for all that falls
+// with the bits coded: a set that a rare context picks late in the input
+// (digits after pages of prose) starts as fast as the first sets did. Each
+// knot of the final APMs likewise steps by 1 / (n + 24) of its error until
+// that reaches the fixed 2^-apm_rate, instead of 2^-apm_rate from the start.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -86,6 +93,8 @@ struct MixTuning {
                                  // (a header flag; model::mix_tuning sets it)
   bool class_contexts = false;   // levels 2 and 3: the class contexts (above); a header
                                  // flag as well
+  bool own_rates = false;        // levels 2 and 3: each first-layer weight set's and
+                                 // APM knot's own rate (above); a header flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -97,11 +106,16 @@ bool uses_stream_contexts(int streams, const MixTuning& t);
 // Whether a mixing stage has the class contexts: the tuning asks for them and
 // the level is 2 or 3.
 bool uses_class_contexts(const MixTuning& t);
+// Whether a mixing stage has the own rates: the tuning asks for them and the
+// level is 2 or 3.
+bool uses_own_rates(const MixTuning& t);
 
-// The bounds of MixTuning's mixer_shift and table_bits (benchmarks/bench_mix
-// holds its knobs to them; the mixing stage asserts them).
+// The bounds of MixTuning's mixer_shift and table_bits, and of apm_rate with
+// the own rates (a knot's count fits a byte) (benchmarks/bench_mix holds its
+// knobs to them; the mixing stage asserts them).
 constexpr int kMaxMixerShift = 16;
 constexpr int kMinTableBits = 16, kMaxTableBits = 28;
+constexpr int kMinCountedApmRate = 5, kMaxCountedApmRate = 8;
 
 // The SHA-RNN's probability (12-bit, 1..4095) that the next bit is 1, given
 // its byte table `cdf` (coder::kCdfSize entries) and the partial byte c0: the

@@ -82,6 +82,7 @@ constexpr FlagBit kFlagBits[] = {
     {64, 10, &model::ModelConfig::block_norm},          // before: the clip's norm as one dot8
     {128, 12, &model::ModelConfig::stream_contexts},    // before: no context model keyed by the stream
     {256, 13, &model::ModelConfig::class_contexts},     // before: no character classes
+    {512, 14, &model::ModelConfig::own_rates},          // before: one rate for the first mixing layer
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

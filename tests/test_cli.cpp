@@ -764,6 +764,17 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
             .find("(mix level 2, with stream and class contexts)") != std::string::npos);
   CHECK(capture(kBin + " -l " + q(golden + "/v13/design-p2.txt.shz")).find("(mix level 2, with class contexts)") !=
         std::string::npos);
+  // Format 14's have the own rates as well.
+  const std::vector<uint8_t> s14 = slurp(golden + "/v14/streams-2.txt.shz");
+  const shazip::Header h14 = shazip::parse_header(s14.data(), s14.size(), &header_size);
+  CHECK(h14.streams == 2);
+  CHECK(h14.model.class_contexts == 1);
+  CHECK(h14.model.own_rates == 1);
+  CHECK(h13.model.own_rates == 0);
+  CHECK(capture(kBin + " -l " + q(golden + "/v14/streams-2.txt.shz"))
+            .find("(mix level 2, with stream and class contexts, own rates)") != std::string::npos);
+  CHECK(capture(kBin + " -l " + q(golden + "/v14/design-p2.txt.shz"))
+            .find("(mix level 2, with class contexts, own rates)") != std::string::npos);
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "src/container.h"
@@ -267,15 +268,15 @@ TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-b
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserved before its version",
+TEST_CASE("header flag bits 0 to 9: each model switch round-trips and is reserved before its version",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  // Every combination of the nine switches, bit k of `flags` the k-th.
-  for (int flags = 0; flags < 512; ++flags) {
+  // Every combination of the ten switches, bit k of `flags` the k-th.
+  for (int flags = 0; flags < 1024; ++flags) {
     const int lag = flags & 1, flat = flags >> 1 & 1, kernels = flags >> 2 & 1, train = flags >> 3 & 1;
     const int cuda = flags >> 4 & 1, cuda_train = flags >> 5 & 1, norm = flags >> 6 & 1, streams = flags >> 7 & 1;
-    const int classes = flags >> 8 & 1;
+    const int classes = flags >> 8 & 1, own_rates = flags >> 9 & 1;
     if (train && !(flat && kernels)) continue;  // the training kernels need both
     h.model.train_lag = lag;
     h.model.flat_train = flat;
@@ -286,9 +287,10 @@ TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserve
     h.model.block_norm = norm;
     h.model.stream_contexts = streams;
     h.model.class_contexts = classes;
+    h.model.own_rates = own_rates;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[6] == (flags & 255));  // the flags' low byte, bits 0 to 7
-    CHECK(a[7] == flags >> 8);     // bit 8
+    CHECK(a[7] == flags >> 8);     // bits 8 and 9
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.train_lag == lag);
     CHECK(p.model.flat_train == flat);
@@ -299,6 +301,7 @@ TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserve
     CHECK(p.model.block_norm == norm);
     CHECK(p.model.stream_contexts == streams);
     CHECK(p.model.class_contexts == classes);
+    CHECK(p.model.own_rates == own_rates);
   }
   h.model.cuda_step_kernels = 0;
   h.model.cuda_train_kernels = 0;
@@ -311,9 +314,10 @@ TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserve
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 13 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 12 has all but the
-  // class contexts (bit 8, in the flags' high byte), version 11 (and 10) all
+  // Each version before 14 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 13 has all but the set
+  // rates (bit 9), version 12 all but the class contexts too (bit 8, in the
+  // flags' high byte), version 11 (and 10) all
   // but the stream contexts too, version 9 has the CUDA step
   // kernels but neither the CUDA training kernels nor the block norm (both
   // version 10's), version 8 (and 7) has the
@@ -329,13 +333,16 @@ TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserve
   h.model.block_norm = 1;
   h.model.stream_contexts = 1;
   h.model.class_contexts = 1;
-  {
-    h.version = 12;
+  h.model.own_rates = 1;
+  for (const auto& [version, high, next] : {std::tuple{13, 1, &model::ModelConfig::own_rates},
+                                            std::tuple{12, 0, &model::ModelConfig::class_contexts}}) {
+    INFO("version " << version);
+    h.version = static_cast<uint8_t>(version);
     auto a = with_body(h, h.payload_size);
     CHECK(a[6] == 255);
-    CHECK(a[7] == 0);
-    CHECK(parse_header(a.data(), a.size(), &header_size).model.class_contexts == 0);
-    a[7] = 1;
+    CHECK(a[7] == high);
+    CHECK(parse_header(a.data(), a.size(), &header_size).model.*next == 0);
+    a[7] = static_cast<uint8_t>(high << 1 | 1);  // the next switch's bit as well
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
@@ -375,7 +382,7 @@ TEST_CASE("header flag bits 0 to 8: each model switch round-trips and is reserve
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[7] |= 2;  // bit 9
+  a[7] |= 4;  // bit 10
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

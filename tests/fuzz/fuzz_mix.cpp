@@ -65,6 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shazip::model::MixTuning tuning = shazip::model::MixTuning::for_level(1 + pick % 3);  // mix levels 1 to 3
   tuning.stream_contexts = pick >= 3;
   tuning.class_contexts = ((mode >> 3) / 6) % 2 == 0;  // mostly on, as shazip writes
+  tuning.own_rates = ((mode >> 3) / 12) % 2 == 0;       // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
