@@ -249,13 +249,15 @@ class Table {
 // until the divisor reaches 2^rate; from then on, and without `counted`
 // always, by (target - knot) >> rate. A new context's knots so learn its
 // first bits quickly instead of at the slow rate meant for settled ones.
+// The counts (a byte each) sit in the knots' row, after them, in rows of 128
+// bytes: a refinement and its update touch two cache lines, as without them.
 constexpr int kApmFirstDivisor = 24;  // 1.8091 bits per byte on 17 small files, 1.8094
                                       // with 12, 1.8095 with 40 (RESULTS.md, "Own rates")
 class Apm {
  public:
   Apm(int contexts, int rate, bool counted = false)
-      : t_(static_cast<size_t>(contexts) * 33),
-        n_(counted ? static_cast<size_t>(contexts) * 33 : 0),
+      : stride_(counted ? kCountedStride : kKnots),
+        t_(static_cast<size_t>(contexts) * static_cast<size_t>(stride_)),
         counted_(counted),
         rate_(rate) {
     SHAZIP_ASSERT(!counted || (rate >= kMinCountedApmRate && rate <= kMaxCountedApmRate));
@@ -264,30 +266,41 @@ class Apm {
   int refine(int p12, int ctx) {
     const int s = stretch(p12) + 2048;  // 1..4095
     const int lo = s >> 7, w = s & 127;
-    const size_t i = static_cast<size_t>(ctx) * 33 + lo;
-    const int near = lo + (w >> 6);  // the nearer knot learns
-    index_ = i + (w >> 6);
-    start_ = kApmStart.v[near];
-    return (knot(i, lo) * (128 - w) + knot(i + 1, lo + 1) * w) >> 7;
+    row_ = &t_[static_cast<size_t>(ctx) * static_cast<size_t>(stride_)];
+    knot_ = lo + (w >> 6);  // the nearer knot learns
+    start_ = kApmStart.v[knot_];
+    return (knot(lo) * (128 - w) + knot(lo + 1) * w) >> 7;
   }
-  // Asks for the cache lines of context ctx's knots, ahead of refine().
+  // Asks for the cache lines of context ctx's knots (and counts), ahead of
+  // refine().
   void prefetch(int ctx) const {
-    const uint16_t* row = &t_[static_cast<size_t>(ctx) * 33];
+    const uint16_t* row = &t_[static_cast<size_t>(ctx) * static_cast<size_t>(stride_)];
     __builtin_prefetch(row);
     __builtin_prefetch(row + 32);
   }
   void update(int bit) {
     const int target = bit ? 65535 : 0;
-    const int v = t_[index_] ^ start_;
-    if (counted_ && n_[index_] < (1 << rate_) - kApmFirstDivisor) {
-      t_[index_] = static_cast<uint16_t>((v + (target - v) / (n_[index_] + kApmFirstDivisor)) ^ start_);
-      ++n_[index_];
-      return;
+    uint16_t& k = row_[knot_];
+    const int v = k ^ start_;
+    if (counted_) {
+      uint8_t& n = reinterpret_cast<uint8_t*>(row_ + kKnots)[knot_];
+      if (n < (1 << rate_) - kApmFirstDivisor) {
+        k = static_cast<uint16_t>((v + (target - v) / (n + kApmFirstDivisor)) ^ start_);
+        ++n;
+        return;
+      }
     }
-    t_[index_] = static_cast<uint16_t>((v + ((target - v) >> rate_)) ^ start_);
+    k = static_cast<uint16_t>((v + ((target - v) >> rate_)) ^ start_);
+  }
+  // Bytes of `contexts` rows.
+  static uint64_t bytes(int contexts, bool counted) {
+    return static_cast<uint64_t>(contexts) * (counted ? kCountedStride : kKnots) * sizeof(uint16_t);
   }
 
  private:
+  static constexpr int kKnots = 33;
+  static constexpr int kCountedStride = 64;  // uint16s a row: 33 knots, 33 count bytes, padding
+  static_assert(kKnots * 3 <= kCountedStride * 2, "the counts fit the row");
   struct StartTable {
     uint16_t v[33];
     StartTable() {
@@ -295,12 +308,13 @@ class Apm {
     }
   };
   static const StartTable kApmStart;
-  int knot(size_t i, int j) const { return t_[i] ^ kApmStart.v[j]; }
+  int knot(int j) const { return row_[j] ^ kApmStart.v[j]; }
 
-  ZeroArray<uint16_t> t_;
-  ZeroArray<uint8_t> n_;  // each knot's updates (the own rates), or none
+  int stride_;              // uint16s a row
+  ZeroArray<uint16_t> t_;   // rows of knots (and counts)
   bool counted_;
-  size_t index_ = 0;
+  uint16_t* row_ = nullptr;  // the row and knot of the last refine()
+  int knot_ = 0;
   uint16_t start_ = 0;
   int rate_;
 };
@@ -945,17 +959,14 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
-  bytes += (level2 ? 2 : 1) * uint64_t{65536} * 33 * 2;  // the order-1 (and order-2) APMs
+  bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
   const uint64_t inputs = padded(kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0));
   uint64_t contexts = 0;
   const std::vector<int> layer1 = layer1_contexts(tuning);
   for (int c : layer1) contexts += static_cast<uint64_t>(c);
   bytes += inputs * contexts * 4;  // layer 1's weights
-  if (uses_own_rates(tuning)) {
-    bytes += contexts * 4;                   // the weight sets' update counts
-    bytes += uint64_t{2} * 65536 * 33;        // and the order-1 and order-2 APM knots'
-  }
+  if (uses_own_rates(tuning)) bytes += contexts * 4;  // the weight sets' update counts
   bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_contexts(tuning) * 4;
   return bytes + b * sizeof(StreamState);  // stream states
 }
