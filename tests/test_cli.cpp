@@ -743,38 +743,32 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   const shazip::Header h = shazip::parse_header(p6.data(), p6.size(), &header_size);
   CHECK(h.preset == 6);
   CHECK(h.model.mix == 3);
-  // The two-stream archive is what it says: the stream contexts in use.
-  const std::vector<uint8_t> s2 = slurp(golden + "/v12/streams-2.txt.shz");
-  const shazip::Header h2 = shazip::parse_header(s2.data(), s2.size(), &header_size);
-  CHECK(h2.streams == 2);
-  CHECK(h2.model.mix == 2);
-  CHECK(h2.model.stream_contexts == 1);
-  // ... and -l says so; a one-stream archive has none to name.
-  CHECK(capture(kBin + " -l " + q(golden + "/v12/streams-2.txt.shz")).find("(mix level 2, with stream contexts)") !=
-        std::string::npos);
-  CHECK(capture(kBin + " -l " + q(golden + "/v12/design-p2.txt.shz")).find("(mix level 2)") != std::string::npos);
-  // Format 13's archives have the class contexts, with one stream or two.
-  const std::vector<uint8_t> s13 = slurp(golden + "/v13/streams-2.txt.shz");
-  const shazip::Header h13 = shazip::parse_header(s13.data(), s13.size(), &header_size);
-  CHECK(h13.streams == 2);
-  CHECK(h13.model.stream_contexts == 1);
-  CHECK(h13.model.class_contexts == 1);
-  CHECK(h2.model.class_contexts == 0);
-  CHECK(capture(kBin + " -l " + q(golden + "/v13/streams-2.txt.shz"))
-            .find("(mix level 2, with stream and class contexts)") != std::string::npos);
-  CHECK(capture(kBin + " -l " + q(golden + "/v13/design-p2.txt.shz")).find("(mix level 2, with class contexts)") !=
-        std::string::npos);
-  // Format 14's have the own rates as well.
-  const std::vector<uint8_t> s14 = slurp(golden + "/v14/streams-2.txt.shz");
-  const shazip::Header h14 = shazip::parse_header(s14.data(), s14.size(), &header_size);
-  CHECK(h14.streams == 2);
-  CHECK(h14.model.class_contexts == 1);
-  CHECK(h14.model.own_rates == 1);
-  CHECK(h13.model.own_rates == 0);
-  CHECK(capture(kBin + " -l " + q(golden + "/v14/streams-2.txt.shz"))
-            .find("(mix level 2, with stream and class contexts, own rates)") != std::string::npos);
-  CHECK(capture(kBin + " -l " + q(golden + "/v14/design-p2.txt.shz"))
-            .find("(mix level 2, with class contexts, own rates)") != std::string::npos);
+  // From format 12 on, the two-stream archive (streams-2) has the stream
+  // contexts and the one-stream one (design-p2) none; from 13 on both have
+  // the class contexts, from 14 on the own rates. The header says so, and so
+  // does -l.
+  struct Switches {
+    int version, class_contexts, own_rates;
+    const char* two_streams;  // how -l names the mixing stage of each
+    const char* one_stream;
+  };
+  for (const Switches& v :
+       {Switches{12, 0, 0, "(mix level 2, with stream contexts)", "(mix level 2)"},
+        Switches{13, 1, 0, "(mix level 2, with stream and class contexts)", "(mix level 2, with class contexts)"},
+        Switches{14, 1, 1, "(mix level 2, with stream and class contexts, own rates)",
+                 "(mix level 2, with class contexts, own rates)"}}) {
+    INFO("version " << v.version);
+    const std::string vdir = golden + "/v" + std::to_string(v.version);
+    const std::vector<uint8_t> two = slurp(vdir + "/streams-2.txt.shz");
+    const shazip::Header h2 = shazip::parse_header(two.data(), two.size(), &header_size);
+    CHECK(h2.streams == 2);
+    CHECK(h2.model.mix == 2);
+    CHECK(h2.model.stream_contexts == 1);
+    CHECK(h2.model.class_contexts == v.class_contexts);
+    CHECK(h2.model.own_rates == v.own_rates);
+    CHECK(capture(kBin + " -l " + q(vdir + "/streams-2.txt.shz")).find(v.two_streams) != std::string::npos);
+    CHECK(capture(kBin + " -l " + q(vdir + "/design-p2.txt.shz")).find(v.one_stream) != std::string::npos);
+  }
 }
 
 TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][golden]") {
