@@ -402,7 +402,7 @@ class Mixer {
       : n_(inputs),
         stride_(padded(inputs)),
         w_(static_cast<size_t>(stride_) * contexts, 0),
-        updates_(counted ? contexts : 1, 0),
+        updates_(counted ? contexts : 0, 0),
         counted_(counted) {}
   SHAZIP_NO_COVERAGE void set_initial(int input, int32_t weight) {
     for (size_t i = static_cast<size_t>(input); i < w_.size(); i += static_cast<size_t>(stride_)) w_[i] = weight;
@@ -410,7 +410,7 @@ class Mixer {
   // Mixed probability (12-bit) of a 1; also keeps the stretched value.
   int mix(const int* x, int ctx) {
     sel_ = &w_[static_cast<size_t>(ctx) * stride_];
-    sel_updates_ = &updates_[counted_ ? static_cast<size_t>(ctx) : 0];
+    if (counted_) sel_updates_ = &updates_[static_cast<size_t>(ctx)];
 #if defined(__x86_64__)
     const int64_t dot = g_simd.load(std::memory_order_relaxed) ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
 #else
@@ -447,7 +447,7 @@ class Mixer {
  private:
   int n_, stride_;
   std::vector<int32_t> w_;
-  std::vector<uint32_t> updates_;  // per weight set (the own rates), else one unused
+  std::vector<uint32_t> updates_;  // per weight set (the own rates), else none
   bool counted_;
   int32_t* sel_ = nullptr;
   uint32_t* sel_updates_ = nullptr;
@@ -664,9 +664,9 @@ struct ContextMixer::Impl {
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : 256, t.apm_rate),
-        apm_order1(65536, t.apm_rate, uses_own_rates(t)),
-        apm_order2(level2 ? 65536 : 0, t.apm_rate, uses_own_rates(t)),
-        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate, uses_own_rates(t)) {
+        apm_order1(65536, t.apm_rate, own_rates),
+        apm_order2(level2 ? 65536 : 0, t.apm_rate, own_rates),
+        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate, own_rates) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
     SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&

@@ -5,8 +5,8 @@
 //   odd:  the rest is a *payload*, decoded as up to 512 bytes of output; any input
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
 // Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3)
-// and whether the stream contexts (format 12) and the class contexts (format
-// 13) are on.
+// and whether the stream contexts (format 12), the class contexts (format 13)
+// and the own rates (format 14) are on.
 #include <algorithm>
 #include <array>
 #include <cstdint>
