@@ -10,14 +10,16 @@
 // Usage: bench_mix [--nn DUMP] [--level 1|2|3] [--streams B] [--shards K] [--lr N] [--lr-min N]
 //                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
-//                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1] [--portable] FILE
+//                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1]
+//                  [--one-sided 0|1] [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
 // --stream-contexts: without (0) or with (1, the default, as format 12
 // writes) the stream contexts of model/context_mix.h; --class-contexts: the
 // same for the class contexts (format 13); --own-rates: the same for the
-// own rates (format 14); --portable:
-// the mixers' portable loops instead of AVX2, same results.) Prints the bits per byte and
+// own rates (format 14); --one-sided: the same for the one-sided inputs
+// (format 15); --portable: the mixers' portable loops instead of AVX2, same
+// results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>
 #include <chrono>
@@ -93,6 +95,7 @@ int main(int argc, char** argv) {
     else if (a == "--stream-contexts") t.stream_contexts = num() != 0;
     else if (a == "--class-contexts") t.class_contexts = num() != 0;
     else if (a == "--own-rates") t.own_rates = num() != 0;
+    else if (a == "--one-sided") t.one_sided = num() != 0;
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
   }
@@ -162,9 +165,9 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+  std::printf("%s level=%d%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
               t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
-              t.own_rates ? "" : " own-rates=0", streams, shards, bits / n);
+              t.own_rates ? "" : " own-rates=0", t.one_sided ? "" : " one-sided=0", streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

@@ -58,6 +58,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !stream_contexts) s << " stream-contexts=0";
   if (mix >= 2 && !class_contexts) s << " class-contexts=0";
   if (mix >= 2 && !own_rates) s << " own-rates=0";
+  if (mix >= 2 && !one_sided) s << " one-sided=0";
   return s.str();
 }
 
@@ -84,6 +85,7 @@ std::string ModelConfig::validate() const {
   if (stream_contexts < 0 || stream_contexts > 1) return "stream contexts must be 0 or 1";
   if (class_contexts < 0 || class_contexts > 1) return "class contexts must be 0 or 1";
   if (own_rates < 0 || own_rates > 1) return "own rates must be 0 or 1";
+  if (one_sided < 0 || one_sided > 1) return "one-sided inputs must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -159,6 +161,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.stream_contexts = m.stream_contexts != 0;
   t.class_contexts = m.class_contexts != 0;
   t.own_rates = m.own_rates != 0;
+  t.one_sided = m.one_sided != 0;
   return t;
 }
 

@@ -97,6 +97,10 @@ struct ModelConfig {
                             //    with the bits coded and the APMs' is fixed (formats up
                             //    to 13); 1, each weight set's and APM knot's falls with
                             //    its own updates (format v14; MixTuning::own_rates)
+  int one_sided = 1;        // mix levels 2 and 3: 1, an input per hashed context for a bit
+                            //    history of one value only and a second layer-2 vector by
+                            //    the match state (format v15; MixTuning::one_sided); 0,
+                            //    neither (formats up to 14)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -481,9 +481,14 @@ constexpr int kRuns = 3;
 constexpr int kRunContext[kRuns] = {1, 2, 4};
 // Mixer inputs: 0 the SHA-RNN, 1 bias, 2 match model, 3-4 orders 0 and 1,
 // then one per hashed context; level 2 then adds one bit-history input per
-// hashed context and one per run map.
+// hashed context and one per run map, and the one-sided inputs one more per
+// hashed context.
 constexpr int kFirstCounter = 3;
-constexpr int kMaxInputs = kFirstCounter + 2 + 2 * kMaxHashed + kRuns;
+constexpr int kMaxInputs = kFirstCounter + 2 + 3 * kMaxHashed + kRuns;
+// The one-sided inputs' value: +kOneSided for a bit history of ones only,
+// -kOneSided for zeros only (1.80095 bits per byte on 17 small files; 1.80182
+// with 384, 1.80126 with 768; RESULTS.md, "One-sided inputs").
+constexpr int kOneSided = 512;
 constexpr int kMaxMixers = 9;   // layer-1 mixers at level 3 with the class contexts (8 without;
                                 // 7 or 8 at level 2, 3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
@@ -592,6 +597,7 @@ bool uses_stream_contexts(int streams, const MixTuning& t) {
 
 bool uses_class_contexts(const MixTuning& t) { return t.class_contexts && t.level >= 2; }
 bool uses_own_rates(const MixTuning& t) { return t.own_rates && t.level >= 2; }
+bool uses_one_sided(const MixTuning& t) { return t.one_sided && t.level >= 2; }
 
 uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
 
@@ -627,13 +633,19 @@ TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
           std::clamp(ceil_log2(std::max<uint64_t>(stream_len, 1)), 10, 22)};
 }
 
+// The match state as a mixer context (predict()'s match_ctx): a length bucket
+// (4), the bit position and whether the match predicts this bit. It picks
+// the second layer-1 mixer's weights, and with the one-sided inputs a second
+// weight vector of layer 2.
+constexpr int kMatchContexts = 4 * 8 * 2;
+
 // Layer 1's mixers of a mixing stage: how many weight sets each has, in the
 // order predict() picks from them (and what picks the set).
 std::vector<int> layer1_contexts(const MixTuning& t) {
   const int level = t.level;
-  std::vector<int> contexts = {256,        // the partial byte
-                               4 * 8 * 2,  // the match state
-                               16 * 8};    // the SHA-RNN's confidence
+  std::vector<int> contexts = {256,             // the partial byte
+                               kMatchContexts,  // the match state
+                               16 * 8};         // the SHA-RNN's confidence
   if (level >= 2) {
     contexts.insert(contexts.end(), {6 * 8,    // how many orders know their context
                                      256 * 8,  // the previous byte
@@ -644,6 +656,18 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
   if (uses_class_contexts(t)) contexts.push_back((kLastClasses4 + 1) * 8);  // the last 4 bytes' classes
   return contexts;
 }
+
+// Layer 1's inputs (before padding): see kFirstCounter.
+int layer1_inputs(int streams, const MixTuning& t) {
+  const int n_hashed = hashed_contexts(streams, t);
+  if (t.level < 2) return kFirstCounter + 2 + n_hashed;
+  return kFirstCounter + 2 + 2 * n_hashed + kRuns + (uses_one_sided(t) ? n_hashed : 0);
+}
+
+// The small APMs' contexts: level 1's by the partial byte, level 3's by the
+// SHA-RNN's confidence (32 steps) and the bit position.
+constexpr int kApmOrder0Contexts = 256;
+constexpr int kApmNnContexts = 32 * 8;
 
 // Layer 2's weight sets: by the partial byte (levels 2, 3; with the class
 // contexts also by the last byte's class) or the bit position (level 1).
@@ -660,13 +684,14 @@ struct ContextMixer::Impl {
         stream_local(uses_stream_contexts(streams, t)),
         class_contexts(uses_class_contexts(t)),
         own_rates(uses_own_rates(t)),
+        one_sided(uses_one_sided(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
-        apm_order0(level2 ? 0 : 256, t.apm_rate),
+        apm_order0(level2 ? 0 : kApmOrder0Contexts, t.apm_rate),
         apm_order1(65536, t.apm_rate, own_rates),
         apm_order2(level2 ? 65536 : 0, t.apm_rate, own_rates),
-        apm_nn(level3 ? 32 * 8 : 0, t.apm_rate, own_rates) {
+        apm_nn(level3 ? kApmNnContexts : 0, t.apm_rate, own_rates) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
     SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&
@@ -692,7 +717,7 @@ struct ContextMixer::Impl {
       compute_contexts(state[i]);
     }
 
-    n_inputs = kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0);
+    n_inputs = layer1_inputs(streams, t);
     for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts, own_rates);
     for (Mixer& mx : layer1) {
       for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
@@ -702,6 +727,10 @@ struct ContextMixer::Impl {
     SHAZIP_ASSERT(mixers <= kMaxMixers);
     layer2 = Mixer(mixers, layer2_contexts(t));
     for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
+    if (one_sided) {
+      layer2_match = Mixer(mixers, kMatchContexts);
+      for (int i = 0; i < mixers; ++i) layer2_match.set_initial(i, 65536 / mixers);
+    }
   }
 
   // The stream contexts' keying: x (bits 32-56 clear) hashed with 1 + the
@@ -910,6 +939,7 @@ struct ContextMixer::Impl {
   const bool stream_local;  // the stream contexts (context_mix.h)
   const bool class_contexts;  // the class contexts (context_mix.h)
   const bool own_rates;       // the own rates (context_mix.h)
+  const bool one_sided;       // the one-sided inputs (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -928,6 +958,7 @@ struct ContextMixer::Impl {
   int indirect2_bits = 0, indirect1_bits = 0;
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1};
+  Mixer layer2_match{1, 1};  // the one-sided inputs' second layer-2 vector
   int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
   Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
@@ -960,14 +991,17 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
   bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
+  bytes += level2 ? 0 : Apm::bytes(kApmOrder0Contexts, false);                      // level 1's order-0 APM
+  if (tuning.level >= 3) bytes += Apm::bytes(kApmNnContexts, uses_own_rates(tuning));  // level 3's SHA-RNN APM
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
-  const uint64_t inputs = padded(kFirstCounter + 2 + n_hashed + (level2 ? n_hashed + kRuns : 0));
+  const uint64_t inputs = padded(layer1_inputs(streams, tuning));
   uint64_t contexts = 0;
   const std::vector<int> layer1 = layer1_contexts(tuning);
   for (int c : layer1) contexts += static_cast<uint64_t>(c);
   bytes += inputs * contexts * 4;  // layer 1's weights
   if (uses_own_rates(tuning)) bytes += contexts * 4;  // the weight sets' update counts
-  bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_contexts(tuning) * 4;
+  const int layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0);
+  bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_sets * 4;
   return bytes + b * sizeof(StreamState);  // stream states
 }
 
@@ -1039,6 +1073,14 @@ uint32_t ContextMixer::predict(int nn_p12) {
         x[runs + k] = stretch(Counters::p12(*m.run_counter[k]));
       }
     }
+    if (m.one_sided) {
+      // +-kOneSided where the slot's bit history has seen one value only.
+      const int sided = runs + kRuns;
+      for (int i = 0; i < m.n_hashed; ++i) {
+        const int st = Slot::state(*m.slots[2 + i]);
+        x[sided + i] = st == 0 ? 0 : ((kHistory.zeros[st] == 0) - (kHistory.ones[st] == 0)) * kOneSided;
+      }
+    }
   } else {
     for (int i = 0; i < m.n_hashed; ++i) {
       m.slots[2 + i] = &m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ spread_c0);
@@ -1079,6 +1121,12 @@ uint32_t ContextMixer::predict(int nn_p12) {
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
   const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
+  if (m.one_sided) {
+    // A second view of the same outputs, by the match state; the two
+    // averaged in the logistic domain (the division truncating toward zero).
+    m.layer2_match.mix(m.x2, match_ctx);
+    m.mix_p12 = squash((m.layer2.stretched() + m.layer2_match.stretched()) / 2);
+  }
 
   int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
@@ -1145,6 +1193,7 @@ void ContextMixer::update(int bit) {
     for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
   }
   m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
+  if (m.one_sided) m.layer2_match.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
   ++m.updates;
 
   m.c0 = m.c0 << 1 | bit;

@@ -71,6 +71,12 @@ constexpr int kMaxMixLevel = 3;
 // (digits after pages of prose) starts as fast as the first sets did. Each
 // knot of the final APMs likewise steps by 1 / (n + 24) of its error until
 // that reaches the fixed 2^-apm_rate, instead of 2^-apm_rate from the start.
+// One-sided inputs (format version 15, levels 2 and 3): each hashed context
+// gives one more input, +512 when its bit history has seen only ones, -512
+// when only zeros, else 0, so that every mixer weighs a context that has
+// never been contradicted apart from one that has; and the second layer has
+// a second weight vector, picked by the match state, whose output is
+// averaged with the first's in the logistic domain.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -95,6 +101,8 @@ struct MixTuning {
                                  // flag as well
   bool own_rates = false;        // levels 2 and 3: each first-layer weight set's and
                                  // APM knot's own rate (above); a header flag as well
+  bool one_sided = false;        // levels 2 and 3: the one-sided inputs and the
+                                 // match state's second layer (above); a header flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -109,6 +117,9 @@ bool uses_class_contexts(const MixTuning& t);
 // Whether a mixing stage has the own rates: the tuning asks for them and the
 // level is 2 or 3.
 bool uses_own_rates(const MixTuning& t);
+// Whether a mixing stage has the one-sided inputs: the tuning asks for them
+// and the level is 2 or 3.
+bool uses_one_sided(const MixTuning& t);
 
 // The bounds of MixTuning's mixer_shift and table_bits, and of apm_rate with
 // the own rates (a knot's count fits a byte) (benchmarks/bench_mix holds its

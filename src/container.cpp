@@ -83,6 +83,7 @@ constexpr FlagBit kFlagBits[] = {
     {128, 12, &model::ModelConfig::stream_contexts},    // before: no context model keyed by the stream
     {256, 13, &model::ModelConfig::class_contexts},     // before: no character classes
     {512, 14, &model::ModelConfig::own_rates},          // before: one rate for the first mixing layer
+    {1024, 15, &model::ModelConfig::one_sided},         // before: no one-sided inputs, one layer-2 vector
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

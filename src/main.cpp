@@ -305,6 +305,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_class_contexts(tuning)) with += with.empty() ? "class" : " and class";
       if (!with.empty()) with = ", with " + with + " contexts";
       if (model::uses_own_rates(tuning)) with += ", own rates";
+      if (model::uses_one_sided(tuning)) with += ", one-sided inputs";
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   with.c_str());
     } else {

@@ -5,8 +5,8 @@
 //   odd:  the rest is a *payload*, decoded as up to 512 bytes of output; any input
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
 // Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3)
-// and whether the stream contexts (format 12), the class contexts (format 13)
-// and the own rates (format 14) are on.
+// and whether the stream contexts (format 12), the class contexts (format 13),
+// the own rates (format 14) and the one-sided inputs (format 15) are on.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -66,6 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.stream_contexts = pick >= 3;
   tuning.class_contexts = ((mode >> 3) / 6) % 2 == 0;  // mostly on, as shazip writes
   tuning.own_rates = ((mode >> 3) / 12) % 2 == 0;       // the same
+  tuning.one_sided = ((mode >> 3) / 24) % 2 == 0;       // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
