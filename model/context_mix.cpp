@@ -397,15 +397,17 @@ constexpr int kSetRateHalf = 2048;
 // last input.
 class Mixer {
  public:
-  // `counted`: each weight set counts its updates (the own rates).
-  Mixer(int inputs, int contexts, bool counted = false)
-      : n_(inputs),
-        stride_(padded(inputs)),
-        w_(static_cast<size_t>(stride_) * contexts, 0),
-        updates_(counted ? contexts : 0, 0),
-        counted_(counted) {}
-  SHAZIP_NO_COVERAGE void set_initial(int input, int32_t weight) {
-    for (size_t i = static_cast<size_t>(input); i < w_.size(); i += static_cast<size_t>(stride_)) w_[i] = weight;
+  // Every weight set starts as `initial` (one weight per input); `counted`:
+  // each set counts its updates (the own rates). The sets are written once,
+  // row after row: a pass over all of them per input took 18-25 ms of a
+  // level-2 or level-3 stage's start (tens of MB of weights at level 3).
+  Mixer(int inputs, int contexts, const std::vector<int32_t>& initial, bool counted = false)
+      : n_(inputs), stride_(padded(inputs)), updates_(counted ? contexts : 0, 0), counted_(counted) {
+    SHAZIP_ASSERT(initial.size() == static_cast<size_t>(inputs));
+    std::vector<int32_t> row(initial);
+    row.resize(static_cast<size_t>(stride_), 0);  // the padding's weights stay 0
+    w_.reserve(static_cast<size_t>(stride_) * static_cast<size_t>(contexts));
+    for (int c = 0; c < contexts; ++c) w_.insert(w_.end(), row.begin(), row.end());
   }
   // Mixed probability (12-bit) of a 1; also keeps the stretched value.
   int mix(const int* x, int ctx) {
@@ -718,19 +720,14 @@ struct ContextMixer::Impl {
     }
 
     n_inputs = layer1_inputs(streams, t);
-    for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts, own_rates);
-    for (Mixer& mx : layer1) {
-      for (int i = 1; i < n_inputs; ++i) mx.set_initial(i, t.cm_weight);
-      mx.set_initial(0, t.use_nn ? t.nn_weight : 0);
-    }
+    std::vector<int32_t> initial(static_cast<size_t>(n_inputs), t.cm_weight);
+    initial[0] = t.use_nn ? t.nn_weight : 0;  // the SHA-RNN's
+    for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts, initial, own_rates);
     const int mixers = static_cast<int>(layer1.size());
     SHAZIP_ASSERT(mixers <= kMaxMixers);
-    layer2 = Mixer(mixers, layer2_contexts(t));
-    for (int i = 0; i < mixers; ++i) layer2.set_initial(i, 65536 / mixers);
-    if (one_sided) {
-      layer2_match = Mixer(mixers, kMatchContexts);
-      for (int i = 0; i < mixers; ++i) layer2_match.set_initial(i, 65536 / mixers);
-    }
+    const std::vector<int32_t> even(static_cast<size_t>(mixers), 65536 / mixers);
+    layer2 = Mixer(mixers, layer2_contexts(t), even);
+    if (one_sided) layer2_match = Mixer(mixers, kMatchContexts, even);
   }
 
   // The stream contexts' keying: x (bits 32-56 clear) hashed with 1 + the
@@ -957,8 +954,8 @@ struct ContextMixer::Impl {
   ZeroArray<uint16_t> indirect2{0}, indirect1{0};
   int indirect2_bits = 0, indirect1_bits = 0;
   std::vector<Mixer> layer1;
-  Mixer layer2{1, 1};
-  Mixer layer2_match{1, 1};  // the one-sided inputs' second layer-2 vector
+  Mixer layer2{1, 1, {0}};
+  Mixer layer2_match{1, 1, {0}};  // the one-sided inputs' second layer-2 vector
   int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
   Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
