@@ -1050,15 +1050,19 @@ uint32_t ContextMixer::predict(int nn_p12) {
   for (int i = 0; i < 2; ++i) x[kFirstCounter + i] = stretch(Counters::p12(*m.slots[i]));
   if (m.level2) {
     const int histories = kFirstCounter + 2 + m.n_hashed;
+    const int runs = histories + m.n_hashed;
+    const int sided = runs + kRuns;  // the one-sided inputs, when on
     for (int i = 0; i < m.n_hashed; ++i) {
       uint32_t* slot = m.find_slot(i, s.base[i] ^ spread_c0);
       m.slots[2 + i] = slot;
       x[kFirstCounter + 2 + i] = stretch(Slot::p12(*slot));
-      m.state_slots[i] = &m.state_maps[static_cast<size_t>(i) * 256 + static_cast<size_t>(Slot::state(*slot))];
+      const int st = Slot::state(*slot);
+      m.state_slots[i] = &m.state_maps[static_cast<size_t>(i) * 256 + static_cast<size_t>(st)];
       x[histories + i] = stretch(Counters::p12(*m.state_slots[i]));
+      // +-kOneSided where the slot's bit history has seen one value only.
+      if (m.one_sided) x[sided + i] = st == 0 ? 0 : ((kHistory.zeros[st] == 0) - (kHistory.ones[st] == 0)) * kOneSided;
     }
     // Run maps: the next bit of the byte that last followed the context.
-    const int runs = histories + m.n_hashed;
     for (int k = 0; k < kRuns; ++k) {
       const uint32_t e = *s.runs[k];
       const uint32_t count = e & 255;
@@ -1068,14 +1072,6 @@ uint32_t ContextMixer::predict(int nn_p12) {
       if (expected >= 0) {
         m.run_counter[k] = &m.run_counters[(k * 16 + std::min<uint32_t>(count, 15)) * 2 + expected];
         x[runs + k] = stretch(Counters::p12(*m.run_counter[k]));
-      }
-    }
-    if (m.one_sided) {
-      // +-kOneSided where the slot's bit history has seen one value only.
-      const int sided = runs + kRuns;
-      for (int i = 0; i < m.n_hashed; ++i) {
-        const int st = Slot::state(*m.slots[2 + i]);
-        x[sided + i] = st == 0 ? 0 : ((kHistory.zeros[st] == 0) - (kHistory.ones[st] == 0)) * kOneSided;
       }
     }
   } else {
