@@ -980,14 +980,24 @@ TEST_CASE("a format-10 archive made on a GPU decodes on the CPU", "[cli][golden]
   CHECK(run(kBin + " -q -t " + q(relabel(h, "libtorch.shz")) + " 2>/dev/null") == 7);
 }
 
+// Shell commands that wait until the process $pid has used 0.6 s of CPU time
+// (past its start-up of about 0.4 s: coding; at most 20 s of waiting), so
+// that a signal sent then reaches a process that is coding, however loaded
+// the machine. A fixed sleep let a decoder that ran ahead finish first. (Its
+// output is written at the end, so the temporary file cannot tell.)
+std::string once_coding() {
+  return "for i in $(seq 1000); do t=$(awk '{print $14 + $15}' /proc/$pid/stat 2>/dev/null) || break; "
+         "[ \"${t:-0}\" -ge $((60 * $(getconf CLK_TCK) / 100)) ] && break; sleep 0.02; done; ";
+}
+
 TEST_CASE("SIGINT and SIGTERM during compression leave no output", "[cli]") {
   TempDir dir;
   spit(dir / "big", english(400000, 8));
   for (const char* sig : {"INT", "TERM"}) {
     INFO(sig);
     // Start, let the model get going, interrupt, and collect the exit status.
-    const std::string cmd = "( " + kBin + " -q -3 " + q(dir / "big") + " & pid=$!; sleep 2; kill -" +
-                            sig + " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
+    const std::string cmd = "( " + kBin + " -q -3 " + q(dir / "big") + " & pid=$!; " + once_coding() +
+                            "kill -" + sig + " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
     run(cmd);
     const std::string status = capture("cat " + q(dir / "status"));
     CHECK(std::stoi(status) >= 128);
@@ -1004,8 +1014,8 @@ TEST_CASE("SIGINT and SIGTERM during decompression leave no output", "[cli]") {
   REQUIRE(dir.entries() == std::vector<std::string>{"big.shz"});
   for (const char* sig : {"INT", "TERM"}) {
     INFO(sig);
-    const std::string cmd = "( " + kBin + " -q -d " + q(dir / "big.shz") + " & pid=$!; sleep 1.5; kill -" + sig +
-                            " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
+    const std::string cmd = "( " + kBin + " -q -d " + q(dir / "big.shz") + " & pid=$!; " + once_coding() +
+                            "kill -" + sig + " $pid; wait $pid; echo $? > " + q(dir / "status") + " )";
     run(cmd);
     const std::string status = capture("cat " + q(dir / "status"));
     CHECK(std::stoi(status) >= 128);
