@@ -59,6 +59,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !class_contexts) s << " class-contexts=0";
   if (mix >= 2 && !own_rates) s << " own-rates=0";
   if (mix >= 2 && !one_sided) s << " one-sided=0";
+  if (mix >= 2 && !nibble_groups) s << " nibble-groups=0";
   return s.str();
 }
 
@@ -86,6 +87,7 @@ std::string ModelConfig::validate() const {
   if (class_contexts < 0 || class_contexts > 1) return "class contexts must be 0 or 1";
   if (own_rates < 0 || own_rates > 1) return "own rates must be 0 or 1";
   if (one_sided < 0 || one_sided > 1) return "one-sided inputs must be 0 or 1";
+  if (nibble_groups < 0 || nibble_groups > 1) return "nibble groups must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -162,6 +164,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.class_contexts = m.class_contexts != 0;
   t.own_rates = m.own_rates != 0;
   t.one_sided = m.one_sided != 0;
+  set_nibble_groups(t, m.nibble_groups != 0);
   return t;
 }
 

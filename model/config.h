@@ -101,6 +101,10 @@ struct ModelConfig {
                             //    history of one value only and a second layer-2 vector by
                             //    the match state (format v15; MixTuning::one_sided); 0,
                             //    neither (formats up to 14)
+  int nibble_groups = 1;    // mix levels 2 and 3: 1, a context's slots for a nibble's four
+                            //    bits in one pair of cache lines, and lower initial mixer
+                            //    weights (format v16; MixTuning::nibble_groups); 0, every
+                            //    bit's slot hashed apart (formats up to 15)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

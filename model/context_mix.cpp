@@ -601,6 +601,19 @@ bool uses_class_contexts(const MixTuning& t) { return t.class_contexts && t.leve
 bool uses_own_rates(const MixTuning& t) { return t.own_rates && t.level >= 2; }
 bool uses_one_sided(const MixTuning& t) { return t.one_sided && t.level >= 2; }
 
+bool uses_nibble_groups(const MixTuning& t) { return t.nibble_groups && t.level >= 2; }
+
+void set_nibble_groups(MixTuning& t, bool on) {
+  t.nibble_groups = on;
+  if (t.level < 2) return;
+  // With the one-sided inputs 27 more inputs start at cm_weight; lower
+  // starting weights for all, the SHA-RNN's too, code smaller (RESULTS.md,
+  // "Nibble groups": 17 small files -0.15%, 4 large ones -0.05%).
+  const MixTuning level = MixTuning::for_level(t.level);
+  t.cm_weight = on ? 2000 : level.cm_weight;
+  t.nn_weight = on ? 16000 : level.nn_weight;
+}
+
 uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
 
 int nn_bit_p12(const uint32_t* cdf, int c0) {
@@ -687,6 +700,7 @@ struct ContextMixer::Impl {
         class_contexts(uses_class_contexts(t)),
         own_rates(uses_own_rates(t)),
         one_sided(uses_one_sided(t)),
+        nibble_groups(uses_nibble_groups(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
@@ -917,14 +931,16 @@ struct ContextMixer::Impl {
     compute_contexts(s);
   }
 
-  // Level 2: the slot of hashed context i for this bit, by its check byte in
-  // a pair of neighbours; a context seen in neither takes the one with the
-  // shorter history.
-  uint32_t* find_slot(int i, uint32_t h) {
-    const uint32_t check = h >> 24;
-    uint32_t* a = &hashed[static_cast<size_t>(i)].at(h);
+  // Level 2: the slot of hashed context i for this bit, by its check byte
+  // (the top byte of the bit's context hash) at `at` or at `at ^ other`; a
+  // context seen in neither takes the one with the shorter history. Without
+  // the nibble groups `at` is the bit's hash and `other` 1 (neighbours);
+  // with them `at` is the bit's node in the nibble's first line and `other`
+  // 16 (the same place in the second line).
+  uint32_t* find_slot(int i, uint32_t at, uint32_t check, uint32_t other) {
+    uint32_t* a = &hashed[static_cast<size_t>(i)].at(at);
     if (Slot::check(*a) == check) return a;
-    uint32_t* b = &hashed[static_cast<size_t>(i)].at(h ^ 1);
+    uint32_t* b = &hashed[static_cast<size_t>(i)].at(at ^ other);
     if (Slot::check(*b) == check) return b;
     uint32_t* slot = Slot::count(*a) <= Slot::count(*b) ? a : b;
     *slot = check;
@@ -937,6 +953,7 @@ struct ContextMixer::Impl {
   const bool class_contexts;  // the class contexts (context_mix.h)
   const bool own_rates;       // the own rates (context_mix.h)
   const bool one_sided;       // the one-sided inputs (context_mix.h)
+  const bool nibble_groups;   // the nibble groups (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -969,6 +986,9 @@ struct ContextMixer::Impl {
   // The bit in progress.
   uint32_t* slots[2 + kMaxHashed] = {};
   uint32_t* state_slots[kMaxHashed] = {};
+  // With the nibble groups: each hashed context's hash at the nibble's
+  // first bit (bits 5 and up pick the pair of lines, bits 0-3 the places).
+  uint32_t nibble_hash[kMaxHashed] = {};
   uint32_t* run_counter[kRuns] = {};
   uint32_t* match_slot = nullptr;
   int n_inputs = 0;
@@ -1052,8 +1072,20 @@ uint32_t ContextMixer::predict(int nn_p12) {
     const int histories = kFirstCounter + 2 + m.n_hashed;
     const int runs = histories + m.n_hashed;
     const int sided = runs + kRuns;  // the one-sided inputs, when on
+    // The node of the nibble's bit tree that this bit is (1 to 15): a leading
+    // 1 and the nibble's bits so far.
+    const int depth = m.bitpos & 3;
+    const uint32_t node = static_cast<uint32_t>((1 << depth) | (c0 & ((1 << depth) - 1)));
     for (int i = 0; i < m.n_hashed; ++i) {
-      uint32_t* slot = m.find_slot(i, s.base[i] ^ spread_c0);
+      const uint32_t h = s.base[i] ^ spread_c0;
+      uint32_t* slot;
+      if (m.nibble_groups) {
+        if (depth == 0) m.nibble_hash[i] = h;
+        const uint32_t nh = m.nibble_hash[i];
+        slot = m.find_slot(i, (nh & ~31u) | ((nh ^ node) & 15u), h >> 24, 16);
+      } else {
+        slot = m.find_slot(i, h, h >> 24, 1);
+      }
       m.slots[2 + i] = slot;
       x[kFirstCounter + 2 + i] = stretch(Slot::p12(*slot));
       const int st = Slot::state(*slot);
@@ -1150,9 +1182,19 @@ void ContextMixer::update(int bit) {
     // bottleneck.) This loop and its twin after the 8th bit stay written out:
     // moved into a helper of Impl, GCC 12 -O2 emitted no prefetch for either,
     // and bench_mix ran 2x slower (check `objdump -d | grep prefetch`).
+    // With the nibble groups only the second nibble's lines are new, both
+    // of each pair.
     const uint32_t next = spread(m.c0 << 1 | bit);
     const StreamState& s = *m.cur;
-    for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ next));
+    if (!m.nibble_groups) {
+      for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(s.base[i] ^ next));
+    } else if (m.bitpos == 3) {
+      for (int i = 0; i < m.n_hashed; ++i) {
+        const uint32_t pair = (s.base[i] ^ next) & ~31u;
+        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(pair));
+        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(pair | 16));
+      }
+    }
   }
   const int limit = m.tuning.counter_limit;
   for (int i = 0; i < 2; ++i) Counters::update(*m.slots[i], bit, limit);
@@ -1198,7 +1240,11 @@ void ContextMixer::update(int bit) {
       // the next one (a guess; a wrong one costs nothing but the loads).
       const size_t next = (static_cast<size_t>(m.cur - m.state.data()) + 1) % m.state.size();
       const StreamState& n = m.state[next];
-      for (int i = 0; i < m.n_hashed; ++i) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(n.base[i] ^ spread(1)));
+      for (int i = 0; i < m.n_hashed; ++i) {
+        const uint32_t h = n.base[i] ^ spread(1);
+        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(m.nibble_groups ? h & ~31u : h));
+        if (m.nibble_groups) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at((h & ~31u) | 16));
+      }
     }
     m.bitpos = 0;
     m.c0 = 1;

@@ -77,6 +77,16 @@ constexpr int kMaxMixLevel = 3;
 // never been contradicted apart from one that has; and the second layer has
 // a second weight vector, picked by the match state, whose output is
 // averaged with the first's in the logistic domain.
+// Nibble groups (format version 16, levels 2 and 3): a hashed context's
+// slots for the four bits of a nibble lie in one pair of adjacent cache lines
+// (32 slots) that the nibble's first bit picks, each node of the nibble's bit
+// tree at a fixed place in the first line (the node XOR the hash's low four
+// bits) or, taken, at the same place in the second; before, every bit's slot
+// was hashed anywhere in the table. Each context costs two random memory
+// accesses per byte instead of eight, with as many slots as before, each
+// still with its own check byte: the stage is memory-bound, and so about a
+// quarter faster at level 2, a third at level 3, at the same size. Format 16
+// also halves the initial weights from level 2 on (set_nibble_groups).
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -103,6 +113,8 @@ struct MixTuning {
                                  // APM knot's own rate (above); a header flag as well
   bool one_sided = false;        // levels 2 and 3: the one-sided inputs and the
                                  // match state's second layer (above); a header flag as well
+  bool nibble_groups = false;    // levels 2 and 3: the nibble groups (above); a header
+                                 // flag as well (set with set_nibble_groups)
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -120,6 +132,14 @@ bool uses_own_rates(const MixTuning& t);
 // Whether a mixing stage has the one-sided inputs: the tuning asks for them
 // and the level is 2 or 3.
 bool uses_one_sided(const MixTuning& t);
+
+// Whether a mixing stage has the nibble groups: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_nibble_groups(const MixTuning& t);
+// Format 16's switch: the nibble groups on or off, and from level 2 on the
+// initial weights that go with them (on: 2000 for the context models, 16000
+// for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).
+void set_nibble_groups(MixTuning& t, bool on);
 
 // The bounds of MixTuning's mixer_shift and table_bits, and of apm_rate with
 // the own rates (a knot's count fits a byte) (benchmarks/bench_mix holds its

@@ -84,6 +84,7 @@ constexpr FlagBit kFlagBits[] = {
     {256, 13, &model::ModelConfig::class_contexts},     // before: no character classes
     {512, 14, &model::ModelConfig::own_rates},          // before: one rate for the first mixing layer
     {1024, 15, &model::ModelConfig::one_sided},         // before: no one-sided inputs, one layer-2 vector
+    {2048, 16, &model::ModelConfig::nibble_groups},     // before: every bit's slot hashed apart
 };
 
 [[noreturn]] void corrupt(const std::string& what) {

@@ -26,8 +26,9 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # Two streams (inputs of 64 KiB and more have them), so that the stream
 # contexts of format 12 are in use: a frozen copy of docs/DESIGN.md and
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
-# class contexts, from format 14 on the own rates and from format 15 on the
-# one-sided inputs, with one stream or more.)
+# class contexts, from format 14 on the own rates, from format 15 on the
+# one-sided inputs and from format 16 on the nibble groups, with one stream or
+# more.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
@@ -67,10 +68,10 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(30, 0x01, False),
-    # bits 0-10: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
+    # bits 0-11: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
-    # one-sided inputs (format 15)
-    'reserved-flags.5.shz': flip(7, 0x08, True),  # bit 11
+    # one-sided inputs (format 15), nibble groups (format 16)
+    'reserved-flags.5.shz': flip(7, 0x10, True),  # bit 12
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

@@ -6,7 +6,8 @@
 //         must decode to some bytes without a crash, a hang or a sanitizer report.
 // Bits 1-2 of the first byte pick 1..4 streams, bits 3-7 the mix level (1 to 3)
 // and whether the stream contexts (format 12), the class contexts (format 13),
-// the own rates (format 14) and the one-sided inputs (format 15) are on.
+// the own rates (format 14) and the one-sided inputs (format 15) are on; the
+// input's size modulo 4 whether the nibble groups (format 16) are (not at 0).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -67,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.class_contexts = ((mode >> 3) / 6) % 2 == 0;  // mostly on, as shazip writes
   tuning.own_rates = ((mode >> 3) / 12) % 2 == 0;       // the same
   tuning.one_sided = ((mode >> 3) / 24) % 2 == 0;       // the same
+  shazip::model::set_nibble_groups(tuning, size % 4 != 0);  // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
