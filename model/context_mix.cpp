@@ -608,7 +608,8 @@ void set_nibble_groups(MixTuning& t, bool on) {
   if (t.level < 2) return;
   // With the one-sided inputs 27 more inputs start at cm_weight; lower
   // starting weights for all, the SHA-RNN's too, code smaller (RESULTS.md,
-  // "Nibble groups": 17 small files -0.15%, 4 large ones -0.05%).
+  // "Nibble groups": with the groups, 17 small files -0.14%, 4 large ones
+  // -0.06%; a start-up effect, nothing on 10 MB of dickens).
   const MixTuning level = MixTuning::for_level(t.level);
   t.cm_weight = on ? 2000 : level.cm_weight;
   t.nn_weight = on ? 16000 : level.nn_weight;
