@@ -987,9 +987,6 @@ struct ContextMixer::Impl {
   // The bit in progress.
   uint32_t* slots[2 + kMaxHashed] = {};
   uint32_t* state_slots[kMaxHashed] = {};
-  // With the nibble groups: each hashed context's hash at the nibble's
-  // first bit (bits 5 and up pick the pair of lines, bits 0-3 the places).
-  uint32_t nibble_hash[kMaxHashed] = {};
   uint32_t* run_counter[kRuns] = {};
   uint32_t* match_slot = nullptr;
   int n_inputs = 0;
@@ -1074,15 +1071,17 @@ uint32_t ContextMixer::predict(int nn_p12) {
     const int runs = histories + m.n_hashed;
     const int sided = runs + kRuns;  // the one-sided inputs, when on
     // The node of the nibble's bit tree that this bit is (1 to 15): a leading
-    // 1 and the nibble's bits so far.
+    // 1 and the nibble's bits so far; and the partial byte at the nibble's
+    // first bit, whose context hash (bits 5 and up) picks the pair of lines
+    // and (bits 0-3) the places.
     const int depth = m.bitpos & 3;
     const uint32_t node = static_cast<uint32_t>((1 << depth) | (c0 & ((1 << depth) - 1)));
+    const uint32_t spread_nibble = spread(c0 >> depth);
     for (int i = 0; i < m.n_hashed; ++i) {
       const uint32_t h = s.base[i] ^ spread_c0;
       uint32_t* slot;
       if (m.nibble_groups) {
-        if (depth == 0) m.nibble_hash[i] = h;
-        const uint32_t nh = m.nibble_hash[i];
+        const uint32_t nh = s.base[i] ^ spread_nibble;
         slot = m.find_slot(i, (nh & ~31u) | ((nh ^ node) & 15u), h >> 24, 16);
       } else {
         slot = m.find_slot(i, h, h >> 24, 1);
@@ -1243,8 +1242,12 @@ void ContextMixer::update(int bit) {
       const StreamState& n = m.state[next];
       for (int i = 0; i < m.n_hashed; ++i) {
         const uint32_t h = n.base[i] ^ spread(1);
-        __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(m.nibble_groups ? h & ~31u : h));
-        if (m.nibble_groups) __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at((h & ~31u) | 16));
+        if (m.nibble_groups) {
+          __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(h & ~31u));
+          __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at((h & ~31u) | 16));
+        } else {
+          __builtin_prefetch(&m.hashed[static_cast<size_t>(i)].at(h));
+        }
       }
     }
     m.bitpos = 0;

@@ -84,9 +84,9 @@ constexpr int kMaxMixLevel = 3;
 // bits) or, taken, at the same place in the second; before, every bit's slot
 // was hashed anywhere in the table. Each context costs two random memory
 // accesses per byte instead of eight, with as many slots as before, each
-// still with its own check byte: the stage is memory-bound, and so about a
-// quarter faster at level 2, a third at level 3, at the same size. Format 16
-// also halves the initial weights from level 2 on (set_nibble_groups).
+// still with its own check byte: the stage is memory-bound, and so about
+// 1.25x faster at level 2 and 1.5x at level 3, at the same size. Format 16
+// also lowers the initial weights from level 2 on (set_nibble_groups).
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
