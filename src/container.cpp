@@ -2,7 +2,9 @@
 // docs/FORMAT.md, section "Header".
 #include "src/container.h"
 
+#include <cstdint>
 #include <cstring>
+#include <iterator>
 
 #include "coder/assert.h"
 #include "model/context_mix.h"
@@ -24,6 +26,12 @@ class Writer {
     uint32_t u;
     std::memcpy(&u, &f, 4);
     put<uint32_t>(u);
+  }
+  // LEB128: seven bits at a time, low first, the high bit set on every byte
+  // but the last.
+  void put_varint(uint64_t v) {
+    for (; v >= 0x80; v >>= 7) out.push_back(static_cast<uint8_t>(v | 0x80));
+    out.push_back(static_cast<uint8_t>(v));
   }
   void put_string(const std::string& s) {
     const size_t n = std::min<size_t>(s.size(), 255);
@@ -48,6 +56,25 @@ class Reader {
     float f;
     std::memcpy(&f, &u, 4);
     return f;
+  }
+  // A LEB128 number in its shortest form (no trailing zero group), at most
+  // `max`; `what` names it in the error.
+  uint64_t get_varint(uint64_t max, const char* what) {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      const uint8_t b = static_cast<uint8_t>(get(1));
+      if (shift == 63 && b > 1) corrupt_field(what);  // past 64 bits
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) {
+        if (b == 0 && shift > 0) corrupt_field(what);  // not the shortest form
+        break;
+      }
+    }
+    if (v > max) corrupt_field(what);
+    return v;
+  }
+  [[noreturn]] static void corrupt_field(const char* what) {
+    throw Error(ErrorCode::kCorrupt, std::string("corrupt archive: invalid ") + what + " in the header");
   }
   std::string get_string() {
     const size_t n = get(1);
@@ -91,6 +118,164 @@ constexpr FlagBit kFlagBits[] = {
   throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
 }
 
+// The neural method's block before its strings, versions 1 to 16: every
+// field at a fixed offset and width.
+void write_fixed_block(const Header& h, Writer& w) {
+  const model::ModelConfig& m = h.model;
+  w.put<uint8_t>(static_cast<uint8_t>(h.preset));
+  w.put<uint8_t>(static_cast<uint8_t>(h.backend.device));
+  w.put<uint16_t>(static_cast<uint16_t>(h.threads));
+  w.put<uint32_t>(static_cast<uint32_t>(h.streams));
+  w.put<uint32_t>(static_cast<uint32_t>(m.dim));
+  w.put<uint16_t>(static_cast<uint16_t>(m.layers));
+  w.put<int16_t>(static_cast<int16_t>(m.attn_layer));
+  w.put<uint16_t>(static_cast<uint16_t>(m.boom_factor));
+  // Version 1: reserved (0); versions 2 and later: the mix level.
+  w.put<uint16_t>(static_cast<uint16_t>(h.version >= 2 ? m.mix : 0));
+  w.put<uint32_t>(static_cast<uint32_t>(m.mem_len));
+  w.put<uint32_t>(static_cast<uint32_t>(m.seg_len));
+  w.put_f32(m.lr);
+  w.put_f32(m.lr_decay);
+  w.put_f32(m.beta1);
+  w.put_f32(m.beta2);
+  w.put_f32(m.adam_eps);
+  w.put_f32(m.clip);
+  w.put<uint64_t>(m.seed);
+  w.put<uint64_t>(h.payload_size);
+  // Version 8 on: the training groups; before, there is one.
+  SHAZIP_ASSERT(h.version >= 8 || m.train_groups == 1);
+  if (h.version >= 8) w.put<uint16_t>(static_cast<uint16_t>(m.train_groups));
+}
+
+// Returns the reserved bits it found set (version 1's mix field).
+uint16_t read_fixed_block(Reader& r, Header& h) {
+  model::ModelConfig& m = h.model;
+  uint16_t reserved = 0;
+  h.preset = static_cast<int>(r.get(1));
+  h.backend.device = static_cast<model::DeviceKind>(r.get(1));
+  h.threads = static_cast<int>(r.get(2));
+  h.streams = static_cast<int>(r.get(4));
+  m.dim = static_cast<int>(r.get(4));
+  m.layers = static_cast<int>(r.get(2));
+  m.attn_layer = static_cast<int16_t>(r.get(2));
+  m.boom_factor = static_cast<int>(r.get(2));
+  const uint16_t mix = static_cast<uint16_t>(r.get(2));
+  if (h.version >= 2) {
+    m.mix = mix;
+    // Mix level 2 came with version 3, level 3 with version 11: in an older
+    // archive they are damage.
+    if ((h.version < 3 && mix > 1) || (h.version < 11 && mix > 2)) {
+      corrupt("mix level " + std::to_string(mix) + " in a version " + std::to_string(h.version) + " archive");
+    }
+  } else {
+    m.mix = 0;  // version 1 coded whole bytes with the SHA-RNN alone
+    reserved = mix;
+  }
+  m.mem_len = static_cast<int>(r.get(4));
+  m.seg_len = static_cast<int>(r.get(4));
+  m.lr = r.get_f32();
+  m.lr_decay = r.get_f32();
+  m.beta1 = r.get_f32();
+  m.beta2 = r.get_f32();
+  m.adam_eps = r.get_f32();
+  m.clip = r.get_f32();
+  m.seed = r.get(8);
+  h.payload_size = r.get(8);
+  m.train_groups = h.version >= 8 ? static_cast<int>(r.get(2)) : 1;
+  return reserved;
+}
+
+// Version 17 on, the compact block: the counts as LEB128 numbers, then a
+// byte whose bits 0-6 say which of the optimizer's settings and the seed
+// are written; those left out hold the values below, frozen with the format
+// (shazip 0.20's presets all have them but presets 5-9's lr, which they
+// write; a preset that changes one later writes it). Bit 7 is reserved.
+// A written setting equal to its frozen value is refused, as a LEB128 number
+// not in its shortest form: each header has one encoding.
+struct DefaultFloat {
+  float model::ModelConfig::*field;
+  float value;
+  const char* name;
+};
+constexpr DefaultFloat kDefaultFloats[] = {
+    {&model::ModelConfig::lr, 3e-3f, "lr"},
+    {&model::ModelConfig::lr_decay, 2e-4f, "lr decay"},
+    {&model::ModelConfig::beta1, 0.0f, "beta1"},
+    {&model::ModelConfig::beta2, 0.9999f, "beta2"},
+    {&model::ModelConfig::adam_eps, 1e-6f, "eps"},
+    {&model::ModelConfig::clip, 5.0f, "clip"},
+};
+constexpr uint64_t kDefaultSeed = 0x5a5a2019;
+constexpr uint8_t kSeedWritten = 1 << 6;
+constexpr uint8_t kReservedMaskBits = 0x80;
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+uint64_t count(int v) {
+  SHAZIP_ASSERT(v >= 0);
+  return static_cast<uint64_t>(v);
+}
+
+void write_compact_block(const Header& h, Writer& w) {
+  const model::ModelConfig& m = h.model;
+  w.put<uint8_t>(static_cast<uint8_t>(h.preset));
+  w.put<uint8_t>(static_cast<uint8_t>(h.backend.device));
+  w.put_varint(count(h.threads));
+  w.put_varint(count(h.streams));
+  w.put_varint(count(m.dim));
+  w.put_varint(count(m.layers));
+  w.put_varint(count(m.attn_layer + 1));  // 0: no attention
+  w.put_varint(count(m.boom_factor));
+  w.put_varint(count(m.mix));
+  w.put_varint(count(m.mem_len));
+  w.put_varint(count(m.seg_len));
+  w.put_varint(count(m.train_groups));
+  w.put_varint(h.payload_size);
+  uint8_t written = m.seed != kDefaultSeed ? kSeedWritten : 0;
+  for (size_t i = 0; i < std::size(kDefaultFloats); ++i) {
+    if (!same_bits(m.*kDefaultFloats[i].field, kDefaultFloats[i].value)) written |= static_cast<uint8_t>(1u << i);
+  }
+  w.put<uint8_t>(written);
+  for (size_t i = 0; i < std::size(kDefaultFloats); ++i) {
+    if (written & (1u << i)) w.put_f32(m.*kDefaultFloats[i].field);
+  }
+  if (written & kSeedWritten) w.put_varint(m.seed);
+}
+
+[[noreturn]] void left_out_written(const char* name) {
+  corrupt(std::string("the header writes the ") + name + " at the value it leaves out");
+}
+
+// Returns the reserved bits it found set. The bounds are the fixed block's
+// field widths (a count that does not fit an int is damage either way).
+uint16_t read_compact_block(Reader& r, Header& h) {
+  constexpr uint64_t kU16 = 0xFFFF, kInt = 0x7FFFFFFF;
+  model::ModelConfig& m = h.model;
+  h.preset = static_cast<int>(r.get(1));
+  h.backend.device = static_cast<model::DeviceKind>(r.get(1));
+  h.threads = static_cast<int>(r.get_varint(kU16, "thread count"));
+  h.streams = static_cast<int>(r.get_varint(kInt, "stream count"));
+  m.dim = static_cast<int>(r.get_varint(kInt, "model width"));
+  m.layers = static_cast<int>(r.get_varint(kU16, "layer count"));
+  m.attn_layer = static_cast<int>(r.get_varint(0x8000, "attention layer")) - 1;
+  m.boom_factor = static_cast<int>(r.get_varint(kU16, "Boom factor"));
+  m.mix = static_cast<int>(r.get_varint(kU16, "mix level"));
+  m.mem_len = static_cast<int>(r.get_varint(kInt, "memory length"));
+  m.seg_len = static_cast<int>(r.get_varint(kInt, "segment length"));
+  m.train_groups = static_cast<int>(r.get_varint(kU16, "training group count"));
+  h.payload_size = r.get_varint(UINT64_MAX, "payload size");
+  const uint8_t written = static_cast<uint8_t>(r.get(1));
+  for (size_t i = 0; i < std::size(kDefaultFloats); ++i) {
+    const DefaultFloat& d = kDefaultFloats[i];
+    const bool is_written = written & (1u << i);
+    m.*d.field = is_written ? r.get_f32() : d.value;
+    if (is_written && same_bits(m.*d.field, d.value)) left_out_written(d.name);
+  }
+  m.seed = written & kSeedWritten ? r.get_varint(UINT64_MAX, "seed") : kDefaultSeed;
+  if ((written & kSeedWritten) && m.seed == kDefaultSeed) left_out_written("seed");
+  return written & kReservedMaskBits;
+}
+
 }  // namespace
 
 const char* method_name(Method m) {
@@ -121,30 +306,11 @@ std::vector<uint8_t> write_header(const Header& h) {
   w.put<uint64_t>(h.original_size);
   w.put<uint32_t>(h.content_crc);
   if (h.method == Method::kNeural) {
-    const model::ModelConfig& m = h.model;
-    w.put<uint8_t>(static_cast<uint8_t>(h.preset));
-    w.put<uint8_t>(static_cast<uint8_t>(h.backend.device));
-    w.put<uint16_t>(static_cast<uint16_t>(h.threads));
-    w.put<uint32_t>(static_cast<uint32_t>(h.streams));
-    w.put<uint32_t>(static_cast<uint32_t>(m.dim));
-    w.put<uint16_t>(static_cast<uint16_t>(m.layers));
-    w.put<int16_t>(static_cast<int16_t>(m.attn_layer));
-    w.put<uint16_t>(static_cast<uint16_t>(m.boom_factor));
-    // Version 1: reserved (0); versions 2 and later: the mix level.
-    w.put<uint16_t>(static_cast<uint16_t>(h.version >= 2 ? m.mix : 0));
-    w.put<uint32_t>(static_cast<uint32_t>(m.mem_len));
-    w.put<uint32_t>(static_cast<uint32_t>(m.seg_len));
-    w.put_f32(m.lr);
-    w.put_f32(m.lr_decay);
-    w.put_f32(m.beta1);
-    w.put_f32(m.beta2);
-    w.put_f32(m.adam_eps);
-    w.put_f32(m.clip);
-    w.put<uint64_t>(m.seed);
-    w.put<uint64_t>(h.payload_size);
-    // Version 8 on: the training groups; before, there is one.
-    SHAZIP_ASSERT(h.version >= 8 || m.train_groups == 1);
-    if (h.version >= 8) w.put<uint16_t>(static_cast<uint16_t>(m.train_groups));
+    if (h.version >= kCompactHeaderSince) {
+      write_compact_block(h, w);
+    } else {
+      write_fixed_block(h, w);
+    }
     w.put_string(h.backend.torch_version);
     w.put_string(h.backend.blas);
     w.put_string(h.backend.cpu_capability);
@@ -177,43 +343,12 @@ Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size
   uint16_t reserved = 0;
   if (method == static_cast<uint8_t>(Method::kNeural)) {
     h.method = Method::kNeural;
-    model::ModelConfig& m = h.model;
     for (const FlagBit& f : kFlagBits) {
       const bool known = h.version >= f.since;
-      m.*f.field = known && (flags & f.bit) ? 1 : 0;
+      h.model.*f.field = known && (flags & f.bit) ? 1 : 0;
       if (known) flags &= static_cast<uint16_t>(~f.bit);  // what stays set is reserved
     }
-    h.preset = static_cast<int>(r.get(1));
-    h.backend.device = static_cast<model::DeviceKind>(r.get(1));
-    h.threads = static_cast<int>(r.get(2));
-    h.streams = static_cast<int>(r.get(4));
-    m.dim = static_cast<int>(r.get(4));
-    m.layers = static_cast<int>(r.get(2));
-    m.attn_layer = static_cast<int16_t>(r.get(2));
-    m.boom_factor = static_cast<int>(r.get(2));
-    const uint16_t mix = static_cast<uint16_t>(r.get(2));
-    if (h.version >= 2) {
-      m.mix = mix;
-      // Mix level 2 came with version 3, level 3 with version 11: in an older
-      // archive they are damage.
-      if ((h.version < 3 && mix > 1) || (h.version < 11 && mix > 2)) {
-        corrupt("mix level " + std::to_string(mix) + " in a version " + std::to_string(h.version) + " archive");
-      }
-    } else {
-      m.mix = 0;  // version 1 coded whole bytes with the SHA-RNN alone
-      reserved = mix;
-    }
-    m.mem_len = static_cast<int>(r.get(4));
-    m.seg_len = static_cast<int>(r.get(4));
-    m.lr = r.get_f32();
-    m.lr_decay = r.get_f32();
-    m.beta1 = r.get_f32();
-    m.beta2 = r.get_f32();
-    m.adam_eps = r.get_f32();
-    m.clip = r.get_f32();
-    m.seed = r.get(8);
-    h.payload_size = r.get(8);
-    m.train_groups = h.version >= 8 ? static_cast<int>(r.get(2)) : 1;
+    reserved = h.version >= kCompactHeaderSince ? read_compact_block(r, h) : read_fixed_block(r, h);
     h.backend.torch_version = r.get_string();
     h.backend.blas = r.get_string();
     h.backend.cpu_capability = r.get_string();

@@ -14,9 +14,14 @@ namespace shazip {
 
 // Bumped on every change of the format or of the model's arithmetic (an old
 // archive would otherwise decode to garbage). History in docs/FORMAT.md.
-constexpr uint8_t kFormatVersion = 16;
+constexpr uint8_t kFormatVersion = 17;
 // Oldest version this build decodes.
 constexpr uint8_t kMinFormatVersion = 1;
+// The first version whose neural header is compact: counts as LEB128
+// numbers, the optimizer's usual settings and seed left out (docs/FORMAT.md,
+// "Neural method block"). Versions before it have every field at a fixed
+// offset.
+constexpr uint8_t kCompactHeaderSince = 17;
 
 // 0x8A 'S' 'H' 'Z': the high first byte is not ASCII or UTF-8 lead text, so
 // text files are never taken for archives and 7-bit channels are detected

@@ -3,6 +3,7 @@
 // header that parses.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -15,8 +16,9 @@ using namespace shazip;
 
 namespace {
 
-Header neural_header() {
+Header neural_header(uint8_t version = kFormatVersion) {
   Header h;
+  h.version = version;
   h.method = Method::kNeural;
   h.original_size = 123456;
   h.content_crc = 0xDEADBEEF;
@@ -69,44 +71,59 @@ TEST_CASE("CRC-32 matches the standard check value", "[container]") {
 }
 
 TEST_CASE("headers round-trip every field", "[container]") {
-  const Header h = neural_header();
-  const auto a = with_body(h, h.payload_size);
-  size_t header_size = 0;
-  const Header p = parse_header(a.data(), a.size(), &header_size);
-  CHECK(header_size == a.size() - h.payload_size);
-  CHECK(header_size == 97 + h.backend.torch_version.size() + h.backend.blas.size() +
-                           h.backend.cpu_capability.size());
-  CHECK(p.version == kFormatVersion);
-  CHECK(p.method == Method::kNeural);
-  CHECK(p.original_size == h.original_size);
-  CHECK(p.content_crc == h.content_crc);
-  CHECK(p.preset == 3);
-  CHECK(p.model.dim == h.model.dim);
-  CHECK(p.model.layers == h.model.layers);
-  CHECK(p.model.attn_layer == h.model.attn_layer);
-  CHECK(p.model.boom_factor == h.model.boom_factor);
-  CHECK(p.model.mem_len == h.model.mem_len);
-  CHECK(p.model.seg_len == h.model.seg_len);
-  CHECK(p.model.lr == h.model.lr);
-  CHECK(p.model.lr_decay == h.model.lr_decay);
-  CHECK(p.model.beta1 == h.model.beta1);
-  CHECK(p.model.beta2 == h.model.beta2);
-  CHECK(p.model.adam_eps == h.model.adam_eps);
-  CHECK(p.model.clip == h.model.clip);
-  CHECK(p.model.seed == h.model.seed);
-  CHECK(p.model.mix == h.model.mix);
-  CHECK(p.model.train_lag == h.model.train_lag);
-  CHECK(p.model.flat_train == h.model.flat_train);
-  CHECK(p.model.step_kernels == h.model.step_kernels);
-  CHECK(p.model.train_kernels == h.model.train_kernels);
-  CHECK(p.model.train_groups == h.model.train_groups);
-  CHECK(p.streams == 16);
-  CHECK(p.threads == 2);
-  CHECK(p.backend.torch_version == "1.13.0");
-  CHECK(p.backend.blas == h.backend.blas);
-  CHECK(p.backend.cpu_capability == "AVX2");
-  CHECK(p.payload_size == h.payload_size);
+  // Format 17's compact block and the fixed one of the versions before it.
+  for (const uint8_t version : {kFormatVersion, uint8_t{16}}) {
+    INFO("version " << int{version});
+    const Header h = neural_header(version);
+    const auto a = with_body(h, h.payload_size);
+    size_t header_size = 0;
+    const Header p = parse_header(a.data(), a.size(), &header_size);
+    CHECK(header_size == a.size() - h.payload_size);
+    const size_t strings = 3 + h.backend.torch_version.size() + h.backend.blas.size() + h.backend.cpu_capability.size();
+    if (version >= kCompactHeaderSince) {
+      // 20 fixed bytes; preset and device; the counts as LEB128 numbers:
+      // threads 2, streams 16, layers 1, attention layer 0 (+1), Boom factor
+      // 4, mix level 2, T 8, groups 1 a byte each, d 128 and M 128 two bytes
+      // each, the payload's 40000 three; the byte that says what follows; the
+      // seed, not the default, in 9 (lr, its decay and Adam's settings are the
+      // defaults: left out); the strings; the header CRC.
+      CHECK(header_size == 20 + 2 + (8 + 2 * 2 + 3) + 1 + 9 + strings + 4);
+    } else {
+      CHECK(header_size == 94 + strings);
+    }
+    CHECK(p.version == version);
+    CHECK(p.method == Method::kNeural);
+    CHECK(p.original_size == h.original_size);
+    CHECK(p.content_crc == h.content_crc);
+    CHECK(p.preset == 3);
+    CHECK(p.model.dim == h.model.dim);
+    CHECK(p.model.layers == h.model.layers);
+    CHECK(p.model.attn_layer == h.model.attn_layer);
+    CHECK(p.model.boom_factor == h.model.boom_factor);
+    CHECK(p.model.mem_len == h.model.mem_len);
+    CHECK(p.model.seg_len == h.model.seg_len);
+    CHECK(p.model.lr == h.model.lr);
+    CHECK(p.model.lr_decay == h.model.lr_decay);
+    CHECK(p.model.beta1 == h.model.beta1);
+    CHECK(p.model.beta2 == h.model.beta2);
+    CHECK(p.model.adam_eps == h.model.adam_eps);
+    CHECK(p.model.clip == h.model.clip);
+    CHECK(p.model.seed == h.model.seed);
+    CHECK(p.model.mix == h.model.mix);
+    CHECK(p.model.train_lag == h.model.train_lag);
+    CHECK(p.model.flat_train == h.model.flat_train);
+    CHECK(p.model.step_kernels == h.model.step_kernels);
+    CHECK(p.model.train_kernels == h.model.train_kernels);
+    CHECK(p.model.train_groups == h.model.train_groups);
+    CHECK(p.streams == 16);
+    CHECK(p.threads == 2);
+    CHECK(p.backend.torch_version == "1.13.0");
+    CHECK(p.backend.blas == h.backend.blas);
+    CHECK(p.backend.cpu_capability == "AVX2");
+    CHECK(p.payload_size == h.payload_size);
+  }
 
+  size_t header_size = 0;
   Header stored;
   stored.original_size = 3;
   stored.content_crc = 7;
@@ -120,7 +137,8 @@ TEST_CASE("headers round-trip every field", "[container]") {
 }
 
 TEST_CASE("every single-bit flip of a header is rejected with a specific error", "[container]") {
-  for (const Header& h : {neural_header(), Header{}}) {
+  // Format 17's compact neural block, format 16's fixed one, and a stored header.
+  for (const Header& h : {neural_header(), neural_header(16), Header{}}) {
     const size_t body = h.method == Method::kNeural ? h.payload_size : h.original_size;
     const auto good = with_body(h, body);
     const size_t header_size = good.size() - body;
@@ -150,22 +168,25 @@ TEST_CASE("every single-bit flip of a header is rejected with a specific error",
 }
 
 TEST_CASE("every truncation of an archive is reported", "[container]") {
-  const Header h = neural_header();
-  const auto good = with_body(h, h.payload_size);
-  const size_t header_size = good.size() - h.payload_size;
-  for (size_t cut = 0; cut < good.size(); cut += cut < header_size + 8 ? 1 : 997) {
-    INFO("cut at " << cut);
-    const int code = parse_code(good, cut);
-    if (cut < 4) {
-      CHECK(code == static_cast<int>(ErrorCode::kNotArchive));
-    } else {
-      CHECK(code == static_cast<int>(ErrorCode::kTruncated));
+  for (const uint8_t version : {kFormatVersion, uint8_t{16}}) {
+    INFO("version " << int{version});
+    const Header h = neural_header(version);
+    const auto good = with_body(h, h.payload_size);
+    const size_t header_size = good.size() - h.payload_size;
+    for (size_t cut = 0; cut < good.size(); cut += cut < header_size + 8 ? 1 : 997) {
+      INFO("cut at " << cut);
+      const int code = parse_code(good, cut);
+      if (cut < 4) {
+        CHECK(code == static_cast<int>(ErrorCode::kNotArchive));
+      } else {
+        CHECK(code == static_cast<int>(ErrorCode::kTruncated));
+      }
     }
+    CHECK(parse_code(good, good.size()) == -1);
+    auto longer = good;
+    longer.push_back(0);
+    CHECK(parse_code(longer, longer.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  CHECK(parse_code(good, good.size()) == -1);
-  auto longer = good;
-  longer.push_back(0);
-  CHECK(parse_code(longer, longer.size()) == static_cast<int>(ErrorCode::kCorrupt));
 }
 
 TEST_CASE("fields a header may not hold are rejected", "[container]") {
@@ -407,9 +428,23 @@ TEST_CASE("header flag bits 0 to 11: each model switch round-trips and is reserv
 TEST_CASE("the training groups: a field from version 8, one group before", "[container]") {
   size_t header_size = 0;
   Header h = neural_header();  // 16 streams
+  // Format 17 writes the count as a LEB128 number; none, more than 256, or
+  // more groups than streams are damage there too.
+  for (int groups : {4, 16, 0, 257, 17}) {
+    INFO("groups " << groups);
+    h.model.train_groups = groups;
+    const auto c = with_body(h, h.payload_size);
+    if (groups >= 1 && groups <= 16) {
+      CHECK(parse_header(c.data(), c.size(), &header_size).model.train_groups == groups);
+    } else {
+      CHECK(parse_code(c, c.size()) == static_cast<int>(ErrorCode::kCorrupt));
+    }
+  }
+  // Versions 8 to 16: two bytes after the payload size.
+  h.version = 16;
   h.model.train_groups = 4;
   auto a = with_body(h, h.payload_size);
-  const size_t at = 88;  // after the payload size
+  const size_t at = 88;
   CHECK((a[at] | a[at + 1] << 8) == 4);
   CHECK(parse_header(a.data(), a.size(), &header_size).model.train_groups == 4);
   // None, more than 256, or more groups than streams: damage.
@@ -425,7 +460,118 @@ TEST_CASE("the training groups: a field from version 8, one group before", "[con
   h.version = 7;
   a = with_body(h, h.payload_size);
   CHECK(parse_header(a.data(), a.size(), &header_size).model.train_groups == 1);
-  CHECK(header_size == write_header(neural_header()).size() - 2);
+  Header v8 = neural_header();
+  v8.version = 8;
+  CHECK(header_size == write_header(v8).size() - 2);
+}
+
+TEST_CASE("format 17's compact block: LEB128 counts and the usual settings left out", "[container]") {
+  size_t header_size = 0;
+  // The default preset's header for an 11 KB input with this VM's strings:
+  // 76 bytes where format 16 wrote 131, what a 4 KB text's archive saves
+  // against zstd's (benchmarks/RESULTS.md, "Compact headers").
+  Header h = neural_header();
+  h.preset = 2;
+  h.model = model::preset(2).model;
+  h.streams = 1;
+  h.threads = 1;
+  h.original_size = 11150;
+  h.payload_size = 2196;
+  h.backend.blas = "OpenBLAS 0.3.21 core=Zen";
+  h.backend.cpu_capability = "auto";
+  CHECK(write_header(h).size() == 76);
+  h.version = 16;
+  CHECK(write_header(h).size() == 131);
+  h.version = kFormatVersion;
+  const size_t base = write_header(h).size();
+  constexpr size_t kMaskAt = 20 + 2 + 10 + 2;  // after the ten one-byte counts and the payload's two
+  CHECK(write_header(h)[kMaskAt] == 0);         // every optimizer setting and the seed left out
+
+  // Each setting that differs from format 17's value is written (4 bytes,
+  // the seed as a LEB128 number) and reads back; the others read as the
+  // frozen values. -0 is not 0: values are compared bit for bit.
+  float model::ModelConfig::*floats[] = {&model::ModelConfig::lr,    &model::ModelConfig::lr_decay,
+                                         &model::ModelConfig::beta1, &model::ModelConfig::beta2,
+                                         &model::ModelConfig::adam_eps, &model::ModelConfig::clip};
+  for (int i = 0; i < 6; ++i) {
+    INFO("setting " << i);
+    Header e = h;
+    e.model.*floats[i] = i == 2 ? -0.0f : 0.125f;
+    const auto a = with_body(e, e.payload_size);
+    CHECK(a.size() - e.payload_size == base + 4);
+    CHECK(a[kMaskAt] == 1 << i);
+    const Header p = parse_header(a.data(), a.size(), &header_size);
+    for (int j = 0; j < 6; ++j) CHECK(std::signbit(p.model.*floats[j]) == std::signbit(e.model.*floats[j]));
+    for (int j = 0; j < 6; ++j) CHECK(p.model.*floats[j] == e.model.*floats[j]);
+    CHECK(p.model.seed == h.model.seed);
+  }
+  Header e = h;
+  e.model.seed = 300;  // two LEB128 bytes
+  auto a = with_body(e, e.payload_size);
+  CHECK(a.size() - e.payload_size == base + 2);
+  CHECK(a[kMaskAt] == 64);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.seed == 300);
+  e.model.seed = ~uint64_t{0};  // ten
+  a = with_body(e, e.payload_size);
+  CHECK(a.size() - e.payload_size == base + 10);
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.seed == ~uint64_t{0});
+
+  // Large counts round-trip: 2^24 streams, a 2^40-byte payload, no attention.
+  e = h;
+  e.streams = 1 << 24;
+  e.original_size = uint64_t{1} << 42;
+  e.payload_size = (uint64_t{1} << 40) + 5;
+  e.model.attn_layer = -1;
+  e.model.mem_len = 0;
+  std::vector<uint8_t> head = write_header(e);
+  const Header big = parse_member_header(head.data(), head.size(), &header_size);
+  CHECK(header_size == head.size());
+  CHECK(big.streams == 1 << 24);
+  CHECK(big.payload_size == e.payload_size);
+  CHECK(big.model.attn_layer == -1);
+
+  // Damage the writer never makes: a number past its field's bound, one
+  // with a needless zero group, one past 64 bits, the reserved bit 7 of
+  // the settings byte. Each is refused even with a valid header CRC.
+  e = h;
+  e.threads = 65536;  // format 16's field had two bytes
+  a = with_body(e, e.payload_size);
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  const auto good = with_body(h, h.payload_size);
+  const size_t hs = good.size() - h.payload_size;
+  auto edit = [&](size_t at, std::vector<uint8_t> bytes, size_t replaced) {
+    std::vector<uint8_t> b(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(at));
+    b.insert(b.end(), bytes.begin(), bytes.end());
+    b.insert(b.end(), good.begin() + static_cast<std::ptrdiff_t>(at + replaced), good.end());
+    reseal(b, hs + bytes.size() - replaced);
+    return b;
+  };
+  constexpr size_t kThreadsAt = 22;
+  CHECK(good[kThreadsAt] == 1);
+  a = edit(kThreadsAt, {0x81, 0x00}, 1);  // 1, in two bytes
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  a = edit(kThreadsAt, {0x01}, 1);  // the edit itself leaves a valid header
+  CHECK(parse_code(a, a.size()) == -1);
+  a = edit(kMaskAt - 2, {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02}, 2);  // a 65-bit payload size
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  // A setting written at its frozen value, or the seed: each header has one
+  // encoding (tests/fuzz/fuzz_header re-serialises what parses).
+  a = edit(kMaskAt, {0x02, 0x17, 0xB7, 0x51, 0x39}, 1);  // lr decay 2e-4
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  a = edit(kMaskAt, {0x02, 0x18, 0xB7, 0x51, 0x39}, 1);  // one ulp above it
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.lr_decay > 2e-4f);
+  a = edit(kMaskAt, {0x40, 0x99, 0xC0, 0xE8, 0xD2, 0x05}, 1);  // seed 0x5A5A2019
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  a = edit(kMaskAt, {0x40, 0x9A, 0xC0, 0xE8, 0xD2, 0x05}, 1);  // and one more
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.seed == 0x5A5A201Aull);
+  a = edit(kMaskAt, {0x80}, 1);
+  try {
+    parse_header(a.data(), a.size(), &header_size);
+    FAIL("parsed a reserved bit");
+  } catch (const Error& err) {
+    CHECK(err.code() == ErrorCode::kCorrupt);
+    CHECK(std::string(err.what()).find("reserved header bits") != std::string::npos);
+  }
 }
 
 TEST_CASE("several archives back to back split into their members", "[container]") {

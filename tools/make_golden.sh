@@ -28,7 +28,7 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
 # class contexts, from format 14 on the own rates, from format 15 on the
 # one-sided inputs and from format 16 on the nibble groups, with one stream or
-# more.)
+# more; format 17 writes the same bits as 16 behind a shorter header.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
@@ -40,8 +40,22 @@ cd ../golden-errors
 GOLDEN_VERSION="$version" python3 - <<'PY'
 import os, struct, zlib
 src = open('../golden/v%s/design.txt.shz' % os.environ['GOLDEN_VERSION'], 'rb').read()
+def skip_varint(b, pos):      # a LEB128 number (format 17 on)
+    while b[pos] & 0x80:
+        pos += 1
+    return pos + 1
+
 def header_size(b):           # header CRC included
-    pos = 90 if b[4] >= 8 else 88  # first length-prefixed string (version 8 added 2 bytes)
+    if b[4] >= 17:            # the compact block: 11 LEB128 counts after preset and device,
+        pos = 22              # the settings byte, the settings it names (the seed a number)
+        for _ in range(11):
+            pos = skip_varint(b, pos)
+        written = b[pos]
+        pos += 1 + 4 * bin(written & 0x3f).count('1')
+        if written & 0x40:
+            pos = skip_varint(b, pos)
+    else:                     # the fixed block: the first string at 90 (88 before version 8)
+        pos = 90 if b[4] >= 8 else 88
     for _ in range(3):
         pos += 1 + b[pos]
     return pos + 4
@@ -67,7 +81,7 @@ out = {
     'truncated-payload.4.shz': src[:hs + (len(src) - hs) // 2],
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
-    'header-crc.5.shz': flip(30, 0x01, False),
+    'header-crc.5.shz': flip(hs - 6, 0x01, False),  # in the last string (the CPU capability)
     # bits 0-11: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
     # one-sided inputs (format 15), nibble groups (format 16)
