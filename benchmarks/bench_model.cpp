@@ -13,6 +13,7 @@
 //   -n BYTES     code only the first BYTES of each file
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
+//                  (without --seg, T as shazip picks it: model::seg_for_input)
 //   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2|3 --lag 0|1 --flat 0|1
 //   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1 --stream-contexts 0|1 --class-contexts 0|1
 //   --own-rates 0|1 --one-sided 0|1 --nibble-groups 0|1
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
       bool async_train = true;
       bool tiled = true;
       int lookahead = -1;  // -1: lookahead_pays()
+      bool seg_given = false;  // --seg: else T as shazip picks it for the streams
       model::DeviceKind device = model::DeviceKind::kCpu;
       uint64_t min_stream = kMinStreamBytes;
       for (const auto& [k, v] : overrides) {
@@ -155,7 +157,10 @@ int main(int argc, char** argv) {
         else if (k == "layers") p.model.layers = std::stoi(v);
         else if (k == "attn") p.model.attn_layer = std::stoi(v);
         else if (k == "mem") p.model.mem_len = std::stoi(v);
-        else if (k == "seg") p.model.seg_len = std::stoi(v);
+        else if (k == "seg") {
+          p.model.seg_len = std::stoi(v);
+          seg_given = true;
+        }
         else if (k == "lr") p.model.lr = std::stof(v);
         else if (k == "decay") p.model.lr_decay = std::stof(v);
         else if (k == "beta1") p.model.beta1 = std::stof(v);
@@ -206,6 +211,7 @@ int main(int argc, char** argv) {
       CodingParams params;
       params.model = p.model;
       params.streams = choose_streams(data.size(), max_streams, min_stream);
+      if (!seg_given) params.model.seg_len = model::seg_for_input(params.model.seg_len, params.streams, data.size());
       params.runtime.threads = threads;
       params.runtime.async_train = async_train;
       params.runtime.cuda_tiled_products = tiled;
@@ -226,7 +232,7 @@ int main(int argc, char** argv) {
       char share[32] = "-";
       if (rates.peak_gflops > 0) std::snprintf(share, sizeof share, "%.3g", rates.peak_percent());
       std::printf("%-24s %6d %-44s %7d %9zu %11.4f %9.4f %9.4f %8.2f %7.1f %7.1f %8.2f %8.2f %7s\n", name.c_str(),
-                  level, p.model.describe().c_str(), params.streams, data.size(), s.nn_bits / n, s.model_bits / n,
+                  level, params.model.describe().c_str(), params.streams, data.size(), s.nn_bits / n, s.model_bits / n,
                   8.0 * s.coded_bytes / n, n / 1024.0 / s.seconds, s.predict_seconds, s.train_seconds,
                   rates.model_gflops, rates.step_gflops, share);
       std::fflush(stdout);

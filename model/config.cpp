@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 
@@ -157,6 +158,10 @@ Preset preset(int level) {
 }
 
 int mix_for_input(int mix, uint64_t n) { return mix == 3 && n <= kMixLevel3MinBytes ? 2 : mix; }
+
+int seg_for_input(int seg, int streams, uint64_t n) {
+  return streams <= kFewStreams && n > kFewStreamsMinBytes ? std::max(seg, kFewStreamsSegLen) : seg;
+}
 
 MixTuning mix_tuning(const ModelConfig& m) {
   MixTuning t = MixTuning::for_level(m.mix);

@@ -152,6 +152,21 @@ constexpr uint64_t kMixLevel3MinBytes = uint64_t{1} << 20;
 // The mix level a row's `mix` codes an input (or -j block) of n bytes with.
 int mix_for_input(int mix, uint64_t n);
 
+// An input coded as one or two streams (below 96 KiB with the CPU presets'
+// 32 KiB streams) gives each Adam step few bytes, so the training's fixed
+// cost, Adam over every weight, dominates its coding: such inputs train
+// every kFewStreamsSegLen positions at least, instead of a row's 8, for
+// 1.3-2.2x the default preset's speed at 0.1% in size on the Calgary and
+// Canterbury files of 16-96 KiB (benchmarks/RESULTS.md, "Segments for small
+// inputs"). Inputs of kFewStreamsMinBytes or less, whose coding time is
+// mostly start-up, keep the row's T (the longer segments cost them 0.3%).
+constexpr int kFewStreams = 2;
+constexpr int kFewStreamsSegLen = 16;
+constexpr uint64_t kFewStreamsMinBytes = uint64_t{16} << 10;
+// The segment length a row's `seg` codes an input of n bytes in `streams`
+// streams with. The archive records it, so decoding needs no rule.
+int seg_for_input(int seg, int streams, uint64_t n);
+
 // The mixing stage's settings for a model's archive: its mix level's, and the
 // stream contexts when the model has them.
 MixTuning mix_tuning(const ModelConfig& m);

@@ -105,6 +105,8 @@ CodingParams compress_params(int preset, uint64_t n) {
   params.model.train_groups = std::min(params.model.train_groups, params.streams);
   // ... and mix level 2 where level 3's tables would be no larger.
   params.model.mix = model::mix_for_input(params.model.mix, n);
+  // ... and, in one or two streams, longer segments (fewer Adam steps).
+  params.model.seg_len = model::seg_for_input(params.model.seg_len, params.streams, n);
   return params;
 }
 

@@ -417,6 +417,33 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   CHECK(compress_memory(2, n) < level3(16) / 2);
 }
 
+TEST_CASE("inputs in one or two streams train every 16 positions from 16 KiB up", "[driver]") {
+  // The rule: one or two streams and more than kFewStreamsMinBytes, at
+  // least T = 16; longer rows keep theirs, many streams and tiny inputs the row's.
+  CHECK(model::seg_for_input(8, 1, model::kFewStreamsMinBytes + 1) == 16);
+  CHECK(model::seg_for_input(8, 2, 90000) == 16);
+  CHECK(model::seg_for_input(32, 1, 90000) == 32);
+  CHECK(model::seg_for_input(8, 3, 100000) == 8);
+  CHECK(model::seg_for_input(8, 1, model::kFewStreamsMinBytes) == 8);
+  // What compress_buffer() writes: the default preset's T = 8 row, 16 for
+  // 20,000 bytes in one stream, 8 for 6,000; the archives decode (the
+  // header carries T: decoding needs no rule).
+  REQUIRE(model::preset(model::kDefaultPreset).model.seg_len == 8);
+  for (const auto& [size, seg] : {std::pair{size_t{20000}, 16}, std::pair{size_t{6000}, 8}}) {
+    INFO(size << " bytes");
+    const std::string s = text(size);
+    CompressOptions options;
+    CompressReport report;
+    const std::vector<uint8_t> archive =
+        compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
+    CHECK(report.header.streams == 1);
+    CHECK(report.header.model.seg_len == seg);
+    CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
+  }
+  // Sixteen streams (the row's most) keep T = 8.
+  CHECK(model::seg_for_input(8, choose_streams(uint64_t{1} << 20, 16), uint64_t{1} << 20) == 8);
+}
+
 TEST_CASE("parallel blocks: jobs are planned within the memory available", "[driver][blocks]") {
   CHECK(jobs_within_memory(4, 100, 1000) == 4);
   CHECK(jobs_within_memory(4, 100, 399) == 3);
