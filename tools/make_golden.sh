@@ -28,7 +28,9 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
 # class contexts, from format 14 on the own rates, from format 15 on the
 # one-sided inputs and from format 16 on the nibble groups, with one stream or
-# more; format 17 writes the same bits as 16 behind a shorter header.)
+# more; format 17 writes the same bits as 16 behind a shorter header, but
+# from shazip 0.20 this two-stream input trains every 16 positions:
+# model::seg_for_input.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
