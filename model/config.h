@@ -157,12 +157,13 @@ int mix_for_input(int mix, uint64_t n);
 // cost, Adam over every weight, dominates its coding: such inputs train
 // every kFewStreamsSegLen positions at least, instead of a row's 8, for
 // 1.3-2.2x the default preset's speed at 0.1% in size on the Calgary and
-// Canterbury files of 16-96 KiB (benchmarks/RESULTS.md, "Segments for small
+// Canterbury files of 8-96 KiB (benchmarks/RESULTS.md, "Segments for small
 // inputs"). Inputs of kFewStreamsMinBytes or less, whose coding time is
-// mostly start-up, keep the row's T (the longer segments cost them 0.3%).
+// mostly start-up, keep the row's T (the longer segments cost 4 KB texts
+// 0.35%).
 constexpr int kFewStreams = 2;
 constexpr int kFewStreamsSegLen = 16;
-constexpr uint64_t kFewStreamsMinBytes = uint64_t{16} << 10;
+constexpr uint64_t kFewStreamsMinBytes = uint64_t{8} << 10;
 // The segment length a row's `seg` codes an input of n bytes in `streams`
 // streams with. The archive records it, so decoding needs no rule.
 int seg_for_input(int seg, int streams, uint64_t n);

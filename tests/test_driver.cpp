@@ -417,7 +417,7 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   CHECK(compress_memory(2, n) < level3(16) / 2);
 }
 
-TEST_CASE("inputs in one or two streams train every 16 positions from 16 KiB up", "[driver]") {
+TEST_CASE("inputs in one or two streams train every 16 positions above 8 KiB", "[driver]") {
   // The rule: one or two streams and more than kFewStreamsMinBytes, at
   // least T = 16; longer rows keep theirs, many streams and tiny inputs the row's.
   CHECK(model::seg_for_input(8, 1, model::kFewStreamsMinBytes + 1) == 16);
