@@ -14,6 +14,10 @@
 namespace shazip {
 namespace {
 
+[[noreturn]] void corrupt(const std::string& what) {
+  throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
+}
+
 class Writer {
  public:
   template <class T>
@@ -74,7 +78,7 @@ class Reader {
     return v;
   }
   [[noreturn]] static void corrupt_field(const char* what) {
-    throw Error(ErrorCode::kCorrupt, std::string("corrupt archive: invalid ") + what + " in the header");
+    corrupt(std::string("invalid ") + what + " in the header");
   }
   std::string get_string() {
     const size_t n = get(1);
@@ -113,10 +117,6 @@ constexpr FlagBit kFlagBits[] = {
     {1024, 15, &model::ModelConfig::one_sided},         // before: no one-sided inputs, one layer-2 vector
     {2048, 16, &model::ModelConfig::nibble_groups},     // before: every bit's slot hashed apart
 };
-
-[[noreturn]] void corrupt(const std::string& what) {
-  throw Error(ErrorCode::kCorrupt, "corrupt archive: " + what);
-}
 
 // The neural method's block before its strings, versions 1 to 16: every
 // field at a fixed offset and width.
