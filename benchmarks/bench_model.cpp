@@ -13,7 +13,8 @@
 //   -n BYTES     code only the first BYTES of each file
 //   -t THREADS   intra-op threads (default 1)
 //   --dim D --layers L --attn A --mem M --seg T --lr LR --decay X --streams B
-//                  (without --seg, T as shazip picks it: model::seg_for_input)
+//                  (the model as shazip codes the input, model::model_for_input:
+//                  --mix and --seg as given, --groups at most the streams)
 //   --beta1 X --beta2 X --clip X --eps X --boom F --mix 0|1|2|3 --lag 0|1 --flat 0|1
 //   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1 --stream-contexts 0|1 --class-contexts 0|1
 //   --own-rates 0|1 --one-sided 0|1 --nibble-groups 0|1
@@ -144,12 +145,11 @@ int main(int argc, char** argv) {
     if (limit && data.size() > limit) data.resize(limit);
     for (int level : presets) {
       model::Preset p = model::preset(level);
-      p.model.mix = model::mix_for_input(p.model.mix, data.size());  // as shazip codes it (--mix overrides)
       int max_streams = p.streams;
       bool async_train = true;
       bool tiled = true;
       int lookahead = -1;  // -1: lookahead_pays()
-      bool seg_given = false;  // --seg: else T as shazip picks it for the streams
+      bool seg_given = false, mix_given = false;  // else as shazip picks them for the input
       model::DeviceKind device = model::DeviceKind::kCpu;
       uint64_t min_stream = kMinStreamBytes;
       for (const auto& [k, v] : overrides) {
@@ -168,7 +168,10 @@ int main(int argc, char** argv) {
         else if (k == "clip") p.model.clip = std::stof(v);
         else if (k == "eps") p.model.adam_eps = std::stof(v);
         else if (k == "boom") p.model.boom_factor = std::stoi(v);
-        else if (k == "mix") p.model.mix = std::stoi(v);
+        else if (k == "mix") {
+          p.model.mix = std::stoi(v);
+          mix_given = true;
+        }
         else if (k == "lag") p.model.train_lag = std::stoi(v);
         else if (k == "flat") p.model.flat_train = std::stoi(v);
         else if (k == "kernels") p.model.step_kernels = std::stoi(v);
@@ -209,9 +212,10 @@ int main(int argc, char** argv) {
         return 2;
       }
       CodingParams params;
-      params.model = p.model;
       params.streams = choose_streams(data.size(), max_streams, min_stream);
-      if (!seg_given) params.model.seg_len = model::seg_for_input(params.model.seg_len, params.streams, data.size());
+      params.model = model::model_for_input(p.model, params.streams, data.size());
+      if (seg_given) params.model.seg_len = p.model.seg_len;
+      if (mix_given) params.model.mix = p.model.mix;
       params.runtime.threads = threads;
       params.runtime.async_train = async_train;
       params.runtime.cuda_tiled_products = tiled;

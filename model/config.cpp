@@ -163,6 +163,13 @@ int seg_for_input(int seg, int streams, uint64_t n) {
   return streams <= kFewStreams && n > kFewStreamsMinBytes ? std::max(seg, kFewStreamsSegLen) : seg;
 }
 
+ModelConfig model_for_input(ModelConfig m, int streams, uint64_t n) {
+  m.train_groups = std::min(m.train_groups, streams);
+  m.mix = mix_for_input(m.mix, n);
+  m.seg_len = seg_for_input(m.seg_len, streams, n);
+  return m;
+}
+
 MixTuning mix_tuning(const ModelConfig& m) {
   MixTuning t = MixTuning::for_level(m.mix);
   t.stream_contexts = m.stream_contexts != 0;

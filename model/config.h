@@ -168,6 +168,11 @@ constexpr uint64_t kFewStreamsMinBytes = uint64_t{8} << 10;
 // streams with. The archive records it, so decoding needs no rule.
 int seg_for_input(int seg, int streams, uint64_t n);
 
+// A row's model as shazip codes an input of n bytes in `streams` streams: at
+// most one training group per stream, mix_for_input's level and
+// seg_for_input's T. compress_params and bench_model both take it.
+ModelConfig model_for_input(ModelConfig m, int streams, uint64_t n);
+
 // The mixing stage's settings for a model's archive: its mix level's, and the
 // stream contexts when the model has them.
 MixTuning mix_tuning(const ModelConfig& m);

@@ -99,14 +99,8 @@ class ProgressSum {
 CodingParams compress_params(int preset, uint64_t n) {
   const model::Preset p = model::preset(preset);
   CodingParams params;
-  params.model = p.model;
   params.streams = choose_streams(n, p.streams);
-  // A small input gets fewer streams: at most one training group each.
-  params.model.train_groups = std::min(params.model.train_groups, params.streams);
-  // ... and mix level 2 where level 3's tables would be no larger.
-  params.model.mix = model::mix_for_input(params.model.mix, n);
-  // ... and, in one or two streams, longer segments (fewer Adam steps).
-  params.model.seg_len = model::seg_for_input(params.model.seg_len, params.streams, n);
+  params.model = model::model_for_input(p.model, params.streams, n);
   return params;
 }
 

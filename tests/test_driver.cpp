@@ -444,6 +444,25 @@ TEST_CASE("inputs in one or two streams train every 16 positions above 8 KiB", "
   CHECK(model::seg_for_input(8, choose_streams(uint64_t{1} << 20, 16), uint64_t{1} << 20) == 8);
 }
 
+TEST_CASE("model_for_input applies the streams' group limit and both size rules", "[driver]") {
+  // Preset 9's row (16 training groups, level 3, T = 32) on 20,000 bytes in
+  // one stream: one group, level 2, its own T; preset 1's in one stream T = 16.
+  const model::ModelConfig big = model::model_for_input(model::preset(9).model, 1, 20000);
+  CHECK(big.train_groups == 1);
+  CHECK(big.mix == 2);
+  CHECK(big.seg_len == 32);
+  const model::ModelConfig small = model::model_for_input(model::preset(1).model, 1, 20000);
+  CHECK(small.seg_len == 16);
+  CHECK(small.mix == 2);
+  // Many streams of a large input keep the row: groups, level 3, T.
+  const model::ModelConfig row = model::preset(9).model;
+  const model::ModelConfig large = model::model_for_input(row, 512, uint64_t{64} << 20);
+  CHECK(large.train_groups == row.train_groups);
+  CHECK(large.mix == 3);
+  CHECK(large.seg_len == row.seg_len);
+  CHECK(model::model_for_input(row, 8, uint64_t{64} << 20).train_groups == 8);
+}
+
 TEST_CASE("parallel blocks: jobs are planned within the memory available", "[driver][blocks]") {
   CHECK(jobs_within_memory(4, 100, 1000) == 4);
   CHECK(jobs_within_memory(4, 100, 399) == 3);
