@@ -267,86 +267,13 @@ const float* floats(const at::Tensor& t) {
 // The same model as the LibTorch step below, operation for operation, with
 // the sums of step_kernels.h (docs/FORMAT.md, "Step kernels").
 at::Tensor ShaRnnImpl::step_own(const at::Tensor& x, ShaRnnState& s) {
-  const int64_t batch = x.size(0);
-  const int64_t d = cfg_.dim;
-  const int64_t f = int64_t{cfg_.boom_factor} * d;
-  const float eps = static_cast<float>(kLnEps);
-  const at::Tensor in = x.contiguous();
-  const int64_t* bytes = in.data_ptr<int64_t>();
-
-  // Scratch rows: h (B, d), q (B, d), gates (B, 4d), hq (B, d), boom (B, f),
-  // base (B, d), attention weights (S), the LSTM's summed biases (4d).
-  const int64_t slots = cfg_.attn_layer >= 0 ? s.mem.size(1) : 0;
-  buf_.resize(static_cast<size_t>(batch * (d + d + 4 * d + d + f + d) + slots + 4 * d));
-  float* h = buf_.data();
-  float* q = h + batch * d;
-  float* gates = q + batch * d;
-  float* hq = gates + batch * 4 * d;
-  float* wide = hq + batch * d;
-  float* base = wide + batch * f;
-  float* weights = base + batch * d;
-  float* lstm_bias = weights + slots;
-
-  const float* embed = floats(embed_);
-  for (int64_t b = 0; b < batch; ++b) {
-    SHAZIP_ASSERT(bytes[b] >= 0 && bytes[b] < 256);
-    std::copy_n(embed + bytes[b] * d, d, h + b * d);
-  }
-  for (int l = 0; l < cfg_.layers; ++l) {
-    const Block& blk = blocks_[l];
-    float* h_state = s.h[l].data_ptr<float>();
-    float* c_state = s.c[l].data_ptr<float>();
-    step::layer_norm(h, batch, d, floats(blk.ln_start_w), floats(blk.ln_start_b), eps, h);
-    const float* b_ih = floats(blk.b_ih);
-    const float* b_hh = floats(blk.b_hh);
-    for (int64_t j = 0; j < 4 * d; ++j) lstm_bias[j] = b_ih[j] + b_hh[j];
-    step::linear2(h, h_state, batch, d, floats(blk.w_ih), floats(blk.w_hh), 4 * d, lstm_bias, gates);
-    step::lstm_pointwise(gates, c_state, c_state, h_state, nullptr, nullptr, batch, d);
-    std::copy_n(h_state, batch * d, h);
-    if (l == cfg_.attn_layer) {
-      // The current position joins the memory first: it is its own key too.
-      float* mem = s.mem.data_ptr<float>();
-      for (int64_t b = 0; b < batch; ++b) {
-        float* slot = mem + (b * slots + s.mem_pos) * d;
-        step::layer_norm(h + b * d, 1, d, floats(attn_.ln_mem_w), floats(attn_.ln_mem_b), eps, slot);
-      }
-      s.mem_pos = (s.mem_pos + 1) % slots;
-      s.mem_fill = std::min(s.mem_fill + 1, slots);
-      step::layer_norm(h, batch, d, floats(attn_.ln_mid_w), floats(attn_.ln_mid_b), eps, hq);
-      step::linear(hq, batch, d, floats(attn_.q_w), d, floats(attn_.q_b), q);
-      step::layer_norm(q, batch, d, floats(attn_.q_ln_w), floats(attn_.q_ln_b), eps, q);
-      const float* qg = floats(query_gate_);
-      const float* vg = floats(value_gate_);
-      for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t i = 0; i < d; ++i) q[b * d + i] = q[b * d + i] * qg[i];
-      }
-      for (int64_t b = 0; b < batch; ++b) {
-        const float* keys = mem + b * slots * d;  // slots [0, mem_fill), in storage order
-        step::dot8_rows(keys, s.mem_fill, d, q + b * d, d, weights);
-        step::softmax(weights, s.mem_fill);
-        float* hb = h + b * d;
-        step::weighted_sum(weights, s.mem_fill, keys, d, hb);
-        for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] * vg[i] + hq[b * d + i];
-      }
-    }
-    // Boom: the residual's LayerNorm, then d -> f, x * sigmoid(1.702 x), and
-    // the f / d chunks summed in order.
-    step::layer_norm(h, batch, d, floats(blk.ln_ff_w), floats(blk.ln_ff_b), eps, base);
-    step::layer_norm(h, batch, d, floats(blk.ln_xff_w), floats(blk.ln_xff_b), eps, h);
-    step::linear(h, batch, d, floats(blk.boom_w), f, floats(blk.boom_b), wide);
-    step::gelu(wide, batch * f);
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* w = wide + b * f;
-      float* hb = h + b * d;
-      for (int64_t i = 0; i < d; ++i) hb[i] = w[i];
-      for (int c = 1; c < cfg_.boom_factor; ++c) {
-        for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] + w[c * d + i];
-      }
-      for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] + base[b * d + i];
-    }
-  }
-  at::Tensor logits = at::empty({batch, 256}, torch::kFloat32);
-  step::linear(h, batch, d, floats(embed_), 256, floats(dec_bias_), logits.data_ptr<float>());
+  const step::Shape shape = step_shape(s);
+  SHAZIP_ASSERT(shape.batch == x.size(0));
+  const at::Tensor in = x.to(torch::kInt64).contiguous();
+  const bool attn = cfg_.attn_layer >= 0;
+  at::Tensor logits = at::empty({shape.batch, 256}, torch::kFloat32);
+  step::forward(shape, weights(), attn ? floats(query_gate_) : nullptr, attn ? floats(value_gate_) : nullptr,
+                step_state(s), &s.mem_pos, &s.mem_fill, in.data_ptr<int64_t>(), buf_, logits.data_ptr<float>());
   return logits;
 }
 

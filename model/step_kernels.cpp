@@ -441,6 +441,80 @@ void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h,
   }
 }
 
+void forward(const Shape& shape, const train::Weights& w, const float* query_gate, const float* value_gate,
+             const State& state, int64_t* mem_pos, int64_t* mem_fill, const int64_t* bytes,
+             std::vector<float>& scratch, float* logits) {
+  const int64_t batch = shape.batch, d = shape.dim, f = shape.boom_factor * d;
+  const int64_t slots = shape.attn_layer >= 0 ? shape.slots : 0;
+  const float eps = shape.ln_eps;
+  // Scratch rows: h (B, d), q (B, d), gates (B, 4d), hq (B, d), boom (B, f),
+  // base (B, d), attention weights (S), the LSTM's summed biases (4d).
+  scratch.resize(static_cast<size_t>(batch * (d + d + 4 * d + d + f + d) + slots + 4 * d));
+  float* h = scratch.data();
+  float* q = h + batch * d;
+  float* gates = q + batch * d;
+  float* hq = gates + batch * 4 * d;
+  float* wide = hq + batch * d;
+  float* base = wide + batch * f;
+  float* weights = base + batch * d;
+  float* lstm_bias = weights + slots;
+
+  for (int64_t b = 0; b < batch; ++b) {
+    SHAZIP_ASSERT(bytes[b] >= 0 && bytes[b] < 256);
+    std::copy_n(w.embed + bytes[b] * d, d, h + b * d);
+  }
+  for (size_t l = 0; l < w.blocks.size(); ++l) {
+    const train::BlockParams<const float*>& blk = w.blocks[l];
+    float* h_state = state.h[l];
+    float* c_state = state.c[l];
+    layer_norm(h, batch, d, blk.ln_start_w, blk.ln_start_b, eps, h);
+    for (int64_t j = 0; j < 4 * d; ++j) lstm_bias[j] = blk.b_ih[j] + blk.b_hh[j];
+    linear2(h, h_state, batch, d, blk.w_ih, blk.w_hh, 4 * d, lstm_bias, gates);
+    lstm_pointwise(gates, c_state, c_state, h_state, nullptr, nullptr, batch, d);
+    std::copy_n(h_state, batch * d, h);
+    if (static_cast<int64_t>(l) == shape.attn_layer) {
+      const train::AttnParams<const float*>& a = w.attn;
+      // The current position joins the memory first: it is its own key too.
+      for (int64_t b = 0; b < batch; ++b) {
+        float* slot = state.mem + (b * slots + *mem_pos) * d;
+        layer_norm(h + b * d, 1, d, a.ln_mem_w, a.ln_mem_b, eps, slot);
+      }
+      *mem_pos = (*mem_pos + 1) % slots;
+      *mem_fill = std::min(*mem_fill + 1, slots);
+      layer_norm(h, batch, d, a.ln_mid_w, a.ln_mid_b, eps, hq);
+      linear(hq, batch, d, a.q_w, d, a.q_b, q);
+      layer_norm(q, batch, d, a.q_ln_w, a.q_ln_b, eps, q);
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t i = 0; i < d; ++i) q[b * d + i] = q[b * d + i] * query_gate[i];
+      }
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* keys = state.mem + b * slots * d;  // slots [0, mem_fill), in storage order
+        dot8_rows(keys, *mem_fill, d, q + b * d, d, weights);
+        softmax(weights, *mem_fill);
+        float* hb = h + b * d;
+        weighted_sum(weights, *mem_fill, keys, d, hb);
+        for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] * value_gate[i] + hq[b * d + i];
+      }
+    }
+    // Boom: the residual's LayerNorm, then d -> f, x * sigmoid(1.702 x), and
+    // the f / d chunks summed in order.
+    layer_norm(h, batch, d, blk.ln_ff_w, blk.ln_ff_b, eps, base);
+    layer_norm(h, batch, d, blk.ln_xff_w, blk.ln_xff_b, eps, h);
+    linear(h, batch, d, blk.boom_w, f, blk.boom_b, wide);
+    gelu(wide, batch * f);
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* wb = wide + b * f;
+      float* hb = h + b * d;
+      for (int64_t i = 0; i < d; ++i) hb[i] = wb[i];
+      for (int64_t c = 1; c < shape.boom_factor; ++c) {
+        for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] + wb[c * d + i];
+      }
+      for (int64_t i = 0; i < d; ++i) hb[i] = hb[i] + base[b * d + i];
+    }
+  }
+  linear(h, batch, d, w.embed, 256, w.dec_bias, logits);
+}
+
 bool set_simd(bool on) {
   const bool use = on && cpu_has_avx2_fma();
   g_simd.store(use);

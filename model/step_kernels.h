@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "model/kernel_math.h"
+#include "model/train_kernels.h"
 
 namespace shazip::model::step {
 
@@ -100,6 +101,16 @@ void sigmoid(const float* x, int64_t n, float scale, float* y);
 // and tanh(c) (B, d) for the backward pass. c may be c_prev (in place).
 void lstm_pointwise(const float* gates, const float* c_prev, float* c, float* h, float* saved_acts,
                     float* saved_tanh_c, int64_t batch, int64_t d);
+
+// One position of B streams on these kernels (format 6 on; docs/FORMAT.md,
+// "Step kernels"): bytes (B) the streams' previous bytes, w the weights (as
+// the training kernels take them), the attention's cached gates
+// (train::attention_gates; null without attention). Updates the state in
+// place, with *mem_pos and *mem_fill when the model has attention, and
+// writes the logits (B, 256). `scratch` is resized as needed.
+void forward(const Shape& shape, const train::Weights& w, const float* query_gate, const float* value_gate,
+             const State& state, int64_t* mem_pos, int64_t* mem_fill, const int64_t* bytes,
+             std::vector<float>& scratch, float* logits);
 
 // Whether the AVX2 + FMA versions are used (when the CPU has them). For the
 // tests, which compare the two; returns whether they are now used.
