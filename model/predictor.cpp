@@ -19,15 +19,16 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "coder/assert.h"
 #include "coder/quantize.h"
+#include "model/kernel_predictor.h"
 #include "model/sha_rnn.h"
 #include "model/step_kernels.h"
 #include "model/train_kernels.h"
+#include "model/train_worker.h"
 
 #ifdef SHAZIP_HAVE_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -144,88 +145,6 @@ void configure_runtime(const RuntimeOptions& rt) {
 
 namespace {
 
-// The training steps, run inline or on a thread of their own. One job at a
-// time: the predictor submits the step for segment k and, one segment later,
-// waits for it before taking its weights (train_lag 1); with train_lag 0 it
-// runs each job inline and the step path uses the trained weights directly.
-class TrainWorker {
- public:
-  using Job = std::function<void()>;
-
-  // threaded: run jobs on a thread of its own, which first calls `setup`
-  // (thread-local settings the arithmetic depends on).
-  TrainWorker(bool threaded, std::function<void()> setup) {
-    if (threaded) thread_ = std::thread([this, setup = std::move(setup)] { loop(setup); });
-  }
-  ~TrainWorker() {
-    if (!thread_.joinable()) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  TrainWorker(const TrainWorker&) = delete;
-  TrainWorker& operator=(const TrainWorker&) = delete;
-
-  // Starts `job` (inline: runs it). The previous job must have been waited for.
-  void submit(Job job) {
-    if (!thread_.joinable()) {
-      job();
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      SHAZIP_ASSERT(!job_ && !busy_);
-      job_ = std::move(job);
-      busy_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  // Blocks until the submitted job has finished; rethrows what it threw.
-  void wait() {
-    if (!thread_.joinable()) return;
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !busy_; });
-    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
-  }
-
- private:
-  void loop(const std::function<void()>& setup) {
-    setup();
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stop_ || job_; });
-      if (stop_) return;
-      Job job = std::move(job_);
-      job_ = nullptr;
-      lock.unlock();
-      std::exception_ptr error;
-      try {
-        job();
-      } catch (...) {
-        error = std::current_exception();
-      }
-      lock.lock();
-      error_ = error;
-      busy_ = false;
-      cv_.notify_all();
-    }
-  }
-
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  Job job_;
-  bool busy_ = false, stop_ = false;
-  std::exception_ptr error_;
-};
-
-double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // ModelConfig::flat_train (format 5 on): the trainer's parameters are views
 // into one buffer and their gradients into another, so that zeroing the
@@ -238,10 +157,10 @@ double seconds_now() {
 // rather than a norm of per-tensor norms; vectorised kernels treat each
 // tensor's tail apart), hence its own format version.
 //
-// Each parameter starts at a multiple of kFlatAlign floats (64 bytes), so its
-// data stays as aligned as a tensor of its own; the padding between holds
-// zeros, which the Adam step leaves at zero.
-constexpr int64_t kFlatAlign = 16;
+// Each parameter starts at a multiple of kFlatAlign floats (64 bytes;
+// params.h's FlatLayout, which KernelPredictor keeps), so its data stays as
+// aligned as a tensor of its own; the padding between holds zeros, which the
+// Adam step leaves at zero.
 
 // Moves the data of `params` into one zero-padded buffer (same device and
 // dtype) and makes each parameter a view of its part; returns the buffer.
@@ -325,23 +244,13 @@ class FlatAdam {
   }
 
   const at::Tensor& weights() const { return flat_; }
-  int64_t steps() const { return steps_; }
+
+ private:
   // Parameter i's part of a buffer laid out like weights(), shaped like it.
   at::Tensor part(const at::Tensor& buffer, size_t i) const {
     return buffer.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
   }
-  at::Tensor exp_avg(size_t i) const { return part(exp_avg_, i); }
-  at::Tensor exp_avg_sq(size_t i) const { return part(exp_avg_sq_, i); }
-  void set_steps(int64_t steps) {
-    steps_ = steps;
-    beta1_pow_ = beta2_pow_ = 1.0;
-    for (int64_t i = 0; i < steps; ++i) {
-      beta1_pow_ *= beta1_;
-      beta2_pow_ *= beta2_;
-    }
-  }
 
- private:
   std::vector<at::Tensor> params_;
   std::vector<int64_t> offsets_;
   at::Tensor flat_, grad_, exp_avg_, exp_avg_sq_;
@@ -535,23 +444,29 @@ void Predictor::Impl::end_segment() {
 
 Predictor::Predictor(const ModelConfig& cfg, int streams, const RuntimeOptions& rt) {
   SHAZIP_ASSERT(cfg.validate().empty() && streams >= 1);
-  impl_ = std::make_unique<Impl>(cfg, streams, rt);
+  if (rt.kernel_predictor && KernelPredictor::handles(cfg, rt.device == DeviceKind::kCpu)) {
+    kernel_ = std::make_unique<KernelPredictor>(cfg, streams, rt.async_train);
+  } else {
+    impl_ = std::make_unique<Impl>(cfg, streams, rt);
+  }
 }
 
 Predictor::~Predictor() = default;
 
-int Predictor::streams() const { return impl_->streams; }
-const ModelConfig& Predictor::config() const { return impl_->cfg; }
+int Predictor::streams() const { return kernel_ ? kernel_->streams() : impl_->streams; }
+const ModelConfig& Predictor::config() const { return kernel_ ? kernel_->config() : impl_->cfg; }
 void Predictor::expect_positions(int64_t total) {
+  if (kernel_) return kernel_->expect_positions(total);
   SHAZIP_ASSERT(total >= impl_->positions);
   impl_->total_positions = total;
 }
-int64_t Predictor::positions() const { return impl_->positions; }
-int64_t Predictor::train_steps() const { return impl_->steps; }
-double Predictor::predict_seconds() const { return impl_->predict_s; }
-double Predictor::train_seconds() const { return impl_->train_s.load(); }
+int64_t Predictor::positions() const { return kernel_ ? kernel_->positions() : impl_->positions; }
+int64_t Predictor::train_steps() const { return kernel_ ? kernel_->train_steps() : impl_->steps; }
+double Predictor::predict_seconds() const { return kernel_ ? kernel_->predict_seconds() : impl_->predict_s; }
+double Predictor::train_seconds() const { return kernel_ ? kernel_->train_seconds() : impl_->train_s.load(); }
 
 void Predictor::predict(uint32_t* cdfs) {
+  if (kernel_) return kernel_->predict(cdfs);
   Impl& m = *impl_;
   SHAZIP_ASSERT(!m.predicted);
   const double t0 = seconds_now();
@@ -597,9 +512,10 @@ void Predictor::predict(uint32_t* cdfs) {
   m.predict_s += seconds_now() - t0;
 }
 
-const float* Predictor::probs() const { return impl_->probs.data_ptr<float>(); }
+const float* Predictor::probs() const { return kernel_ ? kernel_->probs() : impl_->probs.data_ptr<float>(); }
 
 void Predictor::observe(const uint8_t* bytes) {
+  if (kernel_) return kernel_->observe(bytes);
   Impl& m = *impl_;
   SHAZIP_ASSERT(m.predicted);
   m.predicted = false;
@@ -613,154 +529,6 @@ void Predictor::observe(const uint8_t* bytes) {
   m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64).to(m.device, /*non_blocking=*/false, /*copy=*/true);
   ++m.positions;
   if (m.seg_pos == t) m.end_segment();
-}
-
-// Checkpoint layout (little-endian, host floats): "SHZW", u32 version, i64
-// training steps, u32 parameter count, then per parameter in registration
-// order: u64 element count, the trained floats, u8 has-Adam-state, and if set
-// i64 Adam step, exp_avg floats, exp_avg_sq floats; then u8 training lag and,
-// if 1, the step path's floats of every parameter (one step behind). Written
-// by hand rather than through torch::save so that equal models give equal
-// bytes.
-namespace {
-
-constexpr uint32_t kCheckpointVersion = 2;
-
-template <class T>
-void put_pod(std::ostream& out, T v) {
-  out.write(reinterpret_cast<const char*>(&v), sizeof v);
-}
-template <class T>
-T get_pod(std::istream& in) {
-  T v{};
-  in.read(reinterpret_cast<char*>(&v), sizeof v);
-  if (!in) throw std::runtime_error("checkpoint is truncated");
-  return v;
-}
-void put_tensor(std::ostream& out, const at::Tensor& t) {
-  const at::Tensor c = t.detach().to(torch::kCPU).contiguous();
-  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()),
-            static_cast<std::streamsize>(c.numel() * sizeof(float)));
-}
-void get_tensor(std::istream& in, at::Tensor& t) {
-  at::Tensor c = torch::empty(t.sizes(), torch::kFloat32);
-  in.read(reinterpret_cast<char*>(c.data_ptr<float>()),
-          static_cast<std::streamsize>(c.numel() * sizeof(float)));
-  if (!in) throw std::runtime_error("checkpoint is truncated");
-  torch::NoGradGuard no_grad;
-  t.copy_(c);
-}
-// LibTorch's optimizers key their per-parameter state by the parameter's
-// TensorImpl: as a std::string of the pointer (ostream formatting) up to 2.0,
-// as the pointer itself (void*) since. The key type is read off the map so
-// that one source builds against Debian's 1.13 and the GPU machine's 2.x.
-using StateMap = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
-using StateKey = typename StateMap::key_type;
-
-template <class Key = StateKey>  // a template, so that only one branch is compiled
-Key state_key(const at::Tensor& p) {
-  void* impl = p.unsafeGetTensorImpl();
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream s;
-    s << impl;
-    return s.str();
-  } else {
-    return impl;
-  }
-}
-
-}  // namespace
-
-void Predictor::save(std::ostream& out) const {
-  Impl& m = *impl_;
-  m.worker->wait();  // the trainer's weights and state are complete
-  out.write("SHZW", 4);
-  put_pod<uint32_t>(out, kCheckpointVersion);
-  put_pod<int64_t>(out, m.steps);
-  const auto params = m.trainer->parameters();
-  put_pod<uint32_t>(out, static_cast<uint32_t>(params.size()));
-  for (size_t i = 0; i < params.size(); ++i) {
-    const at::Tensor& p = params[i];
-    put_pod<uint64_t>(out, static_cast<uint64_t>(p.numel()));
-    put_tensor(out, p);
-    if (m.flat) {
-      // The same layout: every parameter has Adam state once a step has run.
-      put_pod<uint8_t>(out, m.flat->steps() > 0);
-      if (m.flat->steps() > 0) {
-        put_pod<int64_t>(out, m.flat->steps());
-        put_tensor(out, m.flat->exp_avg(i));
-        put_tensor(out, m.flat->exp_avg_sq(i));
-      }
-      continue;
-    }
-    auto& states = m.opt->state();
-    auto it = states.find(state_key(p));
-    put_pod<uint8_t>(out, it != states.end());
-    if (it != states.end()) {
-      const auto& st = static_cast<const torch::optim::AdamParamState&>(*it->second);
-      put_pod<int64_t>(out, st.step());
-      put_tensor(out, st.exp_avg());
-      put_tensor(out, st.exp_avg_sq());
-    }
-  }
-  put_pod<uint8_t>(out, static_cast<uint8_t>(m.cfg.train_lag));
-  if (m.cfg.train_lag) {
-    for (const auto& p : m.net->parameters()) put_tensor(out, p);
-  }
-}
-
-void Predictor::load(std::istream& in) {
-  Impl& m = *impl_;
-  m.worker->wait();
-  char magic[4] = {};
-  in.read(magic, 4);
-  if (!in || std::string(magic, 4) != "SHZW") throw std::runtime_error("not a shazip checkpoint");
-  if (get_pod<uint32_t>(in) != kCheckpointVersion) throw std::runtime_error("unsupported checkpoint version");
-  m.steps = get_pod<int64_t>(in);
-  const auto params = m.trainer->parameters();
-  if (get_pod<uint32_t>(in) != params.size()) throw std::runtime_error("checkpoint is for another model");
-  for (size_t i = 0; i < params.size(); ++i) {
-    const at::Tensor& p = params[i];
-    if (get_pod<uint64_t>(in) != static_cast<uint64_t>(p.numel()))
-      throw std::runtime_error("checkpoint is for another model");
-    at::Tensor param = p;
-    get_tensor(in, param);
-    if (m.flat) {
-      const int64_t steps = get_pod<uint8_t>(in) ? get_pod<int64_t>(in) : 0;
-      if (i > 0 && steps != m.flat->steps()) throw std::runtime_error("checkpoint is for another optimizer");
-      m.flat->set_steps(steps);
-      at::Tensor avg = m.flat->exp_avg(i), avg_sq = m.flat->exp_avg_sq(i);
-      if (steps > 0) {
-        get_tensor(in, avg);
-        get_tensor(in, avg_sq);
-      } else {
-        torch::NoGradGuard no_grad;
-        avg.zero_();
-        avg_sq.zero_();
-      }
-      continue;
-    }
-    auto& states = m.opt->state();
-    const StateKey key = state_key(p);
-    if (get_pod<uint8_t>(in)) {
-      auto st = std::make_unique<torch::optim::AdamParamState>();
-      st->step(get_pod<int64_t>(in));
-      at::Tensor avg = torch::zeros_like(p), avg_sq = torch::zeros_like(p);
-      get_tensor(in, avg);
-      get_tensor(in, avg_sq);
-      st->exp_avg(avg);
-      st->exp_avg_sq(avg_sq);
-      states[key] = std::move(st);
-    } else {
-      states.erase(key);
-    }
-  }
-  if (get_pod<uint8_t>(in) != m.cfg.train_lag) throw std::runtime_error("checkpoint is for another training lag");
-  if (m.cfg.train_lag) {
-    for (auto p : m.net->parameters()) get_tensor(in, p);
-  }
-  m.trainer->refresh_gates();
-  m.net->refresh_gates();
 }
 
 }  // namespace shazip::model

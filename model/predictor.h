@@ -16,13 +16,14 @@
 #pragma once
 
 #include <cstdint>
-#include <iosfwd>
 #include <memory>
 #include <string>
 
 #include "model/config.h"
 
 namespace shazip::model {
+
+class KernelPredictor;
 
 enum class DeviceKind : uint8_t { kCpu = 0, kCuda = 1 };
 
@@ -38,6 +39,10 @@ struct RuntimeOptions {
   // kernels. The same bits either way (test_simt), so only the speed
   // differs; process-wide, applied by configure_runtime (bench_model --tiled).
   bool cuda_tiled_products = true;
+  // Format 7 on, on the CPU: the model runs on model::KernelPredictor (no
+  // LibTorch in its path) or, off, on the LibTorch-held ShaRnn with the same
+  // kernels. The same bits either way (tests/test_model.cpp compares them).
+  bool kernel_predictor = true;
 };
 
 // What the arithmetic of this process depends on besides the model: recorded in
@@ -97,13 +102,10 @@ class Predictor {
   double predict_seconds() const;
   double train_seconds() const;
 
-  // Weights, optimizer state and counters (not the recurrent state).
-  void save(std::ostream& out) const;
-  void load(std::istream& in);
-
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Impl> impl_;               // on LibTorch: formats 1-6, CUDA
+  std::unique_ptr<KernelPredictor> kernel_;  // else: format 7 on, on the CPU
 };
 
 }  // namespace shazip::model

@@ -7,6 +7,7 @@
 
 #include "coder/assert.h"
 #include "model/lstm.h"
+#include "model/params.h"
 #include "model/step_kernels.h"
 
 #ifdef SHAZIP_HAVE_CUDA
@@ -21,8 +22,7 @@
 namespace shazip::model {
 namespace {
 
-// The reference model.py uses apex's FusedLayerNorm with eps 1e-12.
-constexpr double kLnEps = 1e-12;
+constexpr double kLnEps = kLayerNormEps;
 // GELU approximation of the reference: x * sigmoid(1.702 x). Plain elementwise
 // ops, so it is reproducible without oneDNN's GELU kernel.
 constexpr double kBoomScale = 1.702;
@@ -30,29 +30,6 @@ constexpr double kBoomScale = 1.702;
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return at::layer_norm(x, {x.size(-1)}, w, b, kLnEps);
 }
-
-// Deterministic weight initialisation independent of LibTorch's generators
-// (whose vectorised normal_ differs between CPU capabilities): splitmix64 and
-// an Irwin-Hall sum of four uniforms for "normal" draws, all in exact
-// double arithmetic, rounded once to float.
-class InitRng {
- public:
-  explicit InitRng(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  double normal() {  // mean 0, variance 1 (sum of 4 U(0,1) has variance 1/3)
-    const double s = uniform() + uniform() + uniform() + uniform();
-    return (s - 2.0) * std::sqrt(3.0);
-  }
-
- private:
-  uint64_t s_;
-};
 
 }  // namespace
 
@@ -122,36 +99,18 @@ ShaRnnImpl::ShaRnnImpl(const ModelConfig& cfg) : cfg_(cfg) {
   refresh_gates();
 }
 
-// As the reference: Linear and Embedding weights ~ N(0, 0.1/sqrt(d)), biases
-// 0; LayerNorm weight 1, bias 0 (apex's FusedLayerNorm escapes the reference's
-// init_weights); LSTM weights and biases U(-1/sqrt(d), 1/sqrt(d)) (PyTorch's
-// default); attention gates qs, ks, vs zero (sigmoid 0.5).
+// As the reference (params.h, init_values): Linear and Embedding weights ~
+// N(0, 0.1/sqrt(d)), biases 0; LayerNorm weight 1, bias 0 (apex's
+// FusedLayerNorm escapes the reference's init_weights); LSTM weights and
+// biases U(-1/sqrt(d), 1/sqrt(d)) (PyTorch's default); attention gates qs,
+// ks, vs zero (sigmoid 0.5). Drawn in registration order, param_specs' order.
 void ShaRnnImpl::init_weights() {
   torch::NoGradGuard no_grad;
   InitRng rng(cfg_.seed);
-  const double d = cfg_.dim;
-  const double normal_std = 0.1 / std::sqrt(d);
-  const double lstm_bound = 1.0 / std::sqrt(d);
   for (const auto& item : named_parameters(/*recurse=*/false)) {
-    const std::string& name = item.key();
     at::Tensor t = item.value();
     std::vector<float> v(static_cast<size_t>(t.numel()));
-    auto ends_with = [&](const char* s) {
-      const std::string suf(s);
-      return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
-    };
-    const bool is_ln = name.find("ln_") != std::string::npos;
-    for (auto& x : v) {
-      double value = 0.0;
-      if (name.find("_lstm_") != std::string::npos) {
-        value = (2.0 * rng.uniform() - 1.0) * lstm_bound;
-      } else if (is_ln) {
-        value = ends_with("_weight") ? 1.0 : 0.0;
-      } else if (ends_with("weight") || name == "embed") {
-        value = rng.normal() * normal_std;
-      }
-      x = static_cast<float>(value);
-    }
+    init_values(item.key(), cfg_.dim, rng, v.data(), t.numel());
     t.copy_(torch::from_blob(v.data(), t.sizes(), torch::kFloat32));
   }
 }

@@ -22,7 +22,9 @@
 
 #include "coder/range_coder.h"
 #include "model/kernel_math.h"
+#include "model/kernel_predictor.h"
 #include "model/lstm.h"
+#include "model/params.h"
 #include "model/predictor.h"
 #include "model/sha_rnn.h"
 #include "model/step_kernels.h"
@@ -331,7 +333,17 @@ TEST_CASE("format 7 on the CPU calls none of LibTorch's arithmetic", "[model]") 
   c.train_lag = GENERATE(0, 1);
   INFO("train_lag " << c.train_lag);
   const std::string text = repetitive_text(3 * 256, 2);
-  const auto tables = all_tables(c, RuntimeOptions{}, text, 3);
+  // KernelPredictor (the default) calls no operator at all.
+  all_tables(c, RuntimeOptions{}, text, 3);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    CHECK(called.empty());
+  }
+  // The same model held in LibTorch's tensors (as up to shazip 0.20) only
+  // allocates, copies or views memory through them.
+  RuntimeOptions libtorch;
+  libtorch.kernel_predictor = false;
+  all_tables(c, libtorch, text, 3);
   at::removeCallback(handle);
   const std::set<std::string> memory_only = {
       "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::zeros", "aten::zeros_like", "aten::zero_",
@@ -705,50 +717,71 @@ TEST_CASE("the arithmetic count follows the built model's matrices", "[model]") 
   }
 }
 
-TEST_CASE("save and load round-trip weights and optimizer state exactly", "[model]") {
+TEST_CASE("the kernel predictor codes the tables of the LibTorch-held model on the same kernels", "[model]") {
+  // Format 7 on, on the CPU, Predictor runs KernelPredictor (flat arrays, no
+  // LibTorch); RuntimeOptions::kernel_predictor off keeps the model in
+  // LibTorch's tensors around the same kernels, as before shazip 0.21. Every
+  // table and probability must be the same: attention in either block or
+  // none, both lags, training groups, inline or threaded training, with and
+  // without the length known.
   ModelConfig c = small_config();
-  c.train_lag = GENERATE(0, 1);  // lag 1 also saves the step path's older weights
-  c.flat_train = GENERATE(0, 1, 2);  // 2: flat, on the training kernels
-  c.train_kernels = c.flat_train == 2;
-  c.flat_train = std::min(c.flat_train, 1);
-  INFO("train_lag " << c.train_lag << ", flat_train " << c.flat_train << ", train_kernels " << c.train_kernels);
-  const std::string text = repetitive_text(2048, 3);
-  Predictor a(c, 2, RuntimeOptions{});
-  std::vector<uint32_t> cdfs(2 * kCdfSize);
-  for (size_t i = 0; i < text.size() / 2; ++i) {
+  c.seg_len = 8;
+  c.attn_layer = GENERATE(-1, 0, 1);
+  c.train_lag = GENERATE(0, 1);
+  c.train_groups = GENERATE(1, 2);
+  if (c.attn_layer < 0) c.mem_len = 0;
+  INFO("attn_layer " << c.attn_layer << ", train_lag " << c.train_lag << ", groups " << c.train_groups);
+  REQUIRE(KernelPredictor::handles(c, true));
+  const int streams = 3;
+  const std::string text = repetitive_text(12 * c.seg_len * streams, 11);
+  RuntimeOptions libtorch;
+  libtorch.kernel_predictor = false;
+  const auto kernels = all_tables(c, RuntimeOptions{}, text, streams);
+  CHECK(kernels == all_tables(c, libtorch, text, streams));
+  RuntimeOptions inline_rt;
+  inline_rt.async_train = false;
+  CHECK(all_tables(c, inline_rt, text, streams) == kernels);
+  CHECK(all_tables(c, RuntimeOptions{}, text, streams, /*tell_length=*/true) == kernels);
+
+  // The float probabilities behind the tables too.
+  Predictor a(c, streams, RuntimeOptions{}), b(c, streams, libtorch);
+  std::vector<uint32_t> cdfs(streams * kCdfSize);
+  std::vector<uint8_t> bytes(streams);
+  bool same = true;
+  for (size_t i = 0; i < 4 * static_cast<size_t>(c.seg_len); ++i) {
     a.predict(cdfs.data());
-    const uint8_t bytes[2] = {static_cast<uint8_t>(text[i]), static_cast<uint8_t>(text[1024 + i])};
-    a.observe(bytes);
+    b.predict(cdfs.data());
+    same = same && std::equal(a.probs(), a.probs() + streams * 256, b.probs());
+    for (int k = 0; k < streams; ++k) bytes[k] = static_cast<uint8_t>(text[k * 100 + i]);
+    a.observe(bytes.data());
+    b.observe(bytes.data());
   }
-  REQUIRE(a.train_steps() > 0);
-  std::stringstream saved;
-  a.save(saved);
-  // Adam's two moments were found under the key the optimizer files them by
-  // (a std::string before LibTorch 2.1, a void* since) and saved: a checkpoint
-  // without them would still reload into an identical model.
-  Predictor untrained(c, 2, RuntimeOptions{});
-  std::stringstream weights_only;
-  untrained.save(weights_only);
-  CHECK(saved.str().size() - weights_only.str().size() >= 2 * sizeof(float) * static_cast<size_t>(c.param_count()));
+  CHECK(same);
+  CHECK(a.train_steps() == b.train_steps());
+}
 
-  Predictor b(c, 2, RuntimeOptions{});
-  saved.seekg(0);
-  b.load(saved);
-  std::stringstream resaved;
-  b.save(resaved);
-  CHECK(b.train_steps() == a.train_steps());
-  CHECK(saved.str() == resaved.str());
-
-  // A loaded model predicts exactly as the original from the same state.
-  Predictor fresh_a(c, 2, RuntimeOptions{}), fresh_b(c, 2, RuntimeOptions{});
-  saved.seekg(0);
-  fresh_a.load(saved);
-  std::stringstream saved2(saved.str());
-  fresh_b.load(saved2);
-  std::vector<uint32_t> ca(2 * kCdfSize), cb(2 * kCdfSize);
-  fresh_a.predict(ca.data());
-  fresh_b.predict(cb.data());
-  CHECK(ca == cb);
+TEST_CASE("the flat layout lists ShaRnn's parameters in its order", "[model]") {
+  // KernelPredictor's weights start as ShaRnn's: the same names, shapes and
+  // order (the order the initial values are drawn in), and the same values.
+  ModelConfig c = small_config();
+  c.attn_layer = GENERATE(-1, 1);
+  const FlatLayout layout(c);
+  ShaRnn net(c);
+  const auto named = net->named_parameters(/*recurse=*/false);
+  REQUIRE(named.size() == layout.specs().size());
+  std::vector<float> flat(static_cast<size_t>(layout.size()));
+  layout.init(flat.data());
+  for (size_t i = 0; i < named.size(); ++i) {
+    const ParamSpec& spec = layout.specs()[i];
+    INFO(spec.name);
+    CHECK(named[i].key() == spec.name);
+    CHECK(named[i].value().sizes().vec() == spec.shape);
+    CHECK(layout.offsets()[i] % kFlatAlign == 0);
+    const at::Tensor t = named[i].value().contiguous();
+    CHECK(std::equal(flat.begin() + layout.offsets()[i], flat.begin() + layout.offsets()[i] + spec.numel(),
+                     t.data_ptr<float>()));
+  }
+  CHECK(layout.size() % kFlatAlign == 0);
 }
 
 TEST_CASE("det_expf is accurate over the gate range", "[model]") {

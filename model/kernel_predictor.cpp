@@ -1,0 +1,189 @@
+// The online predictor on the CPU kernels alone; see kernel_predictor.h. Each
+// step mirrors predictor.cpp's Predictor::Impl on the same kernels: the
+// step path (ShaRnn::step_own), the training step (ShaRnn::train_segment),
+// flat Adam (FlatAdam::step_own), the segments, groups and lag.
+#include "model/kernel_predictor.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "coder/assert.h"
+#include "coder/quantize.h"
+#include "model/step_kernels.h"
+#include "model/train_worker.h"
+
+namespace shazip::model {
+
+bool KernelPredictor::handles(const ModelConfig& cfg, bool on_cpu) {
+  return on_cpu && cfg.step_kernels && cfg.train_kernels && cfg.flat_train;
+}
+
+KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async_train)
+    : cfg_(cfg), streams_(streams), layout_(cfg) {
+  SHAZIP_ASSERT(cfg_.validate().empty() && streams_ >= 1 && handles(cfg_, true));
+  // As configure_runtime(): the training step's scratch stays in the heap.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  const int64_t d = cfg_.dim, b = streams_, n = layout_.size();
+  train_shape_.batch = b;
+  train_shape_.seg = cfg_.seg_len;
+  train_shape_.dim = d;
+  train_shape_.boom_factor = cfg_.boom_factor;
+  train_shape_.attn_layer = cfg_.attn_layer;
+  train_shape_.ln_eps = static_cast<float>(kLayerNormEps);
+
+  trainer_.flat.resize(static_cast<size_t>(n));
+  layout_.init(trainer_.flat.data());
+  refresh_gates(trainer_);
+  if (cfg_.train_lag) {
+    lagged_ = trainer_;
+    net_ = &lagged_;
+  } else {
+    net_ = &trainer_;
+  }
+  grad_.assign(static_cast<size_t>(n), 0.0f);  // the padding's stay zero
+  exp_avg_.assign(static_cast<size_t>(n), 0.0f);
+  exp_avg_sq_.assign(static_cast<size_t>(n), 0.0f);
+
+  for (int l = 0; l < cfg_.layers; ++l) {
+    state_.h.emplace_back(static_cast<size_t>(b * d), 0.0f);
+    state_.c.emplace_back(static_cast<size_t>(b * d), 0.0f);
+  }
+  if (cfg_.attn_layer >= 0) state_.mem.assign(static_cast<size_t>(b * (cfg_.mem_len + 1) * d), 0.0f);
+  seg_start_ = state_;
+  prev_.assign(static_cast<size_t>(b), 0);
+  probs_.assign(static_cast<size_t>(b) * 256, 0.0f);
+  seg_bytes_.assign(static_cast<size_t>(b) * (cfg_.seg_len + 1), 0);
+  // Last: the worker's thread uses the members above.
+  worker_ = std::make_unique<TrainWorker>(cfg_.train_lag && async_train, [] {});
+}
+
+KernelPredictor::~KernelPredictor() = default;
+
+void KernelPredictor::refresh_gates(Weights& w) const {
+  if (cfg_.attn_layer < 0) return;
+  w.query_gate.resize(static_cast<size_t>(cfg_.dim));
+  w.value_gate.resize(static_cast<size_t>(cfg_.dim));
+  train::attention_gates(layout_.view<const float*>(w.flat.data()).attn, cfg_.dim, w.query_gate.data(),
+                         w.value_gate.data());
+}
+
+void KernelPredictor::expect_positions(int64_t total) {
+  SHAZIP_ASSERT(total >= positions_);
+  total_positions_ = total;
+}
+
+bool KernelPredictor::step_is_used() const {
+  if (total_positions_ < 0) return true;
+  const int64_t left = total_positions_ - positions_;
+  return cfg_.train_lag ? left > cfg_.seg_len : left > 0;
+}
+
+void KernelPredictor::predict(uint32_t* cdfs) {
+  SHAZIP_ASSERT(!predicted_);
+  const double t0 = seconds_now();
+  step::Shape shape;
+  shape.batch = streams_;
+  shape.dim = cfg_.dim;
+  shape.boom_factor = cfg_.boom_factor;
+  shape.attn_layer = cfg_.attn_layer;
+  shape.slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
+  shape.ln_eps = static_cast<float>(kLayerNormEps);
+  step::State st;
+  for (int l = 0; l < cfg_.layers; ++l) {
+    st.h.push_back(state_.h[l].data());
+    st.c.push_back(state_.c[l].data());
+  }
+  st.mem = state_.mem.empty() ? nullptr : state_.mem.data();
+  const bool attn = cfg_.attn_layer >= 0;
+  step::forward(shape, layout_.view<const float*>(net_->flat.data()), attn ? net_->query_gate.data() : nullptr,
+                attn ? net_->value_gate.data() : nullptr, st, &state_.mem_pos, &state_.mem_fill, prev_.data(),
+                scratch_, probs_.data());
+  for (int b = 0; b < streams_; ++b) {
+    float* p = probs_.data() + static_cast<size_t>(b) * 256;
+    step::softmax(p, 256);
+    coder::quantize_probs(p, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
+  }
+  predicted_ = true;
+  predict_s_ += seconds_now() - t0;
+}
+
+void KernelPredictor::observe(const uint8_t* bytes) {
+  SHAZIP_ASSERT(predicted_);
+  predicted_ = false;
+  const int64_t t = cfg_.seg_len;
+  ++seg_pos_;
+  for (int b = 0; b < streams_; ++b) {
+    prev_[b] = bytes[b];
+    seg_bytes_[static_cast<size_t>(b) * (t + 1) + seg_pos_] = bytes[b];
+  }
+  ++positions_;
+  if (seg_pos_ == t) end_segment();
+}
+
+void KernelPredictor::end_segment() {
+  const int64_t t = cfg_.seg_len;
+  // The step path moves on to the weights of the previous step (lag 1).
+  worker_->wait();
+  if (cfg_.train_lag) {
+    lagged_.flat = trainer_.flat;
+    refresh_gates(lagged_);
+  }
+  // The next segment starts from the step path's state.
+  State start = std::exchange(seg_start_, state_);
+  if (step_is_used()) {
+    const int64_t step = steps_++;
+    worker_->submit([this, bytes = seg_bytes_, start = std::move(start), step] { train(bytes, start, step); });
+  }
+  for (int b = 0; b < streams_; ++b) {
+    seg_bytes_[static_cast<size_t>(b) * (t + 1)] = seg_bytes_[static_cast<size_t>(b) * (t + 1) + t];
+  }
+  seg_pos_ = 0;
+}
+
+// Training groups (format 8): G Adam steps, one after the other, group g on
+// streams [g B / G, (g + 1) B / G), each from the weights the one before it
+// left; step s of the schedule is the s-th Adam step.
+void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& start, int64_t step) {
+  const double t0 = seconds_now();
+  const int64_t rows = streams_, d = cfg_.dim, t = cfg_.seg_len;
+  const int64_t slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
+  const int64_t groups = std::min<int64_t>(cfg_.train_groups, rows);
+  const train::Weights w = layout_.view<const float*>(trainer_.flat.data());
+  const train::Grads g = layout_.view<float*>(grad_.data());
+  for (int64_t k = 0; k < groups; ++k) {
+    const int64_t from = k * rows / groups, count = (k + 1) * rows / groups - from;
+    train::Shape shape = train_shape_;
+    shape.batch = count;
+    train::Start st;
+    for (int l = 0; l < cfg_.layers; ++l) {
+      st.h.push_back(start.h[l].data() + from * d);
+      st.c.push_back(start.c[l].data() + from * d);
+    }
+    if (cfg_.attn_layer >= 0) {
+      st.mem = start.mem.data() + from * slots * d;
+      st.slots = slots;
+      st.mem_fill = start.mem_fill;
+    }
+    pass_.run(shape, w, st, bytes.data() + from * (t + 1), g);
+    const int64_t schedule = step * groups + k;
+    adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)));
+  }
+  if (!cfg_.train_lag) refresh_gates(trainer_);
+  train_s_.store(train_s_.load() + (seconds_now() - t0));
+}
+
+// FlatAdam::step_own's step: the bias corrections' powers by repeated
+// multiplication, the clip and the step on train::adam_step.
+void KernelPredictor::adam_step(double lr) {
+  const double beta1 = cfg_.beta1, beta2 = cfg_.beta2;
+  beta1_pow_ *= beta1;
+  beta2_pow_ *= beta2;
+  const train::AdamConfig adam{lr, beta1, beta2, cfg_.adam_eps, cfg_.clip, cfg_.block_norm != 0};
+  train::adam_step(adam, beta1_pow_, beta2_pow_, layout_.size(), trainer_.flat.data(), grad_.data(),
+                   exp_avg_.data(), exp_avg_sq_.data());
+}
+
+}  // namespace shazip::model

@@ -1,0 +1,100 @@
+// The online predictor on shazip's own CPU kernels alone: the step path
+// (model/step_kernels.h), the training step and Adam (model/train_kernels.h)
+// over flat float arrays, with no LibTorch tensor, module or operator in
+// between. It codes the models of format 7 on (ModelConfig::step_kernels,
+// train_kernels and flat_train) on the CPU, computing the same bits as the
+// LibTorch-held ShaRnn on the same kernels did before (tests/test_model.cpp
+// compares the two), without ATen's per-call costs. model::Predictor hands
+// such models to it (handles()); it has Predictor's contract (predictor.h).
+//
+// Torch-free.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+#include "model/train_kernels.h"
+
+namespace shazip::model {
+
+class TrainWorker;
+
+class KernelPredictor {
+ public:
+  // Whether a model runs on the kernels from end to end: step and training
+  // kernels with flat training (format 7 on), on the CPU.
+  static bool handles(const ModelConfig& cfg, bool on_cpu);
+
+  // async_train: at train_lag 1, training steps on a thread of their own.
+  KernelPredictor(const ModelConfig& cfg, int streams, bool async_train);
+  ~KernelPredictor();
+  KernelPredictor(const KernelPredictor&) = delete;
+  KernelPredictor& operator=(const KernelPredictor&) = delete;
+
+  int streams() const { return streams_; }
+  const ModelConfig& config() const { return cfg_; }
+  void predict(uint32_t* cdfs);
+  const float* probs() const { return probs_.data(); }
+  void observe(const uint8_t* bytes);
+  void expect_positions(int64_t total);
+  int64_t positions() const { return positions_; }
+  int64_t train_steps() const { return steps_; }
+  double predict_seconds() const { return predict_s_; }
+  double train_seconds() const { return train_s_.load(); }
+
+ private:
+  // The recurrent state of B streams: per layer h and c (B, d), the
+  // attention's memory (B, S, d) with its ring position.
+  struct State {
+    std::vector<std::vector<float>> h, c;
+    std::vector<float> mem;
+    int64_t mem_fill = 0, mem_pos = 0;
+  };
+  // Weights laid out by layout_, with the attention gates the step path uses.
+  struct Weights {
+    std::vector<float> flat;
+    std::vector<float> query_gate, value_gate;  // (d) each, with attention
+  };
+
+  void refresh_gates(Weights& w) const;
+  // Whether any later predict() uses the weights of a training step started
+  // now, at the end of a segment (predictor.cpp's rule).
+  bool step_is_used() const;
+  void end_segment();
+  // The training step(s) of one segment: bytes (B, T + 1), from `start`.
+  void train(const std::vector<int64_t>& bytes, const State& start, int64_t step);
+  void adam_step(double lr);
+
+  ModelConfig cfg_;
+  int streams_;
+  FlatLayout layout_;
+  train::Shape train_shape_;   // for all B streams; a group's batch is smaller
+  Weights trainer_;            // what the training steps update
+  Weights lagged_;             // at train_lag 1: the step path's, one step behind
+  Weights* net_;               // the step path's: &trainer_ at lag 0, &lagged_ at 1
+  std::vector<float> grad_, exp_avg_, exp_avg_sq_;
+  double beta1_pow_ = 1.0, beta2_pow_ = 1.0;
+  train::SegmentPass pass_;
+  State state_;      // after the last observed position
+  State seg_start_;  // at the start of the current segment
+  std::vector<int64_t> prev_;     // (B) the last observed byte per stream
+  std::vector<float> probs_;      // (B, 256)
+  std::vector<float> scratch_;    // step::forward's
+  // (B, T + 1) row-major: column 0 the byte before the segment, columns 1..T
+  // the segment's bytes as they are observed.
+  std::vector<int64_t> seg_bytes_;
+  int seg_pos_ = 0;
+  int64_t positions_ = 0;
+  int64_t total_positions_ = -1;  // unknown
+  int64_t steps_ = 0;             // training steps started
+  bool predicted_ = false;
+  double predict_s_ = 0;
+  std::atomic<double> train_s_{0};       // written by the worker
+  std::unique_ptr<TrainWorker> worker_;  // declared last: destroyed (joined) first
+};
+
+}  // namespace shazip::model
