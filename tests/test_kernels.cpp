@@ -3,7 +3,8 @@
 // versions equal to the plain C++ ones bit for bit, on shapes that leave
 // remainders everywhere; the same for the training kernels
 // (model/train_kernels.h), whose gradients tests/test_model.cpp checks
-// against LibTorch's autograd. Torch-free.
+// against LibTorch's autograd; and KernelPredictor, the model on these
+// kernels alone. Torch-free.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -11,9 +12,13 @@
 #include <iterator>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "coder/range_coder.h"
+#include "model/config.h"
 #include "model/kernel_math.h"
+#include "model/kernel_predictor.h"
 #include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
@@ -426,4 +431,81 @@ TEST_CASE("the vectorised LSTM pointwise pass equals the scalar formulas bit for
   }
   CHECK(n_special > 20);
   CHECK(differ == 0);
+}
+
+namespace {
+
+// KernelPredictor over `text` cut into `streams` streams, as the driver codes
+// it: every position's tables, and the code length in bits of the text
+// under them, segment by segment.
+struct Run {
+  std::vector<uint32_t> tables;
+  std::vector<double> segment_bits;
+  int64_t steps = 0;
+};
+Run run_kernel_predictor(const ModelConfig& c, bool async_train, const std::string& text, int streams,
+                         bool tell_length = false) {
+  const size_t len = text.size() / streams;
+  KernelPredictor p(c, streams, async_train);
+  if (tell_length) p.expect_positions(static_cast<int64_t>(len));
+  std::vector<uint32_t> cdfs(streams * shazip::coder::kCdfSize);
+  std::vector<uint8_t> bytes(streams);
+  Run r;
+  for (size_t i = 0; i < len; ++i) {
+    p.predict(cdfs.data());
+    r.tables.insert(r.tables.end(), cdfs.begin(), cdfs.end());
+    if (i % c.seg_len == 0) r.segment_bits.push_back(0);
+    for (int b = 0; b < streams; ++b) {
+      bytes[b] = static_cast<uint8_t>(text[b * len + i]);
+      const uint32_t* t = cdfs.data() + b * shazip::coder::kCdfSize;
+      r.segment_bits.back() += std::log2(double(t[256]) / double(t[bytes[b] + 1] - t[bytes[b]]));
+    }
+    p.observe(bytes.data());
+  }
+  r.steps = p.train_steps();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("the kernel predictor learns, repeats itself and trains alike on its own thread", "[kernels][model]") {
+  // The whole CPU model path torch-free, so that the sanitizer build runs it
+  // too (tests/test_model.cpp checks its bits against the LibTorch-held model).
+  ModelConfig c;
+  c.dim = 16;
+  c.layers = 2;
+  c.attn_layer = GENERATE(-1, 1);
+  c.mem_len = c.attn_layer < 0 ? 0 : 24;
+  c.seg_len = 8;
+  c.train_lag = GENERATE(0, 1);
+  c.train_groups = 2;
+  c.lr = 1e-2f;
+  INFO("attn_layer " << c.attn_layer << ", train_lag " << c.train_lag);
+  REQUIRE(c.validate().empty());
+  REQUIRE(KernelPredictor::handles(c, true));
+  CHECK(!KernelPredictor::handles(c, false));
+  std::string text;
+  const char* phrases[] = {"abc abd ", "the cat ", "on a mat. "};
+  for (uint32_t i = 0; text.size() < 3 * 1600; i = i * 7 + 3) text += phrases[i % 3];
+  text.resize(3 * 1600);
+  const Run threaded = run_kernel_predictor(c, true, text, 3);
+  // 200 segments of 8: 200 training steps, and the last 20 segments (480
+  // bytes) code the phrases in a quarter of the bits of the first 20, which
+  // take over 2 bits a byte (about 3.6 here; 0.2 at the end).
+  CHECK(threaded.steps == 200);
+  double first = 0, last = 0;
+  for (size_t s = 0; s < 20; ++s) {
+    first += threaded.segment_bits[s];
+    last += threaded.segment_bits[threaded.segment_bits.size() - 1 - s];
+  }
+  INFO("first 20 segments " << first << " bits, last 20 " << last);
+  CHECK(first > 480 * 2.0);
+  CHECK(last < first / 4);
+  // The same tables again, inline, and with the length known (which skips
+  // only the steps no later position uses).
+  CHECK(run_kernel_predictor(c, true, text, 3).tables == threaded.tables);
+  CHECK(run_kernel_predictor(c, false, text, 3).tables == threaded.tables);
+  const Run told = run_kernel_predictor(c, true, text, 3, /*tell_length=*/true);
+  CHECK(told.tables == threaded.tables);
+  CHECK(told.steps == 199 - c.train_lag);
 }
