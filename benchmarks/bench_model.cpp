@@ -26,6 +26,9 @@
 //                   CUDA, 0 makes "train s" the training step's GPU time
 //                   (with 1 the GPU's training time shows in "pred s", whose
 //                   table copies wait for it)
+//   --kernel-predictor 0|1  format 7 on, CPU: model::KernelPredictor (default)
+//                   or the LibTorch-held model on the same kernels; the same
+//                   output, to compare their speed
 //   --lookahead 0|1 the model runs ahead of the coder on its own thread
 //                   (default: lookahead_pays()); neither changes the output
 //   --min-stream BYTES  smallest stream (default kMinStreamBytes)
@@ -148,6 +151,7 @@ int main(int argc, char** argv) {
       int max_streams = p.streams;
       bool async_train = true;
       bool tiled = true;
+      bool kernel_predictor = true;
       int lookahead = -1;  // -1: lookahead_pays()
       bool seg_given = false, mix_given = false;  // else as shazip picks them for the input
       model::DeviceKind device = model::DeviceKind::kCpu;
@@ -187,6 +191,7 @@ int main(int argc, char** argv) {
         else if (k == "groups") p.model.train_groups = std::stoi(v);
         else if (k == "async") async_train = std::stoi(v) != 0;
         else if (k == "tiled") tiled = std::stoi(v) != 0;
+        else if (k == "kernel-predictor") kernel_predictor = std::stoi(v) != 0;
         else if (k == "lookahead") lookahead = std::stoi(v) != 0 ? 1 : 0;
         else if (k == "min-stream") min_stream = std::stoull(v);
         else if (k == "streams") max_streams = std::stoi(v);
@@ -219,6 +224,7 @@ int main(int argc, char** argv) {
       params.runtime.threads = threads;
       params.runtime.async_train = async_train;
       params.runtime.cuda_tiled_products = tiled;
+      params.runtime.kernel_predictor = kernel_predictor;
       params.runtime.device = device;
       params.lookahead = lookahead < 0 ? lookahead_pays(params) : lookahead == 1;
       if (!dump_path.empty()) {
