@@ -12,7 +12,6 @@
 #include "coder/assert.h"
 #include "coder/quantize.h"
 #include "model/step_kernels.h"
-#include "model/train_worker.h"
 
 namespace shazip::model {
 
@@ -21,7 +20,7 @@ bool KernelPredictor::handles(const ModelConfig& cfg, bool on_cpu) {
 }
 
 KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async_train)
-    : cfg_(cfg), streams_(streams), layout_(cfg) {
+    : cfg_(cfg), streams_(streams), layout_(cfg), book_(streams, cfg.seg_len, cfg.train_lag) {
   SHAZIP_ASSERT(cfg_.validate().empty() && streams_ >= 1 && handles(cfg_, true));
   // As configure_runtime(): the training step's scratch stays in the heap.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
@@ -55,7 +54,6 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   seg_start_ = state_;
   prev_.assign(static_cast<size_t>(b), 0);
   probs_.assign(static_cast<size_t>(b) * 256, 0.0f);
-  seg_bytes_.assign(static_cast<size_t>(b) * (cfg_.seg_len + 1), 0);
   // Last: the worker's thread uses the members above.
   worker_ = std::make_unique<TrainWorker>(cfg_.train_lag && async_train, [] {});
 }
@@ -70,20 +68,8 @@ void KernelPredictor::refresh_gates(Weights& w) const {
                          w.value_gate.data());
 }
 
-void KernelPredictor::expect_positions(int64_t total) {
-  SHAZIP_ASSERT(total >= positions_);
-  total_positions_ = total;
-}
-
-bool KernelPredictor::step_is_used() const {
-  if (total_positions_ < 0) return true;
-  const int64_t left = total_positions_ - positions_;
-  return cfg_.train_lag ? left > cfg_.seg_len : left > 0;
-}
-
 void KernelPredictor::predict(uint32_t* cdfs) {
-  SHAZIP_ASSERT(!predicted_);
-  const double t0 = seconds_now();
+  const double t0 = book_.begin_predict();
   step::Shape shape;
   shape.batch = streams_;
   shape.dim = cfg_.dim;
@@ -106,25 +92,15 @@ void KernelPredictor::predict(uint32_t* cdfs) {
     step::softmax(p, 256);
     coder::quantize_probs(p, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
   }
-  predicted_ = true;
-  predict_s_ += seconds_now() - t0;
+  book_.end_predict(t0);
 }
 
 void KernelPredictor::observe(const uint8_t* bytes) {
-  SHAZIP_ASSERT(predicted_);
-  predicted_ = false;
-  const int64_t t = cfg_.seg_len;
-  ++seg_pos_;
-  for (int b = 0; b < streams_; ++b) {
-    prev_[b] = bytes[b];
-    seg_bytes_[static_cast<size_t>(b) * (t + 1) + seg_pos_] = bytes[b];
-  }
-  ++positions_;
-  if (seg_pos_ == t) end_segment();
+  for (int b = 0; b < streams_; ++b) prev_[b] = bytes[b];
+  if (book_.observe(bytes)) end_segment();
 }
 
 void KernelPredictor::end_segment() {
-  const int64_t t = cfg_.seg_len;
   // The step path moves on to the weights of the previous step (lag 1).
   worker_->wait();
   if (cfg_.train_lag) {
@@ -133,14 +109,11 @@ void KernelPredictor::end_segment() {
   }
   // The next segment starts from the step path's state.
   State start = std::exchange(seg_start_, state_);
-  if (step_is_used()) {
-    const int64_t step = steps_++;
-    worker_->submit([this, bytes = seg_bytes_, start = std::move(start), step] { train(bytes, start, step); });
+  int64_t step = 0;
+  if (book_.take_step(&step)) {
+    worker_->submit([this, bytes = book_.bytes(), start = std::move(start), step] { train(bytes, start, step); });
   }
-  for (int b = 0; b < streams_; ++b) {
-    seg_bytes_[static_cast<size_t>(b) * (t + 1)] = seg_bytes_[static_cast<size_t>(b) * (t + 1) + t];
-  }
-  seg_pos_ = 0;
+  book_.next_segment();
 }
 
 // Training groups (format 8): G Adam steps, one after the other, group g on
@@ -172,7 +145,7 @@ void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& star
     adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)));
   }
   if (!cfg_.train_lag) refresh_gates(trainer_);
-  train_s_.store(train_s_.load() + (seconds_now() - t0));
+  book_.add_train_seconds(seconds_now() - t0);
 }
 
 // FlatAdam::step_own's step: the bias corrections' powers by repeated

@@ -10,20 +10,19 @@
 // Torch-free.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "model/config.h"
+#include "model/online.h"
 #include "model/params.h"
+#include "model/torch_backend.h"
 #include "model/train_kernels.h"
 
 namespace shazip::model {
 
-class TrainWorker;
-
-class KernelPredictor {
+class KernelPredictor final : public PredictorBackend {
  public:
   // Whether a model runs on the kernels from end to end: step and training
   // kernels with flat training (format 7 on), on the CPU.
@@ -31,20 +30,20 @@ class KernelPredictor {
 
   // async_train: at train_lag 1, training steps on a thread of their own.
   KernelPredictor(const ModelConfig& cfg, int streams, bool async_train);
-  ~KernelPredictor();
+  ~KernelPredictor() override;
   KernelPredictor(const KernelPredictor&) = delete;
   KernelPredictor& operator=(const KernelPredictor&) = delete;
 
-  int streams() const { return streams_; }
-  const ModelConfig& config() const { return cfg_; }
-  void predict(uint32_t* cdfs);
-  const float* probs() const { return probs_.data(); }
-  void observe(const uint8_t* bytes);
-  void expect_positions(int64_t total);
-  int64_t positions() const { return positions_; }
-  int64_t train_steps() const { return steps_; }
-  double predict_seconds() const { return predict_s_; }
-  double train_seconds() const { return train_s_.load(); }
+  int streams() const override { return streams_; }
+  const ModelConfig& config() const override { return cfg_; }
+  void predict(uint32_t* cdfs) override;
+  const float* probs() const override { return probs_.data(); }
+  void observe(const uint8_t* bytes) override;
+  void expect_positions(int64_t total) override { book_.expect_positions(total); }
+  int64_t positions() const override { return book_.positions(); }
+  int64_t train_steps() const override { return book_.steps(); }
+  double predict_seconds() const override { return book_.predict_seconds(); }
+  double train_seconds() const override { return book_.train_seconds(); }
 
  private:
   // The recurrent state of B streams: per layer h and c (B, d), the
@@ -61,9 +60,6 @@ class KernelPredictor {
   };
 
   void refresh_gates(Weights& w) const;
-  // Whether any later predict() uses the weights of a training step started
-  // now, at the end of a segment (predictor.cpp's rule).
-  bool step_is_used() const;
   void end_segment();
   // The training step(s) of one segment: bytes (B, T + 1), from `start`.
   void train(const std::vector<int64_t>& bytes, const State& start, int64_t step);
@@ -84,16 +80,7 @@ class KernelPredictor {
   std::vector<int64_t> prev_;     // (B) the last observed byte per stream
   std::vector<float> probs_;      // (B, 256)
   std::vector<float> scratch_;    // step::forward's
-  // (B, T + 1) row-major: column 0 the byte before the segment, columns 1..T
-  // the segment's bytes as they are observed.
-  std::vector<int64_t> seg_bytes_;
-  int seg_pos_ = 0;
-  int64_t positions_ = 0;
-  int64_t total_positions_ = -1;  // unknown
-  int64_t steps_ = 0;             // training steps started
-  bool predicted_ = false;
-  double predict_s_ = 0;
-  std::atomic<double> train_s_{0};       // written by the worker
+  SegmentBook book_;
   std::unique_ptr<TrainWorker> worker_;  // declared last: destroyed (joined) first
 };
 

@@ -1,534 +1,123 @@
-// Online learner: step-wise prediction for the coder, one truncated-BPTT Adam
-// step per segment of seg_len positions (nncp's scheme). See predictor.h.
+// model::Predictor: KernelPredictor for the models that run on shazip's CPU
+// kernels, the LibTorch module's predictor for the rest; and the module's
+// loader. See predictor.h and torch_backend.h. Torch-free.
 #include "model/predictor.h"
 
-#include <ATen/Parallel.h>
-#include <torch/torch.h>
-
 #include <dlfcn.h>
-#include <malloc.h>
+#include <unistd.h>
 
-#include <atomic>
-#include <chrono>
-#include <cmath>
-#include <condition_variable>
-#include <exception>
-#include <functional>
+#include <cstdlib>
 #include <mutex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
-#include <utility>
-#include <vector>
 
 #include "coder/assert.h"
-#include "coder/quantize.h"
 #include "model/kernel_predictor.h"
-#include "model/sha_rnn.h"
-#include "model/step_kernels.h"
-#include "model/train_kernels.h"
-#include "model/train_worker.h"
+#include "model/torch_backend.h"
 
-#ifdef SHAZIP_HAVE_CUDA
-#include <c10/cuda/CUDAStream.h>
-
-#include <cstring>
-
-#include "model/cuda/cdf_kernel.h"
-#include "model/cuda/step_kernels.h"
-#include "model/cuda/train_kernels.h"
+#ifndef SHAZIP_TORCH_VERSION
+#define SHAZIP_TORCH_VERSION "unknown"
+#endif
+#ifndef SHAZIP_TORCH_MODULE_FROM_BIN
+#define SHAZIP_TORCH_MODULE_FROM_BIN "../lib/shazip"
 #endif
 
 namespace shazip::model {
-
 namespace {
 
-std::string detect_blas() {
-  // libtorch calls the generic libblas.so.3; which implementation the system
-  // resolved it to changes results (and speed by 10x). OpenBLAS exports its
-  // own query functions.
-  using ConfigFn = const char* (*)();
-  if (auto cfg = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
-    // "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ..." -> "OpenBLAS 0.3.21"; the
-    // build options do not change results, the kernel set (core) does.
-    std::istringstream words(cfg());
-    std::string name, version;
-    words >> name >> version;
-    std::string s = name + " " + version;
-    if (auto core = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
-      s += " core=";
-      s += core();
-    }
-    return s;
-  }
-  if (dlsym(RTLD_DEFAULT, "MKL_Get_Version")) return "MKL";
-  return "reference BLAS";
-}
+constexpr const char* kModuleName = "libshazip_torch.so";
 
-#ifdef SHAZIP_HAVE_CUDA
-// FP32 lanes (CUDA cores) per SM by compute capability (NVIDIA's CUDA C++
-// Programming Guide, "Arithmetic Instructions"); 0 for the unknown.
-int fp32_lanes_per_sm(int major, int minor) {
-  if (major == 6) return minor == 0 ? 64 : 128;
-  if (major == 7) return 64;
-  if (major == 8) return minor == 0 ? 64 : 128;
-  if (major >= 9) return 128;
-  return 0;
-}
-#endif
-
-const char* capability_name() {
-  // at::get_cpu_capability() is not exported in 1.13; ATen honours the same
-  // environment variable it reads, so report that when set.
-  if (const char* env = std::getenv("ATEN_CPU_CAPABILITY")) return env;
-  return "auto";
+// The folder of the running program.
+std::string program_dir() {
+  std::string path(4096, '\0');
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size());
+  if (n <= 0 || static_cast<size_t>(n) >= path.size()) return ".";
+  path.resize(static_cast<size_t>(n));
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
 }  // namespace
 
-BackendInfo backend_info() {
-  BackendInfo b;
-  b.torch_version = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
-                    "." + std::to_string(TORCH_VERSION_PATCH);
-  b.blas = detect_blas();
-  b.cpu_capability = capability_name();
-  b.cuda_available = torch::cuda::is_available();
-#ifdef SHAZIP_HAVE_CUDA
-  // Plain CUDA runtime queries: no cuBLAS handle may exist before
-  // configure_runtime() has fixed cuBLAS's workspace.
-  int dev = 0;
-  cudaDeviceProp prop{};
-  if (b.cuda_available && cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
-    b.gpu = std::string(prop.name) + " sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
-    int sms = 0, clock_khz = 0;  // (CUDA 13 dropped cudaDeviceProp::clockRate)
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev) == cudaSuccess) {
-      b.gpu_peak_gflops = 2.0 * sms * fp32_lanes_per_sm(prop.major, prop.minor) * clock_khz / 1e6;
+std::string torch_module_path() {
+  const std::string dir = program_dir();
+  const std::string beside = dir + "/" + kModuleName;
+  if (access(beside.c_str(), R_OK) == 0) return beside;
+  return dir + "/" + SHAZIP_TORCH_MODULE_FROM_BIN + "/" + kModuleName;
+}
+
+const TorchBackend& torch_backend() {
+  static std::once_flag once;
+  static const TorchBackend* backend = nullptr;
+  static std::string error;
+  std::call_once(once, [] {
+    const std::string path = torch_module_path();
+    // Never unloaded: LibTorch's threads and registrations live as long as
+    // the process. Lazy binding, as the program's own start would have it
+    // (binding all of LibTorch's symbols now costs a third of a second more).
+    void* module = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL);
+    if (!module) {
+      const char* why = dlerror();
+      error = why ? why : path + ": cannot be loaded";
+      return;
     }
+    using Entry = const TorchBackend* (*)();
+    const auto entry = reinterpret_cast<Entry>(dlsym(module, "shazip_torch_backend"));
+    if (!entry) {
+      error = path + ": not shazip's LibTorch module (no shazip_torch_backend)";
+      return;
+    }
+    backend = entry();
+  });
+  if (!backend) {
+    throw std::runtime_error("cannot load LibTorch, which archives before format 7 and the GPU need: " + error);
   }
-  int runtime = 0;
-  if (b.cuda_available && cudaRuntimeGetVersion(&runtime) == cudaSuccess) {
-    b.cuda_runtime = "CUDA " + std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10);
-  }
-#endif
+  return *backend;
+}
+
+BackendInfo backend_info() { return torch_backend().backend_info(); }
+
+BackendInfo kernel_backend_info() {
+  BackendInfo b;
+  b.torch_version = SHAZIP_TORCH_VERSION;
+  b.blas = "none";
+  // The variable that pins ATen's kernels (src/cpu_pin.h): what LibTorch
+  // would run with; shazip's kernels pick AVX2 at run time, the same bits.
+  const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
+  b.cpu_capability = capability ? capability : "auto";
   return b;
 }
 
-void configure_runtime(const RuntimeOptions& rt) {
-  SHAZIP_ASSERT(rt.threads >= 1);
-  // Every segment allocates and frees the same megabyte-sized tensors; keep
-  // them in the heap instead of mmap/munmap (page faults were ~5% of the time).
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  at::set_num_threads(rt.threads);
-  // oneDNN kernels (LSTM, GELU, ...) choose algorithms by CPU and size; keep
-  // ATen's native kernels so the arithmetic depends on fewer moving parts.
-  at::globalContext().setUserEnabledMkldnn(false);
-  if (rt.device == DeviceKind::kCuda) {
-    // NVIDIA's conditions for repeatable cuBLAS results: a fixed workspace
-    // (read when the first cuBLAS handle is made, so before any GPU matmul) and
-    // one stream per handle; ATen's deterministic mode refuses the
-    // atomics-based kernels (index_add, scatter, ...) instead of running them.
-    // TF32 would change the floats: off, as in PyTorch's default.
-    const char* ws = std::getenv("CUBLAS_WORKSPACE_CONFIG");
-    if (!ws || std::string(ws) != ":4096:8") setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 1);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    at::globalContext().setDeterministicCuDNN(true);
-    at::globalContext().setBenchmarkCuDNN(false);
-    at::globalContext().setAllowTF32CuBLAS(false);
-#ifdef SHAZIP_HAVE_CUDA
-    cuda::set_tiled_products(rt.cuda_tiled_products);
+bool cuda_available() {
+#ifdef SHAZIP_TORCH_CUDA
+  return backend_info().cuda_available;
+#else
+  return false;
 #endif
-  }
 }
 
-namespace {
-
-
-// ModelConfig::flat_train (format 5 on): the trainer's parameters are views
-// into one buffer and their gradients into another, so that zeroing the
-// gradients, clipping their global norm and the Adam step are a few ATen
-// operations over all the weights at once instead of a few per parameter
-// tensor (27 at preset 2): LibTorch's per-call overhead over the tensors was a
-// quarter of a CPU training step. The formulas are LibTorch's (Adam as in
-// torch::optim::Adam, the clip as clip_grad_norm_); the floats differ from
-// the tensor-by-tensor path in the last bits (one norm over every gradient
-// rather than a norm of per-tensor norms; vectorised kernels treat each
-// tensor's tail apart), hence its own format version.
-//
-// Each parameter starts at a multiple of kFlatAlign floats (64 bytes;
-// params.h's FlatLayout, which KernelPredictor keeps), so its data stays as
-// aligned as a tensor of its own; the padding between holds zeros, which the
-// Adam step leaves at zero.
-
-// Moves the data of `params` into one zero-padded buffer (same device and
-// dtype) and makes each parameter a view of its part; returns the buffer.
-at::Tensor flatten_into_buffer(const std::vector<at::Tensor>& params, std::vector<int64_t>* offsets) {
-  SHAZIP_ASSERT(!params.empty());
-  int64_t total = 0;
-  offsets->clear();
-  for (const at::Tensor& p : params) {
-    offsets->push_back(total);
-    total += (p.numel() + kFlatAlign - 1) / kFlatAlign * kFlatAlign;
-  }
-  torch::NoGradGuard no_grad;
-  at::Tensor flat = at::zeros({total}, params[0].options().requires_grad(false));
-  for (size_t i = 0; i < params.size(); ++i) {
-    at::Tensor view = flat.narrow(0, (*offsets)[i], params[i].numel()).view(params[i].sizes());
-    view.copy_(params[i].detach());
-    params[i].set_data(view);
-  }
-  return flat;
-}
-
-class FlatAdam {
- public:
-  FlatAdam(const std::vector<at::Tensor>& params, const ModelConfig& cfg)
-      : params_(params), beta1_(cfg.beta1), beta2_(cfg.beta2), eps_(cfg.adam_eps) {
-    flat_ = flatten_into_buffer(params_, &offsets_);
-    grad_ = at::zeros_like(flat_);
-    exp_avg_ = at::zeros_like(flat_);
-    exp_avg_sq_ = at::zeros_like(flat_);
-    // Autograd adds into a defined gradient in place (backward runs without
-    // grad mode), so the gradients stay views of grad_.
-    for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = part(grad_, i);
-  }
-
-  void zero_grad() { grad_.zero_(); }
-
-  // As clip_grad_norm_(params, max_norm) with the 2-norm.
-  void clip_grad_norm(double max_norm) {
-    torch::NoGradGuard no_grad;
-    const at::Tensor coef = at::clamp_max(max_norm / (grad_.norm() + 1e-6), 1.0);
-    grad_.mul_(coef);
-  }
-
-  // As torch::optim::Adam's step without weight decay or amsgrad.
-  void step(double lr) {
-    torch::NoGradGuard no_grad;
-    ++steps_;
-    const double bias1 = 1.0 - std::pow(beta1_, static_cast<double>(steps_));
-    const double bias2 = 1.0 - std::pow(beta2_, static_cast<double>(steps_));
-    exp_avg_.mul_(beta1_).add_(grad_, 1.0 - beta1_);
-    exp_avg_sq_.mul_(beta2_).addcmul_(grad_, grad_, 1.0 - beta2_);
-    const at::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bias2)).add_(eps_);
-    flat_.addcdiv_(exp_avg_, denom, -lr / bias1);
-  }
-
-  // Format 7 (ModelConfig::train_kernels, CPU): the clip and the Adam step on
-  // shazip's kernel (train_kernels.h), the bias corrections' powers kept by
-  // repeated multiplication rather than std::pow (whose last bit is libm's).
-  // With block_norm (format 10) the clip's norm is summed block by block.
-  void step_own(double lr, double clip, bool block_norm) {
-    ++steps_;
-    beta1_pow_ *= beta1_;
-    beta2_pow_ *= beta2_;
-    const train::AdamConfig cfg{lr, beta1_, beta2_, eps_, clip, block_norm};
-#ifdef SHAZIP_HAVE_CUDA
-    if (flat_.is_cuda()) {
-      // Format 10 (ModelConfig::cuda_train_kernels): the same step on the
-      // device (model/cuda/train_kernels.h), on the current stream.
-      const int64_t need = static_cast<int64_t>(cuda::adam_scratch_floats(flat_.numel()));
-      if (!adam_scratch_.defined() || adam_scratch_.numel() < need) adam_scratch_ = at::empty({need}, flat_.options());
-      const cudaError_t err = cuda::adam_step_device(
-          cfg, beta1_pow_, beta2_pow_, flat_.numel(), flat_.data_ptr<float>(), grad_.data_ptr<float>(),
-          exp_avg_.data_ptr<float>(), exp_avg_sq_.data_ptr<float>(), adam_scratch_.data_ptr<float>(),
-          c10::cuda::getCurrentCUDAStream().stream());
-      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA Adam step: ") + cudaGetErrorString(err));
-      return;
-    }
-#endif
-    train::adam_step(cfg, beta1_pow_, beta2_pow_, flat_.numel(), flat_.data_ptr<float>(), grad_.data_ptr<float>(),
-                     exp_avg_.data_ptr<float>(), exp_avg_sq_.data_ptr<float>());
-  }
-
-  const at::Tensor& weights() const { return flat_; }
-
- private:
-  // Parameter i's part of a buffer laid out like weights(), shaped like it.
-  at::Tensor part(const at::Tensor& buffer, size_t i) const {
-    return buffer.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes());
-  }
-
-  std::vector<at::Tensor> params_;
-  std::vector<int64_t> offsets_;
-  at::Tensor flat_, grad_, exp_avg_, exp_avg_sq_;
-  at::Tensor adam_scratch_;  // step_own()'s on CUDA
-  double beta1_, beta2_, eps_;
-  int64_t steps_ = 0;
-  double beta1_pow_ = 1.0, beta2_pow_ = 1.0;  // beta^steps_, for step_own()
-};
-
-void copy_weights(ShaRnn& to, const ShaRnn& from) {
-  torch::NoGradGuard no_grad;
-  const auto dst = to->parameters(), src = from->parameters();
-  for (size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
-  to->refresh_gates();
-}
-
-}  // namespace
-
-struct Predictor::Impl {
-  Impl(const ModelConfig& c, int b, const RuntimeOptions& r)
-      : cfg(c), streams(b), rt(r),
-        device(r.device == DeviceKind::kCuda ? torch::kCUDA : torch::kCPU),
-        net(c), trainer(nullptr) {
-    configure_runtime(rt);
-    net->to(device);
-    net->refresh_gates();  // the constructor's cached gates are on the CPU
-    if (cfg.train_lag) {
-      // Its own copy of the weights, which the training steps update; the step
-      // path takes them one segment later.
-      trainer = ShaRnn(c);
-      trainer->to(device);
-      copy_weights(trainer, net);
-    } else {
-      trainer = net;
-    }
-    if (cfg.flat_train) {
-      flat = std::make_unique<FlatAdam>(trainer->parameters(), cfg);
-      // The step path's weights laid out alike: taking the trainer's is one copy.
-      if (cfg.train_lag) {
-        std::vector<int64_t> offsets;
-        net_weights = flatten_into_buffer(net->parameters(), &offsets);
-        SHAZIP_ASSERT(net_weights.numel() == flat->weights().numel());
-      }
-    } else {
-      opt = std::make_unique<torch::optim::Adam>(
-          trainer->parameters(), torch::optim::AdamOptions(cfg.lr)
-                                     .betas({cfg.beta1, cfg.beta2})
-                                     .eps(cfg.adam_eps));
-    }
-    state = net->initial_state(streams, device);
-    seg_start = state.clone();
-    seg_bytes.assign(static_cast<size_t>(streams) * (cfg.seg_len + 1), 0);
-    prev = torch::zeros({streams}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-    // Last: the worker's thread uses the members above.
-    worker = std::make_unique<TrainWorker>(cfg.train_lag && rt.async_train,
-                                           [rt = rt] { configure_runtime(rt); });
-  }
-
-  void end_segment();
-  // Whether any later predict() uses the weights of a training step started
-  // now, at the end of a segment: at lag 0 the next position does; at lag 1
-  // the step path takes them only at the end of the next full segment.
-  bool step_is_used() const {
-    if (total_positions < 0) return true;
-    const int64_t left = total_positions - positions;
-    return cfg.train_lag ? left > cfg.seg_len : left > 0;
-  }
-  void train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step);
-  void train_libtorch(const at::Tensor& bytes, const ShaRnnState& start, double lr);
-  // The trainer's weights once no training step is running.
-  void settle() {
-    worker->wait();
-    if (!cfg.train_lag) return;
-    if (flat) {
-      torch::NoGradGuard no_grad;
-      net_weights.copy_(flat->weights());
-      net->refresh_gates();
-    } else {
-      copy_weights(net, trainer);
-    }
-  }
-
-  ModelConfig cfg;
-  int streams;
-  RuntimeOptions rt;
-  torch::Device device;
-  ShaRnn net;      // the step path's weights
-  ShaRnn trainer;  // the weights the training steps update: net itself at lag 0
-  std::unique_ptr<torch::optim::Adam> opt;  // flat_train 0
-  std::unique_ptr<FlatAdam> flat;            // flat_train 1
-  at::Tensor net_weights;                    // flat_train 1, lag 1: the step path's weights, laid out alike
-  ShaRnnState state;      // after the last observed position
-  ShaRnnState seg_start;  // at the start of the current segment
-  at::Tensor prev;        // (B,) int64: last observed byte per stream
-  at::Tensor probs;       // (B, 256) float32 on the CPU, contiguous
-  // (B, T + 1) row-major: column 0 is the byte before the segment, columns
-  // 1..T the bytes of the segment as they are observed.
-  std::vector<int64_t> seg_bytes;
-  int seg_pos = 0;
-  int64_t positions = 0;
-  int64_t total_positions = -1;  // unknown
-  int64_t steps = 0;  // training steps started
-  bool predicted = false;
-  double predict_s = 0;
-  std::atomic<double> train_s{0};  // written by the worker
-  std::unique_ptr<TrainWorker> worker;  // declared last: destroyed (joined) first
-};
-
-// One Adam step of `trainer` on a segment: bytes (B, T + 1) on the CPU,
-// starting from the step path's state at the segment's start. May run on the
-// worker's thread; touches only the trainer, the optimizer and its arguments.
-void Predictor::Impl::train(const at::Tensor& bytes, const ShaRnnState& start, int64_t step) {
-  const double t0 = seconds_now();
-  // Training groups (format 8): G Adam steps, one after the other, group g on
-  // streams [g B / G, (g + 1) B / G), each from the weights the one before it
-  // left; step s of the schedule is the s-th Adam step.
-  const auto adam_step = [&](const at::Tensor& b, const ShaRnnState& s, int64_t k) {
-    const double lr = cfg.lr / (1.0 + cfg.lr_decay * static_cast<double>(k));
-    if (device.is_cpu() ? cfg.train_kernels : cfg.cuda_training_kernels()) {
-      trainer->train_segment(b, s, /*want_loss=*/false);
-      flat->step_own(lr, cfg.clip, cfg.block_norm);
-    } else {
-      train_libtorch(b, s, lr);
-    }
-  };
-  const int64_t rows = bytes.size(0);
-  const int64_t groups = std::min<int64_t>(cfg.train_groups, rows);
-  if (groups == 1) {
-    adam_step(bytes, start, step);
-  } else {
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t from = g * rows / groups, count = (g + 1) * rows / groups - from;
-      adam_step(bytes.narrow(0, from, count), start.rows(from, count), step * groups + g);
-    }
-  }
-  if (!cfg.train_lag) trainer->refresh_gates();
-#ifdef SHAZIP_HAVE_CUDA
-  // Inline on CUDA, wait for the queued kernels, which the next table copy
-  // would wait for anyway: train_seconds() is then the training step's GPU
-  // time, not its launches' (bench_model --async 0). On the worker's thread
-  // the step path's next wait absorbs it instead.
-  if (device.is_cuda() && !(cfg.train_lag && rt.async_train)) c10::cuda::getCurrentCUDAStream().synchronize();
-#endif
-  train_s.store(train_s.load() + (seconds_now() - t0));
-}
-
-// Formats 1-6, and CUDA before format 10: autograd, then flat training's or
-// LibTorch's Adam.
-void Predictor::Impl::train_libtorch(const at::Tensor& bytes, const ShaRnnState& start, double lr) {
-  const int64_t t = cfg.seg_len;
-  const at::Tensor all = bytes.to(device);
-  const at::Tensor inputs = all.narrow(1, 0, t);
-  const at::Tensor targets = all.narrow(1, 1, t);
-  if (flat) {
-    flat->zero_grad();
-  } else {
-    for (auto& group : opt->param_groups()) {
-      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    }
-    opt->zero_grad();
-  }
-  const at::Tensor logits = trainer->forward_segment(inputs, start);
-  const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), targets.reshape({-1}));
-  loss.backward();
-  if (flat) {
-    flat->clip_grad_norm(cfg.clip);
-    flat->step(lr);
-  } else {
-    torch::nn::utils::clip_grad_norm_(trainer->parameters(), cfg.clip);
-    opt->step();
-  }
-}
-
-void Predictor::Impl::end_segment() {
-  const int64_t t = cfg.seg_len;
-  // The step path moves on to the weights of the previous step (lag 1).
-  settle();
-  // The next segment starts from the step path's state, detached.
-  ShaRnnState start = std::move(seg_start);
-  seg_start = state.clone();
-  if (step_is_used()) {
-    at::Tensor bytes = torch::from_blob(seg_bytes.data(), {streams, t + 1}, torch::kInt64).clone();
-    const int64_t step = steps++;
-    worker->submit([this, bytes = std::move(bytes), start = std::move(start), step] { train(bytes, start, step); });
-  }
-  for (int b = 0; b < streams; ++b) {
-    seg_bytes[static_cast<size_t>(b) * (t + 1)] = seg_bytes[static_cast<size_t>(b) * (t + 1) + t];
-  }
-  seg_pos = 0;
-}
+void configure_runtime(const RuntimeOptions& rt) { torch_backend().configure_runtime(rt); }
 
 Predictor::Predictor(const ModelConfig& cfg, int streams, const RuntimeOptions& rt) {
   SHAZIP_ASSERT(cfg.validate().empty() && streams >= 1);
   if (rt.kernel_predictor && KernelPredictor::handles(cfg, rt.device == DeviceKind::kCpu)) {
-    kernel_ = std::make_unique<KernelPredictor>(cfg, streams, rt.async_train);
+    impl_ = std::make_unique<KernelPredictor>(cfg, streams, rt.async_train);
   } else {
-    impl_ = std::make_unique<Impl>(cfg, streams, rt);
+    impl_ = torch_backend().make_predictor(cfg, streams, rt);
   }
 }
 
 Predictor::~Predictor() = default;
 
-int Predictor::streams() const { return kernel_ ? kernel_->streams() : impl_->streams; }
-const ModelConfig& Predictor::config() const { return kernel_ ? kernel_->config() : impl_->cfg; }
-void Predictor::expect_positions(int64_t total) {
-  if (kernel_) return kernel_->expect_positions(total);
-  SHAZIP_ASSERT(total >= impl_->positions);
-  impl_->total_positions = total;
-}
-int64_t Predictor::positions() const { return kernel_ ? kernel_->positions() : impl_->positions; }
-int64_t Predictor::train_steps() const { return kernel_ ? kernel_->train_steps() : impl_->steps; }
-double Predictor::predict_seconds() const { return kernel_ ? kernel_->predict_seconds() : impl_->predict_s; }
-double Predictor::train_seconds() const { return kernel_ ? kernel_->train_seconds() : impl_->train_s.load(); }
-
-void Predictor::predict(uint32_t* cdfs) {
-  if (kernel_) return kernel_->predict(cdfs);
-  Impl& m = *impl_;
-  SHAZIP_ASSERT(!m.predicted);
-  const double t0 = seconds_now();
-  bool quantized = false;  // by the device kernel
-  {
-    torch::NoGradGuard no_grad;
-    const at::Tensor logits = m.net->step(m.prev, m.state);
-#ifdef SHAZIP_HAVE_CUDA
-    if (logits.is_cuda()) {
-      // Softmax and quantization on the device (model/cuda/cdf_kernel.cu):
-      // the tables cross to the host as B x 257 integers; the probabilities
-      // follow only for the statistics (probs()). After the CUDA step kernels
-      // (format 9) the softmax is the CPU step path's, so are the tables.
-      const at::Tensor l = logits.to(torch::kFloat32).contiguous();
-      const at::Tensor probs = at::empty_like(l);
-      const at::Tensor tables = at::empty({m.streams, coder::kCdfSize}, l.options().dtype(torch::kInt32));
-      const auto quantize = m.cfg.cuda_step_kernels ? cuda::det_softmax_quantize_device : cuda::softmax_quantize_device;
-      const cudaError_t err = quantize(
-          l.data_ptr<float>(), probs.data_ptr<float>(), reinterpret_cast<uint32_t*>(tables.data_ptr<int32_t>()),
-          m.streams, c10::cuda::getCurrentCUDAStream().stream());
-      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel: ") + cudaGetErrorString(err));
-      const at::Tensor host = tables.to(torch::kCPU);
-      std::memcpy(cdfs, host.data_ptr<int32_t>(), sizeof(uint32_t) * static_cast<size_t>(m.streams) * coder::kCdfSize);
-      m.probs = probs.to(torch::kCPU).contiguous();
-      quantized = true;
-    }
-#endif
-    if (!quantized && m.cfg.step_kernels && logits.is_cpu()) {
-      m.probs = logits.contiguous();
-      float* p = m.probs.data_ptr<float>();
-      for (int b = 0; b < m.streams; ++b) step::softmax(p + static_cast<size_t>(b) * 256, 256);
-    } else if (!quantized) {
-      m.probs = at::softmax(logits, -1).to(torch::kCPU).contiguous();
-    }
-  }
-  if (!quantized) {
-    const float* p = m.probs.data_ptr<float>();
-    for (int b = 0; b < m.streams; ++b) {
-      coder::quantize_probs(p + static_cast<size_t>(b) * 256, cdfs + static_cast<size_t>(b) * coder::kCdfSize);
-    }
-  }
-  m.predicted = true;
-  m.predict_s += seconds_now() - t0;
-}
-
-const float* Predictor::probs() const { return kernel_ ? kernel_->probs() : impl_->probs.data_ptr<float>(); }
-
-void Predictor::observe(const uint8_t* bytes) {
-  if (kernel_) return kernel_->observe(bytes);
-  Impl& m = *impl_;
-  SHAZIP_ASSERT(m.predicted);
-  m.predicted = false;
-  const int64_t t = m.cfg.seg_len;
-  ++m.seg_pos;
-  std::vector<int64_t> next(static_cast<size_t>(m.streams));
-  for (int b = 0; b < m.streams; ++b) {
-    next[b] = bytes[b];
-    m.seg_bytes[static_cast<size_t>(b) * (t + 1) + m.seg_pos] = bytes[b];
-  }
-  m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64).to(m.device, /*non_blocking=*/false, /*copy=*/true);
-  ++m.positions;
-  if (m.seg_pos == t) m.end_segment();
-}
+int Predictor::streams() const { return impl_->streams(); }
+const ModelConfig& Predictor::config() const { return impl_->config(); }
+void Predictor::predict(uint32_t* cdfs) { impl_->predict(cdfs); }
+const float* Predictor::probs() const { return impl_->probs(); }
+void Predictor::observe(const uint8_t* bytes) { impl_->observe(bytes); }
+void Predictor::expect_positions(int64_t total) { impl_->expect_positions(total); }
+int64_t Predictor::positions() const { return impl_->positions(); }
+int64_t Predictor::train_steps() const { return impl_->train_steps(); }
+double Predictor::predict_seconds() const { return impl_->predict_seconds(); }
+double Predictor::train_seconds() const { return impl_->train_seconds(); }
 
 }  // namespace shazip::model

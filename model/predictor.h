@@ -12,7 +12,8 @@
 // Predictor from the same config, stream count and RuntimeOptions (threads,
 // device), and feed it the same bytes, get identical tables.
 //
-// Torch-free header: the driver and CLI include it without LibTorch.
+// Torch-free: the driver and CLI include it, and a process loads LibTorch
+// only for a model that needs it (model/torch_backend.h).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +24,7 @@
 
 namespace shazip::model {
 
-class KernelPredictor;
+class PredictorBackend;
 
 enum class DeviceKind : uint8_t { kCpu = 0, kCuda = 1 };
 
@@ -63,12 +64,21 @@ struct BackendInfo {
   // off), in GFLOP/s: SMs x FP32 lanes per SM x 2 x clock. 0 where unknown.
   double gpu_peak_gflops = 0;
 };
+// This process's, from LibTorch (loads it: model/torch_backend.h).
 BackendInfo backend_info();
+// What coding on shazip's CPU kernels alone depends on, without loading
+// LibTorch: the LibTorch version this build links its module against, BLAS
+// "none" (none is called), the CPU kernel set as pinned (ATEN_CPU_CAPABILITY,
+// else "auto"); no GPU. What a CPU archive of format 7 on records.
+BackendInfo kernel_backend_info();
+// Whether --device cuda can run: false without loading LibTorch in a build
+// without CUDA, else LibTorch's answer.
+bool cuda_available();
 
 // Applies process-wide settings that the model's arithmetic depends on (thread
 // count, oneDNN off; on CUDA: deterministic algorithms, a fixed cuBLAS
-// workspace, no TF32). Called by the Predictor on every thread that runs the
-// model; exposed for tools and tests.
+// workspace, no TF32). Called by the LibTorch-held predictor on every thread
+// that runs the model (loads LibTorch); exposed for tools and tests.
 void configure_runtime(const RuntimeOptions& rt);
 
 class Predictor {
@@ -103,9 +113,9 @@ class Predictor {
   double train_seconds() const;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;               // on LibTorch: formats 1-6, CUDA
-  std::unique_ptr<KernelPredictor> kernel_;  // else: format 7 on, on the CPU
+  // KernelPredictor (format 7 on, on the CPU), else the LibTorch-held model
+  // (formats 1-6, CUDA) from the LibTorch module.
+  std::unique_ptr<PredictorBackend> impl_;
 };
 
 }  // namespace shazip::model

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 
@@ -122,8 +123,17 @@ void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const Pro
   if (h.method == Method::kStored) {
     std::copy(body, body + h.original_size, out);
   } else {
-    const std::string why = backend_mismatch(h, model::backend_info());
-    if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
+    if (!portable_arithmetic(h)) {
+      // LibTorch, loaded only for an archive that needs it, says what it can run.
+      model::BackendInfo here;
+      try {
+        here = model::backend_info();
+      } catch (const std::runtime_error& e) {
+        throw Error(ErrorCode::kBackend, std::string("cannot decode on this machine: ") + e.what());
+      }
+      const std::string why = backend_mismatch(h, here);
+      if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
+    }
     CodingParams params;
     params.model = h.model;
     params.streams = h.streams;
@@ -140,7 +150,7 @@ void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const Pro
 
 model::DeviceKind decode_device(const Header& h) {
   if (h.backend.device == model::DeviceKind::kCuda && portable_arithmetic(h) &&
-      !model::backend_info().cuda_available) {
+      !model::cuda_available()) {
     return model::DeviceKind::kCpu;
   }
   return h.backend.device;

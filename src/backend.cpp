@@ -19,7 +19,9 @@ std::string blas_family(const std::string& blas) {
 }  // namespace
 
 Backend current_backend(model::DeviceKind device) {
-  const model::BackendInfo info = model::backend_info();
+  // The CPU codes on shazip's kernels alone (format 7 on): no LibTorch to ask.
+  const model::BackendInfo info =
+      device == model::DeviceKind::kCuda ? model::backend_info() : model::kernel_backend_info();
   Backend b;
   b.device = device;
   b.torch_version = info.torch_version;

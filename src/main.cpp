@@ -167,7 +167,8 @@ std::string display_name(const std::string& path) { return path == "-" ? "(stdin
 model::RuntimeOptions runtime_from(const Options& o) {
   model::RuntimeOptions rt;
   rt.threads = o.threads;
-  const bool cuda = model::backend_info().cuda_available;
+  if (o.device == "cpu") return rt;
+  const bool cuda = model::cuda_available();
   if (o.device == "cuda") {
     if (!cuda) throw Error(ErrorCode::kBackend, "--device cuda: no CUDA device or this build has no CUDA");
     rt.device = model::DeviceKind::kCuda;
@@ -187,7 +188,7 @@ void note_gpu_preset_on_cpu(const Options& o, const model::RuntimeOptions& rt) {
   said = true;
   const double times = model::preset(o.level).model.flops_per_byte().total() /
                        model::preset(model::kDefaultPreset).model.flops_per_byte().total();
-  const std::string advice = model::backend_info().cuda_available
+  const std::string advice = model::cuda_available()
                                 ? "this machine has a GPU: --device cuda"
                                 : "presets 1-" + std::to_string(model::kFirstGpuPreset - 1) + " suit a CPU";
   std::fprintf(stderr, "shazip: preset %d is sized for a GPU; on the CPU it does %.0fx the default preset's arithmetic "
@@ -322,6 +323,11 @@ void list_member(const Member& m, const Options& o) {
       std::printf("  backend          cuda, LibTorch %s, GPU %s, %s%s\n", h.backend.torch_version.c_str(),
                   h.backend.blas.c_str(), h.backend.cpu_capability.c_str(),
                   portable_arithmetic(h) ? " (not needed to decode: the CPU decodes it too)" : "");
+    } else if (h.backend.blas == "none") {
+      // Made on shazip's CPU kernels without loading LibTorch (shazip 0.21 on).
+      std::printf("  backend          cpu, shazip's kernels (a LibTorch %s build, no BLAS), CPU kernels %s "
+                  "(not needed to decode)\n",
+                  h.backend.torch_version.c_str(), h.backend.cpu_capability.c_str());
     } else {
       std::printf("  backend          %s, LibTorch %s, %s, ATen CPU capability %s%s\n", device_name(h.backend.device),
                   h.backend.torch_version.c_str(), h.backend.blas.c_str(), h.backend.cpu_capability.c_str(),
@@ -858,10 +864,11 @@ int main(int argc, char** argv) {
                "Show progress even when standard error is not a terminal (then a line a second, for logs)");
   app.add_flag("-V,--version",
                [&](int64_t) {
-                 const auto b = model::backend_info();
-                 std::printf("shazip %s (archive format %d), LibTorch %s, %s, CUDA %s\n", SHAZIP_VERSION,
-                             kFormatVersion, b.torch_version.c_str(), b.blas.c_str(),
-                             b.cuda_available ? "available" : "not available");
+                 // LibTorch is loaded only to ask for a GPU (CUDA builds).
+                 std::printf("shazip %s (archive format %d), LibTorch %s (for archives before format 7 and "
+                             "the GPU), CUDA %s\n",
+                             SHAZIP_VERSION, kFormatVersion, model::kernel_backend_info().torch_version.c_str(),
+                             model::cuda_available() ? "available" : "not available");
                  std::exit(0);
                },
                "Print version and exit");

@@ -890,7 +890,8 @@ TEST_CASE("unshazip and shazipcat decompress and -dcf passes other data through"
 }
 
 #if defined(SHAZIP_BUILD_DIR) && defined(SHAZIP_CMAKE)
-TEST_CASE("cmake --install puts shazip and its aliases and manual page in place", "[cli][install]") {
+TEST_CASE("cmake --install puts shazip and its aliases and LibTorch module and manual page in place",
+          "[cli][install]") {
   TempDir dir;
   const std::string prefix = dir / "prefix";
   REQUIRE(run(q(SHAZIP_CMAKE) + " --install " + q(SHAZIP_BUILD_DIR) + " --prefix " + q(prefix) + " > /dev/null") == 0);
@@ -909,6 +910,12 @@ TEST_CASE("cmake --install puts shazip and its aliases and manual page in place"
   REQUIRE(run(bin + "shazip -q -1 " + q(dir / "t")) == 0);
   REQUIRE(run(bin + "shazipcat " + q(dir / "t.shz") + " > " + q(dir / "t.out")) == 0);
   CHECK(slurp(dir / "t.out") == text);
+  // The installed shazip finds its LibTorch module in the install tree: it
+  // decodes a format-6 archive (LibTorch's training step), which the build
+  // tree's module cannot serve once the binary has moved.
+  const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden/";
+  REQUIRE(run(bin + "shazip -q -d -c " + q(golden + "v6/design.txt.shz") + " > " + q(dir / "v6.out")) == 0);
+  CHECK(slurp(dir / "v6.out") == slurp(golden + "design.txt"));
   // Installing again over the links succeeds (an upgrade).
   CHECK(run(q(SHAZIP_CMAKE) + " --install " + q(SHAZIP_BUILD_DIR) + " --prefix " + q(prefix) + " > /dev/null") == 0);
 }
@@ -1169,6 +1176,40 @@ TEST_CASE("archives do not depend on the caller's CPU kernel settings, and any t
       CHECK(slurp(dir / "out") == text);
     }
   }
+}
+
+TEST_CASE("shazip codes and decodes without LibTorch and names its module for older archives", "[cli]") {
+  // shazip loads LibTorch (libshazip_torch.so, beside it or in the install
+  // tree) only for archives before format 7 and the GPU. A copy of the
+  // program alone, without the module, compresses, lists, tests and
+  // decompresses; a format-6 archive fails with exit 7 naming the module.
+  TempDir dir;
+  REQUIRE(run("cp " + q(kBin) + " " + q(dir / "shazip")) == 0);
+  const std::string alone = dir / "shazip";
+  const auto text = english(5000, 14);
+  spit(dir / "x", text);
+  REQUIRE(run(alone + " -q " + q(dir / "x")) == 0);
+  CHECK(capture(alone + " -V").find("CUDA not available") != std::string::npos);
+  CHECK(capture(alone + " -l " + q(dir / "x.shz")).find("shazip's kernels") != std::string::npos);
+  CHECK(run(alone + " -q -t " + q(dir / "x.shz")) == 0);
+  REQUIRE(run(alone + " -q -d -c " + q(dir / "x.shz") + " > " + q(dir / "out")) == 0);
+  CHECK(slurp(dir / "out") == text);
+  // The same archive body as the build's own shazip, and a header that
+  // names no BLAS.
+  REQUIRE(run(kBin + " -q -c " + q(dir / "x") + " > " + q(dir / "ref.shz")) == 0);
+  CHECK(slurp(dir / "ref.shz") == slurp(dir / "x.shz"));
+  const auto made = slurp(dir / "x.shz");
+  size_t header_size = 0;
+  CHECK(shazip::parse_header(made.data(), made.size(), &header_size).backend.blas == "none");
+  const std::string golden = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden/";
+  const std::string err = capture("env SHAZIP_PIN_TRIED=1 " + alone + " -d -c " + q(golden + "v6/design.txt.shz") +
+                                  " 2>&1 > /dev/null; echo \"exit $?\"");
+  CHECK(err.find("libshazip_torch.so") != std::string::npos);
+  CHECK(err.find("exit 7") != std::string::npos);
+  // Beside the program, the module serves it.
+  REQUIRE(run("cp " + q(std::string(SHAZIP_BUILD_DIR) + "/libshazip_torch.so") + " " + q(dir.path)) == 0);
+  REQUIRE(run(alone + " -q -d -c " + q(golden + "v6/design.txt.shz") + " > " + q(dir / "v6")) == 0);
+  CHECK(slurp(dir / "v6") == slurp(golden + "design.txt"));
 }
 
 TEST_CASE("only archives before format 7 make shazip restart with pinned CPU kernels", "[cli]") {
