@@ -46,7 +46,6 @@
 #include "model/context_mix.h"
 #include "model/predictor.h"
 #include "src/bench.h"
-#include "src/cpu_pin.h"
 #include "src/driver.h"
 #include "src/errors.h"
 #include "src/file_io.h"
@@ -105,7 +104,6 @@ void dump_nn(const std::vector<uint8_t>& data, const CodingParams& params, const
 }  // namespace
 
 int main(int argc, char** argv) {
-  pin_cpu_kernels(argv);  // the kernels archives are made with
   std::vector<int> presets{model::kDefaultPreset};
   uint64_t limit = 0;
   int threads = 1;

@@ -37,6 +37,24 @@ std::string program_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
+// Archives before format 7 went through LibTorch's CPU kernels and the BLAS,
+// which pick their code by the processor (ATen by ATEN_CPU_CAPABILITY,
+// OpenBLAS by OPENBLAS_CORETYPE), and decode only on the kernels they were
+// made with: on an x86-64 CPU with AVX2 and FMA, those two pinned to the
+// Haswell / AVX2 sets, as shazip made them. OpenBLAS reads its variable when
+// it loads and ATen at its first call, both after this (the module brings
+// them), so setting them in the process is enough; before shazip 0.21, when
+// LibTorch loaded with the program, it took a restart. Elsewhere nothing is
+// pinned: an archive made so records "auto" and decodes on the same kind of
+// CPU. Runs before any other thread can read the environment.
+void pin_cpu_kernels() {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+  setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+  setenv("ATEN_CPU_CAPABILITY", "avx2", 1);
+#endif
+}
+
 }  // namespace
 
 std::string torch_module_path() {
@@ -51,6 +69,7 @@ const TorchBackend& torch_backend() {
   static const TorchBackend* backend = nullptr;
   static std::string error;
   std::call_once(once, [] {
+    pin_cpu_kernels();
     const std::string path = torch_module_path();
     // Never unloaded: LibTorch's threads and registrations live as long as
     // the process. Lazy binding, as the program's own start would have it
@@ -81,7 +100,7 @@ BackendInfo kernel_backend_info() {
   BackendInfo b;
   b.torch_version = SHAZIP_TORCH_VERSION;
   b.blas = "none";
-  // The variable that pins ATen's kernels (src/cpu_pin.h): what LibTorch
+  // The variable that pins ATen's kernels (pin_cpu_kernels()): what LibTorch
   // would run with; shazip's kernels pick AVX2 at run time, the same bits.
   const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
   b.cpu_capability = capability ? capability : "auto";

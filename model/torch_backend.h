@@ -48,8 +48,11 @@ struct TorchBackend {
 // SHAZIP_TORCH_MODULE_FROM_BIN, relative to the program's folder).
 std::string torch_module_path();
 
-// The module, loaded on first use (thread-safe). Throws std::runtime_error
-// naming the module and the loader's reason when it cannot be loaded.
+// The module, loaded on first use (thread-safe), with LibTorch's and the
+// BLAS's CPU kernels pinned as archives before format 7 need them (on
+// x86-64 with AVX2 and FMA: the environment's OPENBLAS_CORETYPE=Haswell and
+// ATEN_CPU_CAPABILITY=avx2, set first). Throws std::runtime_error naming
+// the module and the loader's reason when it cannot be loaded.
 const TorchBackend& torch_backend();
 
 }  // namespace shazip::model

@@ -48,10 +48,6 @@ bool portable_arithmetic(const Header& h) {
          h.model.cuda_training_kernels();
 }
 
-bool needs_libtorch_cpu_kernels(const Header& h) {
-  return h.method == Method::kNeural && h.backend.device == model::DeviceKind::kCpu && !portable_arithmetic(h);
-}
-
 std::string backend_mismatch(const Header& h, const model::BackendInfo& here) {
   if (portable_arithmetic(h)) return "";
   const Backend& recorded = h.backend;

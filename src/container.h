@@ -98,11 +98,6 @@ uint64_t content_size(const std::vector<Member>& members);
 // the thread count.
 bool portable_arithmetic(const Header& h);
 
-// Whether decoding the archive needs LibTorch's CPU kernels (a neural CPU
-// archive before format 7): then they must be pinned as when it was made
-// (src/cpu_pin.h).
-bool needs_libtorch_cpu_kernels(const Header& h);
-
 // Empty if this process can reproduce the arithmetic the archive was made
 // with, else a sentence naming what it needs.
 std::string backend_mismatch(const Header& h, const model::BackendInfo& here);

@@ -15,9 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <new>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -25,7 +23,6 @@
 #include "model/predictor.h"
 #include "src/archive.h"
 #include "src/bench.h"
-#include "src/cpu_pin.h"
 #include "src/errors.h"
 #include "src/file_io.h"
 
@@ -395,9 +392,8 @@ bool passes_through(const std::vector<uint8_t>& input, const std::string& out, c
          (input.size() < sizeof kMagic || std::memcmp(input.data(), kMagic, sizeof kMagic) != 0);
 }
 
-// Compresses, decompresses or tests one input. Throws Error. `stdin_data`:
-// standard input if main() has read it already (taken by the first "-").
-void process(const std::string& in, const Options& o, std::optional<std::vector<uint8_t>>* stdin_data) {
+// Compresses, decompresses or tests one input. Throws Error.
+void process(const std::string& in, const Options& o) {
   const bool is_stdin = in == "-";
   std::string out = o.output;
   if (o.test) {
@@ -429,13 +425,7 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   }
   if (!out.empty()) check_output(out, o.force);
 
-  std::vector<uint8_t> input;
-  if (is_stdin && stdin_data->has_value()) {
-    input = std::move(**stdin_data);
-    stdin_data->reset();
-  } else {
-    input = read_file(in);
-  }
+  std::vector<uint8_t> input = read_file(in);
   const ProgressMode show = progress_mode(o);
   std::vector<uint8_t> result;
   if (passes_through(input, out, o)) {
@@ -506,97 +496,10 @@ void process(const std::string& in, const Options& o, std::optional<std::vector<
   }
 }
 
-// Whether any archive among the bytes that read(offset, buffer, size) returns
-// (how many it read) needs LibTorch's CPU kernels pinned. Reads the headers
-// alone, skipping each body. Bytes that are not archives answer no: decoding
-// them fails for its own reason whatever the kernels.
-template <class Read>
-bool needs_pinned_kernels(Read read) {
-  std::vector<uint8_t> buffer(2048);  // more than any header (three strings of at most 255 bytes)
-  uint64_t offset = 0;
-  for (;;) {
-    const size_t n = read(offset, buffer.data(), buffer.size());
-    if (n == 0) return false;
-    try {
-      size_t header_size = 0;
-      const Header h = parse_member_header(buffer.data(), n, &header_size);
-      if (needs_libtorch_cpu_kernels(h)) return true;
-      const uint64_t body = h.method == Method::kStored ? h.original_size : h.payload_size;
-      if (body > UINT64_MAX - offset - header_size) return false;
-      offset += header_size + body;
-    } catch (const Error&) {
-      return false;
-    }
-  }
-}
-
-bool file_needs_pinned_kernels(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0 || S_ISDIR(st.st_mode)) return false;  // refused later, with the reason
-  // A pipe or a device cannot be read twice: restart pinned whatever it holds.
-  if (!S_ISREG(st.st_mode)) return true;
-  std::ifstream file(path, std::ios::binary);
-  return needs_pinned_kernels([&](uint64_t offset, uint8_t* to, size_t size) -> size_t {
-    file.clear();
-    if (!file.seekg(static_cast<std::streamoff>(offset))) return 0;
-    file.read(reinterpret_cast<char*>(to), static_cast<std::streamsize>(size));
-    return static_cast<size_t>(file.gcount());
-  });
-}
-
-bool data_needs_pinned_kernels(const std::vector<uint8_t>& data) {
-  return needs_pinned_kernels([&](uint64_t offset, uint8_t* to, size_t size) -> size_t {
-    if (offset >= data.size()) return 0;
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, data.size() - offset));
-    std::memcpy(to, data.data() + offset, n);
-    return n;
-  });
-}
-
 // gzip's and zstd's rule: compressed data is not read from a terminal (a user
 // who typed `shazip -d` alone would wait on a keyboard); -f reads it anyway.
 bool refuses_terminal_input(const std::string& f, const Options& o) {
   return f == "-" && (o.decompress || o.list) && !o.force && is_terminal(STDIN_FILENO);
-}
-
-// Makes `data` standard input again (a file in memory), for a restart that
-// reads it anew. False if that failed; standard input is then as it was.
-bool put_back_stdin(const std::vector<uint8_t>& data) {
-  const int fd = memfd_create("shazip-stdin", 0);
-  if (fd < 0) return false;
-  bool ok = true;
-  for (size_t done = 0; ok && done < data.size();) {
-    const ssize_t w = write(fd, data.data() + done, data.size() - done);
-    ok = w > 0;
-    if (ok) done += static_cast<size_t>(w);
-  }
-  ok = ok && lseek(fd, 0, SEEK_SET) == 0 && dup2(fd, STDIN_FILENO) == STDIN_FILENO;
-  close(fd);
-  return ok;
-}
-
-// Archives before format 7 decode only with LibTorch's CPU kernels pinned as
-// when they were made; since format 7 nothing needs them. So shazip restarts
-// pinned (src/cpu_pin.h) only when decoding or testing an input that holds
-// such an archive, and other runs skip the second start of LibTorch. Standard
-// input is read here to look (and put back for the restart); it is left in
-// `stdin_data` for process().
-void pin_kernels_if_needed(const Options& o, char** argv, std::optional<std::vector<uint8_t>>* stdin_data) {
-  if (!o.decompress || o.list || !pin_would_reexec()) return;
-  bool needed = false;
-  for (const std::string& f : o.files) {
-    if (f != "-") {
-      needed = needed || file_needs_pinned_kernels(f);
-    } else if (!stdin_data->has_value() && !refuses_terminal_input(f, o)) {
-      try {
-        *stdin_data = read_file("-");
-      } catch (const Error&) {
-        return;  // process() reads it again and reports the error
-      }
-      needed = needed || data_needs_pinned_kernels(**stdin_data);
-    }
-  }
-  if (needed && (!stdin_data->has_value() || put_back_stdin(**stdin_data))) pin_cpu_kernels(argv);
 }
 
 // -r: each directory among the inputs stands for the regular files under it,
@@ -925,8 +828,6 @@ int main(int argc, char** argv) {
     return static_cast<int>(ErrorCode::kUsage);
   }
 
-  std::optional<std::vector<uint8_t>> stdin_data;
-  pin_kernels_if_needed(o, argv, &stdin_data);  // may re-execute: before anything is written
   for (const auto& f : o.files) {
     try {
       refuse_directory(f);
@@ -936,7 +837,7 @@ int main(int argc, char** argv) {
       if (o.list) {
         list_archive(f, o);
       } else {
-        process(f, o, &stdin_data);
+        process(f, o);
       }
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());

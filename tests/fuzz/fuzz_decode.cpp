@@ -10,13 +10,7 @@
 
 #include "src/archive.h"
 #include "src/container.h"
-#include "src/cpu_pin.h"
 #include "src/errors.h"
-
-extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** argv) {
-  shazip::pin_cpu_kernels(*argv);  // the kernels the golden archives record
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
