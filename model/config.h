@@ -38,7 +38,7 @@ struct ModelConfig {
 
   int flat_train = 1;       // 0: LibTorch's Adam and gradient clipping, tensor by tensor
                             //    (formats 1-4); 1: both over all parameters at once, kept
-                            //    in one buffer (format v5; model/predictor.cpp, FlatAdam)
+                            //    in one buffer (format v5; FlatAdam in model/torch_predictor.cpp, KernelPredictor)
 
   int step_kernels = 1;     // 0: the step path on LibTorch's operators and the BLAS
                             //    (formats 1-5); 1: on shazip's own CPU kernels, every sum

@@ -1,7 +1,8 @@
 // The online predictor on the CPU kernels alone; see kernel_predictor.h. Each
-// step mirrors predictor.cpp's Predictor::Impl on the same kernels: the
-// step path (ShaRnn::step_own), the training step (ShaRnn::train_segment),
-// flat Adam (FlatAdam::step_own), the segments, groups and lag.
+// step mirrors the LibTorch module's predictor (torch_predictor.cpp) on the
+// same kernels: the step path (ShaRnn::step_own), the training step
+// (ShaRnn::train_segment), flat Adam (FlatAdam::step_own), the segments,
+// groups and lag.
 #include "model/kernel_predictor.h"
 
 #include <malloc.h>
@@ -22,7 +23,7 @@ bool KernelPredictor::handles(const ModelConfig& cfg, bool on_cpu) {
 KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async_train)
     : cfg_(cfg), streams_(streams), layout_(cfg), book_(streams, cfg.seg_len, cfg.train_lag) {
   SHAZIP_ASSERT(cfg_.validate().empty() && streams_ >= 1 && handles(cfg_, true));
-  // As configure_runtime(): the training step's scratch stays in the heap.
+  // As the LibTorch module's runtime settings: scratch stays in the heap.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   const int64_t d = cfg_.dim, b = streams_, n = layout_.size();
