@@ -5,8 +5,6 @@
 // groups and lag.
 #include "model/kernel_predictor.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -23,9 +21,7 @@ bool KernelPredictor::handles(const ModelConfig& cfg, bool on_cpu) {
 KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async_train)
     : cfg_(cfg), streams_(streams), layout_(cfg), book_(streams, cfg.seg_len, cfg.train_lag) {
   SHAZIP_ASSERT(cfg_.validate().empty() && streams_ >= 1 && handles(cfg_, true));
-  // As the LibTorch module's runtime settings: scratch stays in the heap.
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  keep_scratch_in_heap();
   const int64_t d = cfg_.dim, b = streams_, n = layout_.size();
   train_shape_.batch = b;
   train_shape_.seg = cfg_.seg_len;
@@ -53,6 +49,23 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   }
   if (cfg_.attn_layer >= 0) state_.mem.assign(static_cast<size_t>(b * (cfg_.mem_len + 1) * d), 0.0f);
   seg_start_ = state_;
+  // The step path's shape, state and weights as the kernels take them: the
+  // buffers behind them keep their places from here on (state_ is only
+  // copied from, lagged_.flat only copied into).
+  step_shape_.batch = b;
+  step_shape_.dim = d;
+  step_shape_.boom_factor = cfg_.boom_factor;
+  step_shape_.attn_layer = cfg_.attn_layer;
+  step_shape_.slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
+  step_shape_.ln_eps = static_cast<float>(kLayerNormEps);
+  for (int l = 0; l < cfg_.layers; ++l) {
+    step_state_.h.push_back(state_.h[l].data());
+    step_state_.c.push_back(state_.c[l].data());
+  }
+  step_state_.mem = state_.mem.empty() ? nullptr : state_.mem.data();
+  net_weights_ = layout_.view<const float*>(net_->flat.data());
+  trainer_weights_ = layout_.view<const float*>(trainer_.flat.data());
+  grads_ = layout_.view<float*>(grad_.data());
   prev_.assign(static_cast<size_t>(b), 0);
   probs_.assign(static_cast<size_t>(b) * 256, 0.0f);
   // Last: the worker's thread uses the members above.
@@ -71,23 +84,10 @@ void KernelPredictor::refresh_gates(Weights& w) const {
 
 void KernelPredictor::predict(uint32_t* cdfs) {
   const double t0 = book_.begin_predict();
-  step::Shape shape;
-  shape.batch = streams_;
-  shape.dim = cfg_.dim;
-  shape.boom_factor = cfg_.boom_factor;
-  shape.attn_layer = cfg_.attn_layer;
-  shape.slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
-  shape.ln_eps = static_cast<float>(kLayerNormEps);
-  step::State st;
-  for (int l = 0; l < cfg_.layers; ++l) {
-    st.h.push_back(state_.h[l].data());
-    st.c.push_back(state_.c[l].data());
-  }
-  st.mem = state_.mem.empty() ? nullptr : state_.mem.data();
   const bool attn = cfg_.attn_layer >= 0;
-  step::forward(shape, layout_.view<const float*>(net_->flat.data()), attn ? net_->query_gate.data() : nullptr,
-                attn ? net_->value_gate.data() : nullptr, st, &state_.mem_pos, &state_.mem_fill, prev_.data(),
-                scratch_, probs_.data());
+  step::forward(step_shape_, net_weights_, attn ? net_->query_gate.data() : nullptr,
+                attn ? net_->value_gate.data() : nullptr, step_state_, &state_.mem_pos, &state_.mem_fill,
+                prev_.data(), scratch_, probs_.data());
   for (int b = 0; b < streams_; ++b) {
     float* p = probs_.data() + static_cast<size_t>(b) * 256;
     step::softmax(p, 256);
@@ -105,7 +105,7 @@ void KernelPredictor::end_segment() {
   // The step path moves on to the weights of the previous step (lag 1).
   worker_->wait();
   if (cfg_.train_lag) {
-    lagged_.flat = trainer_.flat;
+    std::copy(trainer_.flat.begin(), trainer_.flat.end(), lagged_.flat.begin());
     refresh_gates(lagged_);
   }
   // The next segment starts from the step path's state.
@@ -125,8 +125,6 @@ void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& star
   const int64_t rows = streams_, d = cfg_.dim, t = cfg_.seg_len;
   const int64_t slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
   const int64_t groups = std::min<int64_t>(cfg_.train_groups, rows);
-  const train::Weights w = layout_.view<const float*>(trainer_.flat.data());
-  const train::Grads g = layout_.view<float*>(grad_.data());
   for (int64_t k = 0; k < groups; ++k) {
     const int64_t from = k * rows / groups, count = (k + 1) * rows / groups - from;
     train::Shape shape = train_shape_;
@@ -141,7 +139,7 @@ void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& star
       st.slots = slots;
       st.mem_fill = start.mem_fill;
     }
-    pass_.run(shape, w, st, bytes.data() + from * (t + 1), g);
+    pass_.run(shape, trainer_weights_, st, bytes.data() + from * (t + 1), grads_);
     const int64_t schedule = step * groups + k;
     adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)));
   }

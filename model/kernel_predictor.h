@@ -17,6 +17,7 @@
 #include "model/config.h"
 #include "model/online.h"
 #include "model/params.h"
+#include "model/step_kernels.h"
 #include "model/torch_backend.h"
 #include "model/train_kernels.h"
 
@@ -80,6 +81,11 @@ class KernelPredictor final : public PredictorBackend {
   std::vector<int64_t> prev_;     // (B) the last observed byte per stream
   std::vector<float> probs_;      // (B, 256)
   std::vector<float> scratch_;    // step::forward's
+  step::Shape step_shape_;        // the step path's, for all B streams
+  step::State step_state_;        // pointers into state_
+  train::Weights net_weights_;    // net_->flat as the kernels take it
+  train::Weights trainer_weights_;  // trainer_.flat likewise
+  train::Grads grads_;              // grad_ likewise
   SegmentBook book_;
   std::unique_ptr<TrainWorker> worker_;  // declared last: destroyed (joined) first
 };

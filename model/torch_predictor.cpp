@@ -8,7 +8,6 @@
 #include <torch/torch.h>
 
 #include <dlfcn.h>
-#include <malloc.h>
 
 #include <atomic>
 #include <chrono>
@@ -119,10 +118,7 @@ BackendInfo torch_backend_info() {
 
 void torch_configure_runtime(const RuntimeOptions& rt) {
   SHAZIP_ASSERT(rt.threads >= 1);
-  // Every segment allocates and frees the same megabyte-sized tensors; keep
-  // them in the heap instead of mmap/munmap (page faults were ~5% of the time).
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  keep_scratch_in_heap();
   at::set_num_threads(rt.threads);
   // oneDNN kernels (LSTM, GELU, ...) choose algorithms by CPU and size; keep
   // ATen's native kernels so the arithmetic depends on fewer moving parts.

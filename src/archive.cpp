@@ -123,17 +123,17 @@ void decode_member(const Header& h, const uint8_t* body, uint8_t* out, const Pro
   if (h.method == Method::kStored) {
     std::copy(body, body + h.original_size, out);
   } else {
+    std::string why;
     if (!portable_arithmetic(h)) {
-      // LibTorch, loaded only for an archive that needs it, says what it can run.
-      model::BackendInfo here;
+      // LibTorch, loaded only for an archive that needs it, says what it can
+      // run, or why it cannot be loaded.
       try {
-        here = model::backend_info();
+        why = backend_mismatch(h, model::backend_info());
       } catch (const std::runtime_error& e) {
-        throw Error(ErrorCode::kBackend, std::string("cannot decode on this machine: ") + e.what());
+        why = e.what();
       }
-      const std::string why = backend_mismatch(h, here);
-      if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
     }
+    if (!why.empty()) throw Error(ErrorCode::kBackend, "cannot decode on this machine: " + why);
     CodingParams params;
     params.model = h.model;
     params.streams = h.streams;
