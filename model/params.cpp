@@ -16,42 +16,17 @@ int64_t ParamSpec::numel() const {
 std::vector<ParamSpec> param_specs(const ModelConfig& cfg) {
   const int64_t d = cfg.dim;
   const int64_t f = int64_t{cfg.boom_factor} * d;
+  const auto spec = [&](std::string name, const FieldShape& shape) {
+    const int64_t rows = shape.boom ? f : shape.rows_d * d;
+    return ParamSpec{std::move(name), shape.matrix ? std::vector<int64_t>{rows, d} : std::vector<int64_t>{rows}};
+  };
   std::vector<ParamSpec> specs{{"embed", {256, d}}, {"dec_bias", {256}}};
   for (int l = 0; l < cfg.layers; ++l) {
-    const std::string p = "block" + std::to_string(l) + "_";
-    for (ParamSpec s : std::vector<ParamSpec>{{"ln_start_weight", {d}},
-                                              {"ln_start_bias", {d}},
-                                              {"lstm_weight_ih", {4 * d, d}},
-                                              {"lstm_weight_hh", {4 * d, d}},
-                                              {"lstm_bias_ih", {4 * d}},
-                                              {"lstm_bias_hh", {4 * d}},
-                                              {"ln_ff_weight", {d}},
-                                              {"ln_ff_bias", {d}},
-                                              {"ln_xff_weight", {d}},
-                                              {"ln_xff_bias", {d}},
-                                              {"boom_weight", {f, d}},
-                                              {"boom_bias", {f}}}) {
-      s.name = p + s.name;
-      specs.push_back(std::move(s));
-    }
+    const std::string prefix = "block" + std::to_string(l) + "_";
+    for (const auto& field : kBlockFields<float*>) specs.push_back(spec(prefix + field.name, field.shape));
   }
   if (cfg.attn_layer >= 0) {
-    for (ParamSpec s : std::vector<ParamSpec>{{"ln_mem_weight", {d}},
-                                              {"ln_mem_bias", {d}},
-                                              {"ln_mid_weight", {d}},
-                                              {"ln_mid_bias", {d}},
-                                              {"q_weight", {d, d}},
-                                              {"q_bias", {d}},
-                                              {"q_ln_weight", {d}},
-                                              {"q_ln_bias", {d}},
-                                              {"qs", {d}},
-                                              {"ks", {d}},
-                                              {"vs", {d}},
-                                              {"vq_weight", {2 * d, d}},
-                                              {"vq_bias", {2 * d}}}) {
-      s.name = "attn_" + s.name;
-      specs.push_back(std::move(s));
-    }
+    for (const auto& field : kAttnFields<float*>) specs.push_back(spec(std::string("attn_") + field.name, field.shape));
   }
   return specs;
 }
@@ -97,45 +72,7 @@ void FlatLayout::init(float* base) const {
 template <class P>
 train::Params<P> FlatLayout::view(P base) const {
   size_t i = 0;
-  const auto next = [&] {
-    SHAZIP_ASSERT(i < offsets_.size());
-    return base + offsets_[i++];
-  };
-  train::Params<P> p;
-  p.embed = next();
-  p.dec_bias = next();
-  for (int l = 0; l < cfg_.layers; ++l) {
-    train::BlockParams<P> b;
-    b.ln_start_w = next();
-    b.ln_start_b = next();
-    b.w_ih = next();
-    b.w_hh = next();
-    b.b_ih = next();
-    b.b_hh = next();
-    b.ln_ff_w = next();
-    b.ln_ff_b = next();
-    b.ln_xff_w = next();
-    b.ln_xff_b = next();
-    b.boom_w = next();
-    b.boom_b = next();
-    p.blocks.push_back(b);
-  }
-  if (cfg_.attn_layer >= 0) {
-    train::AttnParams<P>& a = p.attn;
-    a.ln_mem_w = next();
-    a.ln_mem_b = next();
-    a.ln_mid_w = next();
-    a.ln_mid_b = next();
-    a.q_w = next();
-    a.q_b = next();
-    a.q_ln_w = next();
-    a.q_ln_b = next();
-    a.qs = next();
-    a.ks = next();
-    a.vs = next();
-    a.vq_w = next();
-    a.vq_b = next();
-  }
+  train::Params<P> p = params_in_order<P>(cfg_, [&](const ParamSpec&) { return base + offsets_[i++]; });
   SHAZIP_ASSERT(i == offsets_.size());
   return p;
 }

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -25,8 +26,96 @@ struct ParamSpec {
   std::vector<int64_t> shape;  // row-major
   int64_t numel() const;
 };
+
+// The one list of the parameters: each block's 12 and the attention's 13,
+// their names after the prefix ("block<l>_", "attn_"), shapes and fields in
+// train::BlockParams / train::AttnParams, in registration order. A shape has
+// rows_d * d rows, or the Boom's f = boom_factor * d with `boom`, and d
+// columns when it is a matrix.
+struct FieldShape {
+  int64_t rows_d;
+  bool boom, matrix;
+};
+template <class Group, class P>
+struct ParamField {
+  const char* name;
+  FieldShape shape;
+  P Group::*member;
+};
+template <class P>
+inline constexpr ParamField<train::BlockParams<P>, P> kBlockFields[] = {
+    {"ln_start_weight", {1, false, false}, &train::BlockParams<P>::ln_start_w},
+    {"ln_start_bias", {1, false, false}, &train::BlockParams<P>::ln_start_b},
+    {"lstm_weight_ih", {4, false, true}, &train::BlockParams<P>::w_ih},
+    {"lstm_weight_hh", {4, false, true}, &train::BlockParams<P>::w_hh},
+    {"lstm_bias_ih", {4, false, false}, &train::BlockParams<P>::b_ih},
+    {"lstm_bias_hh", {4, false, false}, &train::BlockParams<P>::b_hh},
+    {"ln_ff_weight", {1, false, false}, &train::BlockParams<P>::ln_ff_w},
+    {"ln_ff_bias", {1, false, false}, &train::BlockParams<P>::ln_ff_b},
+    {"ln_xff_weight", {1, false, false}, &train::BlockParams<P>::ln_xff_w},
+    {"ln_xff_bias", {1, false, false}, &train::BlockParams<P>::ln_xff_b},
+    {"boom_weight", {0, true, true}, &train::BlockParams<P>::boom_w},
+    {"boom_bias", {0, true, false}, &train::BlockParams<P>::boom_b},
+};
+template <class P>
+inline constexpr ParamField<train::AttnParams<P>, P> kAttnFields[] = {
+    {"ln_mem_weight", {1, false, false}, &train::AttnParams<P>::ln_mem_w},
+    {"ln_mem_bias", {1, false, false}, &train::AttnParams<P>::ln_mem_b},
+    {"ln_mid_weight", {1, false, false}, &train::AttnParams<P>::ln_mid_w},
+    {"ln_mid_bias", {1, false, false}, &train::AttnParams<P>::ln_mid_b},
+    {"q_weight", {1, false, true}, &train::AttnParams<P>::q_w},
+    {"q_bias", {1, false, false}, &train::AttnParams<P>::q_b},
+    {"q_ln_weight", {1, false, false}, &train::AttnParams<P>::q_ln_w},
+    {"q_ln_bias", {1, false, false}, &train::AttnParams<P>::q_ln_b},
+    {"qs", {1, false, false}, &train::AttnParams<P>::qs},
+    {"ks", {1, false, false}, &train::AttnParams<P>::ks},
+    {"vs", {1, false, false}, &train::AttnParams<P>::vs},
+    {"vq_weight", {2, false, true}, &train::AttnParams<P>::vq_w},
+    {"vq_bias", {2, false, false}, &train::AttnParams<P>::vq_b},
+};
+
 // embed, dec_bias, each block's 12, then the attention's 13 (when attn_layer >= 0).
 std::vector<ParamSpec> param_specs(const ModelConfig& cfg);
+
+// A train::Params<P> for cfg whose fields, in param_specs' order, are
+// next(spec) for each spec: the flat layout's pointers (FlatLayout::view),
+// the LibTorch model's registered tensors (model/sha_rnn.cpp).
+template <class P, class Next>
+train::Params<P> params_in_order(const ModelConfig& cfg, Next next) {
+  const std::vector<ParamSpec> specs = param_specs(cfg);
+  size_t i = 0;
+  train::Params<P> p;
+  p.embed = next(specs[i++]);
+  p.dec_bias = next(specs[i++]);
+  p.blocks.resize(static_cast<size_t>(cfg.layers));
+  for (train::BlockParams<P>& b : p.blocks) {
+    for (const auto& field : kBlockFields<P>) b.*field.member = next(specs[i++]);
+  }
+  if (cfg.attn_layer >= 0) {
+    for (const auto& field : kAttnFields<P>) p.attn.*field.member = next(specs[i++]);
+  }
+  return p;
+}
+
+// The same fields of p mapped through f (a parameter's data or gradient).
+template <class Q, class P, class F>
+train::Params<Q> map_params(const train::Params<P>& p, bool attention, F f) {
+  train::Params<Q> q;
+  q.embed = f(p.embed);
+  q.dec_bias = f(p.dec_bias);
+  q.blocks.resize(p.blocks.size());
+  for (size_t l = 0; l < p.blocks.size(); ++l) {
+    for (size_t k = 0; k < std::size(kBlockFields<P>); ++k) {
+      q.blocks[l].*kBlockFields<Q>[k].member = f(p.blocks[l].*kBlockFields<P>[k].member);
+    }
+  }
+  if (attention) {
+    for (size_t k = 0; k < std::size(kAttnFields<P>); ++k) {
+      q.attn.*kAttnFields<Q>[k].member = f(p.attn.*kAttnFields<P>[k].member);
+    }
+  }
+  return q;
+}
 
 // Deterministic weight initialisation independent of LibTorch's generators
 // (whose vectorised normal_ differs between CPU capabilities): splitmix64 and

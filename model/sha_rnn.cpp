@@ -55,46 +55,11 @@ ShaRnnState ShaRnnState::rows(int64_t from, int64_t count) const {
 
 ShaRnnImpl::ShaRnnImpl(const ModelConfig& cfg) : cfg_(cfg) {
   SHAZIP_ASSERT(cfg_.validate().empty());
-  const int64_t d = cfg_.dim;
-  const int64_t f = int64_t{cfg_.boom_factor} * d;
-  auto param = [&](const std::string& name, at::IntArrayRef shape) {
-    return register_parameter(name, torch::empty(shape));
-  };
-  embed_ = param("embed", {256, d});
-  dec_bias_ = param("dec_bias", {256});
-  for (int l = 0; l < cfg_.layers; ++l) {
-    const std::string p = "block" + std::to_string(l) + "_";
-    Block b;
-    b.ln_start_w = param(p + "ln_start_weight", {d});
-    b.ln_start_b = param(p + "ln_start_bias", {d});
-    b.w_ih = param(p + "lstm_weight_ih", {4 * d, d});
-    b.w_hh = param(p + "lstm_weight_hh", {4 * d, d});
-    b.b_ih = param(p + "lstm_bias_ih", {4 * d});
-    b.b_hh = param(p + "lstm_bias_hh", {4 * d});
-    b.ln_ff_w = param(p + "ln_ff_weight", {d});
-    b.ln_ff_b = param(p + "ln_ff_bias", {d});
-    b.ln_xff_w = param(p + "ln_xff_weight", {d});
-    b.ln_xff_b = param(p + "ln_xff_bias", {d});
-    b.boom_w = param(p + "boom_weight", {f, d});
-    b.boom_b = param(p + "boom_bias", {f});
-    blocks_.push_back(b);
-  }
-  if (cfg_.attn_layer >= 0) {
-    const std::string p = "attn_";
-    attn_.ln_mem_w = param(p + "ln_mem_weight", {d});
-    attn_.ln_mem_b = param(p + "ln_mem_bias", {d});
-    attn_.ln_mid_w = param(p + "ln_mid_weight", {d});
-    attn_.ln_mid_b = param(p + "ln_mid_bias", {d});
-    attn_.q_w = param(p + "q_weight", {d, d});
-    attn_.q_b = param(p + "q_bias", {d});
-    attn_.q_ln_w = param(p + "q_ln_weight", {d});
-    attn_.q_ln_b = param(p + "q_ln_bias", {d});
-    attn_.qs = param(p + "qs", {d});
-    attn_.ks = param(p + "ks", {d});
-    attn_.vs = param(p + "vs", {d});
-    attn_.vq_w = param(p + "vq_weight", {2 * d, d});
-    attn_.vq_b = param(p + "vq_bias", {2 * d});
-  }
+  // Registered in param_specs' order (params.h), the order the initial
+  // values are drawn in and LibTorch's optimizer (archives before format 5)
+  // steps them in.
+  p_ = params_in_order<at::Tensor>(
+      cfg_, [&](const ParamSpec& s) { return register_parameter(s.name, torch::empty(s.shape)); });
   init_weights();
   refresh_gates();
 }
@@ -118,7 +83,7 @@ void ShaRnnImpl::init_weights() {
 void ShaRnnImpl::refresh_gates() {
   if (cfg_.attn_layer < 0) return;
   torch::NoGradGuard no_grad;
-  if (cfg_.train_kernels && embed_.is_cpu()) {
+  if (cfg_.train_kernels && p_.embed.is_cpu()) {
     // Format 7: the gates on shazip's arithmetic too (train_kernels.h).
     const int64_t d = cfg_.dim;
     query_gate_ = at::empty({d}, torch::kFloat32);
@@ -128,12 +93,12 @@ void ShaRnnImpl::refresh_gates() {
     return;
   }
 #ifdef SHAZIP_HAVE_CUDA
-  if (cfg_.cuda_step_kernels && embed_.is_cuda()) {
+  if (cfg_.cuda_step_kernels && p_.embed.is_cuda()) {
     // Format 9: the same arithmetic on the device, for the CUDA step kernels.
     const int64_t d = cfg_.dim;
-    query_gate_ = at::empty({d}, embed_.options());
-    value_gate_ = at::empty({d}, embed_.options());
-    const at::Tensor scratch = at::empty({d}, embed_.options());
+    query_gate_ = at::empty({d}, p_.embed.options());
+    value_gate_ = at::empty({d}, p_.embed.options());
+    const at::Tensor scratch = at::empty({d}, p_.embed.options());
     const train::Weights w = weights();
     const cudaError_t err =
         cuda::attention_gates_device(w.attn, d, scratch.data_ptr<float>(), query_gate_.data_ptr<float>(),
@@ -149,14 +114,14 @@ void ShaRnnImpl::refresh_gates() {
 // sigmoid(qs) scales the query and sigmoid(ks) the keys; both, and the
 // 1/sqrt(d) of scaled dot-product attention, fold into one query-side vector.
 at::Tensor ShaRnnImpl::query_gate() const {
-  return at::sigmoid(attn_.qs) * at::sigmoid(attn_.ks) * (1.0 / std::sqrt(double(cfg_.dim)));
+  return at::sigmoid(p_.attn.qs) * at::sigmoid(p_.attn.ks) * (1.0 / std::sqrt(double(cfg_.dim)));
 }
 
 // The reference's "overparam" value gate: c, f = Linear(sigmoid(vs)) split in
 // two; gate = sigmoid(f) * tanh(c). Values are the keys times this gate, so the
 // gate is applied once to the attention's output instead.
 at::Tensor ShaRnnImpl::value_gate() const {
-  const auto cf = at::linear(at::sigmoid(attn_.vs), attn_.vq_w, attn_.vq_b).chunk(2, -1);
+  const auto cf = at::linear(at::sigmoid(p_.attn.vs), p_.attn.vq_w, p_.attn.vq_b).chunk(2, -1);
   return at::sigmoid(cf[1]) * at::tanh(cf[0]);
 }
 
@@ -186,32 +151,32 @@ at::Tensor ShaRnnImpl::step(const at::Tensor& x, ShaRnnState& s) {
 #ifdef SHAZIP_HAVE_CUDA
   if (cfg_.cuda_step_kernels && x.is_cuda()) return step_cuda(x, s);
 #endif
-  at::Tensor h = at::embedding(embed_, x);
+  at::Tensor h = at::embedding(p_.embed, x);
   for (int l = 0; l < cfg_.layers; ++l) {
-    const Block& b = blocks_[l];
+    const Block& b = p_.blocks[l];
     h = layer_norm(h, b.ln_start_w, b.ln_start_b);
     auto hc = lstm_step(h, s.h[l], s.c[l], b.w_ih, b.w_hh, b.b_ih, b.b_hh);
     s.h[l] = hc.first;
     s.c[l] = hc.second;
     h = s.h[l];
     if (l == cfg_.attn_layer) {
-      const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
-      const at::Tensor hq = layer_norm(h, attn_.ln_mid_w, attn_.ln_mid_b);
+      const at::Tensor mh = layer_norm(h, p_.attn.ln_mem_w, p_.attn.ln_mem_b);
+      const at::Tensor hq = layer_norm(h, p_.attn.ln_mid_w, p_.attn.ln_mid_b);
       // The current position joins the memory first: it is its own key too.
       const int64_t slots = s.mem.size(1);
       s.mem.select(1, s.mem_pos).copy_(mh);
       s.mem_pos = (s.mem_pos + 1) % slots;
       s.mem_fill = std::min(s.mem_fill + 1, slots);
       const at::Tensor keys = s.mem.narrow(1, 0, s.mem_fill);          // (B, F, d)
-      const at::Tensor q = layer_norm(at::linear(hq, attn_.q_w, attn_.q_b), attn_.q_ln_w,
-                                      attn_.q_ln_b) * query_gate_;     // (B, d)
+      const at::Tensor q = layer_norm(at::linear(hq, p_.attn.q_w, p_.attn.q_b), p_.attn.q_ln_w,
+                                      p_.attn.q_ln_b) * query_gate_;     // (B, d)
       const at::Tensor w = at::softmax(at::bmm(keys, q.unsqueeze(2)), 1);  // (B, F, 1)
       const at::Tensor mix = at::bmm(w.transpose(1, 2), keys).squeeze(1);  // (B, d)
       h = mix * value_gate_ + hq;
     }
     h = boom(b, h);
   }
-  return at::linear(h, embed_, dec_bias_);
+  return at::linear(h, p_.embed, p_.dec_bias);
 }
 
 namespace {
@@ -244,13 +209,13 @@ at::Tensor ShaRnnImpl::step_cuda(const at::Tensor& x, ShaRnnState& s) {
   const step::Shape shape = step_shape(s);
   SHAZIP_ASSERT(shape.batch == x.size(0));
   const int64_t need = static_cast<int64_t>(cuda::step_scratch_floats(shape));
-  if (!cuda_scratch_.defined() || cuda_scratch_.numel() < need || cuda_scratch_.device() != embed_.device()) {
-    cuda_scratch_ = at::empty({need}, embed_.options());
+  if (!cuda_scratch_.defined() || cuda_scratch_.numel() < need || cuda_scratch_.device() != p_.embed.device()) {
+    cuda_scratch_ = at::empty({need}, p_.embed.options());
   }
   const step::State st = step_state(s);
   const int64_t keys = cfg_.attn_layer >= 0 ? std::min(s.mem_fill + 1, shape.slots) : 0;
   const at::Tensor bytes = x.to(torch::kInt64).contiguous();
-  at::Tensor logits = at::empty({shape.batch, 256}, embed_.options());
+  at::Tensor logits = at::empty({shape.batch, 256}, p_.embed.options());
   const train::Weights w = weights();
   const cudaError_t err = cuda::step_device(
       shape, w, cfg_.attn_layer >= 0 ? floats(query_gate_) : nullptr,
@@ -271,28 +236,14 @@ train::Weights ShaRnnImpl::weights() const {
 
 template <class P, class Get>
 train::Params<P> ShaRnnImpl::params_of(Get get) const {
-  train::Params<P> p;
-  p.embed = get(embed_);
-  p.dec_bias = get(dec_bias_);
-  for (const Block& b : blocks_) {
-    p.blocks.push_back({get(b.ln_start_w), get(b.ln_start_b), get(b.w_ih), get(b.w_hh), get(b.b_ih), get(b.b_hh),
-                        get(b.ln_ff_w), get(b.ln_ff_b), get(b.ln_xff_w), get(b.ln_xff_b), get(b.boom_w),
-                        get(b.boom_b)});
-  }
-  if (cfg_.attn_layer >= 0) {
-    const Attention& a = attn_;
-    p.attn = {get(a.ln_mem_w), get(a.ln_mem_b), get(a.ln_mid_w), get(a.ln_mid_b), get(a.q_w),
-              get(a.q_b),      get(a.q_ln_w),   get(a.q_ln_b),   get(a.qs),       get(a.ks),
-              get(a.vs),       get(a.vq_w),     get(a.vq_b)};
-  }
-  return p;
+  return map_params<P>(p_, cfg_.attn_layer >= 0, get);
 }
 
 train::Grads ShaRnnImpl::gradients() const {
   return params_of<float*>([&](const at::Tensor& t) {
     const at::Tensor& grad = t.grad();
     SHAZIP_ASSERT(grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32 &&
-                  grad.device() == embed_.device());
+                  grad.device() == p_.embed.device());
     return grad.data_ptr<float>();
   });
 }
@@ -349,13 +300,13 @@ train::Start ShaRnnImpl::train_start(const ShaRnnState& s) const {
 
 double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, bool want_loss) {
   SHAZIP_ASSERT(bytes.dim() == 2 && bytes.size(1) == cfg_.seg_len + 1);
-  const at::Tensor in = bytes.to(embed_.device(), torch::kInt64).contiguous();
+  const at::Tensor in = bytes.to(p_.embed.device(), torch::kInt64).contiguous();
   const train::Weights w = weights();
   const train::Grads g = gradients();
   const train::Shape shape = train_shape(in.size(0));
   const train::Start start = train_start(s);
 #ifdef SHAZIP_HAVE_CUDA
-  if (embed_.is_cuda()) {
+  if (p_.embed.is_cuda()) {
     SHAZIP_ASSERT(cfg_.cuda_training_kernels());
     if (!cuda_train_pass_) cuda_train_pass_ = std::make_shared<cuda::TrainPass>();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -364,25 +315,25 @@ double ShaRnnImpl::train_segment(const at::Tensor& bytes, const ShaRnnState& s, 
     return want_loss ? cuda_train_pass_->loss(stream) : std::numeric_limits<double>::quiet_NaN();
   }
 #endif
-  SHAZIP_ASSERT(embed_.is_cpu());
+  SHAZIP_ASSERT(p_.embed.is_cpu());
   (void)want_loss;
   return train_pass_.run(shape, w, start, in.data_ptr<int64_t>(), g);
 }
 
 at::Tensor ShaRnnImpl::forward_segment(const at::Tensor& x, const ShaRnnState& s) {
   const int64_t seg = x.size(1);
-  at::Tensor h = at::embedding(embed_, x);  // (B, T, d)
+  at::Tensor h = at::embedding(p_.embed, x);  // (B, T, d)
   for (int l = 0; l < cfg_.layers; ++l) {
-    const Block& b = blocks_[l];
+    const Block& b = p_.blocks[l];
     h = layer_norm(h, b.ln_start_w, b.ln_start_b);
     h = lstm_layer(h, s.h[l], s.c[l], b.w_ih, b.w_hh, b.b_ih, b.b_hh);
     if (l == cfg_.attn_layer) {
-      const at::Tensor mh = layer_norm(h, attn_.ln_mem_w, attn_.ln_mem_b);
-      const at::Tensor hq = layer_norm(h, attn_.ln_mid_w, attn_.ln_mid_b);
+      const at::Tensor mh = layer_norm(h, p_.attn.ln_mem_w, p_.attn.ln_mem_b);
+      const at::Tensor hq = layer_norm(h, p_.attn.ln_mid_w, p_.attn.ln_mid_b);
       const int64_t past = s.mem_fill;
       const at::Tensor keys = past > 0 ? at::cat({s.mem.narrow(1, 0, past), mh}, 1) : mh;
-      const at::Tensor q = layer_norm(at::linear(hq, attn_.q_w, attn_.q_b), attn_.q_ln_w,
-                                      attn_.q_ln_b) * query_gate();    // (B, T, d)
+      const at::Tensor q = layer_norm(at::linear(hq, p_.attn.q_w, p_.attn.q_b), p_.attn.q_ln_w,
+                                      p_.attn.q_ln_b) * query_gate();    // (B, T, d)
       // Memory fully visible; causal within the segment (a position sees itself).
       const auto opts = h.options();
       const at::Tensor causal =
@@ -393,7 +344,7 @@ at::Tensor ShaRnnImpl::forward_segment(const at::Tensor& x, const ShaRnnState& s
     }
     h = boom(b, h);
   }
-  return at::linear(h, embed_, dec_bias_);
+  return at::linear(h, p_.embed, p_.dec_bias);
 }
 
 }  // namespace shazip::model

@@ -97,18 +97,8 @@ class ShaRnnImpl : public torch::nn::Module {
   void refresh_gates();
 
  private:
-  struct Block {
-    at::Tensor ln_start_w, ln_start_b;
-    at::Tensor w_ih, w_hh, b_ih, b_hh;   // LSTM, gate order i, f, g, o
-    at::Tensor ln_ff_w, ln_ff_b, ln_xff_w, ln_xff_b;
-    at::Tensor boom_w, boom_b;           // (f, d), (f)
-  };
-  struct Attention {
-    at::Tensor ln_mem_w, ln_mem_b, ln_mid_w, ln_mid_b;
-    at::Tensor q_w, q_b, q_ln_w, q_ln_b;
-    at::Tensor qs, ks, vs;               // gates before sigmoid, (d)
-    at::Tensor vq_w, vq_b;               // overparam value gate, (2d, d), (2d)
-  };
+  // The parameters, registered from params.h's list.
+  using Block = train::BlockParams<at::Tensor>;  // LSTM gate order i, f, g, o
 
   // step() on the step kernels, and on the CUDA step kernels (CUDA builds).
   at::Tensor step_own(const at::Tensor& x, ShaRnnState& state);
@@ -123,10 +113,7 @@ class ShaRnnImpl : public torch::nn::Module {
   void init_weights();
 
   ModelConfig cfg_;
-  at::Tensor embed_;    // (256, d), also the decoder's weight
-  at::Tensor dec_bias_; // (256)
-  std::vector<Block> blocks_;
-  Attention attn_;
+  train::Params<at::Tensor> p_;  // embed (256, d) is also the decoder's weight
   at::Tensor query_gate_, value_gate_;  // step()'s cached copies, no grad
   std::vector<float> buf_;              // step_own()'s scratch rows
   at::Tensor cuda_scratch_;             // step_cuda()'s, on the device
