@@ -61,6 +61,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !own_rates) s << " own-rates=0";
   if (mix >= 2 && !one_sided) s << " one-sided=0";
   if (mix >= 2 && !nibble_groups) s << " nibble-groups=0";
+  if (mix >= 2 && !text_contexts) s << " text-contexts=0";
   return s.str();
 }
 
@@ -89,6 +90,7 @@ std::string ModelConfig::validate() const {
   if (own_rates < 0 || own_rates > 1) return "own rates must be 0 or 1";
   if (one_sided < 0 || one_sided > 1) return "one-sided inputs must be 0 or 1";
   if (nibble_groups < 0 || nibble_groups > 1) return "nibble groups must be 0 or 1";
+  if (text_contexts < 0 || text_contexts > 1) return "text contexts must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -123,6 +125,12 @@ Preset preset(int level) {
   // 2-core VM (huge pages pay for the larger tables): the encoder overlaps
   // them with the model, the decoder cannot, so they cap a GPU's compression
   // near that speed and add to its decompression time.
+  // The text contexts (format 18) are in presets 1-5 only: 0.4-0.6% smaller,
+  // but at level 3 they take the stage from 110-118 KB/s to 91-100 on 4 MB
+  // of enwik8 (RESULTS.md, "Text contexts"), under the 100 KB/s that the GPU
+  // presets aim at, whose size target preset 6 already meets (1.547 bpc on
+  // dickens). The header flag records the choice, so it can change with a
+  // GPU host's measurement, without a new format.
   //
   // Training groups (format 8): the GPU presets' many streams would cut the
   // Adam steps per byte (on dickens, preset 2's SHA-RNN with 256 streams and
@@ -153,6 +161,7 @@ Preset preset(int level) {
   p.model.lr_decay = 2e-4f;  // lr halves after 5000 steps (tuned on enwik6)
   p.model.mix = r.mix;
   p.model.train_groups = r.groups;
+  p.model.text_contexts = level <= 5 ? 1 : 0;
   p.streams = r.streams;
   return p;
 }
@@ -177,6 +186,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.own_rates = m.own_rates != 0;
   t.one_sided = m.one_sided != 0;
   set_nibble_groups(t, m.nibble_groups != 0);
+  t.text_contexts = m.text_contexts != 0;
   return t;
 }
 

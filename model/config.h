@@ -105,6 +105,9 @@ struct ModelConfig {
                             //    bits in one pair of cache lines, and lower initial mixer
                             //    weights (format v16; MixTuning::nibble_groups); 0, every
                             //    bit's slot hashed apart (formats up to 15)
+  int text_contexts = 1;    // mix levels 2 and 3: 1, six contexts of the text's structure
+                            //    and an order-3 APM (format v18; MixTuning::text_contexts);
+                            //    0, neither (formats up to 17)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -459,12 +459,14 @@ class Mixer {
 // Contexts. Level 1: orders 2, 3, 4, 6, word + previous byte, word +
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
 // and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
-// contexts put three others in the places of three of them), and the stream
-// contexts 4 more (compute_contexts).
+// contexts put three others in the places of three of them), the text
+// contexts 6 more and the stream contexts 4 more, in this order
+// (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
+constexpr int kTextHashed = 6;
 constexpr int kStreamHashed = 4;
-constexpr int kMaxHashed = kLevel2Hashed + kStreamHashed;
+constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + kStreamHashed;
 
 // Level 2's indirect contexts remember the two bytes that followed each c2c1
 // and each c1: in direct tables shared by the streams, or with the stream
@@ -475,7 +477,8 @@ constexpr int kStreamIndirect1Bits = 18;
 // Hashed contexts of a mixing stage.
 int hashed_contexts(int streams, const MixTuning& t) {
   if (t.level < 2) return kLevel1Hashed;
-  return kLevel2Hashed + (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
+  return kLevel2Hashed + (uses_text_contexts(t) ? kTextHashed : 0) +
+         (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
 }
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
 // previous byte (indices into the hashed contexts).
@@ -524,6 +527,15 @@ struct StreamState {
   uint64_t line_start = 0, prev_line_start = 0;  // where the last two lines start in hist (level 2)
   uint32_t column = 0;      // bytes since the line start (level 2)
   uint32_t markup = 0;      // the last two markup characters ([]{}<>|=';&) (level 2)
+  // The text contexts (format 18): the word three back; the open brackets
+  // ( [ { < innermost in the low byte, and how many are open; the first two
+  // bytes of the line; where the last space and the last punctuation or
+  // newline are in hist (one past them).
+  uint32_t prev_word3 = 0;
+  uint64_t nest = 0;
+  uint32_t nest_depth = 0;
+  uint32_t line_head = 0;
+  uint64_t after_space = 0, after_punct = 0;
   uint32_t base[kMaxHashed] = {};  // context hashes for the next byte
   uint32_t* runs[kRuns] = {};      // level 2: this byte's run map entries
   std::vector<uint8_t> hist;       // every byte of the stream so far
@@ -602,6 +614,7 @@ bool uses_own_rates(const MixTuning& t) { return t.own_rates && t.level >= 2; }
 bool uses_one_sided(const MixTuning& t) { return t.one_sided && t.level >= 2; }
 
 bool uses_nibble_groups(const MixTuning& t) { return t.nibble_groups && t.level >= 2; }
+bool uses_text_contexts(const MixTuning& t) { return t.text_contexts && t.level >= 2; }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -702,13 +715,15 @@ struct ContextMixer::Impl {
         own_rates(uses_own_rates(t)),
         one_sided(uses_one_sided(t)),
         nibble_groups(uses_nibble_groups(t)),
+        text(uses_text_contexts(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : kApmOrder0Contexts, t.apm_rate),
         apm_order1(65536, t.apm_rate, own_rates),
         apm_order2(level2 ? 65536 : 0, t.apm_rate, own_rates),
-        apm_nn(level3 ? kApmNnContexts : 0, t.apm_rate, own_rates) {
+        apm_nn(level3 ? kApmNnContexts : 0, t.apm_rate, own_rates),
+        apm_order3(text ? 65536 : 0, t.apm_rate, own_rates) {
     SHAZIP_ASSERT(streams >= 1 && static_cast<uint64_t>(streams) <= kMaxMixStreams);
     SHAZIP_ASSERT(t.level >= 1 && t.level <= kMaxMixLevel);
     SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&
@@ -724,6 +739,10 @@ struct ContextMixer::Impl {
       indirect1_bits = stream_local ? kStreamIndirect1Bits : 8;
       indirect2 = ZeroArray<uint16_t>(size_t{1} << indirect2_bits);
       indirect1 = ZeroArray<uint16_t>(size_t{1} << indirect1_bits);
+      if (text) {
+        word_next_bits = bits.hashed;
+        word_next = ZeroArray<uint32_t>(size_t{1} << word_next_bits);
+      }
     } else {
       for (StreamState& s : state) s.match_table = ZeroArray<uint32_t>(size_t{1} << bits.match);
       match_mask = (uint32_t{1} << bits.match) - 1;
@@ -758,6 +777,11 @@ struct ContextMixer::Impl {
   uint32_t indirect1_at(const StreamState& s, uint32_t c1) const {
     if (!stream_local) return c1;
     return stream_hash(uint64_t{c1} | uint64_t{1} << 60, s) >> (32 - indirect1_bits);
+  }
+
+  // The text contexts' entry for what followed a word (its hash).
+  uint32_t word_next_at(uint32_t word) const {
+    return hash32(uint64_t{word} | uint64_t{1} << 40) >> (32 - word_next_bits);
   }
 
   void compute_contexts(StreamState& s) {
@@ -810,6 +834,26 @@ struct ContextMixer::Impl {
     s.base[20] = hash32(expected | uint64_t{22} << 56);                                // match prediction
     s.base[21] = hash32((uint64_t{s.markup} << 32 | s.word) ^ uint64_t{23} << 56);    // markup + word
     s.base[22] = hash32((uint64_t{s.prev_word2} << 32 | s.word) ^ uint64_t{24} << 56);  // word + word 2 back
+    if (text) {
+      const uint64_t c1 = h & 0xFF;
+      // The word that followed the last occurrence of the previous word, the
+      // word so far and the last byte.
+      const uint32_t predicted = word_next[word_next_at(s.prev_word)];
+      s.base[23] = hash32((uint64_t{predicted} << 32 | s.word) ^ c1 << 8 ^ uint64_t{30} << 56);
+      s.base[24] = hash32((uint64_t{s.word} << 32 | s.prev_word3) ^ uint64_t{31} << 56);  // word + word 3 back
+      // The innermost two open brackets, how many are open, the last byte.
+      s.base[25] = hash32(((s.nest & 0xFFFF) | uint64_t{std::min<uint32_t>(s.nest_depth, 7)} << 16 | c1 << 24) ^
+                          uint64_t{32} << 56);
+      // The line's first two bytes, the column, the last byte.
+      s.base[26] = hash32((uint64_t{s.line_head} | uint64_t{std::min<uint32_t>(s.column, 31)} << 16 | c1 << 24) ^
+                          uint64_t{33} << 56);
+      // How far back the last space and the last punctuation are, the last byte.
+      const uint64_t n = s.hist.size();
+      s.base[27] = hash32((std::min<uint64_t>(n - s.after_space, 15) | std::min<uint64_t>(n - s.after_punct, 31) << 4 |
+                           c1 << 16) ^ uint64_t{34} << 56);
+      // The word and the last four bytes' classes.
+      s.base[28] = hash32((uint64_t{s.word} << 32 | (s.classes & kLastClasses4)) ^ uint64_t{35} << 56);
+    }
     if (!stream_local) return;
     // The stream contexts: a context's hash hashed again with the stream.
     const uint64_t local[kStreamHashed] = {
@@ -820,7 +864,7 @@ struct ContextMixer::Impl {
     };
     for (int k = 0; k < kStreamHashed; ++k) {
       const uint32_t inner = hash32(local[k] ^ static_cast<uint64_t>(25 + k) << 56);
-      s.base[kLevel2Hashed + k] = stream_hash(inner, s);
+      s.base[kLevel2Hashed + (text ? kTextHashed : 0) + k] = stream_hash(inner, s);
     }
   }
 
@@ -905,6 +949,7 @@ struct ContextMixer::Impl {
       i1 = static_cast<uint16_t>(i1 << 8 | byte);
       if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
       if (class_contexts) s.classes = (s.classes << kClassBits | static_cast<uint64_t>(char_class(byte))) & kClassMask;
+      if (text) end_text_byte(s, byte);
     }
     s.hist.push_back(static_cast<uint8_t>(byte));
     s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
@@ -920,6 +965,8 @@ struct ContextMixer::Impl {
     if ((lower >= 'a' && lower <= 'z') || byte >= 128) {
       s.word = (s.word + static_cast<uint32_t>(lower) + 1) * 0x2E1B5A3Du;
     } else if (s.word != 0) {
+      if (text) word_next[word_next_at(s.prev_word)] = s.word;
+      s.prev_word3 = s.prev_word2;
       s.prev_word2 = s.prev_word;
       s.prev_word = s.word;
       s.word = 0;
@@ -930,6 +977,27 @@ struct ContextMixer::Impl {
       update_own_match(s, byte);
     }
     compute_contexts(s);
+  }
+
+  // The text contexts' state after `byte` (before it joins hist).
+  static void end_text_byte(StreamState& s, int byte) {
+    if (byte == '(' || byte == '[' || byte == '{' || byte == '<') {
+      s.nest = s.nest << 8 | static_cast<uint64_t>(byte);
+      ++s.nest_depth;
+    } else if ((byte == ')' || byte == ']' || byte == '}' || byte == '>') && s.nest_depth > 0) {
+      s.nest >>= 8;
+      --s.nest_depth;
+    }
+    const uint64_t n = s.hist.size() + 1;  // with this byte
+    if (byte == ' ') s.after_space = n;
+    if (byte == '.' || byte == ',' || byte == ';' || byte == ':' || byte == '!' || byte == '?' || byte == '\n') {
+      s.after_punct = n;
+    }
+    if (byte == '\n') {
+      s.line_head = 0;
+    } else if (n - s.line_start <= 2) {
+      s.line_head = s.line_head << 8 | static_cast<uint32_t>(byte);
+    }
   }
 
   // Level 2: the slot of hashed context i for this bit, by its check byte
@@ -955,6 +1023,7 @@ struct ContextMixer::Impl {
   const bool own_rates;       // the own rates (context_mix.h)
   const bool one_sided;       // the one-sided inputs (context_mix.h)
   const bool nibble_groups;   // the nibble groups (context_mix.h)
+  const bool text;            // the text contexts (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
@@ -971,12 +1040,16 @@ struct ContextMixer::Impl {
   // Level 2: the two bytes that followed the last occurrence of each c2c1 and c1.
   ZeroArray<uint16_t> indirect2{0}, indirect1{0};
   int indirect2_bits = 0, indirect1_bits = 0;
+  // The text contexts: per word hash, the hash of the word that followed it last.
+  ZeroArray<uint32_t> word_next{0};
+  int word_next_bits = 0;
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1, {0}};
   Mixer layer2_match{1, 1, {0}};  // the one-sided inputs' second layer-2 vector
   int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
   Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
+  Apm apm_order3;  // the text contexts: by order 3
 
   // The byte in progress.
   StreamState* cur = nullptr;
@@ -1008,6 +1081,9 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
   bytes += level2 ? 0 : Apm::bytes(kApmOrder0Contexts, false);                      // level 1's order-0 APM
   if (tuning.level >= 3) bytes += Apm::bytes(kApmNnContexts, uses_own_rates(tuning));  // level 3's SHA-RNN APM
+  if (uses_text_contexts(tuning)) {  // the text contexts' order-3 APM and word table
+    bytes += Apm::bytes(65536, uses_own_rates(tuning)) + (uint64_t{4} << bits.hashed);
+  }
   bytes += (uint64_t{4} << 16) + (uint64_t{4} << 8);       // orders 1 and 0
   const uint64_t inputs = padded(layer1_inputs(streams, tuning));
   uint64_t contexts = 0;
@@ -1059,6 +1135,12 @@ uint32_t ContextMixer::predict(int nn_p12) {
     const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
     apm2_ctx = static_cast<int>((hash32(c2c1 | uint64_t{1} << 40) ^ spread_c0) >> 16);
     m.apm_order2.prefetch(apm2_ctx);
+  }
+  int apm3_ctx = 0;
+  if (m.text) {
+    const uint32_t c3 = static_cast<uint32_t>(s.last8 & 0xFFFFFF);
+    apm3_ctx = static_cast<int>((hash32(c3 | uint64_t{3} << 40) ^ spread_c0) >> 16);
+    m.apm_order3.prefetch(apm3_ctx);
   }
   int* x = m.x;
   x[0] = m.tuning.use_nn ? stretch(std::clamp(nn_p12, 1, 4095)) : 0;
@@ -1157,12 +1239,15 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
   if (m.level2) {
     const int a2 = m.apm_order2.refine(m.mix_p12, apm2_ctx);
+    // With the text contexts the order-3 APM takes one of the order-2 APM's
+    // two shares.
+    const int a3 = m.text ? m.apm_order3.refine(m.mix_p12, apm3_ctx) : a2;
     if (m.level3) {
       // The SHA-RNN's confidence in 32 steps (twice the mixers' resolution).
-      const int a3 = m.apm_nn.refine(m.mix_p12, ((x[0] + 2048) >> 7) * 8 + m.bitpos);
-      p16 = (m.mix_p12 * 32 + a1 + 2 * a2 + a3) / 6;
+      const int a_nn = m.apm_nn.refine(m.mix_p12, ((x[0] + 2048) >> 7) * 8 + m.bitpos);
+      p16 = (m.mix_p12 * 32 + a1 + a2 + a3 + a_nn) / 6;
     } else {
-      p16 = (m.mix_p12 * 16 + a1 + 2 * a2 + 2) >> 2;
+      p16 = (m.mix_p12 * 16 + a1 + a2 + a3 + 2) >> 2;
     }
   } else {
     const int a0 = m.apm_order0.refine(m.mix_p12, c0);
@@ -1208,6 +1293,7 @@ void ContextMixer::update(int bit) {
     }
     m.apm_order2.update(bit);
     if (m.level3) m.apm_nn.update(bit);
+    if (m.text) m.apm_order3.update(bit);
   } else {
     for (int i = 2; i < 2 + m.n_hashed; ++i) Counters::update(*m.slots[i], bit, limit);
     m.apm_order0.update(bit);

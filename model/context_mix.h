@@ -87,6 +87,14 @@ constexpr int kMaxMixLevel = 3;
 // still with its own check byte: the stage is memory-bound, and so about
 // 1.25x faster at level 2 and 1.5x at level 3, at the same size. Format 16
 // also lowers the initial weights from level 2 on (set_nibble_groups).
+// Text contexts (format version 18, levels 2 and 3): six more hashed
+// contexts about the text's structure rather than its last bytes: the word
+// that followed the previous word when it last occurred (with the word so far
+// and the last byte), the word with the word three back, the innermost two
+// open brackets and their depth, the line's first two bytes with the column,
+// how far back the last space and the last punctuation are (these three with
+// the last byte), and the word with the last four bytes' classes; and a final
+// APM by order 3, which takes one of the order-2 APM's two shares.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -115,6 +123,8 @@ struct MixTuning {
                                  // match state's second layer (above); a header flag as well
   bool nibble_groups = false;    // levels 2 and 3: the nibble groups (above); a header
                                  // flag as well (set with set_nibble_groups)
+  bool text_contexts = false;    // levels 2 and 3: the text contexts (above); a header
+                                 // flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -136,6 +146,9 @@ bool uses_one_sided(const MixTuning& t);
 // Whether a mixing stage has the nibble groups: the tuning asks for them and
 // the level is 2 or 3.
 bool uses_nibble_groups(const MixTuning& t);
+// Whether a mixing stage has the text contexts: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_text_contexts(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

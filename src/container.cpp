@@ -116,6 +116,7 @@ constexpr FlagBit kFlagBits[] = {
     {512, 14, &model::ModelConfig::own_rates},          // before: one rate for the first mixing layer
     {1024, 15, &model::ModelConfig::one_sided},         // before: no one-sided inputs, one layer-2 vector
     {2048, 16, &model::ModelConfig::nibble_groups},     // before: every bit's slot hashed apart
+    {4096, 18, &model::ModelConfig::text_contexts},     // before: no text contexts
 };
 
 // The neural method's block before its strings, versions 1 to 16: every

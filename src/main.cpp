@@ -298,10 +298,16 @@ void list_member(const Member& m, const Options& o) {
     }
     if (h.model.mix) {
       const model::MixTuning tuning = model::mix_tuning(h.model);
-      std::string with;  // ", with stream and class contexts", or one of them, or nothing
-      if (model::uses_stream_contexts(h.streams, tuning)) with = "stream";
-      if (model::uses_class_contexts(tuning)) with += with.empty() ? "class" : " and class";
-      if (!with.empty()) with = ", with " + with + " contexts";
+      // ", with stream, class and text contexts", or those of them in use, or nothing
+      std::vector<std::string> kinds;
+      if (model::uses_stream_contexts(h.streams, tuning)) kinds.push_back("stream");
+      if (model::uses_class_contexts(tuning)) kinds.push_back("class");
+      if (model::uses_text_contexts(tuning)) kinds.push_back("text");
+      std::string with;
+      for (size_t i = 0; i < kinds.size(); ++i) {
+        with += (i == 0 ? ", with " : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];
+      }
+      if (!with.empty()) with += " contexts";
       if (model::uses_own_rates(tuning)) with += ", own rates";
       if (model::uses_one_sided(tuning)) with += ", one-sided inputs";
       if (model::uses_nibble_groups(tuning)) with += ", nibble groups";
