@@ -864,7 +864,7 @@ struct ContextMixer::Impl {
     };
     for (int k = 0; k < kStreamHashed; ++k) {
       const uint32_t inner = hash32(local[k] ^ static_cast<uint64_t>(25 + k) << 56);
-      s.base[kLevel2Hashed + (text ? kTextHashed : 0) + k] = stream_hash(inner, s);
+      s.base[n_hashed - kStreamHashed + k] = stream_hash(inner, s);  // the last kStreamHashed
     }
   }
 
@@ -989,10 +989,9 @@ struct ContextMixer::Impl {
       --s.nest_depth;
     }
     const uint64_t n = s.hist.size() + 1;  // with this byte
-    if (byte == ' ') s.after_space = n;
-    if (byte == '.' || byte == ',' || byte == ';' || byte == ':' || byte == '!' || byte == '?' || byte == '\n') {
-      s.after_punct = n;
-    }
+    const int cls = char_class(byte);
+    if (cls == 3) s.after_space = n;               // a space
+    if (cls == 4 || cls == 5) s.after_punct = n;  // a newline, or one of .,;:!?
     if (byte == '\n') {
       s.line_head = 0;
     } else if (n - s.line_start <= 2) {

@@ -23,12 +23,6 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   SHAZIP_ASSERT(cfg_.validate().empty() && streams_ >= 1 && handles(cfg_, true));
   keep_scratch_in_heap();
   const int64_t d = cfg_.dim, b = streams_, n = layout_.size();
-  train_shape_.batch = b;
-  train_shape_.seg = cfg_.seg_len;
-  train_shape_.dim = d;
-  train_shape_.boom_factor = cfg_.boom_factor;
-  train_shape_.attn_layer = cfg_.attn_layer;
-  train_shape_.ln_eps = static_cast<float>(kLayerNormEps);
 
   trainer_.flat.resize(static_cast<size_t>(n));
   layout_.init(trainer_.flat.data());
@@ -52,12 +46,7 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   // The step path's shape, state and weights as the kernels take them: the
   // buffers behind them keep their places from here on (state_ is only
   // copied from, lagged_.flat only copied into).
-  step_shape_.batch = b;
-  step_shape_.dim = d;
-  step_shape_.boom_factor = cfg_.boom_factor;
-  step_shape_.attn_layer = cfg_.attn_layer;
-  step_shape_.slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
-  step_shape_.ln_eps = static_cast<float>(kLayerNormEps);
+  step_shape_ = step_shape_for(cfg_, b);
   for (int l = 0; l < cfg_.layers; ++l) {
     step_state_.h.push_back(state_.h[l].data());
     step_state_.c.push_back(state_.c[l].data());
@@ -123,12 +112,11 @@ void KernelPredictor::end_segment() {
 void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& start, int64_t step) {
   const double t0 = seconds_now();
   const int64_t rows = streams_, d = cfg_.dim, t = cfg_.seg_len;
-  const int64_t slots = cfg_.attn_layer >= 0 ? cfg_.mem_len + 1 : 0;
+  const int64_t slots = step_shape_.slots;
   const int64_t groups = std::min<int64_t>(cfg_.train_groups, rows);
   for (int64_t k = 0; k < groups; ++k) {
     const int64_t from = k * rows / groups, count = (k + 1) * rows / groups - from;
-    train::Shape shape = train_shape_;
-    shape.batch = count;
+    const train::Shape shape = train_shape_for(cfg_, count);
     train::Start st;
     for (int l = 0; l < cfg_.layers; ++l) {
       st.h.push_back(start.h[l].data() + from * d);

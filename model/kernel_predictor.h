@@ -69,7 +69,6 @@ class KernelPredictor final : public PredictorBackend {
   ModelConfig cfg_;
   int streams_;
   FlatLayout layout_;
-  train::Shape train_shape_;   // for all B streams; a group's batch is smaller
   Weights trainer_;            // what the training steps update
   Weights lagged_;             // at train_lag 1: the step path's, one step behind
   Weights* net_;               // the step path's: &trainer_ at lag 0, &lagged_ at 1

@@ -31,6 +31,28 @@ std::vector<ParamSpec> param_specs(const ModelConfig& cfg) {
   return specs;
 }
 
+step::Shape step_shape_for(const ModelConfig& cfg, int64_t batch) {
+  step::Shape shape;
+  shape.batch = batch;
+  shape.dim = cfg.dim;
+  shape.boom_factor = cfg.boom_factor;
+  shape.attn_layer = cfg.attn_layer;
+  shape.slots = cfg.attn_layer >= 0 ? cfg.mem_len + 1 : 0;
+  shape.ln_eps = static_cast<float>(kLayerNormEps);
+  return shape;
+}
+
+train::Shape train_shape_for(const ModelConfig& cfg, int64_t batch) {
+  train::Shape shape;
+  shape.batch = batch;
+  shape.seg = cfg.seg_len;
+  shape.dim = cfg.dim;
+  shape.boom_factor = cfg.boom_factor;
+  shape.attn_layer = cfg.attn_layer;
+  shape.ln_eps = static_cast<float>(kLayerNormEps);
+  return shape;
+}
+
 void init_values(const std::string& name, int64_t dim, InitRng& rng, float* out, int64_t n) {
   const double d = static_cast<double>(dim);
   const double normal_std = 0.1 / std::sqrt(d);

@@ -14,12 +14,18 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
 namespace shazip::model {
 
 // The LayerNorms' epsilon: the reference model.py's apex FusedLayerNorm's.
 constexpr double kLayerNormEps = 1e-12;
+
+// The kernels' shapes of a model for `batch` streams: the step path's
+// (model/step_kernels.h) and the training step's (model/train_kernels.h).
+step::Shape step_shape_for(const ModelConfig& cfg, int64_t batch);
+train::Shape train_shape_for(const ModelConfig& cfg, int64_t batch);
 
 struct ParamSpec {
   std::string name;            // as registered: "embed", "block0_lstm_weight_ih", "attn_qs", ...

@@ -100,10 +100,9 @@ BackendInfo kernel_backend_info() {
   BackendInfo b;
   b.torch_version = SHAZIP_TORCH_VERSION;
   b.blas = "none";
-  // The variable that pins ATen's kernels (pin_cpu_kernels()): what LibTorch
-  // would run with; shazip's kernels pick AVX2 at run time, the same bits.
-  const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
-  b.cpu_capability = capability ? capability : "auto";
+  // What LibTorch would run with; shazip's kernels pick AVX2 at run time,
+  // the same bits.
+  b.cpu_capability = cpu_capability_setting();
   return b;
 }
 

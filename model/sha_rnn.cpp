@@ -248,25 +248,11 @@ train::Grads ShaRnnImpl::gradients() const {
   });
 }
 
-train::Shape ShaRnnImpl::train_shape(int64_t batch) const {
-  train::Shape shape;
-  shape.batch = batch;
-  shape.seg = cfg_.seg_len;
-  shape.dim = cfg_.dim;
-  shape.boom_factor = cfg_.boom_factor;
-  shape.attn_layer = cfg_.attn_layer;
-  shape.ln_eps = static_cast<float>(kLnEps);
-  return shape;
-}
+train::Shape ShaRnnImpl::train_shape(int64_t batch) const { return train_shape_for(cfg_, batch); }
 
 step::Shape ShaRnnImpl::step_shape(const ShaRnnState& s) const {
-  step::Shape shape;
-  shape.batch = s.h[0].size(0);
-  shape.dim = cfg_.dim;
-  shape.boom_factor = cfg_.boom_factor;
-  shape.attn_layer = cfg_.attn_layer;
-  shape.slots = cfg_.attn_layer >= 0 ? s.mem.size(1) : 0;
-  shape.ln_eps = static_cast<float>(kLnEps);
+  const step::Shape shape = step_shape_for(cfg_, s.h[0].size(0));
+  SHAZIP_ASSERT(cfg_.attn_layer < 0 || s.mem.size(1) == shape.slots);
   return shape;
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,15 @@ struct TorchBackend {
   std::unique_ptr<PredictorBackend> (*make_predictor)(const ModelConfig& cfg, int streams,
                                                       const RuntimeOptions& rt);
 };
+
+// The CPU capability an archive records: ATen's ATEN_CPU_CAPABILITY, which
+// pins LibTorch's kernels (torch_backend() sets it on AVX2 + FMA CPUs), or
+// "auto". at::get_cpu_capability() is not exported in LibTorch 1.13; ATen
+// honours the same variable, so the module reports it this way too.
+inline const char* cpu_capability_setting() {
+  const char* env = std::getenv("ATEN_CPU_CAPABILITY");
+  return env ? env : "auto";
+}
 
 // Where shazip looks for the module: beside the running program (the build
 // tree), then in the install tree's library folder (CMake's

@@ -80,20 +80,13 @@ int fp32_lanes_per_sm(int major, int minor) {
 }
 #endif
 
-const char* capability_name() {
-  // at::get_cpu_capability() is not exported in 1.13; ATen honours the same
-  // environment variable it reads, so report that when set.
-  if (const char* env = std::getenv("ATEN_CPU_CAPABILITY")) return env;
-  return "auto";
-}
-
 
 BackendInfo torch_backend_info() {
   BackendInfo b;
   b.torch_version = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
                     "." + std::to_string(TORCH_VERSION_PATCH);
   b.blas = detect_blas();
-  b.cpu_capability = capability_name();
+  b.cpu_capability = cpu_capability_setting();
   b.cuda_available = torch::cuda::is_available();
 #ifdef SHAZIP_HAVE_CUDA
   // Plain CUDA runtime queries: no cuBLAS handle may exist before
