@@ -11,7 +11,8 @@
 //                  [--decay N] [--lr2 N] [--shift N] [--table-bits N] [--limit N] [--history-limit N]
 //                  [--state-limit N] [--apm-rate N] [--nn-weight N] [--cm-weight N]
 //                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1]
-//                  [--one-sided 0|1] [--nibble-groups 0|1] [--text-contexts 0|1] [--portable] FILE
+//                  [--one-sided 0|1] [--nibble-groups 0|1] [--text-contexts 0|1] [--table-shapes 0|1]
+//                  [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
 // --stream-contexts: without (0) or with (1, the default, as format 12
@@ -21,6 +22,7 @@
 // (format 15); --nibble-groups: the same for the nibble groups and their
 // initial weights (format 16; the weight knobs still override those, in any
 // order); --text-contexts: the same for the text contexts (format 18);
+// --table-shapes: the same for the table shapes (format 19);
 // --portable: the mixers' portable loops instead of AVX2, same
 // results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
     else if (a == "--own-rates") t.own_rates = num() != 0;
     else if (a == "--one-sided") t.one_sided = num() != 0;
     else if (a == "--text-contexts") t.text_contexts = num() != 0;
+    else if (a == "--table-shapes") t.table_shapes = num() != 0;
     else if (a == "--nibble-groups") next();  // applied above, with the level
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
@@ -173,10 +176,11 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+  std::printf("%s level=%d%s%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
               t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
               t.own_rates ? "" : " own-rates=0", t.one_sided ? "" : " one-sided=0",
-              t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0", streams, shards,
+              t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0",
+              t.table_shapes ? "" : " table-shapes=0", streams, shards,
               bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");

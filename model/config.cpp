@@ -62,6 +62,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !one_sided) s << " one-sided=0";
   if (mix >= 2 && !nibble_groups) s << " nibble-groups=0";
   if (mix >= 2 && !text_contexts) s << " text-contexts=0";
+  if (mix >= 2 && !table_shapes) s << " table-shapes=0";
   return s.str();
 }
 
@@ -91,6 +92,7 @@ std::string ModelConfig::validate() const {
   if (one_sided < 0 || one_sided > 1) return "one-sided inputs must be 0 or 1";
   if (nibble_groups < 0 || nibble_groups > 1) return "nibble groups must be 0 or 1";
   if (text_contexts < 0 || text_contexts > 1) return "text contexts must be 0 or 1";
+  if (table_shapes < 0 || table_shapes > 1) return "table shapes must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -187,6 +189,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.one_sided = m.one_sided != 0;
   set_nibble_groups(t, m.nibble_groups != 0);
   t.text_contexts = m.text_contexts != 0;
+  t.table_shapes = m.table_shapes != 0;
   return t;
 }
 

@@ -108,6 +108,9 @@ struct ModelConfig {
   int text_contexts = 1;    // mix levels 2 and 3: 1, six contexts of the text's structure
                             //    and an order-3 APM (format v18; MixTuning::text_contexts);
                             //    0, neither (formats up to 17)
+  int table_shapes = 1;     // mix levels 2 and 3: 1, each hashed context's table sized by
+                            //    what it holds (format v19; MixTuning::table_shapes); 0, all
+                            //    tables alike (formats up to 18)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <iterator>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -615,6 +616,7 @@ bool uses_one_sided(const MixTuning& t) { return t.one_sided && t.level >= 2; }
 
 bool uses_nibble_groups(const MixTuning& t) { return t.nibble_groups && t.level >= 2; }
 bool uses_text_contexts(const MixTuning& t) { return t.text_contexts && t.level >= 2; }
+bool uses_table_shapes(const MixTuning& t) { return t.table_shapes && t.level >= 2; }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -667,6 +669,29 @@ TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
 // the second layer-1 mixer's weights, and with the one-sided inputs a second
 // weight vector of layer 2.
 constexpr int kMatchContexts = 4 * 8 * 2;
+
+// The table shapes (format 19): hashed context i's table of 2^bits slots
+// (bits: table_bits()'s `hashed`) shrunk or grown by what the context holds
+// (compute_contexts' indices). Chosen by replays with preset 2's SHA-RNN
+// (RESULTS.md, "Table shapes"): the narrow contexts at a quarter lose
+// nothing down to 2^20 slots, and the deep ones gain from twice as many.
+constexpr int kNarrowContexts[] = {0, 1, 7, 12, 20};  // orders 2 and 3, bytes 2-3, the column with
+                                                      // the byte above, the match prediction
+constexpr int kNarrowTextContexts[] = {25, 26, 27};   // the brackets, the line's head, the distances
+constexpr int kDeepContexts[] = {3, 5, 8, 9, 14};     // orders 6, 8 and 7, the word with the
+                                                      // previous word, the word trigram
+constexpr int kOrder12Context = 11;                   // with the class contexts: deep as well
+constexpr int kNarrowFloor = 20;                      // narrow tables shrink to no fewer than 2^20
+
+int context_table_bits(int i, int bits, const MixTuning& t) {
+  if (!uses_table_shapes(t)) return bits;
+  const auto in = [i](const auto& list) { return std::find(std::begin(list), std::end(list), i) != std::end(list); };
+  if (in(kNarrowContexts) || (uses_text_contexts(t) && in(kNarrowTextContexts))) {
+    return bits > kNarrowFloor ? std::max(kNarrowFloor, bits - 2) : bits;
+  }
+  if (in(kDeepContexts) || (uses_class_contexts(t) && i == kOrder12Context)) return bits + 1;
+  return bits;
+}
 
 // Layer 1's mixers of a mixing stage: how many weight sets each has, in the
 // order predict() picks from them (and what picks the set).
@@ -729,7 +754,7 @@ struct ContextMixer::Impl {
     SHAZIP_ASSERT(t.mixer_shift >= 1 && t.mixer_shift <= kMaxMixerShift && t.table_bits >= kMinTableBits &&
                   t.table_bits <= kMaxTableBits);
     const TableBits bits = table_bits(streams, stream_len, t);
-    for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(bits.hashed);
+    for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(context_table_bits(i, bits.hashed, t));
     state.resize(static_cast<size_t>(streams));
     if (level2) {
       for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits.hashed);
@@ -1071,8 +1096,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
   const int n_hashed = hashed_contexts(streams, tuning);
-  const uint64_t tables = static_cast<uint64_t>(n_hashed) + (level2 ? kRuns : 0);  // hashed tables, run maps
-  uint64_t bytes = tables * (uint64_t{4} << bits.hashed) + b * stream_len;  // tables, histories
+  uint64_t bytes = (level2 ? kRuns : 0) * (uint64_t{4} << bits.hashed) + b * stream_len;  // run maps, histories
+  for (int i = 0; i < n_hashed; ++i) bytes += uint64_t{4} << context_table_bits(i, bits.hashed, tuning);
   const bool local = uses_stream_contexts(streams, tuning);
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));

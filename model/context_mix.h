@@ -95,6 +95,15 @@ constexpr int kMaxMixLevel = 3;
 // how far back the last space and the last punctuation are (these three with
 // the last byte), and the word with the last four bytes' classes; and a final
 // APM by order 3, which takes one of the order-2 APM's two shares.
+// Table shapes (format version 19, levels 2 and 3): each hashed context's
+// table sized by what it holds instead of all alike. The contexts of few
+// distinct values (orders 2 and 3, bytes 2-3, the column with the byte above,
+// the match model's prediction; of the text contexts the brackets, the line's
+// head and the distances) take a quarter of the slots above 2^20 (never
+// fewer than 2^20); the deep ones, whose values rarely repeat (orders 6, 7, 8
+// and 12, the word trigram, the word with the previous word), twice as many,
+// up to 2^(table_bits + 1). The slots so move from tables that did not need
+// them to those that did, at about the same memory.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -125,6 +134,8 @@ struct MixTuning {
                                  // flag as well (set with set_nibble_groups)
   bool text_contexts = false;    // levels 2 and 3: the text contexts (above); a header
                                  // flag as well
+  bool table_shapes = false;     // levels 2 and 3: the table shapes (above); a header
+                                 // flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -149,6 +160,9 @@ bool uses_nibble_groups(const MixTuning& t);
 // Whether a mixing stage has the text contexts: the tuning asks for them and
 // the level is 2 or 3.
 bool uses_text_contexts(const MixTuning& t);
+// Whether a mixing stage sizes its hashed tables by context (the table
+// shapes): the tuning asks for them and the level is 2 or 3.
+bool uses_table_shapes(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

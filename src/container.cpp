@@ -117,6 +117,7 @@ constexpr FlagBit kFlagBits[] = {
     {1024, 15, &model::ModelConfig::one_sided},         // before: no one-sided inputs, one layer-2 vector
     {2048, 16, &model::ModelConfig::nibble_groups},     // before: every bit's slot hashed apart
     {4096, 18, &model::ModelConfig::text_contexts},     // before: no text contexts
+    {8192, 19, &model::ModelConfig::table_shapes},      // before: all hashed tables alike
 };
 
 // The neural method's block before its strings, versions 1 to 16: every

@@ -311,6 +311,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_own_rates(tuning)) with += ", own rates";
       if (model::uses_one_sided(tuning)) with += ", one-sided inputs";
       if (model::uses_nibble_groups(tuning)) with += ", nibble groups";
+      if (model::uses_table_shapes(tuning)) with += ", table shapes";
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   with.c_str());
     } else {

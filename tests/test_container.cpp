@@ -289,16 +289,16 @@ TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-b
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserved before its version",
+TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserved before its version",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  // Every combination of the thirteen switches, bit k of `flags` the k-th.
-  for (int flags = 0; flags < 8192; ++flags) {
+  // Every combination of the fourteen switches, bit k of `flags` the k-th.
+  for (int flags = 0; flags < 16384; ++flags) {
     const int lag = flags & 1, flat = flags >> 1 & 1, kernels = flags >> 2 & 1, train = flags >> 3 & 1;
     const int cuda = flags >> 4 & 1, cuda_train = flags >> 5 & 1, norm = flags >> 6 & 1, streams = flags >> 7 & 1;
     const int classes = flags >> 8 & 1, own_rates = flags >> 9 & 1, one_sided = flags >> 10 & 1;
-    const int nibble_groups = flags >> 11 & 1, text = flags >> 12 & 1;
+    const int nibble_groups = flags >> 11 & 1, text = flags >> 12 & 1, shapes = flags >> 13 & 1;
     if (train && !(flat && kernels)) continue;  // the training kernels need both
     h.model.train_lag = lag;
     h.model.flat_train = flat;
@@ -313,9 +313,10 @@ TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserv
     h.model.one_sided = one_sided;
     h.model.nibble_groups = nibble_groups;
     h.model.text_contexts = text;
+    h.model.table_shapes = shapes;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[6] == (flags & 255));  // the flags' low byte, bits 0 to 7
-    CHECK(a[7] == flags >> 8);     // bits 8 to 12
+    CHECK(a[7] == flags >> 8);     // bits 8 to 13
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.train_lag == lag);
     CHECK(p.model.flat_train == flat);
@@ -330,6 +331,7 @@ TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserv
     CHECK(p.model.one_sided == one_sided);
     CHECK(p.model.nibble_groups == nibble_groups);
     CHECK(p.model.text_contexts == text);
+    CHECK(p.model.table_shapes == shapes);
   }
   h.model.cuda_step_kernels = 0;
   h.model.cuda_train_kernels = 0;
@@ -342,9 +344,10 @@ TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserv
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 18 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 17 (and 16) has all but
-  // the text contexts (bit 12), version 15 all but the nibble groups too (bit
+  // Each version before 19 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 18 has all but the
+  // table shapes (bit 13), version 17 (and 16) all but the text contexts too
+  // (bit 12), version 15 all but the nibble groups too (bit
   // 11), version 14 all but the one-sided inputs too (bit 10), version 13 all
   // but the own rates too (bit 9), version 12 all but the class contexts too
   // (bit 8, in the flags' high byte), version 11 (and 10) all but the stream
@@ -366,7 +369,9 @@ TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserv
   h.model.one_sided = 1;
   h.model.nibble_groups = 1;
   h.model.text_contexts = 1;
-  for (const auto& [version, high, next] : {std::tuple{17, 15, &model::ModelConfig::text_contexts},
+  h.model.table_shapes = 1;
+  for (const auto& [version, high, next] : {std::tuple{18, 31, &model::ModelConfig::table_shapes},
+                                            std::tuple{17, 15, &model::ModelConfig::text_contexts},
                                             std::tuple{16, 15, &model::ModelConfig::text_contexts},
                                             std::tuple{15, 7, &model::ModelConfig::nibble_groups},
                                             std::tuple{14, 3, &model::ModelConfig::one_sided},
@@ -418,7 +423,7 @@ TEST_CASE("header flag bits 0 to 12: each model switch round-trips and is reserv
   // The other flag bits stay reserved, and a stored archive has no lag.
   h = neural_header();
   a = with_body(h, h.payload_size);
-  a[7] |= 32;  // bit 13
+  a[7] |= 64;  // bit 14
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

@@ -27,10 +27,11 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # contexts of format 12 are in use: a frozen copy of docs/DESIGN.md and
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
 # class contexts, from format 14 on the own rates, from format 15 on the
-# one-sided inputs, from format 16 on the nibble groups and from format 18 on
-# the text contexts, with one stream or more; format 17 writes the same bits
-# as 16 behind a shorter header, but from shazip 0.20 this two-stream input
-# trains every 16 positions: model::seg_for_input.)
+# one-sided inputs, from format 16 on the nibble groups, from format 18 on
+# the text contexts and from format 19 on the table shapes, with one stream
+# or more; format 17 writes the same bits as 16 behind a shorter header, but
+# from shazip 0.20 this two-stream input trains every 16 positions:
+# model::seg_for_input.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
 
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
@@ -84,10 +85,11 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(hs - 6, 0x01, False),  # in the last string (the CPU capability)
-    # bits 0-12: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
+    # bits 0-13: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
-    # one-sided inputs (format 15), nibble groups (format 16), text contexts (format 18)
-    'reserved-flags.5.shz': flip(7, 0x20, True),  # bit 13
+    # one-sided inputs (format 15), nibble groups (format 16), text contexts (format 18),
+    # table shapes (format 19)
+    'reserved-flags.5.shz': flip(7, 0x40, True),  # bit 14
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

@@ -70,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.one_sided = ((mode >> 3) / 24) % 2 == 0;       // the same
   shazip::model::set_nibble_groups(tuning, size % 4 != 0);  // the same
   tuning.text_contexts = size % 3 != 0;                      // the same
+  tuning.table_shapes = size % 5 != 0;                       // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
