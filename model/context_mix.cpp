@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <iterator>
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <new>
 #include <utility>
 #include <vector>
