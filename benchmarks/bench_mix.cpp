@@ -180,8 +180,7 @@ int main(int argc, char** argv) {
               t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
               t.own_rates ? "" : " own-rates=0", t.one_sided ? "" : " one-sided=0",
               t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0",
-              t.table_shapes ? "" : " table-shapes=0", streams, shards,
-              bits / n);
+              t.table_shapes ? "" : " table-shapes=0", streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

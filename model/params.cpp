@@ -31,25 +31,31 @@ std::vector<ParamSpec> param_specs(const ModelConfig& cfg) {
   return specs;
 }
 
-step::Shape step_shape_for(const ModelConfig& cfg, int64_t batch) {
-  step::Shape shape;
+namespace {
+
+// The fields that the step kernels' and the training kernels' shapes share.
+template <class Shape>
+Shape common_shape(const ModelConfig& cfg, int64_t batch) {
+  Shape shape;
   shape.batch = batch;
   shape.dim = cfg.dim;
   shape.boom_factor = cfg.boom_factor;
   shape.attn_layer = cfg.attn_layer;
-  shape.slots = cfg.attn_layer >= 0 ? cfg.mem_len + 1 : 0;
   shape.ln_eps = static_cast<float>(kLayerNormEps);
   return shape;
 }
 
+}  // namespace
+
+step::Shape step_shape_for(const ModelConfig& cfg, int64_t batch) {
+  step::Shape shape = common_shape<step::Shape>(cfg, batch);
+  shape.slots = cfg.attn_layer >= 0 ? cfg.mem_len + 1 : 0;
+  return shape;
+}
+
 train::Shape train_shape_for(const ModelConfig& cfg, int64_t batch) {
-  train::Shape shape;
-  shape.batch = batch;
+  train::Shape shape = common_shape<train::Shape>(cfg, batch);
   shape.seg = cfg.seg_len;
-  shape.dim = cfg.dim;
-  shape.boom_factor = cfg.boom_factor;
-  shape.attn_layer = cfg.attn_layer;
-  shape.ln_eps = static_cast<float>(kLayerNormEps);
   return shape;
 }
 
