@@ -63,6 +63,8 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !nibble_groups) s << " nibble-groups=0";
   if (mix >= 2 && !text_contexts) s << " text-contexts=0";
   if (mix >= 2 && !table_shapes) s << " table-shapes=0";
+  if (mix >= 2 && !long_matches) s << " long-matches=0";
+  if (mix >= 2 && text_contexts && !scope_context) s << " scope-context=0";
   return s.str();
 }
 
@@ -93,6 +95,8 @@ std::string ModelConfig::validate() const {
   if (nibble_groups < 0 || nibble_groups > 1) return "nibble groups must be 0 or 1";
   if (text_contexts < 0 || text_contexts > 1) return "text contexts must be 0 or 1";
   if (table_shapes < 0 || table_shapes > 1) return "table shapes must be 0 or 1";
+  if (long_matches < 0 || long_matches > 1) return "long matches must be 0 or 1";
+  if (scope_context < 0 || scope_context > 1) return "the scope context must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -190,6 +194,8 @@ MixTuning mix_tuning(const ModelConfig& m) {
   set_nibble_groups(t, m.nibble_groups != 0);
   t.text_contexts = m.text_contexts != 0;
   t.table_shapes = m.table_shapes != 0;
+  t.long_matches = m.long_matches != 0;
+  t.scope_context = m.scope_context != 0;
   return t;
 }
 

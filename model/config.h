@@ -111,6 +111,12 @@ struct ModelConfig {
   int table_shapes = 1;     // mix levels 2 and 3: 1, each hashed context's table sized by
                             //    what it holds (format v19; MixTuning::table_shapes); 0, all
                             //    tables alike (formats up to 18)
+  int long_matches = 1;     // mix levels 2 and 3: 1, the match model also finds 12-byte
+                            //    contexts and goes on past a mispredicted byte (format v20;
+                            //    MixTuning::long_matches); 0, neither (formats up to 19)
+  int scope_context = 1;    // mix levels 2 and 3 with the text contexts: 1, a context of the
+                            //    last markup tag's name, the sentence's first word and the
+                            //    word (format v20; MixTuning::scope_context); 0, none
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

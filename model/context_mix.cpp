@@ -461,13 +461,13 @@ class Mixer {
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
 // and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
 // contexts put three others in the places of three of them), the text
-// contexts 6 more and the stream contexts 4 more, in this order
-// (compute_contexts).
+// contexts 6 more, the scope context 1 and the stream contexts 4 more, in
+// this order (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
 constexpr int kTextHashed = 6;
 constexpr int kStreamHashed = 4;
-constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + kStreamHashed;
+constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + 1 + kStreamHashed;
 
 // Level 2's indirect contexts remember the two bytes that followed each c2c1
 // and each c1: in direct tables shared by the streams, or with the stream
@@ -478,7 +478,7 @@ constexpr int kStreamIndirect1Bits = 18;
 // Hashed contexts of a mixing stage.
 int hashed_contexts(int streams, const MixTuning& t) {
   if (t.level < 2) return kLevel1Hashed;
-  return kLevel2Hashed + (uses_text_contexts(t) ? kTextHashed : 0) +
+  return kLevel2Hashed + (uses_text_contexts(t) ? kTextHashed : 0) + (uses_scope_context(t) ? 1 : 0) +
          (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
 }
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
@@ -499,6 +499,15 @@ constexpr int kMaxMixers = 9;   // layer-1 mixers at level 3 with the class cont
                                 // 7 or 8 at level 2, 3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
+// The long matches (format 20): the second table's context length (12 bytes
+// 1.38382 bits per byte on the large set, 8 1.38485, 16 and 10 1.38388, 20
+// 1.38432; RESULTS.md, "Long matches"), its entries (half the 6-byte
+// table's), and the match length from which a mispredicted byte does not end
+// a match (1: 1.38431, 2: 1.38398, 8: 1.38387, 16: 1.38376 on the large set;
+// 1.78609, 1.78599, 1.78702, 1.78774 on the small).
+constexpr int kLongMatchMin = 12;
+constexpr int kLongTableShrink = 1;
+constexpr uint32_t kRecoverFrom = 2;
 
 // The class contexts' character classes (context_mix.h), 3 bits each.
 constexpr int kClassBits = 3;
@@ -537,6 +546,11 @@ struct StreamState {
   uint32_t nest_depth = 0;
   uint32_t line_head = 0;
   uint64_t after_space = 0, after_punct = 0;
+  // The scope context (format 20): the hash of the last tag name opened by
+  // '<' (and of the one being read, while in_tag), and of the first word of
+  // the sentence (the next word to end is one where new_sentence).
+  uint32_t tag = 0, tag_reading = 0, sentence_first = 0;
+  bool in_tag = false, new_sentence = true;
   uint32_t base[kMaxHashed] = {};  // context hashes for the next byte
   uint32_t* runs[kRuns] = {};      // level 2: this byte's run map entries
   std::vector<uint8_t> hist;       // every byte of the stream so far
@@ -617,6 +631,8 @@ bool uses_one_sided(const MixTuning& t) { return t.one_sided && t.level >= 2; }
 bool uses_nibble_groups(const MixTuning& t) { return t.nibble_groups && t.level >= 2; }
 bool uses_text_contexts(const MixTuning& t) { return t.text_contexts && t.level >= 2; }
 bool uses_table_shapes(const MixTuning& t) { return t.table_shapes && t.level >= 2; }
+bool uses_long_matches(const MixTuning& t) { return t.long_matches && t.level >= 2; }
+bool uses_scope_context(const MixTuning& t) { return t.scope_context && uses_text_contexts(t); }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -741,6 +757,8 @@ struct ContextMixer::Impl {
         one_sided(uses_one_sided(t)),
         nibble_groups(uses_nibble_groups(t)),
         text(uses_text_contexts(t)),
+        scope(uses_scope_context(t)),
+        long_matches(uses_long_matches(t)),
         n_hashed(hashed_contexts(streams, t)),
         order0(8),
         order1(16),
@@ -760,6 +778,10 @@ struct ContextMixer::Impl {
       for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits.hashed);
       shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
       match_mask = (uint32_t{1} << bits.shared) - 1;
+      if (long_matches) {
+        long_table = ZeroArray<uint64_t>(size_t{1} << (bits.shared - kLongTableShrink));
+        long_mask = (uint32_t{1} << (bits.shared - kLongTableShrink)) - 1;
+      }
       indirect2_bits = stream_local ? bits.hashed : 16;
       indirect1_bits = stream_local ? kStreamIndirect1Bits : 8;
       indirect2 = ZeroArray<uint16_t>(size_t{1} << indirect2_bits);
@@ -878,6 +900,8 @@ struct ContextMixer::Impl {
                            c1 << 16) ^ uint64_t{34} << 56);
       // The word and the last four bytes' classes.
       s.base[28] = hash32((uint64_t{s.word} << 32 | (s.classes & kLastClasses4)) ^ uint64_t{35} << 56);
+      // The scope: the last tag's name and the sentence's first word, the word.
+      if (scope) s.base[29] = hash32((uint64_t{s.word} << 32 | (s.tag * 0x9E3779B1u ^ s.sentence_first)) ^ uint64_t{36} << 56);
     }
     if (!stream_local) return;
     // The stream contexts: a context's hash hashed again with the stream.
@@ -926,13 +950,21 @@ struct ContextMixer::Impl {
   // text that another stream coded before it. Entries: position << 24 |
   // stream (0 = empty; positions are >= kMatchMin and below 2^32, streams
   // below kMaxMixStreams). A match into a stream that has not yet coded the
-  // next byte ends there.
+  // next byte ends there. With the long matches a second table does the same
+  // for 12-byte contexts, and a mispredicted byte does not end a match of
+  // kRecoverFrom bytes or more: it goes on at the next byte with a length of
+  // 1 (lengths 1 to 5 so mean "recovered"), until a table finds a longer one.
   void update_shared_match(StreamState& s, int byte) {
     const uint32_t self = static_cast<uint32_t>(&s - state.data());
     if (s.match_len > 0) {
       const std::vector<uint8_t>& h = state[s.match_stream].hist;
-      if (h[s.match_ptr] == byte && s.match_ptr + 1 < h.size()) {
+      if (s.match_ptr + 1 >= h.size()) {
+        s.match_len = 0;
+      } else if (h[s.match_ptr] == byte) {
         s.match_len = std::min<uint32_t>(s.match_len + 1, 65535);
+        ++s.match_ptr;
+      } else if (long_matches && s.match_len >= kRecoverFrom) {
+        s.match_len = 1;
         ++s.match_ptr;
       } else {
         s.match_len = 0;
@@ -940,21 +972,33 @@ struct ContextMixer::Impl {
     }
     const uint64_t n = s.hist.size();
     if (n < kMatchMin || n >= (uint64_t{1} << 32)) return;
-    const uint32_t slot = hash32((s.last8 & 0xFFFFFFFFFFFF) | uint64_t{1} << 60) & match_mask;
-    if (s.match_len == 0 && shared_table[slot] != 0) {
-      const uint64_t e = shared_table[slot];
-      const uint32_t cs = static_cast<uint32_t>(e & (kMaxMixStreams - 1));
-      const uint64_t cand = e >> 24;
-      const std::vector<uint8_t>& h = state[cs].hist;
-      uint32_t len = 0;
-      while (len < 64 && len < cand && len < n && h[cand - 1 - len] == s.hist[n - 1 - len]) ++len;
-      if (len >= kMatchMin && cand < h.size()) {
-        s.match_len = len;
-        s.match_ptr = static_cast<uint32_t>(cand);
-        s.match_stream = cs;
-      }
+    if (long_matches && n >= kLongMatchMin) {
+      uint64_t key = 0;
+      for (size_t i = 1; i <= kLongMatchMin; ++i) key = (key + s.hist[n - i] + 1) * 0x100000001B3ull;
+      uint64_t& e = long_table[hash32(key >> 8 | uint64_t{5} << 60) & long_mask];
+      if (s.match_len < kLongMatchMin) take_longer_match(s, e, kLongMatchMin, 256);
+      e = n << 24 | self;
     }
-    shared_table[slot] = n << 24 | self;
+    uint64_t& e = shared_table[hash32((s.last8 & 0xFFFFFFFFFFFF) | uint64_t{1} << 60) & match_mask];
+    if (s.match_len < kMatchMin) take_longer_match(s, e, kMatchMin, 64);
+    e = n << 24 | self;
+  }
+
+  // The match at a match table's entry e, if it has at least `least` bytes
+  // (counted up to `most`) and more than the stream's own match.
+  void take_longer_match(StreamState& s, uint64_t e, uint32_t least, uint32_t most) {
+    if (e == 0) return;
+    const uint32_t cs = static_cast<uint32_t>(e & (kMaxMixStreams - 1));
+    const uint64_t cand = e >> 24;
+    const std::vector<uint8_t>& h = state[cs].hist;
+    const uint64_t n = s.hist.size();
+    uint32_t len = 0;
+    while (len < most && len < cand && len < n && h[cand - 1 - len] == s.hist[n - 1 - len]) ++len;
+    if (len >= least && len > s.match_len && cand < h.size()) {
+      s.match_len = len;
+      s.match_ptr = static_cast<uint32_t>(cand);
+      s.match_stream = cs;
+    }
   }
 
   void end_byte(StreamState& s, int byte) {
@@ -975,6 +1019,7 @@ struct ContextMixer::Impl {
       if (is_markup(byte)) s.markup = (s.markup << 8 | static_cast<uint32_t>(byte)) & 0xFFFF;
       if (class_contexts) s.classes = (s.classes << kClassBits | static_cast<uint64_t>(char_class(byte))) & kClassMask;
       if (text) end_text_byte(s, byte);
+      if (scope) end_scope_byte(s, byte);
     }
     s.hist.push_back(static_cast<uint8_t>(byte));
     s.last8 = s.last8 << 8 | static_cast<uint64_t>(byte);
@@ -1024,6 +1069,29 @@ struct ContextMixer::Impl {
     }
   }
 
+  // The scope context's state after `byte` (before it joins hist and the
+  // word; s.word is still the word that a non-letter ends).
+  static void end_scope_byte(StreamState& s, int byte) {
+    const bool letter = (byte >= 'a' && byte <= 'z') || (byte >= 'A' && byte <= 'Z');
+    if (byte == '<') {
+      s.in_tag = true;
+      s.tag_reading = 0;
+    } else if (s.in_tag) {
+      if (letter || byte == '/') {
+        s.tag_reading = (s.tag_reading + static_cast<uint32_t>(byte) + 1) * 0x2E1B5A3Du;
+      } else {
+        s.in_tag = false;
+        s.tag = s.tag_reading;
+      }
+    }
+    if (byte == '.' || byte == '!' || byte == '?') {
+      s.new_sentence = true;
+    } else if (s.new_sentence && s.word != 0 && !letter && byte < 128) {
+      s.sentence_first = s.word;
+      s.new_sentence = false;
+    }
+  }
+
   // Level 2: the slot of hashed context i for this bit, by its check byte
   // (the top byte of the bit's context hash) at `at` or at `at ^ other`; a
   // context seen in neither takes the one with the shorter history. Without
@@ -1048,12 +1116,16 @@ struct ContextMixer::Impl {
   const bool one_sided;       // the one-sided inputs (context_mix.h)
   const bool nibble_groups;   // the nibble groups (context_mix.h)
   const bool text;            // the text contexts (context_mix.h)
+  const bool scope;           // the scope context (context_mix.h)
+  const bool long_matches;    // the long matches (context_mix.h)
   const int n_hashed;
   Table order0, order1;
   std::vector<Table> hashed;
   std::vector<StreamState> state;
   uint32_t match_mask = 0;
   ZeroArray<uint64_t> shared_table{0};  // level 2's match model
+  ZeroArray<uint64_t> long_table{0};    // ... its 12-byte contexts (the long matches)
+  uint32_t long_mask = 0;
   uint32_t match_counters[2 * (kMatchCap + 1)] = {};
   // Level 2: per hashed context, bit-history state -> probability.
   ZeroArray<uint32_t> state_maps{kMaxHashed * 256};
@@ -1102,6 +1174,7 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
+  if (uses_long_matches(tuning)) bytes += uint64_t{8} << (bits.shared - kLongTableShrink);  // the 12-byte table
   bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
   bytes += level2 ? 0 : Apm::bytes(kApmOrder0Contexts, false);                      // level 1's order-0 APM
   if (tuning.level >= 3) bytes += Apm::bytes(kApmNnContexts, uses_own_rates(tuning));  // level 3's SHA-RNN APM

@@ -104,6 +104,16 @@ constexpr int kMaxMixLevel = 3;
 // and 12, the word trigram, the word with the previous word), twice as many,
 // up to 2^(table_bits + 1). The slots so move from tables that did not need
 // them to those that did, at about the same memory.
+// Long matches (format version 20, levels 2 and 3): the match model also
+// keeps the last position of every 12-byte context (a table of half the
+// 6-byte one's entries) and, while it has no match of 12 bytes, takes the
+// one found there when it is longer; and after a byte that a match of two
+// bytes or more mispredicted it goes on at the next byte (a length of 1)
+// instead of giving it up, so that a repeat with one changed byte keeps its
+// prediction. The 6-byte table replaces such a match with one of 6 bytes.
+// The scope context (format version 20, with the text contexts): the name
+// of the last markup tag opened by `<` and the first word of the sentence
+// (after . ! or ?), with the word so far.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -136,6 +146,10 @@ struct MixTuning {
                                  // flag as well
   bool table_shapes = false;     // levels 2 and 3: the table shapes (above); a header
                                  // flag as well
+  bool long_matches = false;     // levels 2 and 3: the long matches (above); a header
+                                 // flag as well
+  bool scope_context = false;    // levels 2 and 3 with the text contexts: the scope
+                                 // context (above); a header flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -163,6 +177,12 @@ bool uses_text_contexts(const MixTuning& t);
 // Whether a mixing stage sizes its hashed tables by context (the table
 // shapes): the tuning asks for them and the level is 2 or 3.
 bool uses_table_shapes(const MixTuning& t);
+// Whether a mixing stage's match model has the long matches: the tuning asks
+// for them and the level is 2 or 3.
+bool uses_long_matches(const MixTuning& t);
+// Whether a mixing stage has the scope context: the tuning asks for it and
+// the stage has the text contexts.
+bool uses_scope_context(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

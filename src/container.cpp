@@ -118,6 +118,8 @@ constexpr FlagBit kFlagBits[] = {
     {2048, 16, &model::ModelConfig::nibble_groups},     // before: every bit's slot hashed apart
     {4096, 18, &model::ModelConfig::text_contexts},     // before: no text contexts
     {8192, 19, &model::ModelConfig::table_shapes},      // before: all hashed tables alike
+    {16384, 20, &model::ModelConfig::long_matches},     // before: 6-byte matches, ended by a miss
+    {32768, 20, &model::ModelConfig::scope_context},    // before: no scope context
 };
 
 // The neural method's block before its strings, versions 1 to 16: every

@@ -289,16 +289,17 @@ TEST_CASE("the mix level: versions 2 and later store it, version 1 means whole-b
   CHECK(parse_header(a.data(), a.size(), &header_size).model.mix == 1);
 }
 
-TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserved before its version",
+TEST_CASE("header flag bits 0 to 15: each model switch round-trips and is reserved before its version",
           "[container]") {
   size_t header_size = 0;
   Header h = neural_header();
-  // Every combination of the fourteen switches, bit k of `flags` the k-th.
-  for (int flags = 0; flags < 16384; ++flags) {
+  // Every combination of the sixteen switches, bit k of `flags` the k-th.
+  for (int flags = 0; flags < 65536; ++flags) {
     const int lag = flags & 1, flat = flags >> 1 & 1, kernels = flags >> 2 & 1, train = flags >> 3 & 1;
     const int cuda = flags >> 4 & 1, cuda_train = flags >> 5 & 1, norm = flags >> 6 & 1, streams = flags >> 7 & 1;
     const int classes = flags >> 8 & 1, own_rates = flags >> 9 & 1, one_sided = flags >> 10 & 1;
     const int nibble_groups = flags >> 11 & 1, text = flags >> 12 & 1, shapes = flags >> 13 & 1;
+    const int long_matches = flags >> 14 & 1, scope = flags >> 15 & 1;
     if (train && !(flat && kernels)) continue;  // the training kernels need both
     h.model.train_lag = lag;
     h.model.flat_train = flat;
@@ -314,9 +315,11 @@ TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserv
     h.model.nibble_groups = nibble_groups;
     h.model.text_contexts = text;
     h.model.table_shapes = shapes;
+    h.model.long_matches = long_matches;
+    h.model.scope_context = scope;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[6] == (flags & 255));  // the flags' low byte, bits 0 to 7
-    CHECK(a[7] == flags >> 8);     // bits 8 to 13
+    CHECK(a[7] == flags >> 8);     // bits 8 to 15
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.train_lag == lag);
     CHECK(p.model.flat_train == flat);
@@ -332,6 +335,8 @@ TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserv
     CHECK(p.model.nibble_groups == nibble_groups);
     CHECK(p.model.text_contexts == text);
     CHECK(p.model.table_shapes == shapes);
+    CHECK(p.model.long_matches == long_matches);
+    CHECK(p.model.scope_context == scope);
   }
   h.model.cuda_step_kernels = 0;
   h.model.cuda_train_kernels = 0;
@@ -344,9 +349,10 @@ TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserv
     reseal(a, header_size);
     CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   }
-  // Each version before 19 writes the switches it knows and reads the next
-  // one's bit as reserved, the switch as off: version 18 has all but the
-  // table shapes (bit 13), version 17 (and 16) all but the text contexts too
+  // Each version before 20 writes the switches it knows and reads the next
+  // one's bit as reserved, the switch as off: version 19 has all but the
+  // long matches and the scope context (bits 14 and 15), version 18 all but
+  // the table shapes too (bit 13), version 17 (and 16) all but the text contexts too
   // (bit 12), version 15 all but the nibble groups too (bit
   // 11), version 14 all but the one-sided inputs too (bit 10), version 13 all
   // but the own rates too (bit 9), version 12 all but the class contexts too
@@ -370,7 +376,10 @@ TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserv
   h.model.nibble_groups = 1;
   h.model.text_contexts = 1;
   h.model.table_shapes = 1;
-  for (const auto& [version, high, next] : {std::tuple{18, 31, &model::ModelConfig::table_shapes},
+  h.model.long_matches = 1;
+  h.model.scope_context = 1;
+  for (const auto& [version, high, next] : {std::tuple{19, 63, &model::ModelConfig::long_matches},
+                                            std::tuple{18, 31, &model::ModelConfig::table_shapes},
                                             std::tuple{17, 15, &model::ModelConfig::text_contexts},
                                             std::tuple{16, 15, &model::ModelConfig::text_contexts},
                                             std::tuple{15, 7, &model::ModelConfig::nibble_groups},
@@ -420,10 +429,13 @@ TEST_CASE("header flag bits 0 to 13: each model switch round-trips and is reserv
   a[6] = 1;
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
-  // The other flag bits stay reserved, and a stored archive has no lag.
+  // Version 19 reads bit 15 (the scope context) as reserved too, and a
+  // stored archive has no lag. (Version 20 uses all 16 bits.)
   h = neural_header();
+  h.version = 19;
   a = with_body(h, h.payload_size);
-  a[7] |= 64;  // bit 14
+  CHECK(parse_header(a.data(), a.size(), &header_size).model.scope_context == 0);
+  a[7] |= 128;  // bit 15
   reseal(a, a.size() - h.payload_size);
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   Header stored;

@@ -417,7 +417,8 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
   CHECK(compress_memory(2, n) < level3(16) / 2);
 }
 
-TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets and the table shapes in all", "[driver]") {
+TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets and the table shapes and long matches in all",
+          "[driver]") {
   // Format 18's text contexts cost the mixing stage some 15% at level 3,
   // which the GPU presets' host cannot spare (model/config.cpp); the archive
   // records the choice, and decodes by it.
@@ -425,6 +426,8 @@ TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets an
     INFO("preset " << level);
     CHECK(model::preset(level).model.text_contexts == (level <= 5 ? 1 : 0));
     CHECK(model::preset(level).model.table_shapes == 1);  // format 19's, in every preset
+    CHECK(model::preset(level).model.long_matches == 1);  // format 20's, in every preset
+    CHECK(model::preset(level).model.scope_context == 1);  // with the text contexts
   }
   const std::string s = text(3000);
   for (int level : {2, 6}) {
@@ -436,6 +439,8 @@ TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets an
         compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
     CHECK(report.header.model.text_contexts == (level == 2 ? 1 : 0));
     CHECK(report.header.model.table_shapes == 1);
+    CHECK(report.header.model.long_matches == 1);
+    CHECK(model::uses_scope_context(model::mix_tuning(report.header.model)) == (level == 2));
     CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
   }
 }

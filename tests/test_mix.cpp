@@ -113,10 +113,11 @@ TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
   const bool one_sided = GENERATE(false, true);
   const bool text_contexts = GENERATE(false, true);
   const bool table_shapes = GENERATE(false, true);
+  const bool format20 = GENERATE(false, true);  // the long matches and the scope context
   for (const Case c : {Case{2, 16, 65536}, Case{2, 1, 3000}, Case{2, 4, uint64_t{1} << 22}, Case{1, 4, 100000},
                        Case{1, 16, 1 << 20}, Case{3, 64, 200000}, Case{3, 2, 5000}}) {
     CAPTURE(c.level, c.streams, c.stream_len, stream_contexts, class_contexts, own_rates, one_sided, text_contexts,
-            table_shapes);
+            table_shapes, format20);
     MixTuning t = MixTuning::for_level(c.level);
     t.stream_contexts = stream_contexts;
     t.class_contexts = class_contexts;
@@ -124,6 +125,7 @@ TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
     t.one_sided = one_sided;
     t.text_contexts = text_contexts;
     t.table_shapes = table_shapes;
+    t.long_matches = t.scope_context = format20;
     const size_t before = memory_in_use();
     ContextMixer mixer(c.streams, c.stream_len, t);
     const double allocated = static_cast<double>(memory_in_use() - before);
@@ -336,8 +338,8 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
   // longer fit the AVX2 loop's 32 bits and take the portable path.
   const int lr = GENERATE(0, 300);
   // Without the stream and class contexts, the own rates, the one-sided
-  // inputs, the nibble groups, the text contexts and the table shapes
-  // (formats up to 11), and with all seven.
+  // inputs, the nibble groups, the text contexts, the table shapes, the long
+  // matches and the scope context (formats up to 11), and with all nine.
   const bool contexts = GENERATE(false, true);
   MixTuning tuning = MixTuning::for_level(level);
   tuning.stream_contexts = contexts;
@@ -347,9 +349,11 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
   set_nibble_groups(tuning, contexts);
   tuning.text_contexts = contexts;
   tuning.table_shapes = contexts;
+  tuning.long_matches = tuning.scope_context = contexts;
   if (lr) tuning.mixer_lr = tuning.mixer_lr_min = lr;
   INFO("mix level " << level << ", mixer rate " << tuning.mixer_lr
-                    << ", stream, class and text contexts, own rates, one-sided inputs, nibble groups and table shapes "
+                    << ", stream, class, text and scope contexts, own rates, one-sided inputs, nibble groups, table "
+                       "shapes and long matches "
                     << contexts);
   std::string data = repetitive_text(12000);
   std::mt19937 rng(5);
@@ -594,6 +598,95 @@ TEST_CASE("table shapes: the deep contexts' slots doubled and the narrow ones' q
   }
 }
 
+TEST_CASE("long matches: a repeat with changed bytes keeps its match and a second table costs half the first", "[mix]") {
+  // Format 20's match model: a text, then copies of it with one byte in
+  // about 40 changed, as a revised document repeats its first draft. Without
+  // the long matches every changed byte ends the match and the next one
+  // starts only 6 bytes later; with them the match goes on past it.
+  std::mt19937 rng(41);
+  std::string draft;
+  while (draft.size() < 8000) {
+    for (int k = 2 + static_cast<int>(rng() % 8); k > 0; --k) draft += static_cast<char>('a' + rng() % 26);
+    draft += rng() % 10 ? ' ' : '\n';
+  }
+  std::string data = draft;
+  for (int copy = 0; copy < 4; ++copy) {
+    std::string revised = draft;
+    for (char& c : revised) {
+      if (rng() % 40 == 0) c = static_cast<char>('a' + rng() % 26);
+    }
+    data += revised;
+  }
+  std::array<uint32_t, coder::kCdfSize> uniform;
+  coder::uniform_cdf(uniform.data());
+  const auto bpc = [&](const MixTuning& t) { return cost(t, data, [&](size_t) { return uniform.data(); }, 8000); };
+  // 27.9% (level 2) and 28.3% (level 3) less on the machine that wrote this
+  // (integer arithmetic: the same everywhere); real text: RESULTS.md, "Long
+  // matches and the scope context".
+  check_switch_gains(&MixTuning::long_matches, "long matches", bpc, 0.8, [](MixTuning& t) {
+    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = true;
+    set_nibble_groups(t, true);
+  });
+  // The second table: half the entries of the 6-byte one (8 bytes each),
+  // which has one per coded byte up to 2^24.
+  for (const auto& [streams, stream_len, extra] : {std::tuple{4, uint64_t{1} << 20, uint64_t{8} << 21},
+                                                   std::tuple{1, uint64_t{3000}, uint64_t{8} << 11},
+                                                   std::tuple{16, uint64_t{1} << 22, uint64_t{8} << 23}}) {
+    INFO(streams << " streams of " << stream_len << " bytes");
+    MixTuning t = MixTuning::for_level(2);
+    const uint64_t without = ContextMixer::memory_bytes(streams, stream_len, t);
+    t.long_matches = true;
+    CHECK(ContextMixer::memory_bytes(streams, stream_len, t) - without == extra);
+  }
+}
+
+TEST_CASE("the scope context gains where a sentence's first word or the open tag says which words come", "[mix]") {
+  // Sentences of words from one of eight vocabularies, which their first
+  // word names, and paragraphs in one of four tags, whose name narrows it
+  // further: the scope context (format 20) sees the sentence's first word
+  // and the tag all the way through; the byte and word contexts see only
+  // the last bytes and words.
+  std::mt19937 rng(43);
+  std::vector<std::vector<std::string>> vocabularies(8, std::vector<std::string>(60));
+  std::vector<std::string> cues(8);
+  for (int v = 0; v < 8; ++v) {
+    for (int k = 4; k > 0; --k) cues[v] += static_cast<char>('A' + rng() % 26);
+    for (std::string& w : vocabularies[v]) {
+      for (int k = 3 + static_cast<int>(rng() % 5); k > 0; --k) w += static_cast<char>('a' + rng() % 26);
+    }
+  }
+  const char* tags[] = {"p", "li", "td", "em"};
+  std::string data;
+  while (data.size() < 60000) {
+    const int tag = static_cast<int>(rng() % 4);
+    data += std::string("<") + tags[tag] + ">";
+    for (int sentence = 1 + static_cast<int>(rng() % 3); sentence > 0; --sentence) {
+      const int v = tag * 2 + static_cast<int>(rng() % 2);
+      data += cues[v];
+      for (int k = 4 + static_cast<int>(rng() % 6); k > 0; --k) data += " " + vocabularies[v][rng() % 60];
+      data += ". ";
+    }
+    data += std::string("</") + tags[tag] + ">\n";
+  }
+  std::array<uint32_t, coder::kCdfSize> uniform;
+  coder::uniform_cdf(uniform.data());
+  const auto bpc = [&](const MixTuning& t) { return cost(t, data, [&](size_t) { return uniform.data(); }, 20000); };
+  // 9.4% (level 2) and 9.6% (level 3) less on the machine that wrote this
+  // (integer arithmetic: the same everywhere); real text: RESULTS.md, "Long
+  // matches and the scope context".
+  check_switch_gains(&MixTuning::scope_context, "the scope context", bpc, 0.95, [](MixTuning& t) {
+    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = t.long_matches = true;
+    set_nibble_groups(t, true);
+  });
+  // It comes with the text contexts: without them it changes nothing.
+  MixTuning t = MixTuning::for_level(2);
+  const std::vector<uint32_t> without = all_probabilities(t, data.substr(0, 8000));
+  const uint64_t bytes = ContextMixer::memory_bytes(2, 4000, t);
+  t.scope_context = true;
+  CHECK(all_probabilities(t, data.substr(0, 8000)) == without);
+  CHECK(ContextMixer::memory_bytes(2, 4000, t) == bytes);
+}
+
 TEST_CASE("nibble groups: as small within 0.04% in crowded tables with the same memory and none at level 1", "[mix]") {
   // A text with far more bit contexts than the smallest tables hold (60 KB,
   // 2^16 slots a table): where slots are scarce, placing a nibble's four in
@@ -648,14 +741,16 @@ TEST_CASE("format 16's initial weights come with the nibble groups from level 2 
   }
 }
 
-TEST_CASE("class contexts, own rates, one-sided inputs, text contexts and table shapes: none at level 1", "[mix]") {
+TEST_CASE("class contexts, own rates, one-sided inputs, text contexts, table shapes and long matches: none at level 1",
+          "[mix]") {
   bool MixTuning::*flag = GENERATE(&MixTuning::class_contexts, &MixTuning::own_rates, &MixTuning::one_sided,
-                                   &MixTuning::text_contexts, &MixTuning::table_shapes);
-  INFO((flag == &MixTuning::class_contexts ? "class contexts"
-        : flag == &MixTuning::own_rates    ? "own rates"
-        : flag == &MixTuning::one_sided    ? "one-sided inputs"
+                                   &MixTuning::text_contexts, &MixTuning::table_shapes, &MixTuning::long_matches);
+  INFO((flag == &MixTuning::class_contexts  ? "class contexts"
+        : flag == &MixTuning::own_rates     ? "own rates"
+        : flag == &MixTuning::one_sided     ? "one-sided inputs"
         : flag == &MixTuning::text_contexts ? "text contexts"
-                                            : "table shapes"));
+        : flag == &MixTuning::table_shapes  ? "table shapes"
+                                            : "long matches"));
   const std::string data = repetitive_text(6000);
   MixTuning t = MixTuning::for_level(1);
   const std::vector<uint32_t> without = all_probabilities(t, data);
@@ -665,7 +760,7 @@ TEST_CASE("class contexts, own rates, one-sided inputs, text contexts and table 
   CHECK(ContextMixer::memory_bytes(2, data.size() / 2, t) == bytes);
   // From level 2 on they change the probabilities (a mixer more, the sets'
   // counts, inputs and a second-layer vector more, contexts and an APM
-  // more, or larger deep tables: memory too).
+  // more, larger deep tables, or a second match table: memory too).
   for (int level = 2; level <= 3; ++level) {
     INFO("mix level " << level);
     MixTuning u = MixTuning::for_level(level);
@@ -694,10 +789,12 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     uint64_t digest;
     bool text_contexts = false;
     bool table_shapes = false;
+    bool format20 = false;  // the long matches and the scope context
   };
-  // Format 19's table shapes and every switch before them, with and without
-  // the stream contexts; the twenty-five without them are format 18's,
-  // 16's (and 17's), 15's, 14's, 13's, 12's and 11's digests, unchanged.
+  // Format 20's long matches and scope context and every switch before them,
+  // with and without the stream contexts; the twenty-nine without them are
+  // format 19's, 18's, 16's (and 17's), 15's, 14's, 13's, 12's and 11's
+  // digests, unchanged.
   for (const Pin& pin : {Pin{1, false, false, false, false, false, 0xfb3edbd601e5a535ull},
                          Pin{2, false, false, false, false, false, 0x1ed6857b4fe3389dull},
                          Pin{2, true, false, false, false, false, 0x45184c41c0160643ull},
@@ -726,7 +823,11 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
                          Pin{2, false, true, true, true, true, 0x8d9bfdbf57319ea9ull, true, true},
                          Pin{2, true, true, true, true, true, 0xd09cdfb8918915c4ull, true, true},
                          Pin{3, false, true, true, true, true, 0x8598eb1f35917c32ull, true, true},
-                         Pin{3, true, true, true, true, true, 0x902f4cb0c266a19bull, true, true}}) {
+                         Pin{3, true, true, true, true, true, 0x902f4cb0c266a19bull, true, true},
+                         Pin{2, false, true, true, true, true, 0x86f5d319540ffa8eull, true, true, true},
+                         Pin{2, true, true, true, true, true, 0xcbd70150a682bc68ull, true, true, true},
+                         Pin{3, false, true, true, true, true, 0xb8a8730a0c01cf94ull, true, true, true},
+                         Pin{3, true, true, true, true, true, 0x4e2b65a9716450f9ull, true, true, true}}) {
     MixTuning t = MixTuning::for_level(pin.level);
     t.stream_contexts = pin.stream_contexts;
     t.class_contexts = pin.class_contexts;
@@ -735,6 +836,7 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     set_nibble_groups(t, pin.nibble_groups);
     t.text_contexts = pin.text_contexts;
     t.table_shapes = pin.table_shapes;
+    t.long_matches = t.scope_context = pin.format20;
     uint64_t digest = 0xcbf29ce484222325ull;  // FNV-1a over the probabilities' bytes
     for (const uint32_t p : all_probabilities(t, data)) {
       for (int k = 0; k < 4; ++k) digest = (digest ^ ((p >> (8 * k)) & 0xFF)) * 0x100000001b3ull;
@@ -742,7 +844,8 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     INFO("mix level " << pin.level << ", stream contexts " << pin.stream_contexts << ", class contexts "
                       << pin.class_contexts << ", own rates " << pin.own_rates << ", one-sided inputs "
                       << pin.one_sided << ", nibble groups " << pin.nibble_groups << ", text contexts "
-                      << pin.text_contexts << ", table shapes " << pin.table_shapes << ": digest 0x" << std::hex << digest);
+                      << pin.text_contexts << ", table shapes " << pin.table_shapes << ", format 20 " << pin.format20
+                      << ": digest 0x" << std::hex << digest);
     CHECK(digest == pin.digest);
   }
 }

@@ -28,7 +28,8 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
 # class contexts, from format 14 on the own rates, from format 15 on the
 # one-sided inputs, from format 16 on the nibble groups, from format 18 on
-# the text contexts and from format 19 on the table shapes, with one stream
+# the text contexts, from format 19 on the table shapes and from format 20 on
+# the long matches and the scope context, with one stream
 # or more; format 17 writes the same bits as 16 behind a shorter header, but
 # from shazip 0.20 this two-stream input trains every 16 positions:
 # model::seg_for_input.)
@@ -48,11 +49,15 @@ def skip_varint(b, pos):      # a LEB128 number (format 17 on)
         pos += 1
     return pos + 1
 
+def settings_offset(b):       # the compact block's settings byte (format 17 on):
+    pos = 22                  # after 11 LEB128 counts that follow preset and device
+    for _ in range(11):
+        pos = skip_varint(b, pos)
+    return pos
+
 def header_size(b):           # header CRC included
     if b[4] >= 17:            # the compact block: 11 LEB128 counts after preset and device,
-        pos = 22              # the settings byte, the settings it names (the seed a number)
-        for _ in range(11):
-            pos = skip_varint(b, pos)
+        pos = settings_offset(b)  # the settings byte, the settings it names (the seed a number)
         written = b[pos]
         pos += 1 + 4 * bin(written & 0x3f).count('1')
         if written & 0x40:
@@ -88,8 +93,9 @@ out = {
     # bits 0-13: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
     # one-sided inputs (format 15), nibble groups (format 16), text contexts (format 18),
-    # table shapes (format 19)
-    'reserved-flags.5.shz': flip(7, 0x40, True),  # bit 14
+    # table shapes (format 19), long matches and scope context (format 20, bits 14 and 15):
+    # none is left, so the reserved bit 7 of the compact block's settings byte
+    'reserved-flags.5.shz': flip(settings_offset(src), 0x80, True),
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

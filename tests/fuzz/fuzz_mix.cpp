@@ -71,6 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shazip::model::set_nibble_groups(tuning, size % 4 != 0);  // the same
   tuning.text_contexts = size % 3 != 0;                      // the same
   tuning.table_shapes = size % 5 != 0;                       // the same
+  tuning.long_matches = size % 7 != 0;                       // the same
+  tuning.scope_context = size % 11 != 0;                     // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
