@@ -499,12 +499,13 @@ constexpr int kMaxMixers = 9;   // layer-1 mixers at level 3 with the class cont
                                 // 7 or 8 at level 2, 3 at level 1)
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
-// The long matches (format 20): the second table's context length (12 bytes
-// 1.38382 bits per byte on the large set, 8 1.38485, 16 and 10 1.38388, 20
-// 1.38432; RESULTS.md, "Long matches"), its entries (half the 6-byte
-// table's), and the match length from which a mispredicted byte does not end
-// a match (1: 1.38431, 2: 1.38398, 8: 1.38387, 16: 1.38376 on the large set;
-// 1.78609, 1.78599, 1.78702, 1.78774 on the small).
+// The long matches (format 20): the second table's context length (12
+// bytes 1.38382 bits per byte on the large set, 8 1.38485, 16 and 10
+// 1.38388, 20 1.38432; RESULTS.md, "Long matches and the scope context"),
+// its entries (half the 6-byte table's), and the match length from which a
+// mispredicted byte does not end a match (1: 1.38431, 2: 1.38398, 8:
+// 1.38387, 16: 1.38376 on the large set; 1.78609, 1.78599, 1.78702, 1.78774
+// on the small).
 constexpr int kLongMatchMin = 12;
 constexpr int kLongTableShrink = 1;
 constexpr uint32_t kRecoverFrom = 2;
