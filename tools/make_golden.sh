@@ -90,7 +90,7 @@ out = {
     'damaged-payload.5.shz': flip(hs + 100, 0x04, False),
     'content-crc.5.shz': flip(16, 0x01, True),
     'header-crc.5.shz': flip(hs - 6, 0x01, False),  # in the last string (the CPU capability)
-    # bits 0-13: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
+    # bits 0-15: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
     # one-sided inputs (format 15), nibble groups (format 16), text contexts (format 18),
     # table shapes (format 19), long matches and scope context (format 20, bits 14 and 15):
