@@ -65,6 +65,8 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !table_shapes) s << " table-shapes=0";
   if (mix >= 2 && !long_matches) s << " long-matches=0";
   if (mix >= 2 && text_contexts && !scope_context) s << " scope-context=0";
+  if (mix >= 2 && !more_runs) s << " more-runs=0";
+  if (mix >= 2 && !word_indirect) s << " word-indirect=0";
   return s.str();
 }
 
@@ -97,6 +99,8 @@ std::string ModelConfig::validate() const {
   if (table_shapes < 0 || table_shapes > 1) return "table shapes must be 0 or 1";
   if (long_matches < 0 || long_matches > 1) return "long matches must be 0 or 1";
   if (scope_context < 0 || scope_context > 1) return "the scope context must be 0 or 1";
+  if (more_runs < 0 || more_runs > 1) return "more run maps must be 0 or 1";
+  if (word_indirect < 0 || word_indirect > 1) return "the word's indirect context must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -196,6 +200,8 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.table_shapes = m.table_shapes != 0;
   t.long_matches = m.long_matches != 0;
   t.scope_context = m.scope_context != 0;
+  t.more_runs = m.more_runs != 0;
+  t.word_indirect = m.word_indirect != 0;
   return t;
 }
 

@@ -117,6 +117,13 @@ struct ModelConfig {
   int scope_context = 1;    // mix levels 2 and 3 with the text contexts: 1, a context of the
                             //    last markup tag's name, the sentence's first word and the
                             //    word (format v20; MixTuning::scope_context); 0, none
+  int more_runs = 1;        // mix levels 2 and 3: 1, three more run maps (the word with the
+                            //    previous word, order 8, the word trigram) (format v21;
+                            //    MixTuning::more_runs); 0, orders 3, 4 and the word with the
+                            //    last byte only (formats up to 20)
+  int word_indirect = 1;    // mix levels 2 and 3: 1, a context of the two bytes that followed
+                            //    the word and the last byte when they last occurred (format
+                            //    v21; MixTuning::word_indirect); 0, none (formats up to 20)
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -461,13 +461,13 @@ class Mixer {
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
 // and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
 // contexts put three others in the places of three of them), the text
-// contexts 6 more, the scope context 1 and the stream contexts 4 more, in
-// this order (compute_contexts).
+// contexts 6 more, the scope context 1, the word's indirect context 1 and
+// the stream contexts 4 more, in this order (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
 constexpr int kTextHashed = 6;
 constexpr int kStreamHashed = 4;
-constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + 1 + kStreamHashed;
+constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + 1 + 1 + kStreamHashed;
 
 // Level 2's indirect contexts remember the two bytes that followed each c2c1
 // and each c1: in direct tables shared by the streams, or with the stream
@@ -479,18 +479,33 @@ constexpr int kStreamIndirect1Bits = 18;
 int hashed_contexts(int streams, const MixTuning& t) {
   if (t.level < 2) return kLevel1Hashed;
   return kLevel2Hashed + (uses_text_contexts(t) ? kTextHashed : 0) + (uses_scope_context(t) ? 1 : 0) +
-         (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
+         (uses_word_indirect(t) ? 1 : 0) + (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
 }
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
-// previous byte (indices into the hashed contexts).
-constexpr int kRuns = 3;
-constexpr int kRunContext[kRuns] = {1, 2, 4};
+// previous byte, and with the more run maps (format 21) the word with the
+// previous word, order 8 and the word trigram (indices into the hashed
+// contexts). The three were picked one at a time over format 20's stage
+// (RESULTS.md, "More run maps and the word's indirect context"): orders 6
+// and 12 and a fourth map gained less.
+constexpr int kMaxRuns = 6;
+constexpr int kRunContext[kMaxRuns] = {1, 2, 4, 5, 9, 8};
+constexpr int kFirstRuns = 3;  // level 2's own; the others are the more run maps'
+// The more run maps' tables, and the word's indirect context's byte
+// histories, hold an entry per coded byte: 2^-kByteTableShrink of the
+// hashed tables' slots (four per byte). A quarter of the memory for 0.01% of
+// size at level 2 and 3 (RESULTS.md, "More run maps and the word's indirect
+// context").
+constexpr int kByteTableShrink = 2;
+int run_maps(const MixTuning& t) {
+  if (t.level < 2) return 0;
+  return uses_more_runs(t) ? kMaxRuns : kFirstRuns;
+}
 // Mixer inputs: 0 the SHA-RNN, 1 bias, 2 match model, 3-4 orders 0 and 1,
 // then one per hashed context; level 2 then adds one bit-history input per
 // hashed context and one per run map, and the one-sided inputs one more per
 // hashed context.
 constexpr int kFirstCounter = 3;
-constexpr int kMaxInputs = kFirstCounter + 2 + 3 * kMaxHashed + kRuns;
+constexpr int kMaxInputs = kFirstCounter + 2 + 3 * kMaxHashed + kMaxRuns;
 // The one-sided inputs' value: +kOneSided for a bit history of ones only,
 // -kOneSided for zeros only (1.80095 bits per byte on 17 small files; 1.80182
 // with 384, 1.80126 with 768; RESULTS.md, "One-sided inputs").
@@ -552,8 +567,9 @@ struct StreamState {
   // the sentence (the next word to end is one where new_sentence).
   uint32_t tag = 0, tag_reading = 0, sentence_first = 0;
   bool in_tag = false, new_sentence = true;
+  uint32_t word_indirect_at = 0;  // the word's indirect context: this byte's entry
   uint32_t base[kMaxHashed] = {};  // context hashes for the next byte
-  uint32_t* runs[kRuns] = {};      // level 2: this byte's run map entries
+  uint32_t* runs[kMaxRuns] = {};   // level 2: this byte's run map entries
   std::vector<uint8_t> hist;       // every byte of the stream so far
   ZeroArray<uint32_t> match_table{0};  // level 1: hash of kMatchMin bytes -> position after them
   uint32_t match_stream = 0;  // stream whose history holds the match
@@ -634,6 +650,8 @@ bool uses_text_contexts(const MixTuning& t) { return t.text_contexts && t.level 
 bool uses_table_shapes(const MixTuning& t) { return t.table_shapes && t.level >= 2; }
 bool uses_long_matches(const MixTuning& t) { return t.long_matches && t.level >= 2; }
 bool uses_scope_context(const MixTuning& t) { return t.scope_context && uses_text_contexts(t); }
+bool uses_more_runs(const MixTuning& t) { return t.more_runs && t.level >= 2; }
+bool uses_word_indirect(const MixTuning& t) { return t.word_indirect && t.level >= 2; }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -732,7 +750,7 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
 int layer1_inputs(int streams, const MixTuning& t) {
   const int n_hashed = hashed_contexts(streams, t);
   if (t.level < 2) return kFirstCounter + 2 + n_hashed;
-  return kFirstCounter + 2 + 2 * n_hashed + kRuns + (uses_one_sided(t) ? n_hashed : 0);
+  return kFirstCounter + 2 + 2 * n_hashed + run_maps(t) + (uses_one_sided(t) ? n_hashed : 0);
 }
 
 // The small APMs' contexts: level 1's by the partial byte, level 3's by the
@@ -760,7 +778,9 @@ struct ContextMixer::Impl {
         text(uses_text_contexts(t)),
         scope(uses_scope_context(t)),
         long_matches(uses_long_matches(t)),
+        word_indirect(uses_word_indirect(t)),
         n_hashed(hashed_contexts(streams, t)),
+        n_runs(run_maps(t)),
         order0(8),
         order1(16),
         apm_order0(level2 ? 0 : kApmOrder0Contexts, t.apm_rate),
@@ -776,7 +796,7 @@ struct ContextMixer::Impl {
     for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(context_table_bits(i, bits.hashed, t));
     state.resize(static_cast<size_t>(streams));
     if (level2) {
-      for (int k = 0; k < kRuns; ++k) run_tables.emplace_back(bits.hashed);
+      for (int k = 0; k < n_runs; ++k) run_tables.emplace_back(k < kFirstRuns ? bits.hashed : bits.hashed - kByteTableShrink);
       shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
       match_mask = (uint32_t{1} << bits.shared) - 1;
       if (long_matches) {
@@ -787,6 +807,10 @@ struct ContextMixer::Impl {
       indirect1_bits = stream_local ? kStreamIndirect1Bits : 8;
       indirect2 = ZeroArray<uint16_t>(size_t{1} << indirect2_bits);
       indirect1 = ZeroArray<uint16_t>(size_t{1} << indirect1_bits);
+      if (word_indirect) {
+        indirect_word_bits = bits.hashed - kByteTableShrink;
+        indirect_word = ZeroArray<uint16_t>(size_t{1} << indirect_word_bits);
+      }
       if (text) {
         word_next_bits = bits.hashed;
         word_next = ZeroArray<uint32_t>(size_t{1} << word_next_bits);
@@ -825,6 +849,12 @@ struct ContextMixer::Impl {
   uint32_t indirect1_at(const StreamState& s, uint32_t c1) const {
     if (!stream_local) return c1;
     return stream_hash(uint64_t{c1} | uint64_t{1} << 60, s) >> (32 - indirect1_bits);
+  }
+  // ... and the word's indirect context's, of the word and the last byte
+  // (hashed; with the stream contexts, with the stream).
+  uint32_t indirect_word_at(const StreamState& s) const {
+    const uint32_t h = hash32((uint64_t{s.word} << 8 | (s.last8 & 0xFF)) | uint64_t{3} << 60);
+    return (stream_local ? stream_hash(h, s) : hash32(uint64_t{h} | uint64_t{7} << 56)) >> (32 - indirect_word_bits);
   }
 
   // The text contexts' entry for what followed a word (its hash).
@@ -903,6 +933,14 @@ struct ContextMixer::Impl {
       s.base[28] = hash32((uint64_t{s.word} << 32 | (s.classes & kLastClasses4)) ^ uint64_t{35} << 56);
       // The scope: the last tag's name and the sentence's first word, the word.
       if (scope) s.base[29] = hash32((uint64_t{s.word} << 32 | (s.tag * 0x9E3779B1u ^ s.sentence_first)) ^ uint64_t{36} << 56);
+    }
+    if (word_indirect) {
+      // The two bytes that followed the word so far and the last byte when
+      // they last occurred, with the last three bytes.
+      const int at = kLevel2Hashed + (text ? kTextHashed : 0) + (scope ? 1 : 0);
+      s.word_indirect_at = indirect_word_at(s);
+      const uint16_t followed = indirect_word[s.word_indirect_at];
+      s.base[at] = hash32((uint64_t{followed} << 24 | (h & 0xFFFFFF)) | uint64_t{37} << 56);
     }
     if (!stream_local) return;
     // The stream contexts: a context's hash hashed again with the stream.
@@ -1004,7 +1042,8 @@ struct ContextMixer::Impl {
 
   void end_byte(StreamState& s, int byte) {
     if (level2) {
-      for (uint32_t* e : s.runs) {
+      for (int k = 0; k < n_runs; ++k) {
+        uint32_t* e = s.runs[k];
         const uint32_t count = *e & 255, prev = (*e >> 8) & 255;
         if (count > 0 && prev == static_cast<uint32_t>(byte)) {
           *e = (*e & ~uint32_t{255}) | std::min<uint32_t>(count + 1, 255);
@@ -1013,6 +1052,10 @@ struct ContextMixer::Impl {
         }
       }
       const uint32_t c2c1 = static_cast<uint32_t>(s.last8 & 0xFFFF);
+      if (word_indirect) {
+        uint16_t& iw = indirect_word[s.word_indirect_at];  // compute_contexts' entry
+        iw = static_cast<uint16_t>(iw << 8 | byte);
+      }
       uint16_t& i2 = indirect2[indirect2_at(s, c2c1)];
       uint16_t& i1 = indirect1[indirect1_at(s, c2c1 & 0xFF)];
       i2 = static_cast<uint16_t>(i2 << 8 | byte);
@@ -1119,7 +1162,9 @@ struct ContextMixer::Impl {
   const bool text;            // the text contexts (context_mix.h)
   const bool scope;           // the scope context (context_mix.h)
   const bool long_matches;    // the long matches (context_mix.h)
+  const bool word_indirect;   // the word's indirect context (context_mix.h)
   const int n_hashed;
+  const int n_runs;           // level 2's run maps (run_maps())
   Table order0, order1;
   std::vector<Table> hashed;
   std::vector<StreamState> state;
@@ -1133,10 +1178,11 @@ struct ContextMixer::Impl {
   // Level 2: per context hash, a check (16 bits), the byte that followed it
   // last and how often in a row (8 bits each).
   std::vector<Table> run_tables;
-  uint32_t run_counters[kRuns * 16 * 2] = {};
-  // Level 2: the two bytes that followed the last occurrence of each c2c1 and c1.
-  ZeroArray<uint16_t> indirect2{0}, indirect1{0};
-  int indirect2_bits = 0, indirect1_bits = 0;
+  uint32_t run_counters[kMaxRuns * 16 * 2] = {};
+  // Level 2: the two bytes that followed the last occurrence of each c2c1 and
+  // c1, and (the word's indirect context) of the word with the last byte.
+  ZeroArray<uint16_t> indirect2{0}, indirect1{0}, indirect_word{0};
+  int indirect2_bits = 0, indirect1_bits = 0, indirect_word_bits = 0;
   // The text contexts: per word hash, the hash of the word that followed it last.
   ZeroArray<uint32_t> word_next{0};
   int word_next_bits = 0;
@@ -1157,7 +1203,7 @@ struct ContextMixer::Impl {
   // The bit in progress.
   uint32_t* slots[2 + kMaxHashed] = {};
   uint32_t* state_slots[kMaxHashed] = {};
-  uint32_t* run_counter[kRuns] = {};
+  uint32_t* run_counter[kMaxRuns] = {};
   uint32_t* match_slot = nullptr;
   int n_inputs = 0;
   int x[padded(kMaxInputs)] = {};  // zero past the last input (Mixer's padding)
@@ -1169,13 +1215,16 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
   const int n_hashed = hashed_contexts(streams, tuning);
-  uint64_t bytes = (level2 ? kRuns : 0) * (uint64_t{4} << bits.hashed) + b * stream_len;  // run maps, histories
+  const uint64_t more_runs = static_cast<uint64_t>(run_maps(tuning) - std::min(run_maps(tuning), kFirstRuns));
+  uint64_t bytes = static_cast<uint64_t>(std::min(run_maps(tuning), kFirstRuns)) * (uint64_t{4} << bits.hashed) +
+                   more_runs * (uint64_t{4} << (bits.hashed - kByteTableShrink)) + b * stream_len;  // run maps, histories
   for (int i = 0; i < n_hashed; ++i) bytes += uint64_t{4} << context_table_bits(i, bits.hashed, tuning);
   const bool local = uses_stream_contexts(streams, tuning);
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
   if (uses_long_matches(tuning)) bytes += uint64_t{8} << (bits.shared - kLongTableShrink);  // the 12-byte table
+  if (uses_word_indirect(tuning)) bytes += uint64_t{2} << (bits.hashed - kByteTableShrink);  // the word's indirect histories
   bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
   bytes += level2 ? 0 : Apm::bytes(kApmOrder0Contexts, false);                      // level 1's order-0 APM
   if (tuning.level >= 3) bytes += Apm::bytes(kApmNnContexts, uses_own_rates(tuning));  // level 3's SHA-RNN APM
@@ -1208,7 +1257,7 @@ void ContextMixer::begin(int stream) {
   m.c0 = 1;
   if (m.level2) {
     // Run maps: find (or take over) this byte's entries.
-    for (int k = 0; k < kRuns; ++k) {
+    for (int k = 0; k < m.n_runs; ++k) {
       uint32_t h = hash32(uint64_t{m.cur->base[kRunContext[k]]} | uint64_t{0x77} << 40);
       if (m.stream_local) h = m.stream_hash(h, *m.cur);  // the stream's own runs
       uint32_t& e = m.run_tables[static_cast<size_t>(k)].at(h);
@@ -1249,7 +1298,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
   if (m.level2) {
     const int histories = kFirstCounter + 2 + m.n_hashed;
     const int runs = histories + m.n_hashed;
-    const int sided = runs + kRuns;  // the one-sided inputs, when on
+    const int sided = runs + m.n_runs;  // the one-sided inputs, when on
     // The node of the nibble's bit tree that this bit is (1 to 15): a leading
     // 1 and the nibble's bits so far; and the partial byte at the nibble's
     // first bit, whose context hash (bits 5 and up) picks the pair of lines
@@ -1275,7 +1324,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
       if (m.one_sided) x[sided + i] = st == 0 ? 0 : ((kHistory.zeros[st] == 0) - (kHistory.ones[st] == 0)) * kOneSided;
     }
     // Run maps: the next bit of the byte that last followed the context.
-    for (int k = 0; k < kRuns; ++k) {
+    for (int k = 0; k < m.n_runs; ++k) {
       const uint32_t e = *s.runs[k];
       const uint32_t count = e & 255;
       const int expected = count > 0 ? expected_bit(static_cast<int>((e >> 8) & 255), c0, m.bitpos) : -1;

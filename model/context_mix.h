@@ -114,6 +114,13 @@ constexpr int kMaxMixLevel = 3;
 // The scope context (format version 20, with the text contexts): the name
 // of the last markup tag opened by `<` and the first word of the sentence
 // (after . ! or ?), with the word so far.
+// More run maps (format version 21, levels 2 and 3): three more run maps
+// (the byte that last followed a context and how many times in a row), for
+// the word with the previous word, order 8 and the word trigram, besides
+// orders 3 and 4 and the word with the last byte.
+// The word's indirect context (format version 21, levels 2 and 3): the two
+// bytes that followed the word so far with the last byte when they last
+// occurred, hashed with the last three bytes; one more hashed context.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -150,6 +157,10 @@ struct MixTuning {
                                  // flag as well
   bool scope_context = false;    // levels 2 and 3 with the text contexts: the scope
                                  // context (above); a header flag as well
+  bool more_runs = false;        // levels 2 and 3: the more run maps (above); a header
+                                 // flag as well
+  bool word_indirect = false;    // levels 2 and 3: the word's indirect context (above);
+                                 // a header flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -183,6 +194,12 @@ bool uses_long_matches(const MixTuning& t);
 // Whether a mixing stage has the scope context: the tuning asks for it and
 // the stage has the text contexts.
 bool uses_scope_context(const MixTuning& t);
+// Whether a mixing stage has the more run maps: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_more_runs(const MixTuning& t);
+// Whether a mixing stage has the word's indirect context: the tuning asks for
+// it and the level is 2 or 3.
+bool uses_word_indirect(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

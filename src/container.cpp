@@ -95,14 +95,18 @@ class Reader {
   size_t pos = 0;
 };
 
-// Header flag bits (offset 6), neural method only: each a ModelConfig switch
-// from the version that introduced it; before that version the bit is
-// reserved and the switch reads as 0 (the older arithmetic).
+// Header flag bits, neural method only: each a ModelConfig switch from the
+// version that introduced it; before that version the bit is reserved and
+// the switch reads as 0 (the older arithmetic). Bits 0-15 are the u16 at
+// offset 6, bits 16 and up the compact block's last field (more flags,
+// version 21 on: bit 16 + k is its bit k).
 struct FlagBit {
-  uint16_t bit;
+  uint64_t bit;
   uint8_t since;
   int model::ModelConfig::*field;
 };
+constexpr int kFlagsAtOffset6 = 16;
+constexpr uint64_t kMoreFlagsMax = (uint64_t{1} << (64 - kFlagsAtOffset6)) - 1;
 constexpr FlagBit kFlagBits[] = {
     {1, 4, &model::ModelConfig::train_lag},      // before: the step path used the latest weights
     {2, 5, &model::ModelConfig::flat_train},     // before: Adam and the clipping tensor by tensor
@@ -120,6 +124,8 @@ constexpr FlagBit kFlagBits[] = {
     {8192, 19, &model::ModelConfig::table_shapes},      // before: all hashed tables alike
     {16384, 20, &model::ModelConfig::long_matches},     // before: 6-byte matches, ended by a miss
     {32768, 20, &model::ModelConfig::scope_context},    // before: no scope context
+    {uint64_t{1} << 16, 21, &model::ModelConfig::more_runs},      // before: three run maps
+    {uint64_t{1} << 17, 21, &model::ModelConfig::word_indirect},  // before: no word's indirect context
 };
 
 // The neural method's block before its strings, versions 1 to 16: every
@@ -220,7 +226,7 @@ uint64_t count(int v) {
   return static_cast<uint64_t>(v);
 }
 
-void write_compact_block(const Header& h, Writer& w) {
+void write_compact_block(const Header& h, uint64_t flags, Writer& w) {
   const model::ModelConfig& m = h.model;
   w.put<uint8_t>(static_cast<uint8_t>(h.preset));
   w.put<uint8_t>(static_cast<uint8_t>(h.backend.device));
@@ -244,15 +250,17 @@ void write_compact_block(const Header& h, Writer& w) {
     if (written & (1u << i)) w.put_f32(m.*kDefaultFloats[i].field);
   }
   if (written & kSeedWritten) w.put_varint(m.seed);
+  if (h.version >= kMoreFlagsSince) w.put_varint(flags >> kFlagsAtOffset6);
 }
 
 [[noreturn]] void left_out_written(const char* name) {
   corrupt(std::string("the header writes the ") + name + " at the value it leaves out");
 }
 
-// Returns the reserved bits it found set. The bounds are the fixed block's
-// field widths (a count that does not fit an int is damage either way).
-uint16_t read_compact_block(Reader& r, Header& h) {
+// Returns the reserved bits it found set, and adds the more-flags field's
+// bits to *flags. The bounds are the fixed block's field widths (a count
+// that does not fit an int is damage either way).
+uint16_t read_compact_block(Reader& r, Header& h, uint64_t* flags) {
   constexpr uint64_t kU16 = 0xFFFF, kInt = 0x7FFFFFFF;
   model::ModelConfig& m = h.model;
   h.preset = static_cast<int>(r.get(1));
@@ -277,6 +285,7 @@ uint16_t read_compact_block(Reader& r, Header& h) {
   }
   m.seed = written & kSeedWritten ? r.get_varint(UINT64_MAX, "seed") : kDefaultSeed;
   if ((written & kSeedWritten) && m.seed == kDefaultSeed) left_out_written("seed");
+  if (h.version >= kMoreFlagsSince) *flags |= r.get_varint(kMoreFlagsMax, "more flags") << kFlagsAtOffset6;
   return written & kReservedMaskBits;
 }
 
@@ -300,18 +309,18 @@ std::vector<uint8_t> write_header(const Header& h) {
   w.put<uint8_t>(h.version);
   w.put<uint8_t>(static_cast<uint8_t>(h.method));
   // Flags, neural method only (kFlagBits); the rest are reserved.
-  uint16_t flags = 0;
+  uint64_t flags = 0;
   if (h.method == Method::kNeural) {
     for (const FlagBit& f : kFlagBits) {
       if (h.version >= f.since && h.model.*f.field) flags |= f.bit;
     }
   }
-  w.put<uint16_t>(flags);
+  w.put<uint16_t>(static_cast<uint16_t>(flags));
   w.put<uint64_t>(h.original_size);
   w.put<uint32_t>(h.content_crc);
   if (h.method == Method::kNeural) {
     if (h.version >= kCompactHeaderSince) {
-      write_compact_block(h, w);
+      write_compact_block(h, flags, w);
     } else {
       write_fixed_block(h, w);
     }
@@ -341,18 +350,18 @@ Header parse_member_header(const uint8_t* data, size_t size, size_t* header_size
                                          ", which this shazip no longer reads");
   }
   const uint8_t method = static_cast<uint8_t>(r.get(1));
-  uint16_t flags = static_cast<uint16_t>(r.get(2));
+  uint64_t flags = r.get(2);
   h.original_size = r.get(8);
   h.content_crc = static_cast<uint32_t>(r.get(4));
   uint16_t reserved = 0;
   if (method == static_cast<uint8_t>(Method::kNeural)) {
     h.method = Method::kNeural;
+    reserved = h.version >= kCompactHeaderSince ? read_compact_block(r, h, &flags) : read_fixed_block(r, h);
     for (const FlagBit& f : kFlagBits) {
       const bool known = h.version >= f.since;
       h.model.*f.field = known && (flags & f.bit) ? 1 : 0;
-      if (known) flags &= static_cast<uint16_t>(~f.bit);  // what stays set is reserved
+      if (known) flags &= ~f.bit;  // what stays set is reserved
     }
-    reserved = h.version >= kCompactHeaderSince ? read_compact_block(r, h) : read_fixed_block(r, h);
     h.backend.torch_version = r.get_string();
     h.backend.blas = r.get_string();
     h.backend.cpu_capability = r.get_string();

@@ -14,7 +14,7 @@ namespace shazip {
 
 // Bumped on every change of the format or of the model's arithmetic (an old
 // archive would otherwise decode to garbage). History in docs/FORMAT.md.
-constexpr uint8_t kFormatVersion = 20;
+constexpr uint8_t kFormatVersion = 21;
 // Oldest version this build decodes.
 constexpr uint8_t kMinFormatVersion = 1;
 // The first version whose neural header is compact: counts as LEB128
@@ -22,6 +22,9 @@ constexpr uint8_t kMinFormatVersion = 1;
 // "Neural method block"). Versions before it have every field at a fixed
 // offset.
 constexpr uint8_t kCompactHeaderSince = 17;
+// The first version whose compact block ends with a second flags field
+// (flag bits 16 and up, LEB128): version 20 used the 16 bits at offset 6.
+constexpr uint8_t kMoreFlagsSince = 21;
 
 // 0x8A 'S' 'H' 'Z': the high first byte is not ASCII or UTF-8 lead text, so
 // text files are never taken for archives and 7-bit channels are detected

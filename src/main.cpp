@@ -298,12 +298,14 @@ void list_member(const Member& m, const Options& o) {
     }
     if (h.model.mix) {
       const model::MixTuning tuning = model::mix_tuning(h.model);
-      // ", with stream, class, text and scope contexts", or those of them in use, or nothing
+      // ", with stream, class, text, scope and word indirect contexts", or those of them in
+      // use, or nothing
       std::vector<std::string> kinds;
       if (model::uses_stream_contexts(h.streams, tuning)) kinds.push_back("stream");
       if (model::uses_class_contexts(tuning)) kinds.push_back("class");
       if (model::uses_text_contexts(tuning)) kinds.push_back("text");
       if (model::uses_scope_context(tuning)) kinds.push_back("scope");
+      if (model::uses_word_indirect(tuning)) kinds.push_back("word indirect");
       std::string with;
       for (size_t i = 0; i < kinds.size(); ++i) {
         with += (i == 0 ? ", with " : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];
@@ -314,6 +316,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_nibble_groups(tuning)) with += ", nibble groups";
       if (model::uses_table_shapes(tuning)) with += ", table shapes";
       if (model::uses_long_matches(tuning)) with += ", long matches";
+      if (model::uses_more_runs(tuning)) with += ", six run maps";
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   with.c_str());
     } else {

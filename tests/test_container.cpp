@@ -60,6 +60,18 @@ int parse_code(const std::vector<uint8_t>& a, size_t size) {
   }
 }
 
+// Checks that the header of `a` is refused for a reserved bit it sets.
+void check_reserved_bit_refused(const std::vector<uint8_t>& a) {
+  size_t header_size = 0;
+  try {
+    parse_header(a.data(), a.size(), &header_size);
+    FAIL("parsed a reserved bit");
+  } catch (const Error& err) {
+    CHECK(err.code() == ErrorCode::kCorrupt);
+    CHECK(std::string(err.what()).find("reserved header bits") != std::string::npos);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("CRC-32 matches the standard check value", "[container]") {
@@ -86,8 +98,9 @@ TEST_CASE("headers round-trip every field", "[container]") {
       // 4, mix level 2, T 8, groups 1 a byte each, d 128 and M 128 two bytes
       // each, the payload's 40000 three; the byte that says what follows; the
       // seed, not the default, in 9 (lr, its decay and Adam's settings are the
-      // defaults: left out); the strings; the header CRC.
-      CHECK(header_size == 20 + 2 + (8 + 2 * 2 + 3) + 1 + 9 + strings + 4);
+      // defaults: left out); from version 21 the more flags (bits 16 and 17,
+      // one byte); the strings; the header CRC.
+      CHECK(header_size == 20 + 2 + (8 + 2 * 2 + 3) + 1 + 9 + 1 + strings + 4);
     } else {
       CHECK(header_size == 94 + strings);
     }
@@ -446,6 +459,58 @@ TEST_CASE("header flag bits 0 to 15: each model switch round-trips and is reserv
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
 }
 
+TEST_CASE("header flag bits 16 and up: the compact block's more flags from version 21", "[container]") {
+  size_t header_size = 0;
+  Header h = neural_header();
+  const size_t strings = 3 + h.backend.torch_version.size() + h.backend.blas.size() + h.backend.cpu_capability.size();
+  // The more flags are the block's last field: a LEB128 number before the
+  // strings, bit k the header's flag bit 16 + k.
+  const auto more_at = [&](const std::vector<uint8_t>& a) { return a.size() - h.payload_size - 4 - strings - 1; };
+  for (int more = 0; more < 4; ++more) {
+    INFO("more flags " << more);
+    h.model.more_runs = more & 1;
+    h.model.word_indirect = more >> 1 & 1;
+    const auto a = with_body(h, h.payload_size);
+    CHECK(a[more_at(a)] == more);
+    const Header p = parse_header(a.data(), a.size(), &header_size);
+    CHECK(p.model.more_runs == (more & 1));
+    CHECK(p.model.word_indirect == (more >> 1 & 1));
+    CHECK(p.model.scope_context == h.model.scope_context);  // bit 15 beside them, at offset 6
+  }
+  // Bits 18 and up are reserved; a needless zero group, or a number past
+  // the 48 bits that the field can hold, is damage.
+  const auto good = with_body(h, h.payload_size);
+  const size_t at = more_at(good), hs = good.size() - h.payload_size;
+  auto edit = [&](std::vector<uint8_t> bytes) {
+    std::vector<uint8_t> b(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(at));
+    b.insert(b.end(), bytes.begin(), bytes.end());
+    b.insert(b.end(), good.begin() + static_cast<std::ptrdiff_t>(at + 1), good.end());
+    reseal(b, hs + bytes.size() - 1);
+    return b;
+  };
+  CHECK(parse_code(edit({3}), good.size()) == -1);  // the edit itself leaves a valid header
+  for (uint8_t reserved : {4, 8, 64}) {
+    INFO("more flags " << int{reserved});
+    check_reserved_bit_refused(edit({static_cast<uint8_t>(3 | reserved)}));
+  }
+  auto a = edit({0x83, 0x00});  // 3, in two bytes
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  a = edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40});  // bit 48 of the field, 64 of the flags: past it
+  CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
+  check_reserved_bit_refused(edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}));  // bit 47 (flag 63): within it
+  // Version 20 has no such field: its block is a byte shorter and reads
+  // both switches as off (as do the fixed blocks before version 17).
+  for (const uint8_t version : {uint8_t{20}, uint8_t{16}}) {
+    INFO("version " << int{version});
+    h.version = version;
+    const auto old = with_body(h, h.payload_size);
+    if (version == 20) CHECK(old.size() == good.size() - 1);
+    const Header p = parse_header(old.data(), old.size(), &header_size);
+    CHECK(p.model.more_runs == 0);
+    CHECK(p.model.word_indirect == 0);
+  }
+}
+
 TEST_CASE("the training groups: a field from version 8, one group before", "[container]") {
   size_t header_size = 0;
   Header h = neural_header();  // 16 streams
@@ -489,8 +554,9 @@ TEST_CASE("the training groups: a field from version 8, one group before", "[con
 TEST_CASE("format 17's compact block: LEB128 counts and the usual settings left out", "[container]") {
   size_t header_size = 0;
   // The default preset's header for an 11 KB input with this VM's strings:
-  // 76 bytes where format 16 wrote 131, what a 4 KB text's archive saves
-  // against zstd's (benchmarks/RESULTS.md, "Compact headers").
+  // 76 bytes in format 20 where format 16 wrote 131, what a 4 KB text's
+  // archive saves against zstd's (benchmarks/RESULTS.md, "Compact
+  // headers"); 77 from format 21, whose more flags take a byte.
   Header h = neural_header();
   h.preset = 2;
   h.model = model::preset(2).model;
@@ -500,6 +566,8 @@ TEST_CASE("format 17's compact block: LEB128 counts and the usual settings left 
   h.payload_size = 2196;
   h.backend.blas = "OpenBLAS 0.3.21 core=Zen";
   h.backend.cpu_capability = "auto";
+  CHECK(write_header(h).size() == 77);
+  h.version = 20;
   CHECK(write_header(h).size() == 76);
   h.version = 16;
   CHECK(write_header(h).size() == 131);
@@ -585,14 +653,7 @@ TEST_CASE("format 17's compact block: LEB128 counts and the usual settings left 
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   a = edit(kMaskAt, {0x40, 0x9A, 0xC0, 0xE8, 0xD2, 0x05}, 1);  // and one more
   CHECK(parse_header(a.data(), a.size(), &header_size).model.seed == 0x5A5A201Aull);
-  a = edit(kMaskAt, {0x80}, 1);
-  try {
-    parse_header(a.data(), a.size(), &header_size);
-    FAIL("parsed a reserved bit");
-  } catch (const Error& err) {
-    CHECK(err.code() == ErrorCode::kCorrupt);
-    CHECK(std::string(err.what()).find("reserved header bits") != std::string::npos);
-  }
+  check_reserved_bit_refused(edit(kMaskAt, {0x80}, 1));
 }
 
 TEST_CASE("several archives back to back split into their members", "[container]") {

@@ -28,8 +28,9 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # docs/FORMAT.md as they were then. (Every archive from format 13 on has the
 # class contexts, from format 14 on the own rates, from format 15 on the
 # one-sided inputs, from format 16 on the nibble groups, from format 18 on
-# the text contexts, from format 19 on the table shapes and from format 20 on
-# the long matches and the scope context, with one stream
+# the text contexts, from format 19 on the table shapes, from format 20 on
+# the long matches and the scope context and from format 21 on the more run
+# maps and the word's indirect context, with one stream
 # or more; format 17 writes the same bits as 16 behind a shorter header, but
 # from shazip 0.20 this two-stream input trains every 16 positions:
 # model::seg_for_input.)
@@ -55,12 +56,18 @@ def settings_offset(b):       # the compact block's settings byte (format 17 on)
         pos = skip_varint(b, pos)
     return pos
 
+def more_flags_offset(b):     # the compact block's more flags (format 21 on): after the
+    pos = settings_offset(b)  # settings byte, the settings it names (the seed a number)
+    written = b[pos]
+    pos += 1 + 4 * bin(written & 0x3f).count('1')
+    if written & 0x40:
+        pos = skip_varint(b, pos)
+    return pos
+
 def header_size(b):           # header CRC included
     if b[4] >= 17:            # the compact block: 11 LEB128 counts after preset and device,
-        pos = settings_offset(b)  # the settings byte, the settings it names (the seed a number)
-        written = b[pos]
-        pos += 1 + 4 * bin(written & 0x3f).count('1')
-        if written & 0x40:
+        pos = more_flags_offset(b)  # the settings, from format 21 the more flags (a number)
+        if b[4] >= 21:
             pos = skip_varint(b, pos)
     else:                     # the fixed block: the first string at 90 (88 before version 8)
         pos = 90 if b[4] >= 8 else 88
@@ -93,9 +100,10 @@ out = {
     # bits 0-15: lag, flat training, step, training, CUDA step, CUDA training kernels, block norm,
     # stream contexts (format 12), class contexts (format 13), own rates (format 14),
     # one-sided inputs (format 15), nibble groups (format 16), text contexts (format 18),
-    # table shapes (format 19), long matches and scope context (format 20, bits 14 and 15):
-    # none is left, so the reserved bit 7 of the compact block's settings byte
-    'reserved-flags.5.shz': flip(settings_offset(src), 0x80, True),
+    # table shapes (format 19), long matches and scope context (format 20, bits 14 and 15);
+    # from format 21 the compact block's more flags: bits 16 and 17 the more run maps and
+    # the word's indirect context, so its bit 2 (flag bit 18) is reserved
+    'reserved-flags.5.shz': flip(more_flags_offset(src), 0x04, True),
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)
