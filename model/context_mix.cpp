@@ -492,9 +492,9 @@ constexpr int kRunContext[kMaxRuns] = {1, 2, 4, 5, 9, 8};
 constexpr int kFirstRuns = 3;  // level 2's own; the others are the more run maps'
 // The more run maps' tables, and the word's indirect context's byte
 // histories, hold an entry per coded byte: 2^-kByteTableShrink of the
-// hashed tables' slots (four per byte). A quarter of the memory for 0.01% of
-// size at level 2 and 3 (RESULTS.md, "More run maps and the word's indirect
-// context").
+// hashed tables' slots (four per byte): a quarter of the memory for 0.01-0.03%
+// of size at levels 2 and 3 (RESULTS.md, "More run maps and the word's
+// indirect context").
 constexpr int kByteTableShrink = 2;
 int run_maps(const MixTuning& t) {
   if (t.level < 2) return 0;
@@ -796,7 +796,9 @@ struct ContextMixer::Impl {
     for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(context_table_bits(i, bits.hashed, t));
     state.resize(static_cast<size_t>(streams));
     if (level2) {
-      for (int k = 0; k < n_runs; ++k) run_tables.emplace_back(k < kFirstRuns ? bits.hashed : bits.hashed - kByteTableShrink);
+      for (int k = 0; k < n_runs; ++k) {
+        run_tables.emplace_back(k < kFirstRuns ? bits.hashed : bits.hashed - kByteTableShrink);
+      }
       shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
       match_mask = (uint32_t{1} << bits.shared) - 1;
       if (long_matches) {
@@ -1215,16 +1217,18 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
   const int n_hashed = hashed_contexts(streams, tuning);
-  const uint64_t more_runs = static_cast<uint64_t>(run_maps(tuning) - std::min(run_maps(tuning), kFirstRuns));
-  uint64_t bytes = static_cast<uint64_t>(std::min(run_maps(tuning), kFirstRuns)) * (uint64_t{4} << bits.hashed) +
-                   more_runs * (uint64_t{4} << (bits.hashed - kByteTableShrink)) + b * stream_len;  // run maps, histories
+  // The run maps (level 2's at full size, the more run maps' shrunk) and the histories.
+  const uint64_t first_runs = static_cast<uint64_t>(std::min(run_maps(tuning), kFirstRuns));
+  const uint64_t more_runs = static_cast<uint64_t>(run_maps(tuning)) - first_runs;
+  uint64_t bytes = first_runs * (uint64_t{4} << bits.hashed) +
+                   more_runs * (uint64_t{4} << (bits.hashed - kByteTableShrink)) + b * stream_len;
   for (int i = 0; i < n_hashed; ++i) bytes += uint64_t{4} << context_table_bits(i, bits.hashed, tuning);
   const bool local = uses_stream_contexts(streams, tuning);
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
       (uint64_t{2} << (local ? bits.hashed : 16)) + (uint64_t{2} << (local ? kStreamIndirect1Bits : 8));
   bytes += level2 ? (uint64_t{8} << bits.shared) + indirect : b * (uint64_t{4} << bits.match);
   if (uses_long_matches(tuning)) bytes += uint64_t{8} << (bits.shared - kLongTableShrink);  // the 12-byte table
-  if (uses_word_indirect(tuning)) bytes += uint64_t{2} << (bits.hashed - kByteTableShrink);  // the word's indirect histories
+  if (uses_word_indirect(tuning)) bytes += uint64_t{2} << (bits.hashed - kByteTableShrink);  // its byte histories
   bytes += (level2 ? 2 : 1) * Apm::bytes(65536, uses_own_rates(tuning));  // the order-1 (and order-2) APMs
   bytes += level2 ? 0 : Apm::bytes(kApmOrder0Contexts, false);                      // level 1's order-0 APM
   if (tuning.level >= 3) bytes += Apm::bytes(kApmNnContexts, uses_own_rates(tuning));  // level 3's SHA-RNN APM
