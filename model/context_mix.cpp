@@ -500,6 +500,9 @@ int run_maps(const MixTuning& t) {
   if (t.level < 2) return 0;
   return uses_more_runs(t) ? kMaxRuns : kFirstRuns;
 }
+// Run map k's table: 2^bits entries, `bits` the hashed contexts' (level 2's
+// own maps), or a quarter of that (the more run maps).
+int run_table_bits(int k, int bits) { return k < kFirstRuns ? bits : bits - kByteTableShrink; }
 // Mixer inputs: 0 the SHA-RNN, 1 bias, 2 match model, 3-4 orders 0 and 1,
 // then one per hashed context; level 2 then adds one bit-history input per
 // hashed context and one per run map, and the one-sided inputs one more per
@@ -796,9 +799,7 @@ struct ContextMixer::Impl {
     for (int i = 0; i < n_hashed; ++i) hashed.emplace_back(context_table_bits(i, bits.hashed, t));
     state.resize(static_cast<size_t>(streams));
     if (level2) {
-      for (int k = 0; k < n_runs; ++k) {
-        run_tables.emplace_back(k < kFirstRuns ? bits.hashed : bits.hashed - kByteTableShrink);
-      }
+      for (int k = 0; k < n_runs; ++k) run_tables.emplace_back(run_table_bits(k, bits.hashed));
       shared_table = ZeroArray<uint64_t>(size_t{1} << bits.shared);
       match_mask = (uint32_t{1} << bits.shared) - 1;
       if (long_matches) {
@@ -1217,11 +1218,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   const TableBits bits = table_bits(streams, stream_len, tuning);
   const uint64_t b = static_cast<uint64_t>(streams);
   const int n_hashed = hashed_contexts(streams, tuning);
-  // The run maps (level 2's at full size, the more run maps' shrunk) and the histories.
-  const uint64_t first_runs = static_cast<uint64_t>(std::min(run_maps(tuning), kFirstRuns));
-  const uint64_t more_runs = static_cast<uint64_t>(run_maps(tuning)) - first_runs;
-  uint64_t bytes = first_runs * (uint64_t{4} << bits.hashed) +
-                   more_runs * (uint64_t{4} << (bits.hashed - kByteTableShrink)) + b * stream_len;
+  uint64_t bytes = b * stream_len;  // the histories
+  for (int k = 0; k < run_maps(tuning); ++k) bytes += uint64_t{4} << run_table_bits(k, bits.hashed);
   for (int i = 0; i < n_hashed; ++i) bytes += uint64_t{4} << context_table_bits(i, bits.hashed, tuning);
   const bool local = uses_stream_contexts(streams, tuning);
   const uint64_t indirect =  // the indirect contexts' histories, 2 bytes an entry
