@@ -13,6 +13,7 @@
 //                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1]
 //                  [--one-sided 0|1] [--nibble-groups 0|1] [--text-contexts 0|1] [--table-shapes 0|1]
 //                  [--long-matches 0|1] [--scope-context 0|1] [--more-runs 0|1] [--word-indirect 0|1]
+//                  [--mixer-selectors 0|1]
 //                  [--portable] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
@@ -26,7 +27,8 @@
 // --table-shapes: the same for the table shapes (format 19);
 // --long-matches, --scope-context: the same for format 20's long matches and
 // scope context; --more-runs, --word-indirect: the same for format 21's
-// more run maps and the word's indirect context;
+// more run maps and the word's indirect context; --mixer-selectors: the same
+// for format 22's mixer selectors;
 // --portable: the mixers' portable loops instead of AVX2, same
 // results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
@@ -114,6 +116,7 @@ int main(int argc, char** argv) {
     else if (a == "--scope-context") t.scope_context = num() != 0;
     else if (a == "--more-runs") t.more_runs = num() != 0;
     else if (a == "--word-indirect") t.word_indirect = num() != 0;
+    else if (a == "--mixer-selectors") t.mixer_selectors = num() != 0;
     else if (a == "--nibble-groups") next();  // applied above, with the level
     else if (a == "--portable") model::set_mixer_simd(false);
     else file = a;
@@ -184,13 +187,13 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s%s%s%s%s%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+  std::printf("%s level=%d%s%s%s%s%s%s%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
               t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
               t.own_rates ? "" : " own-rates=0", t.one_sided ? "" : " one-sided=0",
               t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0",
               t.table_shapes ? "" : " table-shapes=0", t.long_matches ? "" : " long-matches=0",
               t.scope_context ? "" : " scope-context=0", t.more_runs ? "" : " more-runs=0",
-              t.word_indirect ? "" : " word-indirect=0", streams, shards, bits / n);
+              t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0", streams, shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

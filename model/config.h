@@ -124,6 +124,9 @@ struct ModelConfig {
   int word_indirect = 1;    // mix levels 2 and 3: 1, a context of the two bytes that followed
                             //    the word and the last byte when they last occurred (format
                             //    v21; MixTuning::word_indirect); 0, none (formats up to 20)
+  int mixer_selectors = 1;  // mix levels 2 and 3: 1, four of layer 1's mixers also picked by
+                            //    the last two bytes or their classes (format v22;
+                            //    MixTuning::mixer_selectors); 0, as formats up to 21
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

@@ -655,6 +655,7 @@ bool uses_long_matches(const MixTuning& t) { return t.long_matches && t.level >=
 bool uses_scope_context(const MixTuning& t) { return t.scope_context && uses_text_contexts(t); }
 bool uses_more_runs(const MixTuning& t) { return t.more_runs && t.level >= 2; }
 bool uses_word_indirect(const MixTuning& t) { return t.word_indirect && t.level >= 2; }
+bool uses_mixer_selectors(const MixTuning& t) { return t.mixer_selectors && t.level >= 2; }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -735,14 +736,17 @@ int context_table_bits(int i, int bits, const MixTuning& t) {
 // order predict() picks from them (and what picks the set).
 std::vector<int> layer1_contexts(const MixTuning& t) {
   const int level = t.level;
-  std::vector<int> contexts = {256,             // the partial byte
-                               kMatchContexts,  // the match state
-                               16 * 8};         // the SHA-RNN's confidence
+  // The mixer selectors (context_mix.h) multiply the first four mixers' sets.
+  const bool finer = uses_mixer_selectors(t);
+  const int classes = kLastClass + 1;
+  std::vector<int> contexts = {finer ? classes * 256 : 256,                        // the partial byte
+                               finer ? classes * kMatchContexts : kMatchContexts,  // the match state
+                               finer ? classes * 16 * 8 : 16 * 8};                 // the SHA-RNN's confidence
   if (level >= 2) {
-    contexts.insert(contexts.end(), {6 * 8,    // how many orders know their context
-                                     256 * 8,  // the previous byte
-                                     256 * 8,  // the last markup character
-                                     256});    // order 3's bit history
+    contexts.insert(contexts.end(), {finer ? 256 * 6 * 8 : 6 * 8,  // how many orders know their context
+                                     256 * 8,                      // the previous byte
+                                     256 * 8,                      // the last markup character
+                                     256});                        // order 3's bit history
   }
   if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
   if (uses_class_contexts(t)) contexts.push_back((kLastClasses4 + 1) * 8);  // the last 4 bytes' classes
@@ -782,6 +786,7 @@ struct ContextMixer::Impl {
         scope(uses_scope_context(t)),
         long_matches(uses_long_matches(t)),
         word_indirect(uses_word_indirect(t)),
+        selectors(uses_mixer_selectors(t)),
         n_hashed(hashed_contexts(streams, t)),
         n_runs(run_maps(t)),
         order0(8),
@@ -1166,6 +1171,7 @@ struct ContextMixer::Impl {
   const bool scope;           // the scope context (context_mix.h)
   const bool long_matches;    // the long matches (context_mix.h)
   const bool word_indirect;   // the word's indirect context (context_mix.h)
+  const bool selectors;       // the mixer selectors (context_mix.h)
   const int n_hashed;
   const int n_runs;           // level 2's run maps (run_maps())
   Table order0, order1;
@@ -1358,15 +1364,20 @@ uint32_t ContextMixer::predict(int nn_p12) {
   const int match_bucket = s.match_len == 0 ? 0 : s.match_len < 16 ? 1 : s.match_len < 32 ? 2 : 3;
   const int match_ctx = (match_bucket * 8 + m.bitpos) * 2 + (m.match_slot != nullptr);
   const int nn_confidence = (x[0] + 2048) >> 8;  // 0..15, from the stretched SHA-RNN input
-  m.layer1[0].mix(x, c0);
-  m.layer1[1].mix(x, match_ctx);
-  m.layer1[2].mix(x, nn_confidence * 8 + m.bitpos);
+  // The mixer selectors: the partial byte's mixer also by the class of the
+  // byte before the last, the match state's and the confidence's by the
+  // last byte's class, the known orders' by the byte before the last.
+  const int c2 = static_cast<int>((s.last8 >> 8) & 0xFF);
+  const int class1_sel = m.selectors ? char_class(static_cast<int>(c1)) : 0;
+  m.layer1[0].mix(x, (m.selectors ? char_class(c2) * 256 : 0) + c0);
+  m.layer1[1].mix(x, class1_sel * kMatchContexts + match_ctx);
+  m.layer1[2].mix(x, (class1_sel * 16 + nn_confidence) * 8 + m.bitpos);
   if (m.level2) {
     // Orders 2, 3, 4, 5, 6 (slots 2, 3, 4, 8, 5): how many in a row have a history.
     static constexpr int kOrderSlots[5] = {2, 3, 4, 8, 5};
     int known = 0;
     while (known < 5 && Slot::state(*m.slots[kOrderSlots[known]]) > 0) ++known;
-    m.layer1[3].mix(x, known * 8 + m.bitpos);
+    m.layer1[3].mix(x, ((m.selectors ? c2 * 6 : 0) + known) * 8 + m.bitpos);
     m.layer1[4].mix(x, static_cast<int>(c1) * 8 + m.bitpos);
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));

@@ -121,6 +121,12 @@ constexpr int kMaxMixLevel = 3;
 // The word's indirect context (format version 21, levels 2 and 3): the two
 // bytes that followed the word so far with the last byte when they last
 // occurred, hashed with the last three bytes; one more hashed context.
+// The mixer selectors (format version 22, levels 2 and 3): four of layer 1's
+// mixers pick their weight set by more of the context: the partial byte's
+// also by the class of the byte before the last (class contexts' classes),
+// the match state's and the SHA-RNN confidence's also by the last byte's
+// class, and the one of how many orders know their context also by the byte
+// before the last.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -161,6 +167,8 @@ struct MixTuning {
                                  // flag as well
   bool word_indirect = false;    // levels 2 and 3: the word's indirect context (above);
                                  // a header flag as well
+  bool mixer_selectors = false;  // levels 2 and 3: the mixer selectors (above); a header
+                                 // flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -200,6 +208,9 @@ bool uses_more_runs(const MixTuning& t);
 // Whether a mixing stage has the word's indirect context: the tuning asks for
 // it and the level is 2 or 3.
 bool uses_word_indirect(const MixTuning& t);
+// Whether a mixing stage has the mixer selectors: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_mixer_selectors(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

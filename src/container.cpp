@@ -126,6 +126,7 @@ constexpr FlagBit kFlagBits[] = {
     {32768, 20, &model::ModelConfig::scope_context},    // before: no scope context
     {uint64_t{1} << 16, 21, &model::ModelConfig::more_runs},      // before: three run maps
     {uint64_t{1} << 17, 21, &model::ModelConfig::word_indirect},  // before: no word's indirect context
+    {uint64_t{1} << 18, 22, &model::ModelConfig::mixer_selectors},  // before: coarser mixer sets
 };
 
 // The neural method's block before its strings, versions 1 to 16: every

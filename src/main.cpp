@@ -317,6 +317,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_table_shapes(tuning)) with += ", table shapes";
       if (model::uses_long_matches(tuning)) with += ", long matches";
       if (model::uses_more_runs(tuning)) with += ", six run maps";
+      if (model::uses_mixer_selectors(tuning)) with += ", mixer selectors";
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   with.c_str());
     } else {

@@ -104,7 +104,7 @@ TEST_CASE("headers round-trip every field", "[container]") {
       // 4, mix level 2, T 8, groups 1 a byte each, d 128 and M 128 two bytes
       // each, the payload's 40000 three; the byte that says what follows; the
       // seed, not the default, in 9 (lr, its decay and Adam's settings are the
-      // defaults: left out); from version 21 the more flags (bits 16 and 17,
+      // defaults: left out); from version 21 the more flags (bits 16 and up,
       // one byte); the strings; the header CRC.
       CHECK(header_size == 20 + 2 + (8 + 2 * 2 + 3) + 1 + 9 + 1 + strings + 4);
     } else {
@@ -464,18 +464,20 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
   // The more flags are the block's last field: a LEB128 number before the
   // strings, bit k the header's flag bit 16 + k.
   const auto more_at = [&](const std::vector<uint8_t>& a) { return a.size() - h.payload_size - 4 - strings - 1; };
-  for (int more = 0; more < 4; ++more) {
+  for (int more = 0; more < 8; ++more) {
     INFO("more flags " << more);
     h.model.more_runs = more & 1;
     h.model.word_indirect = more >> 1 & 1;
+    h.model.mixer_selectors = more >> 2 & 1;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[more_at(a)] == more);
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.more_runs == (more & 1));
     CHECK(p.model.word_indirect == (more >> 1 & 1));
+    CHECK(p.model.mixer_selectors == (more >> 2 & 1));
     CHECK(p.model.scope_context == h.model.scope_context);  // bit 15 beside them, at offset 6
   }
-  // Bits 18 and up are reserved; a needless zero group, or a number past
+  // Bits 19 and up are reserved; a needless zero group, or a number past
   // the 48 bits that the field can hold, is damage.
   const auto good = with_body(h, h.payload_size);
   const size_t at = more_at(good), hs = good.size() - h.payload_size;
@@ -486,18 +488,29 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     reseal(b, hs + bytes.size() - 1);
     return b;
   };
-  CHECK(parse_code(edit({3}), good.size()) == -1);  // the edit itself leaves a valid header
-  for (uint8_t reserved : {4, 8, 64}) {
+  CHECK(parse_code(edit({7}), good.size()) == -1);  // the edit itself leaves a valid header
+  for (uint8_t reserved : {8, 16, 64}) {
     INFO("more flags " << int{reserved});
-    check_reserved_bit_refused(edit({static_cast<uint8_t>(3 | reserved)}));
+    check_reserved_bit_refused(edit({static_cast<uint8_t>(7 | reserved)}));
   }
-  auto a = edit({0x83, 0x00});  // 3, in two bytes
+  auto a = edit({0x87, 0x00});  // 7, in two bytes
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   a = edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40});  // bit 48 of the field, 64 of the flags: past it
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   check_reserved_bit_refused(edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}));  // bit 47 (flag 63): within it
+  // Version 21 has bits 16 and 17 only: it writes 3 with every switch on,
+  // reads the mixer selectors as off, and bit 18 as reserved.
+  h.version = 21;
+  const auto v21 = with_body(h, h.payload_size);
+  CHECK(v21[more_at(v21)] == 3);
+  CHECK(parse_header(v21.data(), v21.size(), &header_size).model.mixer_selectors == 0);
+  CHECK(parse_header(v21.data(), v21.size(), &header_size).model.word_indirect == 1);
+  auto v21_edited = v21;
+  v21_edited[more_at(v21)] = 7;
+  reseal(v21_edited, v21.size() - h.payload_size);
+  check_reserved_bit_refused(v21_edited);
   // Version 20 has no such field: its block is a byte shorter and reads
-  // both switches as off (as do the fixed blocks before version 17).
+  // the three switches as off (as do the fixed blocks before version 17).
   for (const uint8_t version : {uint8_t{20}, uint8_t{16}}) {
     INFO("version " << int{version});
     h.version = version;
@@ -506,6 +519,7 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     const Header p = parse_header(old.data(), old.size(), &header_size);
     CHECK(p.model.more_runs == 0);
     CHECK(p.model.word_indirect == 0);
+    CHECK(p.model.mixer_selectors == 0);
   }
 }
 
