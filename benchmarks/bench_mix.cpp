@@ -193,7 +193,8 @@ int main(int argc, char** argv) {
               t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0",
               t.table_shapes ? "" : " table-shapes=0", t.long_matches ? "" : " long-matches=0",
               t.scope_context ? "" : " scope-context=0", t.more_runs ? "" : " more-runs=0",
-              t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0", streams, shards, bits / n);
+              t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0", streams,
+              shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
   return 0;

@@ -1012,7 +1012,8 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
                       << pin.class_contexts << ", own rates " << pin.own_rates << ", one-sided inputs "
                       << pin.one_sided << ", nibble groups " << pin.nibble_groups << ", text contexts "
                       << pin.text_contexts << ", table shapes " << pin.table_shapes << ", format 20 " << pin.format20
-                      << ", format 21 " << pin.format21 << ", format 22 " << pin.format22 << ": digest 0x" << std::hex << digest);
+                      << ", format 21 " << pin.format21 << ", format 22 " << pin.format22 << ": digest 0x" << std::hex
+                      << digest);
     CHECK(digest == pin.digest);
   }
 }
