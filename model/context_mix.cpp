@@ -736,17 +736,18 @@ int context_table_bits(int i, int bits, const MixTuning& t) {
 // order predict() picks from them (and what picks the set).
 std::vector<int> layer1_contexts(const MixTuning& t) {
   const int level = t.level;
-  // The mixer selectors (context_mix.h) multiply the first four mixers' sets.
-  const bool finer = uses_mixer_selectors(t);
-  const int classes = kLastClass + 1;
-  std::vector<int> contexts = {finer ? classes * 256 : 256,                        // the partial byte
-                               finer ? classes * kMatchContexts : kMatchContexts,  // the match state
-                               finer ? classes * 16 * 8 : 16 * 8};                 // the SHA-RNN's confidence
+  // The mixer selectors (context_mix.h) multiply the first three mixers'
+  // sets by the classes and the fourth's by the bytes.
+  const int by_class = uses_mixer_selectors(t) ? kLastClass + 1 : 1;
+  const int by_byte = uses_mixer_selectors(t) ? 256 : 1;
+  std::vector<int> contexts = {by_class * 256,             // the partial byte
+                               by_class * kMatchContexts,  // the match state
+                               by_class * 16 * 8};         // the SHA-RNN's confidence
   if (level >= 2) {
-    contexts.insert(contexts.end(), {finer ? 256 * 6 * 8 : 6 * 8,  // how many orders know their context
-                                     256 * 8,                      // the previous byte
-                                     256 * 8,                      // the last markup character
-                                     256});                        // order 3's bit history
+    contexts.insert(contexts.end(), {by_byte * 6 * 8,  // how many orders know their context
+                                     256 * 8,          // the previous byte
+                                     256 * 8,          // the last markup character
+                                     256});            // order 3's bit history
   }
   if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
   if (uses_class_contexts(t)) contexts.push_back((kLastClasses4 + 1) * 8);  // the last 4 bytes' classes

@@ -99,6 +99,20 @@ void check_switch_gains(bool MixTuning::*flag, const char* name, Bpc bpc, double
   }
 }
 
+// Sets the switches of formats 13 to `format` (all but the stream contexts,
+// which one stream does not use): what a format's gain check starts from.
+void switches_up_to(MixTuning& t, int format) {
+  t.class_contexts = format >= 13;
+  t.own_rates = format >= 14;
+  t.one_sided = format >= 15;
+  set_nibble_groups(t, format >= 16);
+  t.text_contexts = format >= 18;
+  t.table_shapes = format >= 19;
+  t.long_matches = t.scope_context = format >= 20;
+  t.more_runs = t.word_indirect = format >= 21;
+  t.mixer_selectors = format >= 22;
+}
+
 }  // namespace
 
 TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
@@ -544,10 +558,8 @@ TEST_CASE("text contexts gain on text whose words and lines follow each other", 
   // 0.86% (level 2) and 0.90% (level 3) less on the machine that wrote
   // this (integer arithmetic: the same everywhere); real text: RESULTS.md,
   // "Text contexts".
-  check_switch_gains(&MixTuning::text_contexts, "text contexts", bpc, 0.995, [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = true;
-    set_nibble_groups(t, true);
-  });
+  check_switch_gains(&MixTuning::text_contexts, "text contexts", bpc, 0.995,
+                     [](MixTuning& t) { switches_up_to(t, 16); });
 }
 
 TEST_CASE("table shapes: the deep contexts' slots doubled and the narrow ones' quartered above 2^20", "[mix]") {
@@ -629,10 +641,7 @@ TEST_CASE("long matches: a repeat with changed bytes keeps its match and a secon
   // 27.9% (level 2) and 28.3% (level 3) less on the machine that wrote this
   // (integer arithmetic: the same everywhere); real text: RESULTS.md, "Long
   // matches and the scope context".
-  check_switch_gains(&MixTuning::long_matches, "long matches", bpc, 0.8, [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = true;
-    set_nibble_groups(t, true);
-  });
+  check_switch_gains(&MixTuning::long_matches, "long matches", bpc, 0.8, [](MixTuning& t) { switches_up_to(t, 19); });
   // The second table: half the entries of the 6-byte one (8 bytes each),
   // which has one per coded byte up to 2^24.
   for (const auto& [streams, stream_len, extra] : {std::tuple{4, uint64_t{1} << 20, uint64_t{8} << 21},
@@ -681,8 +690,8 @@ TEST_CASE("the scope context gains where a sentence's first word or the open tag
   // (integer arithmetic: the same everywhere); real text: RESULTS.md, "Long
   // matches and the scope context".
   check_switch_gains(&MixTuning::scope_context, "the scope context", bpc, 0.95, [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = t.long_matches = true;
-    set_nibble_groups(t, true);
+    switches_up_to(t, 19);
+    t.long_matches = true;  // format 20's other switch
   });
   // It comes with the text contexts: without them it changes nothing.
   MixTuning t = MixTuning::for_level(2);
@@ -721,11 +730,7 @@ TEST_CASE("more run maps gain where a word pair's next word holds for a while", 
   // 1.5% (level 2) and 1.6% (level 3) less on the machine that wrote this
   // (integer arithmetic: the same everywhere); real text: RESULTS.md, "More
   // run maps and the word's indirect context".
-  check_switch_gains(&MixTuning::more_runs, "more run maps", bpc, 0.985, [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = t.long_matches = true;
-    t.scope_context = true;
-    set_nibble_groups(t, true);
-  });
+  check_switch_gains(&MixTuning::more_runs, "more run maps", bpc, 0.985, [](MixTuning& t) { switches_up_to(t, 20); });
   // Three tables of an entry per coded byte (a quarter of a hashed
   // context's slots; 4 bytes each), and three inputs more in every weight
   // set: for 4 MiB of input at level 2, whose hashed tables reach their
@@ -768,9 +773,8 @@ TEST_CASE("the word's indirect context gains where each word alternates its endi
   // histories already follow much of the alternation; real text: RESULTS.md,
   // "More run maps and the word's indirect context".
   check_switch_gains(&MixTuning::word_indirect, "the word's indirect context", bpc, 0.998, [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = t.long_matches = true;
-    t.scope_context = t.more_runs = true;
-    set_nibble_groups(t, true);
+    switches_up_to(t, 20);
+    t.more_runs = true;  // format 21's other switch
   });
   // Its histories, 2 bytes for each of a quarter of a hashed context's
   // slots, and a hashed context's table (4 bytes a slot): for 4 MiB of
@@ -810,11 +814,7 @@ TEST_CASE("the mixer selectors gain where the SHA-RNN's worth depends on the las
     }
   };
   const auto bpc = [&](const MixTuning& t) { return cost(t, data, [&](size_t i) { return nn[i].data(); }, 20000); };
-  const auto format21 = [](MixTuning& t) {
-    t.class_contexts = t.own_rates = t.one_sided = t.text_contexts = t.table_shapes = t.long_matches = true;
-    t.scope_context = t.more_runs = t.word_indirect = true;
-    set_nibble_groups(t, true);
-  };
+  const auto format21 = [](MixTuning& t) { switches_up_to(t, 21); };
   // 11.3% (level 2) and 10.8% (level 3) less on the machine that wrote this
   // (integer arithmetic: the same everywhere).
   stand_in([](int, int c2) { return c2 < 'n'; });
@@ -1017,4 +1017,3 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     CHECK(digest == pin.digest);
   }
 }
-
