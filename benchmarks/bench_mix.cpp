@@ -14,7 +14,7 @@
 //                  [--one-sided 0|1] [--nibble-groups 0|1] [--text-contexts 0|1] [--table-shapes 0|1]
 //                  [--long-matches 0|1] [--scope-context 0|1] [--more-runs 0|1] [--word-indirect 0|1]
 //                  [--mixer-selectors 0|1]
-//                  [--portable] FILE
+//                  [--portable] [--prefault 0|1] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
 // --stream-contexts: without (0) or with (1, the default, as format 12
@@ -30,6 +30,8 @@
 // more run maps and the word's indirect context; --mixer-selectors: the same
 // for format 22's mixer selectors;
 // --portable: the mixers' portable loops instead of AVX2, same
+// results; --prefault 0: the tables' pages faulted in by the coding
+// thread as it touches them, not ahead on a thread of their own, same
 // results.) Prints the bits per byte and
 // the mixing stage's time and speed (file loading and start-up excluded).
 #include <algorithm>
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
   model::MixTuning t = model::mix_tuning(as_written);
   std::string file, dump;
   int streams = 0, shards = 1;
+  bool prefault = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -119,8 +122,10 @@ int main(int argc, char** argv) {
     else if (a == "--mixer-selectors") t.mixer_selectors = num() != 0;
     else if (a == "--nibble-groups") next();  // applied above, with the level
     else if (a == "--portable") model::set_mixer_simd(false);
+    else if (a == "--prefault") prefault = num() != 0;
     else file = a;
   }
+  const bool prefaulting = model::set_table_prefault(prefault);
   if (t.mixer_shift < 1 || t.mixer_shift > model::kMaxMixerShift || t.table_bits < model::kMinTableBits ||
       t.table_bits > model::kMaxTableBits) {
     std::fprintf(stderr, "bench_mix: --shift must be 1..%d and --table-bits %d..%d\n", model::kMaxMixerShift,
@@ -196,6 +201,7 @@ int main(int argc, char** argv) {
               t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0", streams,
               shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
-  std::printf("  %.2f s %.1f KB/s (mixers %s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable");
+  std::printf("  %.2f s %.1f KB/s (mixers %s%s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable",
+              prefaulting ? ", prefault" : "");
   return 0;
 }

@@ -243,6 +243,15 @@ bool mixer_simd();
 // count to check memory_bytes).
 uint64_t mapped_table_bytes();
 
+// Each mixing stage faults its mapped tables' pages in on a thread of its own
+// while it codes (a first touch costs a page's zeroing, which on a virtual
+// machine can take a third of the time on a file of a megabyte), where the
+// kernel can do that without writing to them (Linux 5.14 and later). Only
+// speed depends on it. set_table_prefault(false) turns that off for the mixing
+// stages made from then on (benchmarks compare the two); both return whether
+// new stages prefault (on and supported). Process-wide.
+bool set_table_prefault(bool on);
+
 // The most streams the mixing stage takes (archive headers are held to it).
 constexpr uint64_t kMaxMixStreams = uint64_t{1} << 24;
 
@@ -271,6 +280,8 @@ class ContextMixer {
   int c0() const;
   // The byte completed by the last 8 updates.
   int byte() const;
+  // Until the prefaulting thread (set_table_prefault) is done (tests).
+  void wait_prefault();
 
  private:
   struct Impl;

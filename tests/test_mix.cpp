@@ -16,8 +16,11 @@
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
+#include <unistd.h>
+
 #include <array>
 #include <cmath>
+#include <fstream>
 #include <random>
 #include <string>
 #include <utility>
@@ -320,8 +323,10 @@ namespace {
 
 // Every probability the mixer gives over `data` as `streams` interleaved
 // streams (each data.size() / streams bytes), with a SHA-RNN table that
-// changes with the position (some of them sure).
-std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::string& data, int streams = 2) {
+// changes with the position (some of them sure); the tables sized for
+// `table_len` bytes a stream where that is not 0.
+std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::string& data, int streams = 2,
+                                        uint64_t table_len = 0) {
   std::array<std::array<uint32_t, coder::kCdfSize>, 3> tables;
   for (int t = 0; t < 3; ++t) {
     std::array<float, 256> probs;
@@ -329,7 +334,7 @@ std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::stri
     coder::quantize_probs(probs.data(), tables[t].data());
   }
   const size_t len = data.size() / static_cast<size_t>(streams);
-  ContextMixer mixer(streams, len, tuning);
+  ContextMixer mixer(streams, table_len ? table_len : len, tuning);
   std::vector<uint32_t> ps;
   for (size_t i = 0; i < len; ++i) {
     for (int s = 0; s < streams; ++s) {
@@ -342,6 +347,14 @@ std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::stri
     }
   }
   return ps;
+}
+
+// Pages of this process in memory (Linux's /proc/self/statm), or -1.
+long resident_pages() {
+  std::ifstream statm("/proc/self/statm");
+  long size = -1, resident = -1;
+  statm >> size >> resident;
+  return resident;
 }
 
 }  // namespace
@@ -388,6 +401,41 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
   size_t differ = 0;
   for (size_t i = 0; i < simd.size(); ++i) differ += simd[i] != portable[i];
   CHECK(differ == 0);
+}
+
+TEST_CASE("prefaulting maps the tables' pages ahead of the coder and changes no probability", "[mix]") {
+  if (!model::set_table_prefault(true) || resident_pages() < 0) {
+    WARN("no MADV_POPULATE_WRITE (Linux 5.14) or /proc here: the coder faults its tables in itself");
+    return;
+  }
+  // Level 2's tables for two streams of 2^18 bytes: 2^20 slots and more
+  // each, so mapped, some 380 MB in all.
+  const uint64_t table_len = uint64_t{1} << 18;
+  MixTuning t = MixTuning::for_level(2);
+  switches_up_to(t, 22);
+  t.stream_contexts = true;
+  double faulted[2] = {}, mapped[2] = {};
+  for (const bool on : {false, true}) {
+    model::set_table_prefault(on);
+    const uint64_t mapped_before = model::mapped_table_bytes();
+    const long before = resident_pages();
+    ContextMixer mixer(2, table_len, t);
+    mixer.wait_prefault();
+    faulted[on] = static_cast<double>(resident_pages() - before) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    mapped[on] = static_cast<double>(model::mapped_table_bytes() - mapped_before);
+  }
+  INFO("mapped " << mapped[1] << " bytes; in memory after the mixer's construction " << faulted[0]
+                 << " bytes without prefaulting, " << faulted[1] << " with");
+  REQUIRE(mapped[0] == mapped[1]);
+  REQUIRE(mapped[1] > 100e6);
+  CHECK(faulted[0] < 0.2 * mapped[1]);  // what constructing a mixer touches itself
+  CHECK(faulted[1] > 0.95 * mapped[1]);
+
+  const std::string data = repetitive_text(40000);
+  model::set_table_prefault(false);
+  const std::vector<uint32_t> untouched = all_probabilities(t, data, 2, table_len);
+  model::set_table_prefault(true);
+  CHECK(all_probabilities(t, data, 2, table_len) == untouched);
 }
 
 TEST_CASE("stream contexts learn what differs between streams", "[mix]") {
