@@ -201,7 +201,7 @@ bool can_populate() {
   return false;
 #endif
 }
-std::atomic<bool> g_prefault{true};
+std::atomic<bool> g_prefault{true};  // set_table_prefault's setting
 
 // Faults the mapped tables' pages in on a thread of its own while the coder
 // starts. The kernel zeroes a page at its first touch, and on a virtual
@@ -231,7 +231,8 @@ class Prefaulter {
           for (size_t at = 0; at < r.bytes; at += kChunk) {
             if (stop_.load(std::memory_order_relaxed)) return;
             char* from = static_cast<char*>(r.data) + at;
-            if (madvise(from, std::min(kChunk, r.bytes - at), MADV_POPULATE_WRITE) != 0) return;  // out of memory
+            // On an error (out of memory, a fatal signal) the coder faults the rest in.
+            if (madvise(from, std::min(kChunk, r.bytes - at), MADV_POPULATE_WRITE) != 0) return;
           }
         }
       });
