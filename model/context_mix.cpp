@@ -20,6 +20,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #if defined(__x86_64__)
@@ -222,11 +223,11 @@ class Prefaulter {
   Prefaulter& operator=(const Prefaulter&) = delete;
 
   // Starts on `regions` (where prefaulting is on and the kernel can).
-  void start(std::vector<Region> regions) {
+  void start(const std::vector<Region>& regions) {
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
     if (regions.empty() || !g_prefault.load() || !can_populate()) return;
     try {
-      thread_ = std::thread([this, regions = std::move(regions)] {
+      thread_ = std::thread([this, regions] {
         for (const Region& r : regions) {
           for (size_t at = 0; at < r.bytes; at += kChunk) {
             if (stop_.load(std::memory_order_relaxed)) return;
@@ -344,6 +345,7 @@ class Apm {
         rate_(rate) {
     SHAZIP_ASSERT(!counted || (rate >= kMinCountedApmRate && rate <= kMaxCountedApmRate));
   }
+  Region region() const { return t_.region(); }
   // Returns a 16-bit probability.
   int refine(int p12, int ctx) {
     const int s = stretch(p12) + 2048;  // 1..4095
@@ -930,15 +932,18 @@ struct ContextMixer::Impl {
     layer2 = Mixer(mixers, layer2_contexts(t), even);
     if (one_sided) layer2_match = Mixer(mixers, kMatchContexts, even);
 
-    std::vector<Region> regions;  // the large tables (ZeroArray maps them)
     for (const Table& table : hashed) regions.push_back(table.region());
     for (const Table& table : run_tables) regions.push_back(table.region());
     for (const auto* array : {&shared_table, &long_table}) regions.push_back(array->region());
     for (const auto* array : {&indirect2, &indirect1, &indirect_word}) regions.push_back(array->region());
     regions.push_back(word_next.region());
+    for (const StreamState& s : state) regions.push_back(s.match_table.region());  // level 1's
+    for (const Apm* apm : {&apm_order0, &apm_order1, &apm_order2, &apm_nn, &apm_order3}) {
+      regions.push_back(apm->region());
+    }
     regions.erase(std::remove_if(regions.begin(), regions.end(), [](const Region& r) { return r.bytes == 0; }),
                   regions.end());
-    prefaulter.start(std::move(regions));
+    prefaulter.start(regions);
   }
 
   // The stream contexts' keying: x (bits 32-56 clear) hashed with 1 + the
@@ -1314,7 +1319,8 @@ struct ContextMixer::Impl {
   int n_inputs = 0;
   int x[padded(kMaxInputs)] = {};  // zero past the last input (Mixer's padding)
   int mix_p12 = 2048;
-  Prefaulter prefaulter;  // last: stops before the tables go
+  std::vector<Region> regions;  // every array that ZeroArray mapped
+  Prefaulter prefaulter;        // last: stops before the tables go
 };
 
 uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixTuning& tuning) {
@@ -1354,6 +1360,20 @@ ContextMixer::ContextMixer(int streams, uint64_t stream_len, const MixTuning& tu
 ContextMixer::~ContextMixer() = default;
 
 void ContextMixer::wait_prefault() { impl_->prefaulter.wait(); }
+
+uint64_t ContextMixer::resident_table_bytes() const {
+  uint64_t bytes = 0;
+#if defined(__linux__)
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in;
+  for (const Region& r : impl_->regions) {
+    in.resize((r.bytes + page - 1) / page);
+    if (mincore(r.data, r.bytes, in.data()) != 0) continue;
+    for (const unsigned char v : in) bytes += (v & 1) ? page : 0;
+  }
+#endif
+  return bytes;
+}
 
 int ContextMixer::c0() const { return impl_->c0; }
 int ContextMixer::byte() const { return impl_->last_byte; }

@@ -280,8 +280,10 @@ class ContextMixer {
   int c0() const;
   // The byte completed by the last 8 updates.
   int byte() const;
-  // Until the prefaulting thread (set_table_prefault) is done (tests).
+  // Until the prefaulting thread (set_table_prefault) is done, and how many
+  // bytes of the mapped tables are in memory now (tests).
   void wait_prefault();
+  uint64_t resident_table_bytes() const;
 
  private:
   struct Impl;
