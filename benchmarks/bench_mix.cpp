@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
               t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0", streams,
               shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
-  std::printf("  %.2f s %.1f KB/s (mixers %s%s)\n", seconds, n / 1e3 / seconds, model::mixer_simd() ? "avx2" : "portable",
-              prefaulting ? ", prefault" : "");
+  std::printf("  %.2f s %.1f KB/s (mixers %s%s)\n", seconds, n / 1e3 / seconds,
+              model::mixer_simd() ? "avx2" : "portable", prefaulting ? ", prefault" : "");
   return 0;
 }
