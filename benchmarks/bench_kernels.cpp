@@ -1,13 +1,15 @@
 // Kernel benchmark: the products of one CPU training step (model/step_kernels.h
-// `linear`, as the training kernels call it) shape by shape, and the whole
+// `linear`, as the training kernels call it) shape by shape, the weight
+// gradients' products on transposes against `linear_tn`, and the whole
 // training pass (model/train_kernels.h SegmentPass::run) on random weights.
 // Torch-free; one thread.
 //
 // The shapes are those of preset 2 (d = 96, Boom 4d, one block with attention
-// over 64 + 1 memory slots, T = 8) for B streams: rows x k (summed) x n
+// over 64 + 1 memory slots, T = 8 unless --seg) for B streams: rows x k (summed) x n
 // (outputs), and how often a step runs each.
 //
-// Usage: bench_kernels [B] [--plain]   (default B = 16; --plain: no AVX2)
+// Usage: bench_kernels [B] [--seg T] [--plain]   (default B = 16, T = 8;
+// --plain: no AVX2). Inputs of one or two streams above 8 KB train on T = 16.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -37,21 +39,27 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t batch = 16;
+  int64_t batch = 16, seg = 8;
   bool plain = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--plain") == 0) {
       plain = true;
+    } else if (std::strcmp(argv[i], "--seg") == 0 && i + 1 < argc) {
+      seg = std::atoll(argv[++i]);
+      if (seg < 2 || seg > 4096) {
+        std::fprintf(stderr, "bench_kernels: --seg takes 2 to 4096\n");
+        return 1;
+      }
     } else {
       batch = std::atoll(argv[i]);
       if (batch < 1 || batch > 4096) {
-        std::fprintf(stderr, "usage: bench_kernels [B] [--plain]\n");
+        std::fprintf(stderr, "usage: bench_kernels [B] [--seg T] [--plain]\n");
         return 1;
       }
     }
   }
   step::set_simd(!plain);
-  const int64_t d = 96, f = 4 * d, seg = 8, slots = 65;
+  const int64_t d = 96, f = 4 * d, slots = 65;
   const int64_t n = batch * seg, np = (n + 7) / 8 * 8;
   std::mt19937 rng(1);
 
@@ -74,7 +82,8 @@ int main(int argc, char** argv) {
       {"d LSTM weights (two)", 4 * d, np, d, 2},
       {"d LSTM input", n, 4 * d, d, 1},
   };
-  std::printf("step::linear, B = %lld, %s\n", static_cast<long long>(batch), step::simd() ? "AVX2 + FMA" : "plain C++");
+  std::printf("step::linear, B = %lld, T = %lld, %s\n", static_cast<long long>(batch), static_cast<long long>(seg),
+              step::simd() ? "AVX2 + FMA" : "plain C++");
   std::printf("%-26s %5s %5s %5s %6s %9s %12s\n", "product", "rows", "k", "n", "count", "GFLOP/s", "us per step");
   double total_s = 0, total_flop = 0;
   for (const Shape& s : shapes) {
@@ -94,6 +103,43 @@ int main(int argc, char** argv) {
     total_flop += flop * static_cast<double>(s.count);
   }
   std::printf("all products: %.3f ms per step, %.1f GFLOP/s\n", total_s * 1e3, total_flop / total_s / 1e9);
+
+  // The weight gradients' products as the rows (N = B T positions) come:
+  // step::linear on the transposes, zero-padded to a multiple of 8 (the
+  // transposes' time not counted), against step::linear_tn on the rows as
+  // they are (train_kernels.cpp takes it up to kDirectRows rows). Same bits.
+  struct Grad {
+    const char* what;
+    int64_t out, in, count;
+  };
+  const Grad grads[] = {
+      {"d embedding (decoder)", 256, d, 1},
+      {"d Boom weight", f, d, 1},
+      {"d query weight", d, d, 1},
+      {"d LSTM weights (two)", 4 * d, d, 2},
+  };
+  std::printf("\nweight gradients over N = %lld rows: us per step\n", static_cast<long long>(n));
+  std::printf("%-26s %5s %5s %5s %12s %12s\n", "product", "out", "in", "count", "transposed", "linear_tn");
+  for (const Grad& gr : grads) {
+    const auto dy = random_floats(static_cast<size_t>(n * gr.out), rng, 1.0f);
+    const auto x = random_floats(static_cast<size_t>(n * gr.in), rng, 1.0f);
+    std::vector<float> dyt(static_cast<size_t>(gr.out * np), 0.0f), xt(static_cast<size_t>(gr.in * np), 0.0f);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < gr.out; ++j) dyt[j * np + r] = dy[r * gr.out + j];
+      for (int64_t i = 0; i < gr.in; ++i) xt[i * np + r] = x[r * gr.in + i];
+    }
+    std::vector<float> y(static_cast<size_t>(gr.out * gr.in));
+    const int reps = std::max(10, static_cast<int>(2e8 / (2.0 * static_cast<double>(n * gr.out * gr.in))));
+    double t0 = now();
+    for (int i = 0; i < reps; ++i) step::linear(dyt.data(), gr.out, np, xt.data(), gr.in, nullptr, y.data());
+    const double transposed = (now() - t0) / reps;
+    t0 = now();
+    for (int i = 0; i < reps; ++i) step::linear_tn(dy.data(), x.data(), n, np, gr.out, gr.in, y.data());
+    const double direct = (now() - t0) / reps;
+    std::printf("%-26s %5lld %5lld %5lld %12.1f %12.1f\n", gr.what, static_cast<long long>(gr.out),
+                static_cast<long long>(gr.in), static_cast<long long>(gr.count),
+                transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
+  }
 
   // The whole pass: forward, backward, every gradient (not the Adam step).
   std::vector<std::vector<float>> store;

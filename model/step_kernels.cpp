@@ -51,6 +51,29 @@ void linear_scalar(const float* const* xs, const float* const* ws, int segments,
   }
 }
 
+// linear_tn's and col_sum8's definitions: linear's and sum8's lanes over the
+// columns, zero-padded to rows_pad rows.
+void linear_tn_scalar(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n, int64_t k,
+                      float* y) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < k; ++i) {
+      float lanes[kLanes] = {};
+      for (int64_t p = 0; p < rows_pad; ++p) {
+        const bool in = p < rows;
+        lanes[p % kLanes] = fma_rn(in ? a[p * n + j] : 0.0f, in ? b[p * k + i] : 0.0f, lanes[p % kLanes]);
+      }
+      y[j * k + i] = reduce_lanes(lanes);
+    }
+  }
+}
+
+void col_sum8_scalar(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y) {
+  for (int64_t j = 0; j < n; ++j) {
+    float lanes[kLanes] = {};
+    for (int64_t p = 0; p < rows_pad; ++p) lanes[p % kLanes] += p < rows ? a[p * n + j] : 0.0f;
+    y[j] = reduce_lanes(lanes);
+  }
+}
 
 // Element j of row b of the LSTM's pointwise pass (step_kernels.h).
 inline void lstm_element(const float* g, const float* c_prev, float* c, float* h, float* a, float* saved_tanh_c,
@@ -162,6 +185,83 @@ SHAZIP_AVX2 void linear_avx2(const float* const* xs, const float* const* ws, int
       default: break;
     }
   }
+}
+
+// linear_tn: columns [0, 8 * C) of row j of y, vectors over the columns.
+// Lane l of every output is a chain over rows p = l, l + 8, ..., then one
+// more addition of zero where the padding reaches that lane (linear's
+// fma(0, 0, acc) on the padded transposes: -0 becomes +0, as there).
+template <int C>
+struct ProductLane {
+  const float *a, *b;  // column j of a, column i of b
+  int64_t rows, rows_pad, n, k;
+  SHAZIP_AVX2 void operator()(int l, __m256* acc) const {
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+    int64_t p = l;
+    for (; p < rows; p += kLanes) {
+      const __m256 av = _mm256_broadcast_ss(a + p * n);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + p * k + kLanes * c), acc[c]);
+    }
+    if (p < rows_pad) {
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[c] = _mm256_add_ps(acc[c], _mm256_setzero_ps());
+    }
+  }
+};
+
+// col_sum8: columns [0, 8) from j, as sum8's lanes (additions from zero).
+struct SumLane {
+  const float* a;  // column j
+  int64_t rows, rows_pad, n;
+  SHAZIP_AVX2 void operator()(int l, __m256* acc) const {
+    acc[0] = _mm256_setzero_ps();
+    int64_t p = l;
+    for (; p < rows; p += kLanes) acc[0] = _mm256_add_ps(acc[0], _mm256_loadu_ps(a + p * n));
+    if (p < rows_pad) acc[0] = _mm256_add_ps(acc[0], _mm256_setzero_ps());
+  }
+};
+
+// Stores the lanes of C vectors of outputs added in reduce_lanes' order,
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), lane(l, acc) computing
+// lane l: 4 C vectors live at most.
+template <int C, class Lane>
+SHAZIP_AVX2 inline void reduce_lane_vectors(const Lane& lane, float* y) {
+  __m256 u[C], v[C], t0[C], t1[C];
+  lane(0, u);
+  lane(4, v);
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) t0[c] = _mm256_add_ps(u[c], v[c]);
+  lane(2, u);
+  lane(6, v);
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) t0[c] = _mm256_add_ps(t0[c], _mm256_add_ps(u[c], v[c]));
+  lane(1, u);
+  lane(5, v);
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) t1[c] = _mm256_add_ps(u[c], v[c]);
+  lane(3, u);
+  lane(7, v);
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) {
+    _mm256_storeu_ps(y + kLanes * c, _mm256_add_ps(t0[c], _mm256_add_ps(t1[c], _mm256_add_ps(u[c], v[c]))));
+  }
+}
+
+SHAZIP_AVX2 void linear_tn_avx2(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n,
+                                int64_t k, float* y) {
+  for (int64_t j = 0; j < n; ++j) {
+    int64_t i = 0;
+    for (; i + 3 * kLanes <= k; i += 3 * kLanes) {
+      reduce_lane_vectors<3>(ProductLane<3>{a + j, b + i, rows, rows_pad, n, k}, y + j * k + i);
+    }
+    for (; i < k; i += kLanes) reduce_lane_vectors<1>(ProductLane<1>{a + j, b + i, rows, rows_pad, n, k}, y + j * k + i);
+  }
+}
+
+SHAZIP_AVX2 void col_sum8_avx2(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y) {
+  for (int64_t j = 0; j < n; j += kLanes) reduce_lane_vectors<1>(SumLane{a + j, rows, rows_pad, n}, y + j);
 }
 
 // Columns [0, 8 * C) of the weighted sum: one chain per column, C vectors of
@@ -372,6 +472,22 @@ void linear2(const float* x, const float* h, int64_t rows, int64_t k, const floa
   const float* xs[2] = {x, h};
   const float* ws[2] = {wx, wh};
   linear_segments(xs, ws, 2, rows, k, n, bias, y);
+}
+
+void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n, int64_t k, float* y) {
+  SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0 && rows_pad % kLanes == 0 && rows <= rows_pad);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return linear_tn_avx2(a, b, rows, rows_pad, n, k, y);
+#endif
+  linear_tn_scalar(a, b, rows, rows_pad, n, k, y);
+}
+
+void col_sum8(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y) {
+  SHAZIP_ASSERT(n % kLanes == 0 && rows_pad % kLanes == 0 && rows <= rows_pad);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return col_sum8_avx2(a, rows, rows_pad, n, y);
+#endif
+  col_sum8_scalar(a, rows, rows_pad, n, y);
 }
 
 void weighted_sum(const float* weights, int64_t count, const float* rows, int64_t n, float* y) {

@@ -73,6 +73,18 @@ void linear(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, 
 void linear2(const float* x, const float* h, int64_t rows, int64_t k, const float* wx, const float* wh,
              int64_t n, const float* bias, float* y);
 
+// y (n x k) = a^T b over the rows, a (rows x n) and b (rows x k) row-major:
+// y[j][i] = dot8 of column j of a and column i of b, both zero-padded to
+// rows_pad rows (a multiple of 8, at least rows). The bits of `linear` on the
+// padded transposes (linear(a^T, n, rows_pad, b^T, k, nullptr, y)), without
+// making them: the training step's weight gradients over few rows. n and k
+// multiples of 8.
+void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n, int64_t k, float* y);
+
+// y[j] = sum8 of column j of a (rows x n), zero-padded to rows_pad rows (the
+// bits of sum8 on the padded transpose's row j). n a multiple of 8.
+void col_sum8(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y);
+
 // y (n) = the chain over i < count of weights[i] * rows[i][j], rows (count x n);
 // n a multiple of 8. (The attention's mix of its keys.)
 void weighted_sum(const float* weights, int64_t count, const float* rows, int64_t n, float* y);

@@ -181,9 +181,23 @@ void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const fl
   ln_backward(dy, saved.xhat, saved.rstd, dims_.rows, dims_.dim, w, dx, accumulate, dw, db, tmp_);
 }
 
-void SegmentPass::weight_grad(const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db) {
-  const int64_t np = dims_.rows_pad;
-  step::linear(dyt, n, np, transposed(x, dims_.rows, k, np), k, nullptr, dw);
+// Up to this many rows (N = B T, padded) weight_grad runs step::linear_tn on
+// dy and x as they are; above it, step::linear on their transposes. The same
+// bits either way; at N = 8 and 16 (the few-stream inputs) linear_tn takes
+// half the time, at 32 about as long, at 64 and more its strided rows make it
+// the slower (RESULTS.md, "Weight gradients without transposes").
+constexpr int64_t kDirectRows = 32;
+
+void SegmentPass::weight_grad(const float* dy, const float* dyt, int64_t n, const float* x, int64_t k, float* dw,
+                              float* db) {
+  const int64_t rows = dims_.rows, np = dims_.rows_pad;
+  if (np <= kDirectRows) {
+    step::linear_tn(dy, x, rows, np, n, k, dw);
+    if (db) step::col_sum8(dy, rows, np, n, db);
+    return;
+  }
+  if (!dyt) dyt = transposed(dy, rows, n, np);
+  step::linear(dyt, n, np, transposed(x, rows, k, np), k, nullptr, dw);
   if (db) {
     for (int64_t j = 0; j < n; ++j) db[j] = step::sum8(dyt + j * np, np);
   }
@@ -251,7 +265,7 @@ double SegmentPass::run(const Shape& sh, const Weights& w, const Start& st, cons
 
   // ---- backward ----
   tmp_ = get(std::max<int64_t>(dims_.boom, 4 * d));
-  weight_grad(transposed(dlogits, N, 256, dims_.rows_pad), 256, x, d, g.embed, g.dec_bias);
+  weight_grad(dlogits, nullptr, 256, x, d, g.embed, g.dec_bias);
   float* dx = get(N * d);
   input_grad(dlogits, N, 256, w.embed, d, dx);
   float* qgrad = nullptr;
@@ -385,7 +399,7 @@ float* SegmentPass::boom_backward(const BlockParams<const float*>& bw, const Blo
   }
   float* dzn = get(N * d);
   input_grad(du, N, f, bw.boom_w, d, dzn);
-  weight_grad(transposed(du, N, f, dims_.rows_pad), f, s.zn, d, bg.boom_w, bg.boom_b);
+  weight_grad(du, nullptr, f, s.zn, d, bg.boom_w, bg.boom_b);
   float* dh = get(N * d);
   layer_norm_backward(dzn, s.ln_xff, bw.ln_xff_w, dh, false, bg.ln_xff_w, bg.ln_xff_b);
   layer_norm_backward(dout, s.ln_ff, bw.ln_ff_w, dh, true, bg.ln_ff_w, bg.ln_ff_b);
@@ -450,7 +464,7 @@ void SegmentPass::attention_backward(const AttnParams<const float*>& aw, const A
   float* dhq = get(N * d);
   input_grad(dql, N, d, aw.q_w, d, dhq);
   for (int64_t i = 0; i < N * d; ++i) dhq[i] = dhq[i] + dh[i];
-  weight_grad(transposed(dql, N, d, dims_.rows_pad), d, s.hq, d, ag.q_w, ag.q_b);
+  weight_grad(dql, nullptr, d, s.hq, d, ag.q_w, ag.q_b);
   layer_norm_backward(dhq, s.ln_mid, aw.ln_mid_w, dh, false, ag.ln_mid_w, ag.ln_mid_b);
   layer_norm_backward(dmh, s.ln_mem, aw.ln_mem_w, dh, true, ag.ln_mem_w, ag.ln_mem_b);
 }
@@ -491,9 +505,10 @@ void SegmentPass::lstm_backward(const BlockParams<const float*>& bw, const Block
     }
     if (t > 0) step::linear(dgt, B, 4 * d, whh_t, d, nullptr, dh_next);
   }
-  const float* dgt = transposed(dg, N, 4 * d, dims_.rows_pad);
-  weight_grad(dgt, 4 * d, s.a_tb, d, bg.w_ih, bg.b_ih);
-  weight_grad(dgt, 4 * d, s.hs, d, bg.w_hh, nullptr);  // h_0 .. h_{T-1}
+  // dg transposed once for both products, where they take transposes.
+  const float* dgt = dims_.rows_pad > kDirectRows ? transposed(dg, N, 4 * d, dims_.rows_pad) : nullptr;
+  weight_grad(dg, dgt, 4 * d, s.a_tb, d, bg.w_ih, bg.b_ih);
+  weight_grad(dg, dgt, 4 * d, s.hs, d, bg.w_hh, nullptr);  // h_0 .. h_{T-1}
   std::memcpy(bg.b_hh, bg.b_ih, 4 * d * sizeof(float));
   float* da_tb = get(N * d);
   input_grad(dg, N, 4 * d, bw.w_ih, d, da_tb);

@@ -103,9 +103,11 @@ class SegmentPass {
                            float* db);
   // a (rows x cols) transposed into scratch, zero-padded to rows_pad columns.
   float* transposed(const float* a, int64_t rows, int64_t cols, int64_t rows_pad);
-  // dw (n x k) = dy^T x over the N rows, from dyt = dy transposed (n x
-  // rows_pad); db (n, may be null) = the sum8 of each row of dyt.
-  void weight_grad(const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db);
+  // dw (n x k) = dy^T x over the N rows of dy (N x n) and x (N x k), as
+  // step::linear on their transposes zero-padded to rows_pad; db (n, may be
+  // null) = the sum8 of each padded column of dy. dyt: dy so transposed
+  // (n x rows_pad), or null to let weight_grad make it where it needs it.
+  void weight_grad(const float* dy, const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db);
   // dx (rows x k) = dy (rows x n) w, w (n x k).
   void input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx);
 

@@ -97,6 +97,44 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
   }
 }
 
+TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on the padded transposes", "[kernels]") {
+  // The training step's weight gradients over few rows take these instead of
+  // transposing (train_kernels.cpp, kDirectRows): the same bits, signed zeros
+  // included (the padding's fma(0, 0, acc) turns a -0 lane into +0).
+  SimdScope keep;
+  const bool simd = GENERATE(false, true);
+  if (!select_kernels(simd)) return;
+  std::mt19937 rng(31);
+  for (const int64_t rows : {1, 5, 8, 13, 16, 24, 29, 40}) {
+    const int64_t pad = (rows + 7) / 8 * 8;
+    for (const int64_t n : {8, 24}) {
+      for (const int64_t k : {8, 16, 40}) {  // 40 = 24 + 8 + 8: both column blocks
+        auto a = random_floats(rows * n, static_cast<uint32_t>(rows * 100 + n));
+        auto b = random_floats(rows * k, static_cast<uint32_t>(rows * 100 + k + 50));
+        for (auto* v : {&a, &b}) {
+          for (auto& x : *v) {
+            if (rng() % 4 == 0) x = rng() % 2 ? -0.0f : 0.0f;
+          }
+        }
+        std::fill(a.begin(), a.begin() + n, -0.0f);  // columns whose first row is -0
+        std::vector<float> at(n * pad, 0.0f), bt(k * pad, 0.0f);
+        for (int64_t p = 0; p < rows; ++p) {
+          for (int64_t j = 0; j < n; ++j) at[j * pad + p] = a[p * n + j];
+          for (int64_t i = 0; i < k; ++i) bt[i * pad + p] = b[p * k + i];
+        }
+        std::vector<float> want(n * k), got(n * k, 7.0f), sums(n), got_sums(n, 7.0f);
+        step::linear(at.data(), n, pad, bt.data(), k, nullptr, want.data());
+        for (int64_t j = 0; j < n; ++j) sums[j] = step::sum8(at.data() + j * pad, pad);
+        step::linear_tn(a.data(), b.data(), rows, pad, n, k, got.data());
+        step::col_sum8(a.data(), rows, pad, n, got_sums.data());
+        INFO("simd " << simd << " rows " << rows << " n " << n << " k " << k);
+        CHECK(same_bits(got, want));
+        CHECK(same_bits(got_sums, sums));
+      }
+    }
+  }
+}
+
 TEST_CASE("step::weighted_sum is one fused multiply-add chain per column", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
@@ -299,9 +337,12 @@ TEST_CASE("the training kernels give the same bits with and without AVX2", "[ker
   // The whole training step (forward, backward, Adam) decides every later
   // probability: an AVX2 machine and one without must agree on every bit.
   SimdScope keep;
-  const int64_t d = 16, boom = 3, batch = 3, seg = 5;  // 15 rows: the transposes' padding
+  // 15 rows: weight gradients without transposes (kDirectRows); 45: with
+  // them, padded to 48.
+  const int64_t d = 16, boom = 3, seg = 5;
+  const int64_t batch = GENERATE(3, 9);
   const int attn_layer = GENERATE(-1, 0, 1);
-  INFO("attention layer " << attn_layer);
+  INFO("batch " << batch << " attention layer " << attn_layer);
   train::Shape shape;
   shape.batch = batch;
   shape.seg = seg;
