@@ -21,6 +21,10 @@ namespace shazip::coder {
 // uniform. No allocation.
 void quantize_probs(const float* probs, uint32_t* cdf);
 
+// The same table in plain C++ only (quantize_probs takes AVX2 where the CPU
+// has it; the tests compare the two).
+void quantize_probs_plain(const float* probs, uint32_t* cdf);
+
 // The uniform table (every symbol kFreqTotal / 256).
 void uniform_cdf(uint32_t* cdf);
 
