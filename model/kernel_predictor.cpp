@@ -29,7 +29,6 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   refresh_gates(trainer_);
   if (cfg_.train_lag) {
     lagged_ = trainer_;
-    next_ = trainer_;
     net_ = &lagged_;
   } else {
     net_ = &trainer_;
@@ -45,8 +44,8 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   if (cfg_.attn_layer >= 0) state_.mem.assign(static_cast<size_t>(b * (cfg_.mem_len + 1) * d), 0.0f);
   seg_start_ = state_;
   // The step path's shape, state and weights as the kernels take them: the
-  // state's buffers keep their places from here on (state_ is only copied
-  // from); at lag 1 the weights' view follows lagged_ through its swaps.
+  // buffers behind them keep their places from here on (state_ is only
+  // copied from, lagged_.flat only copied into).
   step_shape_ = step_shape_for(cfg_, b);
   for (int l = 0; l < cfg_.layers; ++l) {
     step_state_.h.push_back(state_.h[l].data());
@@ -92,14 +91,11 @@ void KernelPredictor::observe(const uint8_t* bytes) {
 }
 
 void KernelPredictor::end_segment() {
-  // The step path moves on to the weights of the previous step (lag 1),
-  // which that step's job left in next_ (copied there and its gates computed
-  // on the training thread, so that the coding thread only swaps buffers).
+  // The step path moves on to the weights of the previous step (lag 1).
   worker_->wait();
-  if (published_) {
-    std::swap(lagged_, next_);
-    net_weights_ = layout_.view<const float*>(lagged_.flat.data());
-    published_ = false;
+  if (cfg_.train_lag) {
+    std::copy(trainer_.flat.begin(), trainer_.flat.end(), lagged_.flat.begin());
+    refresh_gates(lagged_);
   }
   // The next segment starts from the step path's state.
   State start = std::exchange(seg_start_, state_);
@@ -135,15 +131,7 @@ void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& star
     const int64_t schedule = step * groups + k;
     adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)));
   }
-  if (cfg_.train_lag) {
-    // next_ holds weights the step path no longer reads (end_segment swapped
-    // it out, or it never was in).
-    std::copy(trainer_.flat.begin(), trainer_.flat.end(), next_.flat.begin());
-    refresh_gates(next_);
-    published_ = true;
-  } else {
-    refresh_gates(trainer_);
-  }
+  if (!cfg_.train_lag) refresh_gates(trainer_);
   book_.add_train_seconds(seconds_now() - t0);
 }
 

@@ -71,8 +71,6 @@ class KernelPredictor final : public PredictorBackend {
   FlatLayout layout_;
   Weights trainer_;            // what the training steps update
   Weights lagged_;             // at train_lag 1: the step path's, one step behind
-  Weights next_;               // at train_lag 1: the last step's result, for end_segment to swap in
-  bool published_ = false;     // next_ holds a step's result not yet swapped in
   Weights* net_;               // the step path's: &trainer_ at lag 0, &lagged_ at 1
   std::vector<float> grad_, exp_avg_, exp_avg_sq_;
   double beta1_pow_ = 1.0, beta2_pow_ = 1.0;
