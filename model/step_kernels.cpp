@@ -383,6 +383,33 @@ SHAZIP_AVX2 void exp_shifted_avx2(float* x, int64_t n, float m) {
   for (; i < n; ++i) x[i] = det_expf(x[i] - m);
 }
 
+// Elementwise passes of layer_norm and softmax, eight at a time: the same
+// IEEE operations on each element in the same order (no FMA).
+SHAZIP_AVX2 void subtract_avx2(const float* x, int64_t n, float v, float* y) {
+  const __m256 vv = _mm256_set1_ps(v);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), vv));
+  for (; i < n; ++i) y[i] = x[i] - v;
+}
+
+// y = y * s * w + b, as ((y * s) * w) + b.
+SHAZIP_AVX2 void scale_shift_avx2(float* y, int64_t n, float s, const float* w, const float* b) {
+  const __m256 sv = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(y + i), sv), _mm256_loadu_ps(w + i));
+    _mm256_storeu_ps(y + i, _mm256_add_ps(t, _mm256_loadu_ps(b + i)));
+  }
+  for (; i < n; ++i) y[i] = y[i] * s * w[i] + b[i];
+}
+
+SHAZIP_AVX2 void divide_avx2(float* x, int64_t n, float s) {
+  const __m256 sv = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), sv));
+  for (; i < n; ++i) x[i] = x[i] / s;
+}
+
 SHAZIP_AVX2 inline __m256 sigmoid8(__m256 x) {
   return _mm256_div_ps(splat(1.0f), _mm256_add_ps(splat(1.0f), det_expf8(_mm256_xor_ps(x, splat(-0.0f)))));
 }
@@ -505,6 +532,14 @@ void layer_norm(const float* x, int64_t rows, int64_t d, const float* w, const f
     const float* xr = x + r * d;
     float* yr = y + r * d;
     const float mean = sum8(xr, d) / fd;
+#if defined(__x86_64__)
+    if (g_simd.load(std::memory_order_relaxed)) {
+      subtract_avx2(xr, d, mean, yr);
+      const float rstd = rsqrt_rn(dot8(yr, yr, d) / fd + eps);
+      scale_shift_avx2(yr, d, rstd, w, b);
+      continue;
+    }
+#endif
     for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] - mean;
     const float var = dot8(yr, yr, d) / fd;
     const float rstd = rsqrt_rn(var + eps);
@@ -524,6 +559,9 @@ void softmax(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = det_expf(x[i] - m);
   }
   const float s = sum8(x, n);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed)) return divide_avx2(x, n, s);
+#endif
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] / s;
 }
 
