@@ -53,6 +53,7 @@ class KernelPredictor final : public PredictorBackend {
     std::vector<std::vector<float>> h, c;
     std::vector<float> mem;
     int64_t mem_fill = 0, mem_pos = 0;
+    int64_t positions = 0;  // observed when this state was the step path's (segment starts)
   };
   // Weights laid out by layout_, with the attention gates the step path uses.
   struct Weights {
@@ -62,6 +63,8 @@ class KernelPredictor final : public PredictorBackend {
 
   void refresh_gates(Weights& w) const;
   void end_segment();
+  // Makes `to`, a segment start taken some positions ago, the state now.
+  void refresh_start(State& to);
   // The training step(s) of one segment: bytes (B, T + 1), from `start`.
   void train(const std::vector<int64_t>& bytes, const State& start, int64_t step);
   void adam_step(double lr);
@@ -75,8 +78,11 @@ class KernelPredictor final : public PredictorBackend {
   std::vector<float> grad_, exp_avg_, exp_avg_sq_;
   double beta1_pow_ = 1.0, beta2_pow_ = 1.0;
   train::SegmentPass pass_;
-  State state_;      // after the last observed position
-  State seg_start_;  // at the start of the current segment
+  State state_;  // after the last observed position
+  // Segment starts: starts_[start_at_] the current segment's; the other the
+  // previous one's, which its training job may still be reading.
+  State starts_[2];
+  int start_at_ = 0;
   std::vector<int64_t> prev_;     // (B) the last observed byte per stream
   std::vector<float> probs_;      // (B, 256)
   std::vector<float> scratch_;    // step::forward's
