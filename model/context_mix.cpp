@@ -45,11 +45,23 @@ constexpr int kSquashPoints[33] = {1,    2,    4,    6,    10,   17,   27,   45,
                                    311,  488,  747,  1102, 1546, 2048, 2550, 2994, 3349, 3608, 3785,
                                    3902, 3976, 4022, 4051, 4069, 4079, 4086, 4090, 4092, 4094, 4095};
 
-int squash(int d) {
-  d = std::clamp(d, -2047, 2047) + 2048;  // 1..4095
+int squash_interpolated(int d) {
+  d += 2048;  // 1..4095
   const int i = d >> 7, w = d & 127;
   return (kSquashPoints[i] * (128 - w) + kSquashPoints[i + 1] * w + 64) >> 7;
 }
+
+// squash() for every clamped d, looked up (the mixers and APMs squash a
+// dozen times a bit; 8 KB, in L1).
+struct SquashTable {
+  int16_t v[4095];
+  SquashTable() {
+    for (int d = -2047; d <= 2047; ++d) v[d + 2047] = static_cast<int16_t>(squash_interpolated(d));
+  }
+};
+const SquashTable kSquash;
+
+inline int squash(int d) { return kSquash.v[std::clamp(d, -2047, 2047) + 2047]; }
 
 // stretch = squash^-1 on 0..4095, built once from squash (integers only).
 struct StretchTable {
