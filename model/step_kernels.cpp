@@ -256,7 +256,9 @@ SHAZIP_AVX2 void linear_tn_avx2(const float* a, const float* b, int64_t rows, in
     for (; i + 3 * kLanes <= k; i += 3 * kLanes) {
       reduce_lane_vectors<3>(ProductLane<3>{a + j, b + i, rows, rows_pad, n, k}, y + j * k + i);
     }
-    for (; i < k; i += kLanes) reduce_lane_vectors<1>(ProductLane<1>{a + j, b + i, rows, rows_pad, n, k}, y + j * k + i);
+    for (; i < k; i += kLanes) {
+      reduce_lane_vectors<1>(ProductLane<1>{a + j, b + i, rows, rows_pad, n, k}, y + j * k + i);
+    }
   }
 }
 
