@@ -39,8 +39,9 @@ namespace shazip::model {
 namespace {
 
 // squash(d) = 4096 / (1 + e^(-d / 256)) at d = -2048, -1920, ..., 2048,
-// rounded; squash() interpolates linearly between these points. Integers, so
-// that no libm difference can reach the archive.
+// rounded; squash_interpolated() interpolates linearly between these points
+// and squash() looks its results up. Integers, so that no libm difference can
+// reach the archive.
 constexpr int kSquashPoints[33] = {1,    2,    4,    6,    10,   17,   27,   45,   74,   120,  194,
                                    311,  488,  747,  1102, 1546, 2048, 2550, 2994, 3349, 3608, 3785,
                                    3902, 3976, 4022, 4051, 4069, 4079, 4086, 4090, 4092, 4094, 4095};

@@ -188,7 +188,7 @@ void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const fl
 // the slower (RESULTS.md, "Weight gradients without transposes").
 constexpr int64_t kDirectRows = 32;
 
-void SegmentPass::weight_grad(const float* dy, const float* dyt, int64_t n, const float* x, int64_t k, float* dw,
+void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, const float* x, int64_t k, float* dw,
                               float* db) {
   const int64_t rows = dims_.rows, np = dims_.rows_pad;
   if (np <= kDirectRows) {
@@ -196,7 +196,8 @@ void SegmentPass::weight_grad(const float* dy, const float* dyt, int64_t n, cons
     if (db) step::col_sum8(dy, rows, np, n, db);
     return;
   }
-  if (!dyt) dyt = transposed(dy, rows, n, np);
+  const float* dyt = dy_t && *dy_t ? *dy_t : transposed(dy, rows, n, np);
+  if (dy_t) *dy_t = dyt;
   step::linear(dyt, n, np, transposed(x, rows, k, np), k, nullptr, dw);
   if (db) {
     for (int64_t j = 0; j < n; ++j) db[j] = step::sum8(dyt + j * np, np);
@@ -505,10 +506,9 @@ void SegmentPass::lstm_backward(const BlockParams<const float*>& bw, const Block
     }
     if (t > 0) step::linear(dgt, B, 4 * d, whh_t, d, nullptr, dh_next);
   }
-  // dg transposed once for both products, where they take transposes.
-  const float* dgt = dims_.rows_pad > kDirectRows ? transposed(dg, N, 4 * d, dims_.rows_pad) : nullptr;
-  weight_grad(dg, dgt, 4 * d, s.a_tb, d, bg.w_ih, bg.b_ih);
-  weight_grad(dg, dgt, 4 * d, s.hs, d, bg.w_hh, nullptr);  // h_0 .. h_{T-1}
+  const float* dgt = nullptr;  // dg transposed by the first product that takes transposes, for both
+  weight_grad(dg, &dgt, 4 * d, s.a_tb, d, bg.w_ih, bg.b_ih);
+  weight_grad(dg, &dgt, 4 * d, s.hs, d, bg.w_hh, nullptr);  // h_0 .. h_{T-1}
   std::memcpy(bg.b_hh, bg.b_ih, 4 * d * sizeof(float));
   float* da_tb = get(N * d);
   input_grad(dg, N, 4 * d, bw.w_ih, d, da_tb);

@@ -105,9 +105,10 @@ class SegmentPass {
   float* transposed(const float* a, int64_t rows, int64_t cols, int64_t rows_pad);
   // dw (n x k) = dy^T x over the N rows of dy (N x n) and x (N x k), as
   // step::linear on their transposes zero-padded to rows_pad; db (n, may be
-  // null) = the sum8 of each padded column of dy. dyt: dy so transposed
-  // (n x rows_pad), or null to let weight_grad make it where it needs it.
-  void weight_grad(const float* dy, const float* dyt, int64_t n, const float* x, int64_t k, float* dw, float* db);
+  // null) = the sum8 of each padded column of dy. dy_t (may be null): where
+  // the product takes transposes, dy so transposed (n x rows_pad) is kept in
+  // *dy_t, made by the first call that needs it and reused by the next.
+  void weight_grad(const float* dy, const float** dy_t, int64_t n, const float* x, int64_t k, float* dw, float* db);
   // dx (rows x k) = dy (rows x n) w, w (n x k).
   void input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx);
 
