@@ -8,8 +8,10 @@
 // over 64 + 1 memory slots, T = 8 unless --seg) for B streams: rows x k (summed) x n
 // (outputs), and how often a step runs each.
 //
-// Usage: bench_kernels [B] [--seg T] [--plain]   (default B = 16, T = 8;
-// --plain: no AVX2). Inputs of one or two streams above 8 KB train on T = 16.
+// Usage: bench_kernels [B] [--seg T] [--plain | --avx2]   (default B = 16,
+// T = 8; --plain: no AVX2; --avx2: AVX2 without linear's AVX-512 kernel,
+// which is otherwise used where the CPU has it). Inputs of one or two streams
+// above 8 KB train on T = 16.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -40,10 +42,12 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
 
 int main(int argc, char** argv) {
   int64_t batch = 16, seg = 8;
-  bool plain = false;
+  bool plain = false, avx2 = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--plain") == 0) {
       plain = true;
+    } else if (std::strcmp(argv[i], "--avx2") == 0) {
+      avx2 = true;
     } else if (std::strcmp(argv[i], "--seg") == 0 && i + 1 < argc) {
       seg = std::atoll(argv[++i]);
       if (seg < 2 || seg > 4096) {
@@ -53,12 +57,13 @@ int main(int argc, char** argv) {
     } else {
       batch = std::atoll(argv[i]);
       if (batch < 1 || batch > 4096) {
-        std::fprintf(stderr, "usage: bench_kernels [B] [--seg T] [--plain]\n");
+        std::fprintf(stderr, "usage: bench_kernels [B] [--seg T] [--plain | --avx2]\n");
         return 1;
       }
     }
   }
   step::set_simd(!plain);
+  if (avx2) step::set_avx512(false);
   const int64_t d = 96, f = 4 * d, slots = 65;
   const int64_t n = batch * seg, np = (n + 7) / 8 * 8;
   std::mt19937 rng(1);
@@ -83,7 +88,7 @@ int main(int argc, char** argv) {
       {"d LSTM input", n, 4 * d, d, 1},
   };
   std::printf("step::linear, B = %lld, T = %lld, %s\n", static_cast<long long>(batch), static_cast<long long>(seg),
-              step::simd() ? "AVX2 + FMA" : "plain C++");
+              step::avx512() ? "AVX2 + FMA, linear in AVX-512" : step::simd() ? "AVX2 + FMA" : "plain C++");
   std::printf("%-26s %5s %5s %5s %6s %9s %12s\n", "product", "rows", "k", "n", "count", "GFLOP/s", "us per step");
   double total_s = 0, total_flop = 0;
   for (const Shape& s : shapes) {

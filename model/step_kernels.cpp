@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 
 #include "coder/assert.h"
 #include "model/kernel_math.h"
@@ -450,18 +451,122 @@ SHAZIP_AVX2 void lstm_pointwise_avx2(const float* gates, const float* c_prev, fl
   }
 }
 
+// --- AVX-512: linear's products, two rows per register ---------------------
+//
+// The same lanes as linear_block_avx2: a zmm holds the eight lanes of output
+// (r, c) in its low half and those of (r + 1, c) in its high half, so every
+// lane runs the FMA chain over k that the AVX2 kernel runs, and the halves
+// are reduced by reduce4. The bits are the AVX2 kernel's; only the number of
+// instructions changes (half the multiply-adds, one insert per row pair).
+#define SHAZIP_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
+// All lanes, for the zero-masking forms (GCC 12's unmasked ones read an
+// undefined vector and warn).
+constexpr __mmask16 kAll16 = 0xFFFF;
+constexpr __mmask8 kAll8 = 0xFF;
+
+// Rows [0, R) of x (R even) times the 8 weight rows of a tile.
+template <int R>
+SHAZIP_AVX512 inline void linear_block_avx512(const float* const* xs, const float* const* ws, int segments,
+                                              int64_t k, int64_t n, const float* bias, float* y) {
+  static_assert(R % 2 == 0 && R <= 6, "row pairs; 3 x 8 accumulators at most");
+  constexpr int kPairs = R / 2;
+  __m512 acc[kPairs * kLanes];
+#pragma GCC unroll 24
+  for (int i = 0; i < kPairs * kLanes; ++i) acc[i] = _mm512_setzero_ps();
+  for (int s = 0; s < segments; ++s) {
+    const float* x = xs[s];
+    const float* w = ws[s];
+    for (int64_t i = 0; i < k; i += kLanes) {
+      __m512 xv[kPairs];
+#pragma GCC unroll 3
+      for (int p = 0; p < kPairs; ++p) {
+        xv[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x + 2 * p * k + i)),
+                                   _mm256_loadu_ps(x + (2 * p + 1) * k + i), 1);
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < kLanes; ++c) {
+        const __m512 wv = _mm512_maskz_broadcast_f32x8(kAll16, _mm256_loadu_ps(w + c * k + i));
+#pragma GCC unroll 3
+        for (int p = 0; p < kPairs; ++p) acc[p * kLanes + c] = _mm512_fmadd_ps(xv[p], wv, acc[p * kLanes + c]);
+      }
+    }
+  }
+#pragma GCC unroll 3
+  for (int p = 0; p < kPairs; ++p) {
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      float* yr = y + (2 * p + half) * n;
+#pragma GCC unroll 2
+      for (int c = 0; c < kLanes; c += 4) {
+        __m256 v[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+          const __m512 a = acc[p * kLanes + c + q];
+          v[q] = half ? _mm512_maskz_extractf32x8_ps(kAll8, a, 1) : _mm512_maskz_extractf32x8_ps(kAll8, a, 0);
+        }
+        alignas(16) float out[4];
+        _mm_store_ps(out, reduce4(v[0], v[1], v[2], v[3]));
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) yr[c + q] = bias ? out[q] + bias[c + q] : out[q];
+      }
+    }
+  }
+}
+
+// linear_avx2's tiles, rows 6 at a time; the remainder as 4, 2 and the AVX2
+// kernel's one row.
+SHAZIP_AVX512 void linear_avx512(const float* const* xs, const float* const* ws, int segments, int64_t rows,
+                                 int64_t k, int64_t n, const float* bias, float* y) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const float* wj[2] = {ws[0] + j * k, segments > 1 ? ws[1] + j * k : nullptr};
+    const float* bj = bias ? bias + j : nullptr;
+    int64_t r = 0;
+    auto rows_from = [&](const float** xr) {
+      xr[0] = xs[0] + r * k;
+      xr[1] = segments > 1 ? xs[1] + r * k : nullptr;
+    };
+    const float* xr[2];
+    for (; r + 6 <= rows; r += 6) {
+      rows_from(xr);
+      linear_block_avx512<6>(xr, wj, segments, k, n, bj, y + r * n + j);
+    }
+    if (r + 4 <= rows) {
+      rows_from(xr);
+      linear_block_avx512<4>(xr, wj, segments, k, n, bj, y + r * n + j);
+      r += 4;
+    }
+    if (r + 2 <= rows) {
+      rows_from(xr);
+      linear_block_avx512<2>(xr, wj, segments, k, n, bj, y + r * n + j);
+      r += 2;
+    }
+    if (r < rows) {
+      rows_from(xr);
+      linear_tile_avx2<1, 8>(xr, wj, segments, k, n, bj, y + r * n + j);
+    }
+  }
+}
+
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool cpu_has_avx512() {
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
 #else
 bool cpu_has_avx2_fma() { return false; }
+bool cpu_has_avx512() { return false; }
 #endif
 
 std::atomic<bool> g_simd{cpu_has_avx2_fma()};
+std::atomic<bool> g_avx512{cpu_has_avx512() && !std::getenv("SHAZIP_NO_AVX512")};
 
 void linear_segments(const float* const* xs, const float* const* ws, int segments, int64_t rows, int64_t k,
                      int64_t n, const float* bias, float* y) {
   SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0);
 #if defined(__x86_64__)
-  if (g_simd.load(std::memory_order_relaxed)) return linear_avx2(xs, ws, segments, rows, k, n, bias, y);
+  if (g_simd.load(std::memory_order_relaxed)) {
+    if (g_avx512.load(std::memory_order_relaxed)) return linear_avx512(xs, ws, segments, rows, k, n, bias, y);
+    return linear_avx2(xs, ws, segments, rows, k, n, bias, y);
+  }
 #endif
   linear_scalar(xs, ws, segments, rows, k, n, bias, y);
 }
@@ -678,5 +783,13 @@ bool set_simd(bool on) {
 }
 
 bool simd() { return g_simd.load(); }
+
+bool set_avx512(bool on) {
+  const bool use = on && cpu_has_avx512();
+  g_avx512.store(use);
+  return use;
+}
+
+bool avx512() { return g_avx512.load() && g_simd.load(); }
 
 }  // namespace shazip::model::step

@@ -129,4 +129,13 @@ void forward(const Shape& shape, const train::Weights& w, const float* query_gat
 bool set_simd(bool on);
 bool simd();
 
+// Whether linear's products (linear, linear2, the training step's) use the
+// AVX-512 kernel, which holds two rows' eight lanes in one register: the same
+// lanes, chains and reduction as the AVX2 kernel, so the same bits. Used
+// where the CPU has AVX-512F and AVX-512DQ (and AVX2 is in use), unless the
+// environment sets SHAZIP_NO_AVX512 (for comparisons). For the tests and
+// benchmarks; returns whether it is now used.
+bool set_avx512(bool on);
+bool avx512();
+
 }  // namespace shazip::model::step

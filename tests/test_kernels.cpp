@@ -1,7 +1,7 @@
 // Step kernels (model/step_kernels.h): each sum in the order it defines, the
 // LSTM cell's pointwise pass against its scalar formulas, and the AVX2 + FMA
-// versions equal to the plain C++ ones bit for bit, on shapes that leave
-// remainders everywhere; the same for the training kernels
+// versions (and linear's AVX-512 kernel) equal to the plain C++ ones bit for
+// bit, on shapes that leave remainders everywhere; the same for the training kernels
 // (model/train_kernels.h), whose gradients tests/test_model.cpp checks
 // against LibTorch's autograd; and KernelPredictor, the model on these
 // kernels alone. Torch-free.
@@ -47,7 +47,11 @@ float reference_lanes(const float* l) {
 // Restores the kernels' choice on scope exit.
 struct SimdScope {
   bool before = step::simd();
-  ~SimdScope() { step::set_simd(before); }
+  bool before512 = step::avx512();
+  ~SimdScope() {
+    step::set_simd(before);
+    step::set_avx512(before512);
+  }
 };
 
 // Selects the AVX2 or the plain C++ kernels for the rest of a test; false
@@ -61,14 +65,30 @@ bool select_kernels(bool simd) {
   return true;
 }
 
+enum class Kernels { kPlain, kAvx2, kAvx512 };
+
+// The same, three ways: plain C++, AVX2 alone, AVX2 with linear's AVX-512
+// kernel; false (with a warning) when the CPU lacks what is asked for.
+bool select_kernels(Kernels kernels) {
+  if (!select_kernels(kernels != Kernels::kPlain)) return false;
+  if (!step::set_avx512(kernels == Kernels::kAvx512) && kernels == Kernels::kAvx512) {
+    WARN("no AVX-512F + DQ on this CPU: linear's AVX-512 kernel is not tested");
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias", "[kernels]") {
   SimdScope keep;
-  const bool simd = GENERATE(false, true);
-  if (!select_kernels(simd)) return;
-  // rows 7 = 4 + 3, 6 = 4 + 2, 5 = 4 + 1: every block shape of the AVX2 kernel.
-  for (const int64_t rows : {int64_t{7}, int64_t{6}, int64_t{5}}) {
+  const Kernels kernels = GENERATE(Kernels::kPlain, Kernels::kAvx2, Kernels::kAvx512);
+  if (!select_kernels(kernels)) return;
+  const int simd = static_cast<int>(kernels);
+  // Every block shape: AVX2's 3-row blocks and their remainders of 1 and 2;
+  // AVX-512's 6-row blocks and remainders of 1 to 5 (4, 2, and AVX2's one).
+  for (const int64_t rows : {int64_t{13}, int64_t{7}, int64_t{6}, int64_t{5}, int64_t{4}, int64_t{3}, int64_t{2},
+                             int64_t{1}}) {
     const int64_t k = 24, n = 40;
     const auto x = random_floats(rows * k, 1);
     const auto h = random_floats(rows * k, 2);
@@ -87,7 +107,7 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
         // [x, h] . [wx, wh]: k is a multiple of 8, so h[i] joins lane i mod 8.
         for (int64_t i = 0; i < k; ++i) lanes[i % 8] = std::fmaf(h[r * k + i], wh[j * k + i], lanes[i % 8]);
         const float two = reference_lanes(lanes);
-        INFO("simd " << simd << " rows " << rows << " row " << r << " column " << j);
+        INFO("kernels " << simd << " rows " << rows << " row " << r << " column " << j);
         REQUIRE(same_bits(y_nobias[r * n + j], one));
         REQUIRE(same_bits(y[r * n + j], one + bias[j]));
         REQUIRE(same_bits(y2[r * n + j], two + bias[j]));
@@ -229,10 +249,16 @@ TEST_CASE("step kernels give the same bits with and without AVX2", "[kernels]") 
     WARN("no AVX2 + FMA on this CPU: nothing to compare");
     return;
   }
+  // With AVX2 alone and (where the CPU has it) with linear's AVX-512 kernel.
+  const bool avx512 = GENERATE(false, true);
+  if (step::set_avx512(avx512) != avx512) {
+    WARN("no AVX-512F + DQ on this CPU: linear's AVX-512 kernel is not tested");
+    return;
+  }
   // The model's shapes: B = 16 rows, k = d = 96, n = 4d = 384 and 256; fewer
   // rows; and the attention's mix over 65 keys.
   for (const int64_t n : {int64_t{384}, int64_t{256}, int64_t{8}})
-  for (const int64_t rows : {int64_t{16}, int64_t{6}, int64_t{3}, int64_t{1}}) {
+  for (const int64_t rows : {int64_t{16}, int64_t{13}, int64_t{6}, int64_t{5}, int64_t{3}, int64_t{1}}) {
     const int64_t k = 96;
     const auto x = random_floats(rows * k, 40);
     const auto h = random_floats(rows * k, 41);
@@ -249,7 +275,7 @@ TEST_CASE("step kernels give the same bits with and without AVX2", "[kernels]") 
       step::dot8_rows(x.data(), rows, k, h.data(), k, (simd ? fast_rows : plain_rows).data());
       step::weighted_sum(x.data(), std::min<int64_t>(rows * k, 65), keys.data(), n, (simd ? fast_mix : plain_mix).data());
     }
-    INFO("n " << n << " rows " << rows);
+    INFO("AVX-512 " << avx512 << " n " << n << " rows " << rows);
     CHECK(same_bits(fast, plain));
     CHECK(same_bits(fast2, plain2));
     CHECK(same_bits(fast_rows, plain_rows));
@@ -367,7 +393,7 @@ TEST_CASE("the training kernels give the same bits with and without AVX2", "[ker
   for (auto& b : bytes) b = static_cast<int64_t>(rng() % 256);
 
   auto run = [&](bool simd, uint32_t garbage, std::vector<std::vector<float>>* out) {
-    step::set_simd(simd);
+    step::set_simd(simd);  // with AVX-512 where the caller left it on
     TrainModel grads(d, boom, 2, attn_layer >= 0, garbage);  // every element must be overwritten
     train::SegmentPass pass;
     const double loss = pass.run(shape, model.weights(), start, bytes.data(), grads.p);
@@ -397,12 +423,20 @@ TEST_CASE("the training kernels give the same bits with and without AVX2", "[ker
     WARN("no AVX2 + FMA on this CPU: nothing to compare");
     return;
   }
-  const double fast_loss = run(true, 500, &fast);
-  CHECK(fast_loss == plain_loss);
-  REQUIRE(fast.size() == plain.size());
-  for (size_t i = 0; i < plain.size(); ++i) {
-    INFO("array " << i);
-    CHECK(same_bits(fast[i], plain[i]));
+  // AVX2 alone, then with linear's AVX-512 kernel where the CPU has it.
+  for (const bool avx512 : {false, true}) {
+    if (step::set_avx512(avx512) != avx512) {
+      WARN("no AVX-512F + DQ on this CPU: linear's AVX-512 kernel is not tested");
+      break;
+    }
+    const double fast_loss = run(true, 500, &fast);
+    INFO("AVX-512 " << avx512);
+    CHECK(fast_loss == plain_loss);
+    REQUIRE(fast.size() == plain.size());
+    for (size_t i = 0; i < plain.size(); ++i) {
+      INFO("array " << i);
+      CHECK(same_bits(fast[i], plain[i]));
+    }
   }
 }
 
