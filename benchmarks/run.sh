@@ -44,7 +44,7 @@ minutes=$(( ($(date +%s) - start + 59) / 60 ))
 cpu="$(LC_ALL=C lscpu | sed -n 's/^Model name: *//p' | head -1)"
 {
   echo "<!-- bench-table:begin (written by benchmarks/run.sh; do not edit by hand) -->"
-  echo "Measured $(date -u +%Y-%m-%d) by \`benchmarks/run.sh $corpus $max_bytes\` with $("$bin" -V | cut -d, -f1-3);"
+  echo "Measured $(date -u +%Y-%m-%d) by \`benchmarks/run.sh $corpus $max_bytes\` with $("$bin" -V);"
   echo "machine: ${cpu:-unknown CPU}, $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $minutes minutes in all."
   echo "\"vs zstd -19\" compares archive sizes; the SHA-RNN column is the neural model's own"
   echo "cross-entropy before mixing; speeds are one run each."

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "model/predictor.h"
+#include "model/step_kernels.h"
 #include "src/archive.h"
 #include "src/bench.h"
 #include "src/errors.h"
@@ -780,11 +781,16 @@ int main(int argc, char** argv) {
                "Show progress even when standard error is not a terminal (then a line a second, for logs)");
   app.add_flag("-V,--version",
                [&](int64_t) {
-                 // LibTorch is loaded only to ask for a GPU (CUDA builds).
+                 // LibTorch is loaded only to ask for a GPU (CUDA builds). The CPU
+                 // kernels give the same bits whichever set runs; the set says what
+                 // speed to expect.
+                 const char* kernels = model::step::avx512() ? "AVX-512 + AVX2 + FMA"
+                                       : model::step::simd() ? "AVX2 + FMA"
+                                                             : "plain C++";
                  std::printf("shazip %s (archive format %d), LibTorch %s (for archives before format 7 and "
-                             "the GPU), CUDA %s\n",
+                             "the GPU), CUDA %s, CPU kernels %s\n",
                              SHAZIP_VERSION, kFormatVersion, model::kernel_backend_info().torch_version.c_str(),
-                             model::cuda_available() ? "available" : "not available");
+                             model::cuda_available() ? "available" : "not available", kernels);
                  std::exit(0);
                },
                "Print version and exit");

@@ -1011,6 +1011,21 @@ TEST_CASE("the manual page documents every option of --help and names this versi
   }
 }
 
+TEST_CASE("shazip -V names the CPU kernels and SHAZIP_NO_AVX512 takes AVX-512 out of them", "[cli]") {
+  const std::string version = capture(kBin + " -V");
+  const std::string tag = ", CPU kernels ";
+  const size_t at = version.find(tag);
+  REQUIRE(at != std::string::npos);
+  const std::string kernels = version.substr(at + tag.size(), version.find('\n', at) - at - tag.size());
+  CHECK((kernels == "AVX-512 + AVX2 + FMA" || kernels == "AVX2 + FMA" || kernels == "plain C++"));
+  const std::string off = capture("SHAZIP_NO_AVX512=1 " + kBin + " -V");
+  if (kernels == "AVX-512 + AVX2 + FMA") {
+    CHECK(off == version.substr(0, at) + tag + "AVX2 + FMA\n");
+  } else {
+    CHECK(off == version);
+  }
+}
+
 TEST_CASE("golden error archives fail with their exit code", "[cli][golden]") {
   // tests/golden-errors/NAME.CODE.shz must fail `shazip -t` with exit code CODE.
   const std::string dir = std::string(SHAZIP_SOURCE_DIR) + "/tests/golden-errors";
