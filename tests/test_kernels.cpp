@@ -84,7 +84,6 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
   SimdScope keep;
   const Kernels kernels = GENERATE(Kernels::kPlain, Kernels::kAvx2, Kernels::kAvx512);
   if (!select_kernels(kernels)) return;
-  const int simd = static_cast<int>(kernels);
   // Every block shape: AVX2's 3-row blocks and their remainders of 1 and 2;
   // AVX-512's 6-row blocks and remainders of 1 to 5 (4, 2, and AVX2's one).
   for (const int64_t rows : {int64_t{13}, int64_t{7}, int64_t{6}, int64_t{5}, int64_t{4}, int64_t{3}, int64_t{2},
@@ -107,7 +106,8 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
         // [x, h] . [wx, wh]: k is a multiple of 8, so h[i] joins lane i mod 8.
         for (int64_t i = 0; i < k; ++i) lanes[i % 8] = std::fmaf(h[r * k + i], wh[j * k + i], lanes[i % 8]);
         const float two = reference_lanes(lanes);
-        INFO("kernels " << simd << " rows " << rows << " row " << r << " column " << j);
+        INFO("kernels " << static_cast<int>(kernels) << " (plain, AVX2, AVX-512) rows " << rows << " row " << r
+                        << " column " << j);
         REQUIRE(same_bits(y_nobias[r * n + j], one));
         REQUIRE(same_bits(y[r * n + j], one + bias[j]));
         REQUIRE(same_bits(y2[r * n + j], two + bias[j]));
