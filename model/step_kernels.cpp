@@ -118,6 +118,15 @@ SHAZIP_AVX2 inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_unpacklo_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 }
 
+// The (one or two) segments' matrices of k-float rows, each from row r on:
+// the pointers the blocks take.
+struct SegmentRows {
+  const float* at[2];
+};
+inline SegmentRows rows_from(const float* const* m, int segments, int64_t r, int64_t k) {
+  return {{m[0] + r * k, segments > 1 ? m[1] + r * k : nullptr}};
+}
+
 // Rows [0, R) of x times rows [0, C) of w, over every segment: R * C dot8s
 // in registers (up to 12 independent chains for the FMA latency), then
 // reduced four at a time. Unrolled fully, or GCC keeps the accumulators in
@@ -161,8 +170,7 @@ template <int R, int C>
 SHAZIP_AVX2 void linear_tile_avx2(const float* const* xs, const float* const* ws, int segments, int64_t k,
                                   int64_t n, const float* bias, float* y) {
   for (int c0 = 0; c0 < kLanes; c0 += C) {
-    const float* wc[2] = {ws[0] + c0 * k, segments > 1 ? ws[1] + c0 * k : nullptr};
-    linear_block_avx2<R, C>(xs, wc, segments, k, n, bias ? bias + c0 : nullptr, y + c0);
+    linear_block_avx2<R, C>(xs, rows_from(ws, segments, c0, k).at, segments, k, n, bias ? bias + c0 : nullptr, y + c0);
   }
 }
 
@@ -172,17 +180,16 @@ SHAZIP_AVX2 void linear_tile_avx2(const float* const* xs, const float* const* ws
 SHAZIP_AVX2 void linear_avx2(const float* const* xs, const float* const* ws, int segments, int64_t rows, int64_t k,
                              int64_t n, const float* bias, float* y) {
   for (int64_t j = 0; j < n; j += kLanes) {
-    const float* wj[2] = {ws[0] + j * k, segments > 1 ? ws[1] + j * k : nullptr};
+    const SegmentRows wj = rows_from(ws, segments, j, k);
     const float* bj = bias ? bias + j : nullptr;
     int64_t r = 0;
     for (; r + 3 <= rows; r += 3) {
-      const float* xr[2] = {xs[0] + r * k, segments > 1 ? xs[1] + r * k : nullptr};
-      linear_tile_avx2<3, 4>(xr, wj, segments, k, n, bj, y + r * n + j);
+      linear_tile_avx2<3, 4>(rows_from(xs, segments, r, k).at, wj.at, segments, k, n, bj, y + r * n + j);
     }
-    const float* xr[2] = {xs[0] + r * k, segments > 1 ? xs[1] + r * k : nullptr};
+    const SegmentRows xr = rows_from(xs, segments, r, k);
     switch (rows - r) {
-      case 2: linear_tile_avx2<2, 4>(xr, wj, segments, k, n, bj, y + r * n + j); break;
-      case 1: linear_tile_avx2<1, 8>(xr, wj, segments, k, n, bj, y + r * n + j); break;
+      case 2: linear_tile_avx2<2, 4>(xr.at, wj.at, segments, k, n, bj, y + r * n + j); break;
+      case 1: linear_tile_avx2<1, 8>(xr.at, wj.at, segments, k, n, bj, y + r * n + j); break;
       default: break;
     }
   }
@@ -518,31 +525,22 @@ SHAZIP_AVX512 inline void linear_block_avx512(const float* const* xs, const floa
 SHAZIP_AVX512 void linear_avx512(const float* const* xs, const float* const* ws, int segments, int64_t rows,
                                  int64_t k, int64_t n, const float* bias, float* y) {
   for (int64_t j = 0; j < n; j += kLanes) {
-    const float* wj[2] = {ws[0] + j * k, segments > 1 ? ws[1] + j * k : nullptr};
+    const SegmentRows wj = rows_from(ws, segments, j, k);
     const float* bj = bias ? bias + j : nullptr;
     int64_t r = 0;
-    auto rows_from = [&](const float** xr) {
-      xr[0] = xs[0] + r * k;
-      xr[1] = segments > 1 ? xs[1] + r * k : nullptr;
-    };
-    const float* xr[2];
     for (; r + 6 <= rows; r += 6) {
-      rows_from(xr);
-      linear_block_avx512<6>(xr, wj, segments, k, n, bj, y + r * n + j);
+      linear_block_avx512<6>(rows_from(xs, segments, r, k).at, wj.at, segments, k, n, bj, y + r * n + j);
     }
     if (r + 4 <= rows) {
-      rows_from(xr);
-      linear_block_avx512<4>(xr, wj, segments, k, n, bj, y + r * n + j);
+      linear_block_avx512<4>(rows_from(xs, segments, r, k).at, wj.at, segments, k, n, bj, y + r * n + j);
       r += 4;
     }
     if (r + 2 <= rows) {
-      rows_from(xr);
-      linear_block_avx512<2>(xr, wj, segments, k, n, bj, y + r * n + j);
+      linear_block_avx512<2>(rows_from(xs, segments, r, k).at, wj.at, segments, k, n, bj, y + r * n + j);
       r += 2;
     }
     if (r < rows) {
-      rows_from(xr);
-      linear_tile_avx2<1, 8>(xr, wj, segments, k, n, bj, y + r * n + j);
+      linear_tile_avx2<1, 8>(rows_from(xs, segments, r, k).at, wj.at, segments, k, n, bj, y + r * n + j);
     }
   }
 }
