@@ -24,15 +24,10 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   keep_scratch_in_heap();
   const int64_t d = cfg_.dim, b = streams_, n = layout_.size();
 
-  trainer_.flat.resize(static_cast<size_t>(n));
-  layout_.init(trainer_.flat.data());
-  refresh_gates(trainer_);
-  if (cfg_.train_lag) {
-    lagged_ = trainer_;
-    net_ = &lagged_;
-  } else {
-    net_ = &trainer_;
-  }
+  weights_[0].flat.resize(static_cast<size_t>(n));
+  layout_.init(weights_[0].flat.data());
+  refresh_gates(weights_[0]);
+  if (cfg_.train_lag) weights_[1] = weights_[0];
   grad_.assign(static_cast<size_t>(n), 0.0f);  // the padding's stay zero
   exp_avg_.assign(static_cast<size_t>(n), 0.0f);
   exp_avg_sq_.assign(static_cast<size_t>(n), 0.0f);
@@ -45,15 +40,14 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   starts_[0] = starts_[1] = state_;
   // The step path's shape, state and weights as the kernels take them: the
   // buffers behind them keep their places from here on (state_ is only
-  // copied from, lagged_.flat only copied into).
+  // copied from, the weights only written in place).
   step_shape_ = step_shape_for(cfg_, b);
   for (int l = 0; l < cfg_.layers; ++l) {
     step_state_.h.push_back(state_.h[l].data());
     step_state_.c.push_back(state_.c[l].data());
   }
   step_state_.mem = state_.mem.empty() ? nullptr : state_.mem.data();
-  net_weights_ = layout_.view<const float*>(net_->flat.data());
-  trainer_weights_ = layout_.view<const float*>(trainer_.flat.data());
+  for (int i = 0; i < 2; ++i) views_[i] = layout_.view<const float*>(weights_[i].flat.data());
   grads_ = layout_.view<float*>(grad_.data());
   prev_.assign(static_cast<size_t>(b), 0);
   probs_.assign(static_cast<size_t>(b) * 256, 0.0f);
@@ -74,8 +68,9 @@ void KernelPredictor::refresh_gates(Weights& w) const {
 void KernelPredictor::predict(uint32_t* cdfs) {
   const double t0 = book_.begin_predict();
   const bool attn = cfg_.attn_layer >= 0;
-  step::forward(step_shape_, net_weights_, attn ? net_->query_gate.data() : nullptr,
-                attn ? net_->value_gate.data() : nullptr, step_state_, &state_.mem_pos, &state_.mem_fill,
+  const Weights& net = weights_[net_at_];
+  step::forward(step_shape_, views_[net_at_], attn ? net.query_gate.data() : nullptr,
+                attn ? net.value_gate.data() : nullptr, step_state_, &state_.mem_pos, &state_.mem_fill,
                 prev_.data(), scratch_, probs_.data());
   for (int b = 0; b < streams_; ++b) {
     float* p = probs_.data() + static_cast<size_t>(b) * 256;
@@ -93,9 +88,10 @@ void KernelPredictor::observe(const uint8_t* bytes) {
 void KernelPredictor::end_segment() {
   // The step path moves on to the weights of the previous step (lag 1).
   worker_->wait();
-  if (cfg_.train_lag) {
-    std::copy(trainer_.flat.begin(), trainer_.flat.end(), lagged_.flat.begin());
-    refresh_gates(lagged_);
+  if (stepped_) {
+    net_at_ ^= 1;
+    refresh_gates(weights_[net_at_]);
+    stepped_ = false;
   }
   // The segment just coded trains from its start; the other buffer, free
   // now that the last job is done, becomes the next segment's start.
@@ -104,7 +100,8 @@ void KernelPredictor::end_segment() {
   refresh_start(starts_[start_at_]);
   int64_t step = 0;
   if (book_.take_step(&step)) {
-    worker_->submit([this, bytes = book_.bytes(), &start, step] { train(bytes, start, step); });
+    worker_->submit([this, bytes = book_.bytes(), &start, step, from = net_at_] { train(bytes, start, step, from); });
+    stepped_ = cfg_.train_lag != 0;
   }
   book_.next_segment();
 }
@@ -141,41 +138,45 @@ void KernelPredictor::refresh_start(State& to) {
 
 // Training groups (format 8): G Adam steps, one after the other, group g on
 // streams [g B / G, (g + 1) B / G), each from the weights the one before it
-// left; step s of the schedule is the s-th Adam step.
-void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& start, int64_t step) {
+// left; step s of the schedule is the s-th Adam step. From weights_[from]
+// (the step path's) into the other buffer at lag 1, in place at lag 0.
+void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& start, int64_t step, int from) {
+  const int to = cfg_.train_lag ? from ^ 1 : from;
   const double t0 = seconds_now();
   const int64_t rows = streams_, d = cfg_.dim, t = cfg_.seg_len;
   const int64_t slots = step_shape_.slots;
   const int64_t groups = std::min<int64_t>(cfg_.train_groups, rows);
   for (int64_t k = 0; k < groups; ++k) {
-    const int64_t from = k * rows / groups, count = (k + 1) * rows / groups - from;
+    const int64_t first = k * rows / groups, count = (k + 1) * rows / groups - first;
     const train::Shape shape = train_shape_for(cfg_, count);
     train::Start st;
     for (int l = 0; l < cfg_.layers; ++l) {
-      st.h.push_back(start.h[l].data() + from * d);
-      st.c.push_back(start.c[l].data() + from * d);
+      st.h.push_back(start.h[l].data() + first * d);
+      st.c.push_back(start.c[l].data() + first * d);
     }
     if (cfg_.attn_layer >= 0) {
-      st.mem = start.mem.data() + from * slots * d;
+      st.mem = start.mem.data() + first * slots * d;
       st.slots = slots;
       st.mem_fill = start.mem_fill;
     }
-    pass_.run(shape, trainer_weights_, st, bytes.data() + from * (t + 1), grads_);
+    const int in = k == 0 ? from : to;  // later groups from the group before
+    pass_.run(shape, views_[in], st, bytes.data() + first * (t + 1), grads_);
     const int64_t schedule = step * groups + k;
-    adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)));
+    adam_step(cfg_.lr / (1.0 + cfg_.lr_decay * static_cast<double>(schedule)), weights_[in].flat.data(),
+              weights_[to].flat.data());
   }
-  if (!cfg_.train_lag) refresh_gates(trainer_);
+  if (!cfg_.train_lag) refresh_gates(weights_[0]);
   book_.add_train_seconds(seconds_now() - t0);
 }
 
 // FlatAdam::step_own's step: the bias corrections' powers by repeated
 // multiplication, the clip and the step on train::adam_step.
-void KernelPredictor::adam_step(double lr) {
+void KernelPredictor::adam_step(double lr, const float* w, float* w_out) {
   const double beta1 = cfg_.beta1, beta2 = cfg_.beta2;
   beta1_pow_ *= beta1;
   beta2_pow_ *= beta2;
   const train::AdamConfig adam{lr, beta1, beta2, cfg_.adam_eps, cfg_.clip, cfg_.block_norm != 0};
-  train::adam_step(adam, beta1_pow_, beta2_pow_, layout_.size(), trainer_.flat.data(), grad_.data(),
+  train::adam_step(adam, beta1_pow_, beta2_pow_, layout_.size(), w, w_out, grad_.data(),
                    exp_avg_.data(), exp_avg_sq_.data());
 }
 

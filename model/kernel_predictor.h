@@ -66,15 +66,22 @@ class KernelPredictor final : public PredictorBackend {
   // Makes `to`, a segment start taken some positions ago, the state now.
   void refresh_start(State& to);
   // The training step(s) of one segment: bytes (B, T + 1), from `start`.
-  void train(const std::vector<int64_t>& bytes, const State& start, int64_t step);
-  void adam_step(double lr);
+  void train(const std::vector<int64_t>& bytes, const State& start, int64_t step, int from);
+  void adam_step(double lr, const float* w, float* w_out);
 
   ModelConfig cfg_;
   int streams_;
   FlatLayout layout_;
-  Weights trainer_;            // what the training steps update
-  Weights lagged_;             // at train_lag 1: the step path's, one step behind
-  Weights* net_;               // the step path's: &trainer_ at lag 0, &lagged_ at 1
+  // The weights. At train_lag 0 only weights_[0], which the training steps
+  // update in place and the step path reads. At lag 1 two buffers in turn:
+  // the step path reads weights_[net_at_] while the training step on the
+  // last segment reads them too and writes its result into the other
+  // buffer; at the end of the next segment the step path moves over to it
+  // (no copy: a copy of the weights per segment was 2% of the coding
+  // thread's time on book1).
+  Weights weights_[2];
+  int net_at_ = 0;
+  bool stepped_ = false;  // lag 1: a step wrote weights_[net_at_ ^ 1] that the step path has not taken
   std::vector<float> grad_, exp_avg_, exp_avg_sq_;
   double beta1_pow_ = 1.0, beta2_pow_ = 1.0;
   train::SegmentPass pass_;
@@ -88,8 +95,7 @@ class KernelPredictor final : public PredictorBackend {
   std::vector<float> scratch_;    // step::forward's
   step::Shape step_shape_;        // the step path's, for all B streams
   step::State step_state_;        // pointers into state_
-  train::Weights net_weights_;    // net_->flat as the kernels take it
-  train::Weights trainer_weights_;  // trainer_.flat likewise
+  train::Weights views_[2];        // weights_[i].flat as the kernels take it
   train::Grads grads_;              // grad_ likewise
   SegmentBook book_;
   std::unique_ptr<TrainWorker> worker_;  // declared last: destroyed (joined) first

@@ -553,19 +553,20 @@ struct AdamConstants {
   float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
 };
 
-inline void adam_element(const AdamConstants& k, float* w, float* g, float* m, float* v, int64_t i) {
+inline void adam_element(const AdamConstants& k, const float* w, float* w_out, float* g, float* m, float* v,
+                         int64_t i) {
   const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
   g[i] = gi;
   m[i] = k.b1 * m[i] + k.c1 * gi;
   v[i] = k.b2 * v[i] + k.c2 * (gi * gi);
-  w[i] = w[i] - k.step_size * (m[i] / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
+  w_out[i] = w[i] - k.step_size * (m[i] / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
 }
 
 #if defined(__x86_64__)
 // The same operations on eight lanes: IEEE multiply, add, divide and square
 // root are exact per lane, so every element equals adam_element's.
-__attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n, float* w, float* g, float* m,
-                                               float* v) {
+__attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n, const float* w, float* w_out,
+                                               float* g, float* m, float* v) {
   const __m256 coef = _mm256_set1_ps(k.coef), b1 = _mm256_set1_ps(k.b1), c1 = _mm256_set1_ps(k.c1);
   const __m256 b2 = _mm256_set1_ps(k.b2), c2 = _mm256_set1_ps(k.c2), step = _mm256_set1_ps(k.step_size);
   const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), eps = _mm256_set1_ps(k.eps);
@@ -583,9 +584,10 @@ __attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n
     _mm256_storeu_ps(m + i, mv);
     _mm256_storeu_ps(v + i, vv);
     const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), bias2), eps);
-    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(step, _mm256_div_ps(mv, denom))));
+    _mm256_storeu_ps(w_out + i,
+                     _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(step, _mm256_div_ps(mv, denom))));
   }
-  for (; i < n; ++i) adam_element(k, w, g, m, v, i);
+  for (; i < n; ++i) adam_element(k, w, w_out, g, m, v, i);
 }
 #endif
 
@@ -604,6 +606,11 @@ float grad_norm(const float* g, int64_t n, bool blocked) {
 
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v) {
+  adam_step(cfg, beta1_pow, beta2_pow, n, w, w, g, m, v);
+}
+
+void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
+               float* g, float* m, float* v) {
   // Clipping as clip_grad_norm_: the coefficient min(clip / (norm + 1e-6), 1).
   AdamConstants k;
   const float norm = grad_norm(g, n, cfg.block_norm);
@@ -617,9 +624,9 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
   k.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - beta2_pow));
   k.eps = static_cast<float>(cfg.eps);
 #if defined(__x86_64__)
-  if (step::simd()) return adam_avx2(k, n, w, g, m, v);
+  if (step::simd()) return adam_avx2(k, n, w, w_out, g, m, v);
 #endif
-  for (int64_t i = 0; i < n; ++i) adam_element(k, w, g, m, v, i);
+  for (int64_t i = 0; i < n; ++i) adam_element(k, w, w_out, g, m, v, i);
 }
 
 }  // namespace shazip::model::train

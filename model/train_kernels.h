@@ -151,5 +151,11 @@ struct AdamConfig {
 };
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v);
+// The same step from the weights w into w_out (w itself or n other floats),
+// element by element the same bits: at training lag 1 the step path keeps
+// reading w while the trainer writes the next weights beside it
+// (KernelPredictor), instead of copying them over once the step is done.
+void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
+               float* g, float* m, float* v);
 
 }  // namespace shazip::model::train
