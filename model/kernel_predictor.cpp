@@ -170,14 +170,20 @@ void KernelPredictor::train(const std::vector<int64_t>& bytes, const State& star
 }
 
 // FlatAdam::step_own's step: the bias corrections' powers by repeated
-// multiplication, the clip and the step on train::adam_step.
+// multiplication, the clip and the step on train::adam_step's parts, the
+// elements in chunks that the coding thread shares when it is waiting for
+// this step (TrainWorker::share; the same bits whoever takes which).
 void KernelPredictor::adam_step(double lr, const float* w, float* w_out) {
   const double beta1 = cfg_.beta1, beta2 = cfg_.beta2;
   beta1_pow_ *= beta1;
   beta2_pow_ *= beta2;
   const train::AdamConfig adam{lr, beta1, beta2, cfg_.adam_eps, cfg_.clip, cfg_.block_norm != 0};
-  train::adam_step(adam, beta1_pow_, beta2_pow_, layout_.size(), w, w_out, grad_.data(),
-                   exp_avg_.data(), exp_avg_sq_.data());
+  const int64_t n = layout_.size();
+  const train::AdamConstants k = train::adam_constants(adam, beta1_pow_, beta2_pow_, n, grad_.data());
+  worker_->share((n + kAdamChunk - 1) / kAdamChunk, [&](int64_t c) {
+    train::adam_range(k, c * kAdamChunk, std::min(n, (c + 1) * kAdamChunk), w, w_out, grad_.data(), exp_avg_.data(),
+                      exp_avg_sq_.data());
+  });
 }
 
 }  // namespace shazip::model

@@ -68,6 +68,9 @@ class KernelPredictor final : public PredictorBackend {
   // The training step(s) of one segment: bytes (B, T + 1), from `start`.
   void train(const std::vector<int64_t>& bytes, const State& start, int64_t step, int from);
   void adam_step(double lr, const float* w, float* w_out);
+  // Adam's elements per chunk that the coding thread may take (a few
+  // microseconds' work; preset 2's 166 thousand weights make 21 chunks).
+  static constexpr int64_t kAdamChunk = 8192;
 
   ModelConfig cfg_;
   int streams_;

@@ -24,9 +24,15 @@ namespace shazip::model {
 // time: the predictor submits the step for segment k and, one segment later,
 // waits for it before taking its weights (train_lag 1); with train_lag 0 it
 // runs each job inline and the step path uses the trained weights directly.
+//
+// A job may hand part of its work to the thread that waits for it: share()
+// runs a loop of independent chunks, and a thread blocked in wait()
+// meanwhile takes chunks too. On small inputs the training thread is the
+// longer one and the coding thread waits for it at every segment's end.
 class TrainWorker {
  public:
   using Job = std::function<void()>;
+  using Chunk = std::function<void(int64_t)>;
 
   // threaded: run jobs on a thread of its own, which first calls `setup`
   // (thread-local settings the arithmetic depends on).
@@ -60,15 +66,61 @@ class TrainWorker {
     cv_.notify_all();
   }
 
-  // Blocks until the submitted job has finished; rethrows what it threw.
+  // Blocks until the submitted job has finished, taking chunks of what it
+  // shares meanwhile; rethrows what the job threw.
   void wait() {
     if (!thread_.joinable()) return;
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !busy_; });
+    for (;;) {
+      cv_.wait(lock, [this] { return !busy_ || (chunk_ && next_.load() < chunks_); });
+      if (!busy_) break;
+      const Chunk* chunk = chunk_;
+      const int64_t chunks = chunks_;
+      ++helpers_;
+      lock.unlock();
+      run_chunks(*chunk, chunks);
+      lock.lock();
+      --helpers_;
+      cv_.notify_all();
+    }
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
+  // From a job: chunk(0), ..., chunk(chunks - 1), each once, in any order,
+  // on this thread and on one waiting in wait(); returns when all are done.
+  // So the chunks must not depend on each other or on which thread runs
+  // them, and must not throw. (Inline: runs them in order.)
+  void share(int64_t chunks, const Chunk& chunk) {
+    if (!thread_.joinable()) {
+      for (int64_t c = 0; c < chunks; ++c) chunk(c);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      SHAZIP_ASSERT(busy_ && !chunk_ && std::this_thread::get_id() == thread_.get_id());
+      next_.store(0);
+      finished_.store(0);
+      chunk_ = &chunk;
+      chunks_ = chunks;
+    }
+    cv_.notify_all();
+    run_chunks(chunk, chunks);
+    // A helper's last chunk takes microseconds: spin for it, then wait for
+    // the helper to leave (before a next share() reuses the counters).
+    while (finished_.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+    std::unique_lock<std::mutex> lock(mu_);
+    chunk_ = nullptr;
+    cv_.wait(lock, [this] { return helpers_ == 0; });
+  }
+
  private:
+  void run_chunks(const Chunk& chunk, int64_t chunks) {
+    for (int64_t c = next_.fetch_add(1); c < chunks; c = next_.fetch_add(1)) {
+      chunk(c);
+      finished_.fetch_add(1, std::memory_order_release);
+    }
+  }
+
   void loop(const std::function<void()>& setup) {
     setup();
     std::unique_lock<std::mutex> lock(mu_);
@@ -97,6 +149,13 @@ class TrainWorker {
   Job job_;
   bool busy_ = false, stop_ = false;
   std::exception_ptr error_;
+  // The job's shared loop, while share() runs (guarded by mu_), and its
+  // counters: the next chunk to take, the chunks done, the waiting threads
+  // taking chunks.
+  const Chunk* chunk_ = nullptr;
+  int64_t chunks_ = 0;
+  std::atomic<int64_t> next_{0}, finished_{0};
+  int helpers_ = 0;
 };
 
 // Every segment's training step allocates and frees the same megabyte-sized

@@ -549,10 +549,6 @@ void SegmentPass::gates_backward(const AttnParams<const float*>& aw, const AttnP
 namespace {
 
 // One element of the Adam step (adam_step below).
-struct AdamConstants {
-  float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
-};
-
 inline void adam_element(const AdamConstants& k, const float* w, float* w_out, float* g, float* m, float* v,
                          int64_t i) {
   const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
@@ -611,6 +607,10 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
 
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
                float* g, float* m, float* v) {
+  adam_range(adam_constants(cfg, beta1_pow, beta2_pow, n, g), 0, n, w, w_out, g, m, v);
+}
+
+AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* g) {
   // Clipping as clip_grad_norm_: the coefficient min(clip / (norm + 1e-6), 1).
   AdamConstants k;
   const float norm = grad_norm(g, n, cfg.block_norm);
@@ -623,10 +623,15 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
   k.step_size = static_cast<float>(cfg.lr / (1.0 - beta1_pow));
   k.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - beta2_pow));
   k.eps = static_cast<float>(cfg.eps);
+  return k;
+}
+
+void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float* w, float* w_out, float* g, float* m,
+                float* v) {
 #if defined(__x86_64__)
-  if (step::simd()) return adam_avx2(k, n, w, w_out, g, m, v);
+  if (step::simd()) return adam_avx2(k, end - begin, w + begin, w_out + begin, g + begin, m + begin, v + begin);
 #endif
-  for (int64_t i = 0; i < n; ++i) adam_element(k, w, w_out, g, m, v, i);
+  for (int64_t i = begin; i < end; ++i) adam_element(k, w, w_out, g, m, v, i);
 }
 
 }  // namespace shazip::model::train

@@ -158,4 +158,15 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
                float* g, float* m, float* v);
 
+// adam_step in two parts, for threads that share it: the step's constants,
+// with the clip's coefficient from the norm of all of g (n floats); then
+// elements [begin, end) of the step, any ranges in any order on any thread,
+// element by element the same bits.
+struct AdamConstants {
+  float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
+};
+AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* g);
+void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float* w, float* w_out, float* g, float* m,
+                float* v);
+
 }  // namespace shazip::model::train

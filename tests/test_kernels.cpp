@@ -7,18 +7,22 @@
 // kernels alone. Torch-free.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <iterator>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "coder/range_coder.h"
 #include "model/config.h"
 #include "model/kernel_math.h"
 #include "model/kernel_predictor.h"
+#include "model/online.h"
 #include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
@@ -459,6 +463,94 @@ TEST_CASE("train::grad_norm: one dot8, or (format 10) the sum8 of its blocks' do
   CHECK(train::grad_norm(lumpy.data(), 2 * train::kNormBlock, true) > 64.0f);
   // Within one block the two are the same sum.
   CHECK(train::grad_norm(p, 1000, true) == train::grad_norm(p, 1000, false));
+}
+
+TEST_CASE("train::adam_step into other weights and in ranges gives the in-place step's bits", "[kernels]") {
+  // KernelPredictor writes the step beside the weights it read (lag 1) and
+  // lets two threads take its elements in chunks: every element must come
+  // out as the in-place step over all of them computes it.
+  SimdScope restore;
+  const bool simd = GENERATE(false, true);
+  if (!select_kernels(simd)) return;
+  INFO((simd ? "AVX2" : "plain C++"));
+  const int64_t n = 3 * 1000 + 5;  // ranges below end off the eight lanes
+  const float clip = GENERATE(0.01f, 1e6f);  // the clip bites, or not
+  const train::AdamConfig cfg{1e-3, 0.5, 0.999, 1e-6, clip, true};
+  const auto w = random_floats(n, 11, 0.1f), g = random_floats(n, 12, 0.5f);
+  const auto m = random_floats(n, 13, 0.01f);
+  std::vector<float> v = random_floats(n, 14, 0.01f);
+  for (float& x : v) x = x * x;
+  struct Step {
+    std::vector<float> w, w_out, g, m, v;
+  };
+  const auto fresh = [&] { return Step{w, std::vector<float>(n, -1.0f), g, m, v}; };
+  Step in_place = fresh();
+  train::adam_step(cfg, 0.25, 0.998, n, in_place.w.data(), in_place.g.data(), in_place.m.data(),
+                   in_place.v.data());
+  Step beside = fresh();
+  train::adam_step(cfg, 0.25, 0.998, n, beside.w.data(), beside.w_out.data(), beside.g.data(), beside.m.data(),
+                   beside.v.data());
+  CHECK(same_bits(beside.w, w));  // read, not written
+  CHECK(same_bits(beside.w_out, in_place.w));
+  CHECK(same_bits(beside.g, in_place.g));  // the clipped gradient
+  CHECK(same_bits(beside.m, in_place.m));
+  CHECK(same_bits(beside.v, in_place.v));
+  CHECK(!same_bits(in_place.w, w));
+  // The constants from all of g, then ranges of odd sizes, last first.
+  Step ranges = fresh();
+  const train::AdamConstants k = train::adam_constants(cfg, 0.25, 0.998, n, ranges.g.data());
+  const int64_t bounds[] = {0, 13, 21, 1000, 2999, n};
+  for (int r = 4; r >= 0; --r) {
+    train::adam_range(k, bounds[r], bounds[r + 1], ranges.w.data(), ranges.w_out.data(), ranges.g.data(),
+                      ranges.m.data(), ranges.v.data());
+  }
+  CHECK(same_bits(ranges.w_out, in_place.w));
+  CHECK(same_bits(ranges.g, in_place.g));
+  CHECK(same_bits(ranges.m, in_place.m));
+  CHECK(same_bits(ranges.v, in_place.v));
+}
+
+TEST_CASE("a training job shares its chunks with the thread that waits for it", "[kernels]") {
+  // TrainWorker::share: every chunk runs once, on the job's thread or on the
+  // one blocked in wait(); twice in one job (the counters reused), and in
+  // order where the worker runs its jobs inline.
+  const int64_t chunks = 64;
+  const auto main_id = std::this_thread::get_id();
+  std::vector<std::atomic<int>> runs(2 * chunks);
+  std::atomic<int> by_main{0}, by_worker{0};
+  // The chunks wait until both threads have taken one (or until a deadline),
+  // so that both surely do.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  const auto body = [&](int64_t first) {
+    return [&, first](int64_t c) {
+      runs[static_cast<size_t>(first + c)].fetch_add(1);
+      (std::this_thread::get_id() == main_id ? by_main : by_worker).fetch_add(1);
+      while ((by_main.load() == 0 || by_worker.load() == 0) && std::chrono::steady_clock::now() < until) {
+        std::this_thread::yield();
+      }
+    };
+  };
+  const TrainWorker::Chunk first_half = body(0), second_half = body(chunks);
+  {
+    TrainWorker worker(true, [] {});
+    worker.submit([&] {
+      worker.share(chunks, first_half);
+      worker.share(chunks, second_half);
+    });
+    worker.wait();
+  }
+  for (int64_t c = 0; c < 2 * chunks; ++c) {
+    INFO("chunk " << c);
+    CHECK(runs[static_cast<size_t>(c)].load() == 1);
+  }
+  CHECK(by_main.load() > 0);
+  CHECK(by_worker.load() > 0);
+  CHECK(by_main.load() + by_worker.load() == 2 * chunks);
+  TrainWorker inline_worker(false, [] {});
+  std::vector<int64_t> order;
+  inline_worker.submit([&] { inline_worker.share(5, [&](int64_t c) { order.push_back(c); }); });
+  inline_worker.wait();
+  CHECK(order == std::vector<int64_t>{0, 1, 2, 3, 4});
 }
 
 TEST_CASE("the vectorised LSTM pointwise pass equals the scalar formulas bit for bit", "[kernels]") {
