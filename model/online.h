@@ -74,7 +74,7 @@ class TrainWorker {
     if (!thread_.joinable()) return;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      await(lock, [this] { return !busy_ || (chunk_ && next_.load() < chunks_); });
+      await(lock, &spin_wait_, [this] { return !busy_ || (chunk_ && next_.load() < chunks_); });
       if (!busy_) break;
       const Chunk* chunk = chunk_;
       const int64_t chunks = chunks_;
@@ -114,19 +114,24 @@ class TrainWorker {
     while (finished_.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
     std::unique_lock<std::mutex> lock(mu_);
     chunk_ = nullptr;
-    await(lock, [this] { return helpers_ == 0; });
+    await(lock, &spin_share_, [this] { return helpers_ == 0; });
   }
 
  private:
-  // Waits until ready() (called with the lock held): first for up to kSpin
+  // Waits until ready() (called with the lock held): first for up to *spin
   // awake, looking at the events between the threads, and only then on the
   // condition variable. On the VMs measured a thread's sleep and wake-up
   // took tens of microseconds of both threads' time in the kernel, as long
-  // as the waits between them on small inputs (RESULTS.md, "Adam shared
-  // with the waiting coding thread").
+  // as the waits between them on small inputs (RESULTS.md, "Waits between
+  // the threads"). Each place that waits keeps its own spin: kSpin after a
+  // wait that ended within it (or that would have, had it spun that long),
+  // kSpinAfterLong after a longer one (on large inputs the training thread
+  // waits long for every job: spinning there only burnt 3-5% more CPU time).
   template <class Ready>
-  void await(std::unique_lock<std::mutex>& lock, Ready ready) {
-    const auto until = std::chrono::steady_clock::now() + kSpin;
+  void await(std::unique_lock<std::mutex>& lock, std::chrono::microseconds* spin, Ready ready) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto until = start + *spin;
+    *spin = kSpin;
     while (!ready()) {
       const uint64_t seen = events_.load();
       lock.unlock();
@@ -137,6 +142,7 @@ class TrainWorker {
       lock.lock();
       if (late) {
         cv_.wait(lock, ready);
+        if (std::chrono::steady_clock::now() - start > kSpin) *spin = kSpinAfterLong;
         return;
       }
     }
@@ -153,7 +159,7 @@ class TrainWorker {
     setup();
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      await(lock, [this] { return stop_ || job_; });
+      await(lock, &spin_loop_, [this] { return stop_ || job_; });
       if (stop_) return;
       Job job = std::move(job_);
       job_ = nullptr;
@@ -187,7 +193,8 @@ class TrainWorker {
   int helpers_ = 0;
   // Changes of the state above that a waiting thread may be waiting for.
   std::atomic<uint64_t> events_{0};
-  static constexpr std::chrono::microseconds kSpin{100};
+  static constexpr std::chrono::microseconds kSpin{100}, kSpinAfterLong{10};
+  std::chrono::microseconds spin_wait_ = kSpin, spin_share_ = kSpin, spin_loop_ = kSpin;
 };
 
 // Every segment's training step allocates and frees the same megabyte-sized
