@@ -47,7 +47,7 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
     step_state_.c.push_back(state_.c[l].data());
   }
   step_state_.mem = state_.mem.empty() ? nullptr : state_.mem.data();
-  for (int i = 0; i < 2; ++i) views_[i] = layout_.view<const float*>(weights_[i].flat.data());
+  for (int i = 0; i < (cfg_.train_lag ? 2 : 1); ++i) views_[i] = layout_.view<const float*>(weights_[i].flat.data());
   grads_ = layout_.view<float*>(grad_.data());
   prev_.assign(static_cast<size_t>(b), 0);
   probs_.assign(static_cast<size_t>(b) * 256, 0.0f);

@@ -98,7 +98,7 @@ class KernelPredictor final : public PredictorBackend {
   std::vector<float> scratch_;    // step::forward's
   step::Shape step_shape_;        // the step path's, for all B streams
   step::State step_state_;        // pointers into state_
-  train::Weights views_[2];        // weights_[i].flat as the kernels take it
+  train::Weights views_[2];        // weights_[i].flat as the kernels take it (at lag 0 only [0])
   train::Grads grads_;              // grad_ likewise
   SegmentBook book_;
   std::unique_ptr<TrainWorker> worker_;  // declared last: destroyed (joined) first
