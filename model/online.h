@@ -102,16 +102,15 @@ class TrainWorker {
       std::lock_guard<std::mutex> lock(mu_);
       SHAZIP_ASSERT(busy_ && !chunk_ && std::this_thread::get_id() == thread_.get_id());
       next_.store(0);
-      finished_.store(0);
       chunk_ = &chunk;
       chunks_ = chunks;
       events_.fetch_add(1);
     }
     cv_.notify_all();
     run_chunks(chunk, chunks);
-    // A helper's last chunk takes microseconds: spin for it, then wait for
-    // the helper to leave (before a next share() reuses the counters).
-    while (finished_.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+    // Every chunk is taken; a helper still in one (it takes microseconds)
+    // has counted itself in helpers_ and leaves once it is done, so the
+    // chunks are all done, and the counters free, when none is left.
     std::unique_lock<std::mutex> lock(mu_);
     chunk_ = nullptr;
     await(lock, &spin_share_, [this] { return helpers_ == 0; });
@@ -149,10 +148,7 @@ class TrainWorker {
   }
 
   void run_chunks(const Chunk& chunk, int64_t chunks) {
-    for (int64_t c = next_.fetch_add(1); c < chunks; c = next_.fetch_add(1)) {
-      chunk(c);
-      finished_.fetch_add(1, std::memory_order_release);
-    }
+    for (int64_t c = next_.fetch_add(1); c < chunks; c = next_.fetch_add(1)) chunk(c);
   }
 
   void loop(const std::function<void()>& setup) {
@@ -184,12 +180,11 @@ class TrainWorker {
   Job job_;
   bool busy_ = false, stop_ = false;
   std::exception_ptr error_;
-  // The job's shared loop, while share() runs (guarded by mu_), and its
-  // counters: the next chunk to take, the chunks done, the waiting threads
-  // taking chunks.
+  // The job's shared loop, while share() runs (guarded by mu_), the next
+  // chunk to take, and the waiting threads taking chunks (guarded by mu_).
   const Chunk* chunk_ = nullptr;
   int64_t chunks_ = 0;
-  std::atomic<int64_t> next_{0}, finished_{0};
+  std::atomic<int64_t> next_{0};
   int helpers_ = 0;
   // Changes of the state above that a waiting thread may be waiting for.
   std::atomic<uint64_t> events_{0};

@@ -602,12 +602,7 @@ float grad_norm(const float* g, int64_t n, bool blocked) {
 
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v) {
-  adam_step(cfg, beta1_pow, beta2_pow, n, w, w, g, m, v);
-}
-
-void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
-               float* g, float* m, float* v) {
-  adam_range(adam_constants(cfg, beta1_pow, beta2_pow, n, g), 0, n, w, w_out, g, m, v);
+  adam_range(adam_constants(cfg, beta1_pow, beta2_pow, n, g), 0, n, w, w, g, m, v);
 }
 
 AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* g) {

@@ -151,17 +151,13 @@ struct AdamConfig {
 };
 void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, float* w, float* g, float* m,
                float* v);
-// The same step from the weights w into w_out (w itself or n other floats),
-// element by element the same bits: at training lag 1 the step path keeps
-// reading w while the trainer writes the next weights beside it
-// (KernelPredictor), instead of copying them over once the step is done.
-void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* w, float* w_out,
-               float* g, float* m, float* v);
 
 // adam_step in two parts, for threads that share it: the step's constants,
 // with the clip's coefficient from the norm of all of g (n floats); then
 // elements [begin, end) of the step, any ranges in any order on any thread,
-// element by element the same bits.
+// element by element the same bits, from the weights w into w_out (w itself
+// or other floats: at training lag 1 the step path keeps reading w while
+// the trainer writes the next weights beside it, KernelPredictor).
 struct AdamConstants {
   float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
 };

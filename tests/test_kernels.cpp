@@ -465,7 +465,7 @@ TEST_CASE("train::grad_norm: one dot8, or (format 10) the sum8 of its blocks' do
   CHECK(train::grad_norm(p, 1000, true) == train::grad_norm(p, 1000, false));
 }
 
-TEST_CASE("train::adam_step into other weights and in ranges gives the in-place step's bits", "[kernels]") {
+TEST_CASE("train::adam_range into other weights and in ranges gives the in-place adam_step's bits", "[kernels]") {
   // KernelPredictor writes the step beside the weights it read (lag 1) and
   // lets two threads take its elements in chunks: every element must come
   // out as the in-place step over all of them computes it.
@@ -488,8 +488,8 @@ TEST_CASE("train::adam_step into other weights and in ranges gives the in-place 
   train::adam_step(cfg, 0.25, 0.998, n, in_place.w.data(), in_place.g.data(), in_place.m.data(),
                    in_place.v.data());
   Step beside = fresh();
-  train::adam_step(cfg, 0.25, 0.998, n, beside.w.data(), beside.w_out.data(), beside.g.data(), beside.m.data(),
-                   beside.v.data());
+  train::adam_range(train::adam_constants(cfg, 0.25, 0.998, n, beside.g.data()), 0, n, beside.w.data(),
+                    beside.w_out.data(), beside.g.data(), beside.m.data(), beside.v.data());
   CHECK(same_bits(beside.w, w));  // read, not written
   CHECK(same_bits(beside.w_out, in_place.w));
   CHECK(same_bits(beside.g, in_place.g));  // the clipped gradient
