@@ -545,6 +545,104 @@ SHAZIP_AVX512 void linear_avx512(const float* const* xs, const float* const* ws,
   }
 }
 
+// --- AVX-512: linear_tn over few rows, the rows of b in registers ---------
+//
+// linear_tn's lanes (ProductLane) with sixteen columns of y per register:
+// lane l of output (j, i) is the chain over rows p = l, l + 8, ... of
+// a[p][j] * b[p][i], from zero. The eight lanes are taken in groups in
+// reduce_lanes' order, each group's rows of b held in registers (16 of
+// them) while every row j of a block runs past them; its sum goes to y
+// (or to a scratch block) and the next group's is added to it:
+//   two groups {0, 4, 2, 6}, {1, 5, 3, 7} (rows_pad <= 32): y = t0, then
+//     y = y + t1, with t0 = (l0 + l4) + (l2 + l6), t1 = (l1 + l5) + (l3 + l7);
+//   four groups {0, 4}, {2, 6}, {1, 5}, {3, 7} (rows_pad <= 64): y = s04,
+//     y = y + s26, u = s15, y = y + (u + s37).
+// The same operations on every lane as linear_tn_avx2, so the same bits.
+// Without padding rows only (rows == rows_pad), which the training step's N = B T
+// always is.
+constexpr int64_t kTnRowsAvx512 = 64;
+constexpr int64_t kTnBlock = 32;  // rows j of y per block: their a and y stay in L1
+
+// Group `group` of the G = 8 / LG groups, LG lanes each, P rows per lane, for
+// rows j in [j0, j1) and the columns of mask m from i. J rows of y at a time:
+// LG * J = 8 independent chains.
+template <int P, int LG>
+SHAZIP_AVX512 inline void tn_group_avx512(const float* a, const float* b, int64_t n, int64_t k, int group, int64_t j0,
+                                          int64_t j1, __mmask16 m, float* y, float* u) {
+  static constexpr int kOrder[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+  constexpr int J = 8 / LG;
+  static_assert(P * LG <= 16, "the group's rows of b in 16 registers");
+  __m512 bv[LG][P];
+  int lane[LG];
+#pragma GCC unroll 4
+  for (int q = 0; q < LG; ++q) {
+    lane[q] = kOrder[group * LG + q];
+#pragma GCC unroll 8
+    for (int r = 0; r < P; ++r) bv[q][r] = _mm512_maskz_loadu_ps(m, b + (lane[q] + kLanes * r) * k);
+  }
+  // What this group's sums do: store (first group; the third of four, to u),
+  // or add to y, with u first for the fourth of four.
+  const bool first = group == 0 || (LG == 2 && group == 2);
+  const bool with_u = LG == 2 && group == 3;
+  float* out = LG == 2 && group == 2 ? u : y;
+  const int64_t out_stride = out == u ? 16 : k;
+  for (int64_t j = j0; j < j1; j += J) {
+    __m512 acc[J][LG];
+#pragma GCC unroll 4
+    for (int jj = 0; jj < J; ++jj) {
+#pragma GCC unroll 4
+      for (int q = 0; q < LG; ++q) acc[jj][q] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < P; ++r) {
+#pragma GCC unroll 4
+      for (int q = 0; q < LG; ++q) {
+        const float* ar = a + (lane[q] + kLanes * r) * n + j;
+#pragma GCC unroll 4
+        for (int jj = 0; jj < J; ++jj) acc[jj][q] = _mm512_fmadd_ps(_mm512_set1_ps(ar[jj]), bv[q][r], acc[jj][q]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int jj = 0; jj < J; ++jj) {
+      __m512 s = LG == 4 ? _mm512_add_ps(_mm512_add_ps(acc[jj][0], acc[jj][1]), _mm512_add_ps(acc[jj][2], acc[jj][3]))
+                         : _mm512_add_ps(acc[jj][0], acc[jj][1]);
+      float* o = out + (j - j0 + jj) * out_stride;
+      float* yj = y + (j - j0 + jj) * k;
+      if (with_u) s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, u + (j - j0 + jj) * 16), s);
+      if (!first) s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yj), s);
+      _mm512_mask_storeu_ps(first ? o : yj, m, s);
+    }
+  }
+}
+
+template <int P, int LG>
+SHAZIP_AVX512 void linear_tn_groups_avx512(const float* a, const float* b, int64_t n, int64_t k, float* y) {
+  alignas(64) float u[kTnBlock * 16];
+  for (int64_t j0 = 0; j0 < n; j0 += kTnBlock) {
+    const int64_t j1 = std::min(n, j0 + kTnBlock);
+    for (int64_t i = 0; i < k; i += 16) {
+      const __mmask16 m = k - i >= 16 ? kAll16 : static_cast<__mmask16>((1u << (k - i)) - 1);
+      for (int group = 0; group < 8 / LG; ++group) {
+        tn_group_avx512<P, LG>(a, b + i, n, k, group, j0, j1, m, y + j0 * k + i, u);
+      }
+    }
+  }
+}
+
+SHAZIP_AVX512 void linear_tn_avx512(const float* a, const float* b, int64_t rows, int64_t n, int64_t k, float* y) {
+  switch (rows / kLanes) {
+    case 1: return linear_tn_groups_avx512<1, 4>(a, b, n, k, y);
+    case 2: return linear_tn_groups_avx512<2, 4>(a, b, n, k, y);
+    case 3: return linear_tn_groups_avx512<3, 4>(a, b, n, k, y);
+    case 4: return linear_tn_groups_avx512<4, 4>(a, b, n, k, y);
+    case 5: return linear_tn_groups_avx512<5, 2>(a, b, n, k, y);
+    case 6: return linear_tn_groups_avx512<6, 2>(a, b, n, k, y);
+    case 7: return linear_tn_groups_avx512<7, 2>(a, b, n, k, y);
+    case 8: return linear_tn_groups_avx512<8, 2>(a, b, n, k, y);
+    default: SHAZIP_ASSERT(false);
+  }
+}
+
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 bool cpu_has_avx512() {
   return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -609,7 +707,12 @@ void linear2(const float* x, const float* h, int64_t rows, int64_t k, const floa
 void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n, int64_t k, float* y) {
   SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0 && rows_pad % kLanes == 0 && rows <= rows_pad);
 #if defined(__x86_64__)
-  if (g_simd.load(std::memory_order_relaxed)) return linear_tn_avx2(a, b, rows, rows_pad, n, k, y);
+  if (g_simd.load(std::memory_order_relaxed)) {
+    if (g_avx512.load(std::memory_order_relaxed) && rows == rows_pad && rows <= kTnRowsAvx512) {
+      return linear_tn_avx512(a, b, rows, n, k, y);
+    }
+    return linear_tn_avx2(a, b, rows, rows_pad, n, k, y);
+  }
 #endif
   linear_tn_scalar(a, b, rows, rows_pad, n, k, y);
 }

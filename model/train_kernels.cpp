@@ -185,13 +185,17 @@ void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const fl
 // dy and x as they are; above it, step::linear on their transposes. The same
 // bits either way; at N = 8 and 16 (the few-stream inputs) linear_tn takes
 // half the time, at 32 about as long, at 64 and more its strided rows make it
-// the slower (RESULTS.md, "Weight gradients without transposes").
+// the slower (RESULTS.md, "Weight gradients without transposes"). Its
+// AVX-512 kernel, which holds the rows of x in registers, takes 0.4-0.6x the
+// time of the transposes' products up to 64 rows (RESULTS.md, "Weight
+// gradients in AVX-512").
 constexpr int64_t kDirectRows = 32;
+constexpr int64_t kDirectRowsAvx512 = 64;
 
 void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, const float* x, int64_t k, float* dw,
                               float* db) {
   const int64_t rows = dims_.rows, np = dims_.rows_pad;
-  if (np <= kDirectRows) {
+  if (np <= (step::avx512() ? kDirectRowsAvx512 : kDirectRows)) {
     step::linear_tn(dy, x, rows, np, n, k, dw);
     if (db) step::col_sum8(dy, rows, np, n, db);
     return;

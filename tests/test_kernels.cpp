@@ -124,15 +124,17 @@ TEST_CASE("step::linear and step::linear2 are one dot8 per entry plus the bias",
 TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on the padded transposes", "[kernels]") {
   // The training step's weight gradients over few rows take these instead of
   // transposing (train_kernels.cpp, kDirectRows): the same bits, signed zeros
-  // included (the padding's fma(0, 0, acc) turns a -0 lane into +0).
+  // included (the padding's fma(0, 0, acc) turns a -0 lane into +0). AVX-512
+  // takes rows == rows_pad up to 64 (two groups of lanes up to 32 rows, four
+  // above), 32 rows j of y to a block (n = 72: two blocks and a part).
   SimdScope keep;
-  const bool simd = GENERATE(false, true);
-  if (!select_kernels(simd)) return;
+  const Kernels kernels = GENERATE(Kernels::kPlain, Kernels::kAvx2, Kernels::kAvx512);
+  if (!select_kernels(kernels)) return;
   std::mt19937 rng(31);
-  for (const int64_t rows : {1, 5, 8, 13, 16, 24, 29, 40}) {
+  for (const int64_t rows : {1, 5, 8, 13, 16, 24, 29, 32, 40, 56, 64, 72}) {
     const int64_t pad = (rows + 7) / 8 * 8;
-    for (const int64_t n : {8, 24}) {
-      for (const int64_t k : {8, 16, 40}) {  // 40 = 24 + 8 + 8: both column blocks
+    for (const int64_t n : {8, 24, 72}) {
+      for (const int64_t k : {8, 16, 40}) {  // 40 = 24 + 8 + 8: both column blocks (AVX-512: 16 + 16 + 8)
         auto a = random_floats(rows * n, static_cast<uint32_t>(rows * 100 + n));
         auto b = random_floats(rows * k, static_cast<uint32_t>(rows * 100 + k + 50));
         for (auto* v : {&a, &b}) {
@@ -151,7 +153,8 @@ TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on t
         for (int64_t j = 0; j < n; ++j) sums[j] = step::sum8(at.data() + j * pad, pad);
         step::linear_tn(a.data(), b.data(), rows, pad, n, k, got.data());
         step::col_sum8(a.data(), rows, pad, n, got_sums.data());
-        INFO("simd " << simd << " rows " << rows << " n " << n << " k " << k);
+        INFO("kernels " << static_cast<int>(kernels) << " (plain, AVX2, AVX-512) rows " << rows << " n " << n
+                        << " k " << k);
         CHECK(same_bits(got, want));
         CHECK(same_bits(got_sums, sums));
       }
