@@ -146,6 +146,37 @@ int main(int argc, char** argv) {
                 transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
   }
 
+  // The input gradients' products, dX = dY W: step::linear on W's transpose
+  // (the transpose's time not counted) against step::linear_nn on W as it is
+  // (train_kernels.cpp takes it where AVX-512 is used). Same bits.
+  const Grad inputs[] = {
+      {"d decoder input", 256, d, 1},
+      {"d Boom input", f, d, 1},
+      {"d query input", d, d, 1},
+      {"d LSTM input", 4 * d, d, 1},
+  };
+  std::printf("\ninput gradients over N = %lld rows: us per step\n", static_cast<long long>(n));
+  std::printf("%-26s %5s %5s %5s %12s %12s\n", "product", "out", "in", "count", "transposed", "linear_nn");
+  for (const Grad& gr : inputs) {
+    const auto dy = random_floats(static_cast<size_t>(n * gr.out), rng, 1.0f);
+    const auto wt = random_floats(static_cast<size_t>(gr.out * gr.in), rng, 1.0f);  // W (out x in)
+    std::vector<float> wtt(static_cast<size_t>(gr.in * gr.out));
+    for (int64_t j = 0; j < gr.out; ++j) {
+      for (int64_t i = 0; i < gr.in; ++i) wtt[i * gr.out + j] = wt[j * gr.in + i];
+    }
+    std::vector<float> y(static_cast<size_t>(n * gr.in));
+    const int reps = std::max(10, static_cast<int>(2e8 / (2.0 * static_cast<double>(n * gr.out * gr.in))));
+    double t0 = now();
+    for (int i = 0; i < reps; ++i) step::linear(dy.data(), n, gr.out, wtt.data(), gr.in, nullptr, y.data());
+    const double transposed = (now() - t0) / reps;
+    t0 = now();
+    for (int i = 0; i < reps; ++i) step::linear_nn(dy.data(), n, gr.out, wt.data(), gr.in, y.data());
+    const double direct = (now() - t0) / reps;
+    std::printf("%-26s %5lld %5lld %5lld %12.1f %12.1f\n", gr.what, static_cast<long long>(gr.out),
+                static_cast<long long>(gr.in), static_cast<long long>(gr.count),
+                transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
+  }
+
   // The whole pass: forward, backward, every gradient (not the Adam step).
   std::vector<std::vector<float>> store;
   store.reserve(64);

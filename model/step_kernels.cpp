@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <vector>
 
 #include "coder/assert.h"
 #include "model/kernel_math.h"
@@ -64,6 +65,17 @@ void linear_tn_scalar(const float* a, const float* b, int64_t rows, int64_t rows
         lanes[p % kLanes] = fma_rn(in ? a[p * n + j] : 0.0f, in ? b[p * k + i] : 0.0f, lanes[p % kLanes]);
       }
       y[j * k + i] = reduce_lanes(lanes);
+    }
+  }
+}
+
+// linear_nn's definition: linear's lanes over column i of w.
+void linear_nn_scalar(const float* x, int64_t rows, int64_t n, const float* w, int64_t k, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < k; ++i) {
+      float lanes[kLanes] = {};
+      for (int64_t j = 0; j < n; ++j) lanes[j % kLanes] = fma_rn(x[r * n + j], w[j * k + i], lanes[j % kLanes]);
+      y[r * k + i] = reduce_lanes(lanes);
     }
   }
 }
@@ -643,6 +655,61 @@ SHAZIP_AVX512 void linear_tn_avx512(const float* a, const float* b, int64_t rows
   }
 }
 
+// --- AVX-512: linear_nn, sixteen columns of y per register ------------------
+//
+// Lane l of output (r, i) is linear's chain over j = l, l + 8, ... of x[r][j]
+// * w[j][i]; here a register holds that lane for sixteen columns i, so R rows
+// take 8 R accumulators, every row of w is loaded once per R rows and x's
+// entries come broadcast. The lanes are added in reduce_lanes' order.
+template <int R>
+SHAZIP_AVX512 inline void nn_block_avx512(const float* x, int64_t n, const float* w, __mmask16 m, float* y,
+                                          int64_t k) {
+  __m512 acc[R][kLanes];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int l = 0; l < kLanes; ++l) acc[r][l] = _mm512_setzero_ps();
+  }
+  for (int64_t j = 0; j < n; j += kLanes) {
+#pragma GCC unroll 8
+    for (int l = 0; l < kLanes; ++l) {
+      __m512 wv = _mm512_loadu_ps(w + (j + l) * 16);
+      // In a register for the R rows: GCC would otherwise fold this load
+      // into each multiply-add and keep x's broadcasts in registers instead.
+      asm("" : "+v"(wv));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][l] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * n + j + l]), wv, acc[r][l]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512 t0 = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][4]), _mm512_add_ps(acc[r][2], acc[r][6]));
+    const __m512 t1 = _mm512_add_ps(_mm512_add_ps(acc[r][1], acc[r][5]), _mm512_add_ps(acc[r][3], acc[r][7]));
+    _mm512_mask_storeu_ps(y + r * k, m, _mm512_add_ps(t0, t1));
+  }
+}
+
+// Column blocks outside, each copied first into n contiguous rows of 16
+// floats (in place, w's rows of k floats put n x 16 blocks at a stride that
+// maps them onto a few L1 sets: 2x the time at n = 384, k = 96), which then
+// stay in L1 for every row of x; rows three at a time inside.
+SHAZIP_AVX512 void linear_nn_avx512(const float* x, int64_t rows, int64_t n, const float* w, int64_t k, float* y) {
+  thread_local std::vector<float> packed;
+  if (packed.size() < static_cast<size_t>(n * 16)) packed.resize(static_cast<size_t>(n * 16));
+  float* wp = packed.data();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 m = k - i >= 16 ? kAll16 : static_cast<__mmask16>((1u << (k - i)) - 1);
+    for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(wp + j * 16, _mm512_maskz_loadu_ps(m, w + j * k + i));
+    int64_t r = 0;
+    for (; r + 3 <= rows; r += 3) nn_block_avx512<3>(x + r * n, n, wp, m, y + r * k + i, k);
+    switch (rows - r) {
+      case 2: nn_block_avx512<2>(x + r * n, n, wp, m, y + r * k + i, k); break;
+      case 1: nn_block_avx512<1>(x + r * n, n, wp, m, y + r * k + i, k); break;
+      default: break;
+    }
+  }
+}
+
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 bool cpu_has_avx512() {
   return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -715,6 +782,16 @@ void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, i
   }
 #endif
   linear_tn_scalar(a, b, rows, rows_pad, n, k, y);
+}
+
+void linear_nn(const float* x, int64_t rows, int64_t n, const float* w, int64_t k, float* y) {
+  SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0);
+#if defined(__x86_64__)
+  if (g_simd.load(std::memory_order_relaxed) && g_avx512.load(std::memory_order_relaxed)) {
+    return linear_nn_avx512(x, rows, n, w, k, y);
+  }
+#endif
+  linear_nn_scalar(x, rows, n, w, k, y);
 }
 
 void col_sum8(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y) {

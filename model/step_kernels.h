@@ -81,6 +81,14 @@ void linear2(const float* x, const float* h, int64_t rows, int64_t k, const floa
 // multiples of 8.
 void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, int64_t n, int64_t k, float* y);
 
+// y (rows x k) = x (rows x n) w, w (n x k) row-major: y[r][i] = dot8 of row r
+// of x and column i of w, the bits of `linear` on w's transpose
+// (linear(x, rows, n, w^T, k, nullptr, y)) without making it: the training
+// step's input gradients. An AVX-512 kernel where `avx512()`; elsewhere the
+// plain definition, slower than transposing (the training step transposes
+// there). n and k multiples of 8.
+void linear_nn(const float* x, int64_t rows, int64_t n, const float* w, int64_t k, float* y);
+
 // y[j] = sum8 of column j of a (rows x n), zero-padded to rows_pad rows (the
 // bits of sum8 on the padded transpose's row j). n a multiple of 8.
 void col_sum8(const float* a, int64_t rows, int64_t rows_pad, int64_t n, float* y);

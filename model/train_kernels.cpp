@@ -185,10 +185,13 @@ void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const fl
 // dy and x as they are; above it, step::linear on their transposes. The same
 // bits either way; at N = 8 and 16 (the few-stream inputs) linear_tn takes
 // half the time, at 32 about as long, at 64 and more its strided rows make it
-// the slower (RESULTS.md, "Weight gradients without transposes"). Its
-// AVX-512 kernel, which holds the rows of x in registers, takes 0.4-0.6x the
-// time of the transposes' products up to 64 rows (RESULTS.md, "Weight
-// gradients in AVX-512").
+// the slower (RESULTS.md, "Weight gradients without transposes"). With
+// AVX-512 the limit is 64 rows for both gradients: linear_tn's AVX-512 kernel
+// holds the rows of x in registers (0.4-0.6x the time of the transposes'
+// products), and input_grad takes step::linear_nn on w as it is, whose copy
+// of w's column blocks costs less than the transpose there; above, the
+// transpose's cost is spread over enough rows that linear's faster product
+// wins (RESULTS.md, "Gradients without transposes in AVX-512").
 constexpr int64_t kDirectRows = 32;
 constexpr int64_t kDirectRowsAvx512 = 64;
 
@@ -209,6 +212,7 @@ void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, co
 }
 
 void SegmentPass::input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx) {
+  if (step::avx512() && rows <= kDirectRowsAvx512) return step::linear_nn(dy, rows, n, w, k, dx);
   step::linear(dy, rows, n, transposed(w, n, k, n), k, nullptr, dx);
 }
 

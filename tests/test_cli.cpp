@@ -621,10 +621,14 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   spit(dir / "huge.shz", reencode(huge));
   expect("-d " + q(dir / "huge.shz"), 2, " TB of memory for its model, tables and data, more than the");
   // ... and one that fits the machine but not the memory the process may
-  // take (3.2 GB under a 2.5 GB address-space limit) fails as out of memory,
-  // LibTorch's allocator error caught, instead of aborting with a backtrace.
+  // take (154M parameters, 4.9 GB by coding_memory's estimate, under a 2.5 GB
+  // address-space limit: the weights twice, their gradients and Adam's two
+  // moments alone take 3.1 GB) fails as out of memory, LibTorch's allocator
+  // error caught, instead of aborting with a backtrace. (8 layers, 3.3 GB by
+  // the estimate, came within the limit once the training step stopped
+  // allocating the weights' transposes, and decoded for many minutes.)
   huge.model.dim = 1024;
-  huge.model.layers = 8;
+  huge.model.layers = 12;
   spit(dir / "big.shz", reencode(huge));
   const std::string limited = "ulimit -v 2500000; " + kBin + " -d -c " + q(dir / "big.shz");
   CHECK(capture(limited + " 2>&1 >/dev/null") == "shazip: " + dir / "big.shz" + ": out of memory\n");

@@ -162,6 +162,41 @@ TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on t
   }
 }
 
+TEST_CASE("step::linear_nn gives linear's bits on the transposed weights", "[kernels]") {
+  // The training step's input gradients over few rows take it with AVX-512
+  // instead of transposing w (train_kernels.cpp, kDirectRowsAvx512): rows
+  // three at a time and the remainders of 1 and 2, 16 columns to a register
+  // and a masked 8, signed zeros included.
+  SimdScope keep;
+  const Kernels kernels = GENERATE(Kernels::kPlain, Kernels::kAvx2, Kernels::kAvx512);
+  if (!select_kernels(kernels)) return;
+  std::mt19937 rng(37);
+  for (const int64_t rows : {1, 2, 3, 5, 7, 16}) {
+    for (const int64_t n : {8, 40, 384}) {
+      for (const int64_t k : {8, 16, 40}) {
+        auto x = random_floats(rows * n, static_cast<uint32_t>(rows * 1000 + n));
+        auto w = random_floats(n * k, static_cast<uint32_t>(n * 100 + k));
+        for (auto* v : {&x, &w}) {
+          for (auto& e : *v) {
+            if (rng() % 4 == 0) e = rng() % 2 ? -0.0f : 0.0f;
+          }
+        }
+        std::fill(x.begin(), x.begin() + n, -0.0f);  // a row of -0: its outputs' signs
+        std::vector<float> wt(k * n);
+        for (int64_t j = 0; j < n; ++j) {
+          for (int64_t i = 0; i < k; ++i) wt[i * n + j] = w[j * k + i];
+        }
+        std::vector<float> want(rows * k), got(rows * k, 7.0f);
+        step::linear(x.data(), rows, n, wt.data(), k, nullptr, want.data());
+        step::linear_nn(x.data(), rows, n, w.data(), k, got.data());
+        INFO("kernels " << static_cast<int>(kernels) << " (plain, AVX2, AVX-512) rows " << rows << " n " << n
+                        << " k " << k);
+        CHECK(same_bits(got, want));
+      }
+    }
+  }
+}
+
 TEST_CASE("step::weighted_sum is one fused multiply-add chain per column", "[kernels]") {
   SimdScope keep;
   const bool simd = GENERATE(false, true);
