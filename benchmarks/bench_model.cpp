@@ -142,7 +142,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("%-24s %6s %-44s %7s %9s %11s %9s %9s %8s %7s %7s %8s %8s %7s\n", "file", "preset", "model", "streams",
-              "bytes", "SHA-RNN bpc", "model bpc", "coded bpc", "KB/s", "pred s", "train s", "GFLOP/s", "step", "% peak");
+              "bytes", "SHA-RNN bpc", "model bpc", "coded bpc", "KB/s", "pred s", "train s", "GFLOP/s", "step",
+              "% peak");
   for (const auto& path : files) {
     std::vector<uint8_t> data = load(path);
     if (limit && data.size() > limit) data.resize(limit);

@@ -1003,7 +1003,8 @@ struct ContextMixer::Impl {
     const uint64_t c2c1 = h & 0xFFFF;
     uint64_t expected = 0;  // the match model's next byte and length
     if (s.match_len > 0) {
-      expected = 256 | uint64_t{state[s.match_stream].hist[s.match_ptr]} | uint64_t{std::min<uint32_t>(s.match_len, 15)} << 9;
+      expected = 256 | uint64_t{state[s.match_stream].hist[s.match_ptr]} |
+                 uint64_t{std::min<uint32_t>(s.match_len, 15)} << 9;
     }
     const uint64_t word3 = (uint64_t{s.word} << 32 | s.prev_word) ^ (uint64_t{s.prev_word2} * 0x9E3779B1u);
     s.base[8] = hash32(word3 ^ uint64_t{10} << 58);                                   // word trigram
@@ -1055,7 +1056,9 @@ struct ContextMixer::Impl {
       // The word and the last four bytes' classes.
       s.base[28] = hash32((uint64_t{s.word} << 32 | (s.classes & kLastClasses4)) ^ uint64_t{35} << 56);
       // The scope: the last tag's name and the sentence's first word, the word.
-      if (scope) s.base[29] = hash32((uint64_t{s.word} << 32 | (s.tag * 0x9E3779B1u ^ s.sentence_first)) ^ uint64_t{36} << 56);
+      if (scope) {
+        s.base[29] = hash32((uint64_t{s.word} << 32 | (s.tag * 0x9E3779B1u ^ s.sentence_first)) ^ uint64_t{36} << 56);
+      }
     }
     if (word_indirect) {
       // The two bytes that followed the word so far and the last byte when

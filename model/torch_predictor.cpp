@@ -478,7 +478,8 @@ void TorchPredictor::predict(uint32_t* cdfs) {
 void TorchPredictor::observe(const uint8_t* bytes) {
   Impl& m = *impl_;
   std::vector<int64_t> next(bytes, bytes + m.streams);
-  m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64).to(m.device, /*non_blocking=*/false, /*copy=*/true);
+  m.prev = torch::from_blob(next.data(), {m.streams}, torch::kInt64)
+               .to(m.device, /*non_blocking=*/false, /*copy=*/true);
   if (m.book.observe(bytes)) m.end_segment();
 }
 

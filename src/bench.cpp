@@ -276,7 +276,8 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
 std::string bench_markdown(const std::vector<BenchRow>& rows) {
   std::string out =
       "| file | bytes | shazip | bpc | SHA-RNN alone | zstd -19 | bpc | vs zstd -19 | zstd -22 --long | "
-      "shazip KB/s (comp/dec) | model GFLOP/s (step) | round trips |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "shazip KB/s (comp/dec) | model GFLOP/s (step) | round trips |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   // One line per file and shazip preset, with that file's zstd rows beside it.
   for (const BenchRow& r : rows) {
     if (!r.is_shazip()) continue;

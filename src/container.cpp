@@ -411,7 +411,8 @@ Header parse_header(const uint8_t* data, size_t size, size_t* header_size) {
   uint64_t archive_size = 0;
   const Header h = parse_member(data, size, header_size, &archive_size);
   if (archive_size < size) {
-    corrupt(h.method == Method::kStored ? "trailing data after the stored content" : "trailing data after the coded data");
+    corrupt(h.method == Method::kStored ? "trailing data after the stored content"
+                                        : "trailing data after the coded data");
   }
   return h;
 }

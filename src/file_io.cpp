@@ -53,7 +53,9 @@ void check_output(const std::string& path, bool force) {
   struct stat st;
   if (path == "-" || stat(path.c_str(), &st) != 0) return;
   if (S_ISDIR(st.st_mode)) throw Error(ErrorCode::kIo, "output " + path + " is a directory");
-  if (S_ISREG(st.st_mode) && !force) throw Error(ErrorCode::kUsage, "output " + path + " already exists; use -f to overwrite");
+  if (S_ISREG(st.st_mode) && !force) {
+    throw Error(ErrorCode::kUsage, "output " + path + " already exists; use -f to overwrite");
+  }
 }
 
 bool is_terminal(int fd) { return isatty(fd) == 1; }

@@ -425,7 +425,9 @@ void process(const std::string& in, const Options& o) {
       if (!ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "unknown suffix (expected .shz); use -o NAME");
       out = in.substr(0, in.size() - std::strlen(kSuffix));
     } else {
-      if (ends_with(in, kSuffix)) throw Error(ErrorCode::kUsage, "already has the .shz suffix; use -f -o NAME to compress it again");
+      if (ends_with(in, kSuffix)) {
+        throw Error(ErrorCode::kUsage, "already has the .shz suffix; use -f -o NAME to compress it again");
+      }
       out = in + kSuffix;
     }
   }
@@ -506,7 +508,9 @@ void process(const std::string& in, const Options& o) {
   file.copy_metadata_from(in);
   file.commit();
   if (o.remove && !is_stdin && out != "-" && is_regular_file(in)) {  // never a device or a pipe (-o)
-    if (unlink(in.c_str()) != 0) throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
+    if (unlink(in.c_str()) != 0) {
+      throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
+    }
   }
 }
 
@@ -745,7 +749,8 @@ int main(int argc, char** argv) {
   app.add_flag("-z,--compress", [&](int64_t) { o.decompress = false; }, "Compress (default)");
   app.add_flag("-c,--stdout", o.to_stdout, "Write to standard output");
   app.add_option("-o", o.output, "Output file (one input only)");
-  app.add_flag("-f,--force", o.force, "Overwrite existing outputs; allow compressed data to or from a terminal; with -dc, "
+  app.add_flag("-f,--force", o.force,
+               "Overwrite existing outputs; allow compressed data to or from a terminal; with -dc, "
                "pass input that is no archive through unchanged");
   // As in zstd, the last of -k and --rm given wins: their callbacks run as
   // they are parsed.
@@ -768,7 +773,8 @@ int main(int argc, char** argv) {
   app.add_option("--level", o.level, "Preset 1 (fastest) .. 9 (largest); also -1 .. -9")
       ->check(CLI::Range(model::kMinPreset, model::kMaxPreset));
   app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("-T,--threads", o.threads, "LibTorch intra-op threads (recorded; decoding reuses it; unused by format 7 on the CPU)")
+  app.add_option("-T,--threads", o.threads,
+                 "LibTorch intra-op threads (recorded; decoding reuses it; unused by format 7 on the CPU)")
       ->check(CLI::Range(1, 256));
   app.add_option("-j,--jobs", o.jobs,
                  "Parallel blocks, N at a time (0: one job per two cores): compressing cuts each input into "

@@ -93,13 +93,19 @@ std::string render_svg(const Plot& p) {
        xml_escape(p.title) + "</text>\n";
   // Grid and ticks.
   o += "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
-  for (double v : xt) o += "<line x1=\"" + fmt(X(v)) + "\" y1=\"" + fmt(top) + "\" x2=\"" + fmt(X(v)) + "\" y2=\"" + fmt(top + ph) + "\"/>\n";
-  for (double v : yt) o += "<line x1=\"" + fmt(left) + "\" y1=\"" + fmt(Y(v)) + "\" x2=\"" + fmt(left + pw) + "\" y2=\"" + fmt(Y(v)) + "\"/>\n";
+  auto line = [&](double x1, double y1, double x2, double y2) {
+    return "<line x1=\"" + fmt(x1) + "\" y1=\"" + fmt(y1) + "\" x2=\"" + fmt(x2) + "\" y2=\"" + fmt(y2) + "\"/>\n";
+  };
+  auto label = [&](double x, double y, const std::string& s) {
+    return "<text x=\"" + fmt(x) + "\" y=\"" + fmt(y) + "\">" + s + "</text>\n";
+  };
+  for (double v : xt) o += line(X(v), top, X(v), top + ph);
+  for (double v : yt) o += line(left, Y(v), left + pw, Y(v));
   o += "</g>\n<g text-anchor=\"middle\">\n";
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
-  for (double v : xt) o += "<text x=\"" + fmt(X(v)) + "\" y=\"" + fmt(top + ph + 20) + "\">" + tick_label(v, xstep) + "</text>\n";
+  for (double v : xt) o += label(X(v), top + ph + 20, tick_label(v, xstep));
   o += "</g>\n<g text-anchor=\"end\">\n";
-  for (double v : yt) o += "<text x=\"" + fmt(left - 8) + "\" y=\"" + fmt(Y(v) + 4) + "\">" + tick_label(v, ystep) + "</text>\n";
+  for (double v : yt) o += label(left - 8, Y(v) + 4, tick_label(v, ystep));
   o += "</g>\n";
   // Axes and their labels.
   o += "<path d=\"M" + fmt(left) + " " + fmt(top) + " V" + fmt(top + ph) + " H" + fmt(left + pw) +

@@ -133,7 +133,9 @@ class JsonParser {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& why) { throw std::runtime_error("JSON: " + why + " at " + std::to_string(i_)); }
+  [[noreturn]] void fail(const std::string& why) {
+    throw std::runtime_error("JSON: " + why + " at " + std::to_string(i_));
+  }
   void space() {
     while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
   }
@@ -377,7 +379,8 @@ TEST_CASE("devices and pipes: coded with -c or -o and never removed by --rm", "[
   // FIFO.shz beside it: refused before anything opens the pipe (timeout: a
   // shazip that opened it would wait for a writer).
   CHECK(run("timeout 60 " + kBin + " -q " + fifo + " 2>/dev/null") == 1);
-  REQUIRE(run("(printf 'through a pipe' > " + fifo + " &); " + kBin + " -q -1 --rm -o " + q(dir / "p.shz") + " " + fifo) == 0);
+  REQUIRE(run("(printf 'through a pipe' > " + fifo + " &); " + kBin + " -q -1 --rm -o " + q(dir / "p.shz") + " " +
+              fifo) == 0);
   struct stat st {};
   CHECK((stat((dir / "fifo").c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
   CHECK(capture(kBin + " -q -d -c " + q(dir / "p.shz")) == "through a pipe");
@@ -422,14 +425,17 @@ TEST_CASE("recursive mode (-r): every file under a directory to its own archive 
   CHECK(capture(kBin + " -q -1 " + q(tree) + " 2>&1").find("-r takes the files under it") != std::string::npos);
   CHECK(run(kBin + " -q -1 " + q(tree) + " 2>/dev/null") == 2);
   // -b too, without an empty table on standard output.
-  CHECK(capture(kBin + " -b " + q(tree) + " 2>&1") == "shazip: " + tree + ": is a directory (-r takes the files under it)\n");
+  CHECK(capture(kBin + " -b " + q(tree) + " 2>&1") ==
+        "shazip: " + tree + ": is a directory (-r takes the files under it)\n");
   CHECK(run(kBin + " -b " + q(tree) + " >/dev/null 2>&1") == 2);
   CHECK(capture(kBin + " -b --json " + q(tree) + " 2>/dev/null") == "[\n]\n");  // still valid JSON
   CHECK(run(kBin + " -b --json " + q(tree) + " >/dev/null 2>&1") == 2);
 
   REQUIRE(run(kBin + " -q -1 -r --rm " + q(tree)) == 0);
   const std::string listing = capture("cd " + q(tree) + " && find . | sort");
-  CHECK(listing == ".\n./a.txt.shz\n./empty\n./link\n./sub\n./sub/b.txt.shz\n./sub/deeper\n./sub/deeper/c.txt.shz\n./sub/old.shz\n");
+  CHECK(listing ==
+        ".\n./a.txt.shz\n./empty\n./link\n./sub\n./sub/b.txt.shz\n"
+        "./sub/deeper\n./sub/deeper/c.txt.shz\n./sub/old.shz\n");
   CHECK(slurp(tree + "/sub/old.shz") == std::vector<uint8_t>{9, 9, 9});
 
   // -l and -t take the archives (the fake one fails, the others pass).
@@ -498,7 +504,8 @@ TEST_CASE("shazip -j compresses in blocks that decode in parallel", "[cli][block
   REQUIRE(run(kBin + " -q -d -j 3 -c " + q(dir / "j2.shz") + " > " + q(dir / "back")) == 0);
   CHECK(slurp(dir / "back") == text);
   CHECK(run(kBin + " -q -t -j 0 " + q(dir / "j2.shz")) == 0);
-  CHECK(run(kBin + " -q -d -c " + q(dir / "j2.shz") + " | cmp -s - " + t) == 0);  // an older shazip's way: one at a time
+  // An older shazip's way: one at a time.
+  CHECK(run(kBin + " -q -d -c " + q(dir / "j2.shz") + " | cmp -s - " + t) == 0);
 
   // An input of one block: the archive -j leaves out.
   spit(dir / "small", english(5000, 32));
@@ -570,7 +577,8 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   spit(dir / "plain.shz", text);
   expect("-d " + q(dir / "plain.shz"), 3, "not a shazip archive");
 
-  spit(dir / "cut.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + header_size + (archive.size() - header_size) / 2));
+  const size_t half = header_size + (archive.size() - header_size) / 2;
+  spit(dir / "cut.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + static_cast<long>(half)));
   expect("-d " + q(dir / "cut.shz"), 4, "truncated");
   spit(dir / "cuthead.shz", std::vector<uint8_t>(archive.begin(), archive.begin() + 30));
   expect("-d " + q(dir / "cuthead.shz"), 4, "truncated");
@@ -707,7 +715,8 @@ TEST_CASE("compressed data is never read from a terminal", "[cli]") {
   const std::string out = capture("script -qec \"" + kBin + " -d; echo rc=\\$?; " + kBin + " -t -c; echo rc=\\$?; " +
                                   kBin + " -l; echo rc=\\$?\" /dev/null < /dev/null 2>&1");
   size_t refusals = 0;
-  for (size_t at = 0; (at = out.find("(stdin): refusing to read compressed data from a terminal", at)) != std::string::npos; ++at) {
+  const std::string refusal = "(stdin): refusing to read compressed data from a terminal";
+  for (size_t at = 0; (at = out.find(refusal, at)) != std::string::npos; ++at) {
     ++refusals;
   }
   CHECK(refusals == 3);
@@ -862,7 +871,8 @@ TEST_CASE("docs/FORMAT.md states the format version this build writes", "[cli][g
   // header table; both drifted once (they said 8 and 9 when 10 was written).
   const std::string doc = capture("cat " + q(std::string(SHAZIP_SOURCE_DIR) + "/docs/FORMAT.md"));
   const std::string v = std::to_string(shazip::kFormatVersion);
-  const std::string older = std::to_string(shazip::kMinFormatVersion) + " to " + std::to_string(shazip::kFormatVersion - 1);
+  const std::string older =
+      std::to_string(shazip::kMinFormatVersion) + " to " + std::to_string(shazip::kFormatVersion - 1);
   CHECK(doc.find("Format version: **" + v + "**") != std::string::npos);
   CHECK(doc.find("decodes versions " + older + " ") != std::string::npos);
   CHECK(doc.find("| format version | " + v + " (" + older + " are still decoded)") != std::string::npos);
@@ -1075,7 +1085,8 @@ TEST_CASE("a format-10 archive made on a GPU decodes on the CPU", "[cli][golden]
   if (capture(kBin + " -V").find("CUDA not available") != std::string::npos) {  // said once, unless -q
     const std::vector<uint8_t> err = slurp(dir / "err");
     CHECK(std::string(err.begin(), err.end()) ==
-          "shazip: " + gpu + ": made on a GPU (NVIDIA H200 sm_90), decoding on the CPU: no GPU here; it takes longer\n");
+          "shazip: " + gpu +
+              ": made on a GPU (NVIDIA H200 sm_90), decoding on the CPU: no GPU here; it takes longer\n");
   }
   const std::string listing = capture(kBin + " -l -v " + q(gpu));
   CHECK(listing.find("GPU NVIDIA H200 sm_90") != std::string::npos);
@@ -1380,7 +1391,8 @@ TEST_CASE("GPU: round trips, two runs give the same archive, the archive names t
   }
 }
 
-TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON and CSV hold every field", "[cli][bench]") {
+TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON and CSV hold every field",
+          "[cli][bench]") {
   TempDir dir;
   spit(dir / "t", english(5000, 11));
   const std::string json = capture(kBin + " -b -q --json -1 " + q(dir / "t") + " --plot " + q(dir / "curve.svg"));

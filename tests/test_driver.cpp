@@ -226,8 +226,9 @@ TEST_CASE("a GPU archive of the CUDA kernels (format 10 on) decodes anywhere", "
   here.torch_version = "1.13.0";
   CHECK(portable_arithmetic(h));
   CHECK(backend_mismatch(h, here).empty());
-  for (int model::ModelConfig::*field : {&model::ModelConfig::cuda_step_kernels, &model::ModelConfig::cuda_train_kernels,
-                                         &model::ModelConfig::block_norm, &model::ModelConfig::train_kernels}) {
+  using model::ModelConfig;
+  for (int ModelConfig::*field : {&ModelConfig::cuda_step_kernels, &ModelConfig::cuda_train_kernels,
+                                  &ModelConfig::block_norm, &ModelConfig::train_kernels}) {
     Header off = h;
     off.model.*field = 0;
     CHECK(!portable_arithmetic(off));

@@ -129,7 +129,8 @@ TEST_CASE("GPU softmax + quantizer: tables match its floats, floats match a soft
   for (int r = 0; r < rows; ++r) {
     const float* row = &probs[static_cast<size_t>(r) * 256];
     coder::quantize_probs(row, cpu.data());
-    for (int i = 0; i < coder::kCdfSize; ++i) mismatches += cpu[i] != first[static_cast<size_t>(r) * coder::kCdfSize + i];
+    const uint32_t* gpu_row = first.data() + static_cast<size_t>(r) * coder::kCdfSize;
+    for (int i = 0; i < coder::kCdfSize; ++i) mismatches += cpu[i] != gpu_row[i];
     double max = -1e30, sum = 0;
     for (int i = 0; i < 256; ++i) max = std::max<double>(max, logits[static_cast<size_t>(r) * 256 + i]);
     for (int i = 0; i < 256; ++i) sum += std::exp(logits[static_cast<size_t>(r) * 256 + i] - max);

@@ -315,7 +315,8 @@ TEST_CASE("step kernels give the same bits with and without AVX2", "[kernels]") 
       step::linear(x.data(), rows, k, wx.data(), n, bias.data(), (simd ? fast : plain).data());
       step::linear2(x.data(), h.data(), rows, k, wx.data(), wh.data(), n, bias.data(), (simd ? fast2 : plain2).data());
       step::dot8_rows(x.data(), rows, k, h.data(), k, (simd ? fast_rows : plain_rows).data());
-      step::weighted_sum(x.data(), std::min<int64_t>(rows * k, 65), keys.data(), n, (simd ? fast_mix : plain_mix).data());
+      step::weighted_sum(x.data(), std::min<int64_t>(rows * k, 65), keys.data(), n,
+                         (simd ? fast_mix : plain_mix).data());
     }
     INFO("AVX-512 " << avx512 << " n " << n << " rows " << rows);
     CHECK(same_bits(fast, plain));

@@ -547,7 +547,9 @@ TEST_CASE("one-sided inputs: values that mostly repeat their key's code smaller"
     return w;
   };
   std::vector<std::pair<std::string, std::string>> keys;
-  for (int i = 0; i < 300; ++i) keys.emplace_back(random_word(4 + static_cast<int>(rng() % 4), 'a'), random_word(6, 'A'));
+  for (int i = 0; i < 300; ++i) {
+    keys.emplace_back(random_word(4 + static_cast<int>(rng() % 4), 'a'), random_word(6, 'A'));
+  }
   std::string data;
   while (data.size() < 60000) {
     const auto& [key, value] = keys[rng() % keys.size()];
@@ -652,7 +654,8 @@ TEST_CASE("table shapes: the deep contexts' slots doubled and the narrow ones' q
   }
 }
 
-TEST_CASE("long matches: a repeat with changed bytes keeps its match and a second table costs half the first", "[mix]") {
+TEST_CASE("long matches: a repeat with changed bytes keeps its match and a second table costs half the first",
+          "[mix]") {
   // Format 20's match model: a text, then copies of it with one byte in
   // about 40 changed, as a revised document repeats its first draft. Without
   // the long matches every changed byte ends the match and the next one

@@ -282,7 +282,8 @@ TEST_CASE("the training kernels compute autograd's loss and gradients to float r
       // LibTorch's autograd.
       for (auto& p : net->parameters()) p.mutable_grad() = at::Tensor();
       const at::Tensor logits = net->forward_segment(seg.narrow(1, 0, c.seg_len), s);
-      const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, 256}), seg.narrow(1, 1, c.seg_len).reshape({-1}));
+      const at::Tensor loss =
+          at::cross_entropy_loss(logits.reshape({-1, 256}), seg.narrow(1, 1, c.seg_len).reshape({-1}));
       loss.backward();
       std::vector<at::Tensor> reference;
       for (auto& p : net->parameters()) reference.push_back(p.grad().clone());

@@ -178,7 +178,8 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       start.gather = bytes;
     }
     layer_norm(start, B, stream);
-    const LstmArgs cell{x, st.h[l], st.c[l], st.c[l], hn, nullptr, nullptr, B, d, blk.w_ih, blk.w_hh, blk.b_ih, blk.b_hh};
+    const LstmArgs cell{x, st.h[l], st.c[l], st.c[l], hn, nullptr, nullptr,
+                        B, d, blk.w_ih, blk.w_hh, blk.b_ih, blk.b_hh};
     launch_lstm(cell, tiled, stream);
     const cudaError_t copied = simt::copy_async(st.h[l], hn, static_cast<size_t>(B * d) * sizeof(float), stream);
     if (copied != cudaSuccess) return copied;
@@ -193,11 +194,11 @@ cudaError_t step_device(const StepShape& s, const train::Weights& w, const float
       LnArgs q_ln = ln_args(q, a.q_ln_w, a.q_ln_b, q, s);
       q_ln.post = query_gate;
       layer_norm(q_ln, B, stream);
-      SHAZIP_LAUNCH(scores_kernel, dim3(static_cast<unsigned>(blocks_for(keys, kThreads)), static_cast<unsigned>(B)), kThreads,
-                      0, stream)(st.mem, s.slots, keys, d, q, scores);
+      const dim3 key_blocks(static_cast<unsigned>(blocks_for(keys, kThreads)), static_cast<unsigned>(B));
+      SHAZIP_LAUNCH(scores_kernel, key_blocks, kThreads, 0, stream)(st.mem, s.slots, keys, d, q, scores);
       SHAZIP_LAUNCH(softmax_kernel, static_cast<unsigned>(B), kRowThreads, 0, stream)(scores, s.slots, keys);
-      SHAZIP_LAUNCH(mix_kernel, dim3(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(B)), kThreads, 0,
-                   stream)(st.mem, s.slots, keys, d, scores, value_gate, hq, hn);
+      const dim3 dim_blocks(static_cast<unsigned>(blocks_for(d, kThreads)), static_cast<unsigned>(B));
+      SHAZIP_LAUNCH(mix_kernel, dim_blocks, kThreads, 0, stream)(st.mem, s.slots, keys, d, scores, value_gate, hq, hn);
     }
     // Boom: both LayerNorms of the block's h in one pass (the same mean and
     // deviation), then d -> f, activated, chunks summed, plus the residual.
