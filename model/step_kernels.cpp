@@ -775,7 +775,7 @@ void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, i
   SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0 && rows_pad % kLanes == 0 && rows <= rows_pad);
 #if defined(__x86_64__)
   if (g_simd.load(std::memory_order_relaxed)) {
-    if (g_avx512.load(std::memory_order_relaxed) && rows == rows_pad && rows <= kTnRowsAvx512) {
+    if (g_avx512.load(std::memory_order_relaxed) && rows > 0 && rows == rows_pad && rows <= kTnRowsAvx512) {
       return linear_tn_avx512(a, b, rows, n, k, y);
     }
     return linear_tn_avx2(a, b, rows, rows_pad, n, k, y);

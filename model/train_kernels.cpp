@@ -198,7 +198,8 @@ constexpr int64_t kDirectRowsAvx512 = 64;
 void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, const float* x, int64_t k, float* dw,
                               float* db) {
   const int64_t rows = dims_.rows, np = dims_.rows_pad;
-  if (np <= (step::avx512() ? kDirectRowsAvx512 : kDirectRows)) {
+  // (linear_tn's AVX-512 kernel takes rows without padding only.)
+  if (np <= (step::avx512() && rows == np ? kDirectRowsAvx512 : kDirectRows)) {
     step::linear_tn(dy, x, rows, np, n, k, dw);
     if (db) step::col_sum8(dy, rows, np, n, db);
     return;
