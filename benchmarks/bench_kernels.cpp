@@ -112,10 +112,27 @@ int main(int argc, char** argv) {
   // The weight gradients' products as the rows (N = B T positions) come:
   // step::linear on the transposes, zero-padded to a multiple of 8 (the
   // transposes' time not counted), against step::linear_tn on the rows as
-  // they are (train_kernels.cpp takes it up to kDirectRows rows). Same bits.
+  // they are (train_kernels.cpp takes it up to kDirectRows rows, 64 with
+  // AVX-512). Same bits.
   struct Grad {
     const char* what;
     int64_t out, in, count;
+  };
+  // Seconds per call of fn, repeated for about 2e8 flop of gr's product.
+  auto per_call = [n](const Grad& gr, const auto& fn) {
+    const int reps = std::max(10, static_cast<int>(2e8 / (2.0 * static_cast<double>(n * gr.out * gr.in))));
+    const double t0 = now();
+    for (int i = 0; i < reps; ++i) fn();
+    return (now() - t0) / reps;
+  };
+  auto print_header = [n](const char* what, const char* direct) {
+    std::printf("\n%s over N = %lld rows: us per step\n", what, static_cast<long long>(n));
+    std::printf("%-26s %5s %5s %5s %12s %12s\n", "product", "out", "in", "count", "transposed", direct);
+  };
+  auto print_pair = [](const Grad& gr, double transposed, double direct) {
+    std::printf("%-26s %5lld %5lld %5lld %12.1f %12.1f\n", gr.what, static_cast<long long>(gr.out),
+                static_cast<long long>(gr.in), static_cast<long long>(gr.count),
+                transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
   };
   const Grad grads[] = {
       {"d embedding (decoder)", 256, d, 1},
@@ -123,8 +140,7 @@ int main(int argc, char** argv) {
       {"d query weight", d, d, 1},
       {"d LSTM weights (two)", 4 * d, d, 2},
   };
-  std::printf("\nweight gradients over N = %lld rows: us per step\n", static_cast<long long>(n));
-  std::printf("%-26s %5s %5s %5s %12s %12s\n", "product", "out", "in", "count", "transposed", "linear_tn");
+  print_header("weight gradients", "linear_tn");
   for (const Grad& gr : grads) {
     const auto dy = random_floats(static_cast<size_t>(n * gr.out), rng, 1.0f);
     const auto x = random_floats(static_cast<size_t>(n * gr.in), rng, 1.0f);
@@ -134,29 +150,22 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < gr.in; ++i) xt[i * np + r] = x[r * gr.in + i];
     }
     std::vector<float> y(static_cast<size_t>(gr.out * gr.in));
-    const int reps = std::max(10, static_cast<int>(2e8 / (2.0 * static_cast<double>(n * gr.out * gr.in))));
-    double t0 = now();
-    for (int i = 0; i < reps; ++i) step::linear(dyt.data(), gr.out, np, xt.data(), gr.in, nullptr, y.data());
-    const double transposed = (now() - t0) / reps;
-    t0 = now();
-    for (int i = 0; i < reps; ++i) step::linear_tn(dy.data(), x.data(), n, np, gr.out, gr.in, y.data());
-    const double direct = (now() - t0) / reps;
-    std::printf("%-26s %5lld %5lld %5lld %12.1f %12.1f\n", gr.what, static_cast<long long>(gr.out),
-                static_cast<long long>(gr.in), static_cast<long long>(gr.count),
-                transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
+    const double transposed =
+        per_call(gr, [&] { step::linear(dyt.data(), gr.out, np, xt.data(), gr.in, nullptr, y.data()); });
+    const double direct = per_call(gr, [&] { step::linear_tn(dy.data(), x.data(), n, np, gr.out, gr.in, y.data()); });
+    print_pair(gr, transposed, direct);
   }
 
   // The input gradients' products, dX = dY W: step::linear on W's transpose
   // (the transpose's time not counted) against step::linear_nn on W as it is
-  // (train_kernels.cpp takes it where AVX-512 is used). Same bits.
+  // (train_kernels.cpp takes it up to 64 rows where AVX-512 is used). Same bits.
   const Grad inputs[] = {
       {"d decoder input", 256, d, 1},
       {"d Boom input", f, d, 1},
       {"d query input", d, d, 1},
       {"d LSTM input", 4 * d, d, 1},
   };
-  std::printf("\ninput gradients over N = %lld rows: us per step\n", static_cast<long long>(n));
-  std::printf("%-26s %5s %5s %5s %12s %12s\n", "product", "out", "in", "count", "transposed", "linear_nn");
+  print_header("input gradients", "linear_nn");
   for (const Grad& gr : inputs) {
     const auto dy = random_floats(static_cast<size_t>(n * gr.out), rng, 1.0f);
     const auto wt = random_floats(static_cast<size_t>(gr.out * gr.in), rng, 1.0f);  // W (out x in)
@@ -165,16 +174,10 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < gr.in; ++i) wtt[i * gr.out + j] = wt[j * gr.in + i];
     }
     std::vector<float> y(static_cast<size_t>(n * gr.in));
-    const int reps = std::max(10, static_cast<int>(2e8 / (2.0 * static_cast<double>(n * gr.out * gr.in))));
-    double t0 = now();
-    for (int i = 0; i < reps; ++i) step::linear(dy.data(), n, gr.out, wtt.data(), gr.in, nullptr, y.data());
-    const double transposed = (now() - t0) / reps;
-    t0 = now();
-    for (int i = 0; i < reps; ++i) step::linear_nn(dy.data(), n, gr.out, wt.data(), gr.in, y.data());
-    const double direct = (now() - t0) / reps;
-    std::printf("%-26s %5lld %5lld %5lld %12.1f %12.1f\n", gr.what, static_cast<long long>(gr.out),
-                static_cast<long long>(gr.in), static_cast<long long>(gr.count),
-                transposed * 1e6 * static_cast<double>(gr.count), direct * 1e6 * static_cast<double>(gr.count));
+    const double transposed =
+        per_call(gr, [&] { step::linear(dy.data(), n, gr.out, wtt.data(), gr.in, nullptr, y.data()); });
+    const double direct = per_call(gr, [&] { step::linear_nn(dy.data(), n, gr.out, wt.data(), gr.in, y.data()); });
+    print_pair(gr, transposed, direct);
   }
 
   // The whole pass: forward, backward, every gradient (not the Adam step).
