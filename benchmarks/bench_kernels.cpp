@@ -1,7 +1,9 @@
 // Kernel benchmark: the products of one CPU training step (model/step_kernels.h
 // `linear`, as the training kernels call it) shape by shape, the weight
-// gradients' products on transposes against `linear_tn`, and the whole
-// training pass (model/train_kernels.h SegmentPass::run) on random weights.
+// gradients' products on transposes against `linear_tn`, the input
+// gradients' against `linear_nn`, the whole training pass
+// (model/train_kernels.h SegmentPass::run) on random weights, and the Adam
+// step over as many weights.
 // Torch-free; one thread.
 //
 // The shapes are those of preset 2 (d = 96, Boom 4d, one block with attention
@@ -188,6 +190,7 @@ int main(int argc, char** argv) {
     return store.back().data();
   };
   train::Params<float*> p, g;
+  size_t weight_arrays = 0;  // p's, first in store
   for (train::Params<float*>* q : {&p, &g}) {
     q->embed = make(256 * d, 0.1f);
     q->dec_bias = make(256, 0.1f);
@@ -197,6 +200,7 @@ int main(int argc, char** argv) {
     q->attn = {make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d * d, 0.1f),
                make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f), make(d, 0.1f),
                make(d, 0.1f), make(2 * d * d, 0.1f), make(2 * d, 0.1f)};
+    if (q == &p) weight_arrays = store.size();
   }
   train::Weights w;
   w.embed = p.embed;
@@ -228,5 +232,24 @@ int main(int argc, char** argv) {
   const double t0 = now();
   for (int i = 0; i < reps; ++i) pass.run(shape, w, start, bytes.data(), g);
   std::printf("SegmentPass::run: %.3f ms per step\n", (now() - t0) / reps * 1e3);
+
+  // The Adam step over as many weights as the model has (all of them in one
+  // flat buffer, as KernelPredictor keeps them; the two weight buffers of lag
+  // 1; no clipping), on one thread: one square root and two divisions per weight.
+  int64_t params = 0;
+  for (size_t i = 0; i < weight_arrays; ++i) params += static_cast<int64_t>(store[i].size());
+  std::vector<float> aw(static_cast<size_t>(params), 0.01f), aw_out(aw.size()), ag(aw.size(), 0.001f),
+      am(aw.size(), 0.0f), av(aw.size(), 1e-6f);
+  train::AdamConfig cfg{3e-3, 0.9, 0.999, 1e-8, 5.0};
+  train::AdamConstants k = train::adam_constants(cfg, 0.9, 0.999, params, ag.data());
+  k.coef = 1.0f;
+  const int adam_reps = 200;
+  const double a0 = now();
+  for (int i = 0; i < adam_reps; ++i) {
+    train::adam_range(k, 0, params, aw.data(), aw_out.data(), ag.data(), am.data(), av.data());
+  }
+  const double adam = (now() - a0) / adam_reps;
+  std::printf("Adam step, %lld weights: %.1f us (%.2f ns per weight)\n", static_cast<long long>(params), adam * 1e6,
+              adam * 1e9 / static_cast<double>(params));
   return 0;
 }
