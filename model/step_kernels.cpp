@@ -775,13 +775,19 @@ void linear_tn(const float* a, const float* b, int64_t rows, int64_t rows_pad, i
   SHAZIP_ASSERT(k % kLanes == 0 && n % kLanes == 0 && rows_pad % kLanes == 0 && rows <= rows_pad);
 #if defined(__x86_64__)
   if (g_simd.load(std::memory_order_relaxed)) {
-    if (g_avx512.load(std::memory_order_relaxed) && rows > 0 && rows == rows_pad && rows <= kTnRowsAvx512) {
-      return linear_tn_avx512(a, b, rows, n, k, y);
-    }
+    if (linear_tn_in_registers(rows, rows_pad)) return linear_tn_avx512(a, b, rows, n, k, y);
     return linear_tn_avx2(a, b, rows, rows_pad, n, k, y);
   }
 #endif
   linear_tn_scalar(a, b, rows, rows_pad, n, k, y);
+}
+
+bool linear_tn_in_registers(int64_t rows, int64_t rows_pad) {
+#if defined(__x86_64__)
+  return avx512() && rows > 0 && rows == rows_pad && rows <= kTnRowsAvx512;
+#else
+  return false;
+#endif
 }
 
 void linear_nn(const float* x, int64_t rows, int64_t n, const float* w, int64_t k, float* y) {

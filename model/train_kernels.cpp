@@ -186,20 +186,19 @@ void SegmentPass::layer_norm_backward(const float* dy, const Ln& saved, const fl
 // bits either way; at N = 8 and 16 (the few-stream inputs) linear_tn takes
 // half the time, at 32 about as long, at 64 and more its strided rows make it
 // the slower (RESULTS.md, "Weight gradients without transposes"). With
-// AVX-512 the limit is 64 rows for both gradients: linear_tn's AVX-512 kernel
-// holds the rows of x in registers (0.4-0.6x the time of the transposes'
-// products), and input_grad takes step::linear_nn on w as it is, whose copy
-// of w's column blocks costs less than the transpose there; above, the
-// transpose's cost is spread over enough rows that linear's faster product
-// wins (RESULTS.md, "Gradients without transposes in AVX-512").
+// AVX-512 it also takes the rows that linear_tn's AVX-512 kernel holds in
+// registers (step::linear_tn_in_registers: up to 64 unpadded rows), and
+// input_grad takes step::linear_nn on w as it is up to kNnRowsAvx512 rows,
+// where its copy of w's column blocks costs less than the transpose; above,
+// the transpose's cost is spread over enough rows that linear's faster
+// product wins (RESULTS.md, "Gradients without transposes in AVX-512").
 constexpr int64_t kDirectRows = 32;
-constexpr int64_t kDirectRowsAvx512 = 64;
+constexpr int64_t kNnRowsAvx512 = 64;
 
 void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, const float* x, int64_t k, float* dw,
                               float* db) {
   const int64_t rows = dims_.rows, np = dims_.rows_pad;
-  // (linear_tn's AVX-512 kernel takes rows without padding only.)
-  if (np <= (step::avx512() && rows == np ? kDirectRowsAvx512 : kDirectRows)) {
+  if (np <= kDirectRows || step::linear_tn_in_registers(rows, np)) {
     step::linear_tn(dy, x, rows, np, n, k, dw);
     if (db) step::col_sum8(dy, rows, np, n, db);
     return;
@@ -213,7 +212,7 @@ void SegmentPass::weight_grad(const float* dy, const float** dy_t, int64_t n, co
 }
 
 void SegmentPass::input_grad(const float* dy, int64_t rows, int64_t n, const float* w, int64_t k, float* dx) {
-  if (step::avx512() && rows <= kDirectRowsAvx512) return step::linear_nn(dy, rows, n, w, k, dx);
+  if (step::avx512() && rows <= kNnRowsAvx512) return step::linear_nn(dy, rows, n, w, k, dx);
   step::linear(dy, rows, n, transposed(w, n, k, n), k, nullptr, dx);
 }
 
