@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <iterator>
 #include <limits>
 #include <random>
@@ -36,6 +37,15 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (auto& x : v) x = dist(rng);
   return v;
+}
+
+// Turns about a quarter of each vector's entries into +0 or -0, in order.
+void sprinkle_zeros(std::mt19937& rng, std::initializer_list<std::vector<float>*> vectors) {
+  for (auto* v : vectors) {
+    for (auto& x : *v) {
+      if (rng() % 4 == 0) x = rng() % 2 ? -0.0f : 0.0f;
+    }
+  }
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -137,11 +147,7 @@ TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on t
       for (const int64_t k : {8, 16, 40}) {  // 40 = 24 + 8 + 8: both column blocks (AVX-512: 16 + 16 + 8)
         auto a = random_floats(rows * n, static_cast<uint32_t>(rows * 100 + n));
         auto b = random_floats(rows * k, static_cast<uint32_t>(rows * 100 + k + 50));
-        for (auto* v : {&a, &b}) {
-          for (auto& x : *v) {
-            if (rng() % 4 == 0) x = rng() % 2 ? -0.0f : 0.0f;
-          }
-        }
+        sprinkle_zeros(rng, {&a, &b});
         std::fill(a.begin(), a.begin() + n, -0.0f);  // columns whose first row is -0
         std::vector<float> at(n * pad, 0.0f), bt(k * pad, 0.0f);
         for (int64_t p = 0; p < rows; ++p) {
@@ -164,7 +170,7 @@ TEST_CASE("step::linear_tn and step::col_sum8 give linear's and sum8's bits on t
 
 TEST_CASE("step::linear_nn gives linear's bits on the transposed weights", "[kernels]") {
   // The training step's input gradients over few rows take it with AVX-512
-  // instead of transposing w (train_kernels.cpp, kDirectRowsAvx512): rows
+  // instead of transposing w (train_kernels.cpp, kNnRowsAvx512): rows
   // three at a time and the remainders of 1 and 2, 16 columns to a register
   // and a masked 8, signed zeros included.
   SimdScope keep;
@@ -176,11 +182,7 @@ TEST_CASE("step::linear_nn gives linear's bits on the transposed weights", "[ker
       for (const int64_t k : {8, 16, 40}) {
         auto x = random_floats(rows * n, static_cast<uint32_t>(rows * 1000 + n));
         auto w = random_floats(n * k, static_cast<uint32_t>(n * 100 + k));
-        for (auto* v : {&x, &w}) {
-          for (auto& e : *v) {
-            if (rng() % 4 == 0) e = rng() % 2 ? -0.0f : 0.0f;
-          }
-        }
+        sprinkle_zeros(rng, {&x, &w});
         std::fill(x.begin(), x.begin() + n, -0.0f);  // a row of -0: its outputs' signs
         std::vector<float> wt(k * n);
         for (int64_t j = 0; j < n; ++j) {
