@@ -29,7 +29,7 @@ KernelPredictor::KernelPredictor(const ModelConfig& cfg, int streams, bool async
   refresh_gates(weights_[0]);
   if (cfg_.train_lag) weights_[1] = weights_[0];
   grad_.assign(static_cast<size_t>(n), 0.0f);  // the padding's stay zero
-  exp_avg_.assign(static_cast<size_t>(n), 0.0f);
+  if (cfg_.beta1 != 0) exp_avg_.assign(static_cast<size_t>(n), 0.0f);  // else unused (train::AdamConstants)
   exp_avg_sq_.assign(static_cast<size_t>(n), 0.0f);
 
   for (int l = 0; l < cfg_.layers; ++l) {

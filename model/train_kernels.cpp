@@ -556,24 +556,56 @@ void SegmentPass::gates_backward(const AttnParams<const float*>& aw, const AttnP
 
 namespace {
 
-// One element of the Adam step (adam_step below).
+// One element of the Adam step (adam_step below). Without momentum (beta1 =
+// 0, the presets' setting) the first moment is the clipped gradient and m is
+// neither read nor written: torch.optim.Adam's 0 * m + 1 * g is g but for the
+// sign of a zero (+0 where g is -0 and m is not negative), and a zero m / denom
+// of either sign leaves every weight but a -0 as it was, while no weight is
+// ever -0 (init_values draws none, and w - x is -0 only for w = -0). A NaN in m
+// comes with one in v, and w is then NaN either way (the subtraction keeps
+// w's). So the steps are the same bits; m is 16-28% of Adam's memory traffic.
 inline void adam_element(const AdamConstants& k, const float* w, float* w_out, float* g, float* m, float* v,
                          int64_t i) {
   const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
   g[i] = gi;
-  m[i] = k.b1 * m[i] + k.c1 * gi;
+  float mi = gi;
+  if (k.momentum) m[i] = mi = k.b1 * m[i] + k.c1 * gi;
   v[i] = k.b2 * v[i] + k.c2 * (gi * gi);
-  w_out[i] = w[i] - k.step_size * (m[i] / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
+  w_out[i] = w[i] - k.step_size * (mi / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
 }
 
 #if defined(__x86_64__)
+// sqrt(v) / c, correctly rounded, for s = sqrt(v) >= 0 and the bias
+// correction c in (0, 1] with its reciprocal y = RN(1 / c), without the
+// divider (the step's divisions and square root had bound it in cache): q1 =
+// RN(s y) is within 1.5 ulp of s / c, so one correction q + RN(s - c q) y
+// (the remainder by FMA) leaves q2 within 0.5 ulp + 2^-22 ulp, a faithful
+// quotient, and by Markstein's theorem (y within 2^-24 of 1 / c, relative;
+// s, c and the remainders normal or zero) the second correction rounds to
+// RN(s / c) itself. s = +inf or NaN passes through, as its quotient by c
+// would. Tested against the division (all of a binade for some c).
+__attribute__((target("avx2,fma"))) inline __m256 div_by_bias2(__m256 s, __m256 c, __m256 y) {
+  __m256 q = _mm256_mul_ps(s, y);
+  q = _mm256_fmadd_ps(_mm256_fnmadd_ps(c, q, s), y, q);
+  q = _mm256_fmadd_ps(_mm256_fnmadd_ps(c, q, s), y, q);
+  return _mm256_blendv_ps(q, s, _mm256_cmp_ps(s, _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_NLT_UQ));
+}
+
+__attribute__((target("avx2,fma"))) void divide_by_bias2_avx2(const float* s, int64_t n, float c, float* out) {
+  const __m256 cv = _mm256_set1_ps(c), y = _mm256_set1_ps(1.0f / c);
+  for (int64_t i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, div_by_bias2(_mm256_loadu_ps(s + i), cv, y));
+}
+
 // The same operations on eight lanes: IEEE multiply, add, divide and square
-// root are exact per lane, so every element equals adam_element's.
-__attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n, const float* w, float* w_out,
-                                               float* g, float* m, float* v) {
+// root are exact per lane, and div_by_bias2 is the division, so every element
+// equals adam_element's.
+template <bool kMomentum>
+__attribute__((target("avx2,fma"))) void adam_avx2(const AdamConstants& k, int64_t n, const float* w, float* w_out,
+                                                   float* g, float* m, float* v) {
   const __m256 coef = _mm256_set1_ps(k.coef), b1 = _mm256_set1_ps(k.b1), c1 = _mm256_set1_ps(k.c1);
   const __m256 b2 = _mm256_set1_ps(k.b2), c2 = _mm256_set1_ps(k.c2), step = _mm256_set1_ps(k.step_size);
-  const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), eps = _mm256_set1_ps(k.eps);
+  const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), inv_bias2 = _mm256_set1_ps(k.inv_bias2_sqrt);
+  const __m256 eps = _mm256_set1_ps(k.eps);
   const bool clip = k.coef < 1.0f;
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -582,12 +614,15 @@ __attribute__((target("avx2"))) void adam_avx2(const AdamConstants& k, int64_t n
       gv = _mm256_mul_ps(gv, coef);
       _mm256_storeu_ps(g + i, gv);
     }
-    const __m256 mv = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(c1, gv));
+    __m256 mv = gv;
+    if (kMomentum) {
+      mv = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(c1, gv));
+      _mm256_storeu_ps(m + i, mv);
+    }
     const __m256 vv =
         _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(c2, _mm256_mul_ps(gv, gv)));
-    _mm256_storeu_ps(m + i, mv);
     _mm256_storeu_ps(v + i, vv);
-    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), bias2), eps);
+    const __m256 denom = _mm256_add_ps(div_by_bias2(_mm256_sqrt_ps(vv), bias2, inv_bias2), eps);
     _mm256_storeu_ps(w_out + i,
                      _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(step, _mm256_div_ps(mv, denom))));
   }
@@ -619,20 +654,36 @@ AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double bet
   const float norm = grad_norm(g, n, cfg.block_norm);
   k.coef = static_cast<float>(cfg.clip) / (norm + 1e-6f);
   // Adam as torch.optim.Adam, each constant rounded once to float.
+  k.momentum = cfg.beta1 != 0.0;
   k.b1 = static_cast<float>(cfg.beta1);
   k.c1 = static_cast<float>(1.0 - cfg.beta1);
   k.b2 = static_cast<float>(cfg.beta2);
   k.c2 = static_cast<float>(1.0 - cfg.beta2);
   k.step_size = static_cast<float>(cfg.lr / (1.0 - beta1_pow));
   k.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - beta2_pow));
+  k.inv_bias2_sqrt = 1.0f / k.bias2_sqrt;
   k.eps = static_cast<float>(cfg.eps);
   return k;
+}
+
+void divide_by_bias2(const float* s, int64_t n, float c, float* out) {
+  int64_t i = 0;
+#if defined(__x86_64__)
+  if (step::simd()) {
+    divide_by_bias2_avx2(s, n, c, out);
+    i = n / 8 * 8;
+  }
+#endif
+  for (; i < n; ++i) out[i] = s[i] / c;
 }
 
 void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float* w, float* w_out, float* g, float* m,
                 float* v) {
 #if defined(__x86_64__)
-  if (step::simd()) return adam_avx2(k, end - begin, w + begin, w_out + begin, g + begin, m + begin, v + begin);
+  if (step::simd()) {
+    if (k.momentum) return adam_avx2<true>(k, end - begin, w + begin, w_out + begin, g + begin, m + begin, v + begin);
+    return adam_avx2<false>(k, end - begin, w + begin, w_out + begin, g + begin, nullptr, v + begin);
+  }
 #endif
   for (int64_t i = begin; i < end; ++i) adam_element(k, w, w_out, g, m, v, i);
 }

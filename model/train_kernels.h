@@ -144,7 +144,9 @@ float grad_norm(const float* g, int64_t n, bool blocked);
 // Clips the global 2-norm of the gradient g (n floats) to `clip` and takes one
 // Adam step on w with the moments m, v (FORMAT.md, "Training kernels").
 // `step` counts from 1; beta1_pow and beta2_pow are beta1^step and
-// beta2^step (the caller keeps them, by repeated multiplication).
+// beta2^step (the caller keeps them, by repeated multiplication). Without
+// momentum (beta1 = 0) m is neither read nor written and may be null: the
+// first moment is then the clipped gradient (same bits, train_kernels.cpp).
 struct AdamConfig {
   double lr, beta1, beta2, eps, clip;
   bool block_norm = false;  // grad_norm()'s `blocked`
@@ -160,9 +162,17 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
 // the trainer writes the next weights beside it, KernelPredictor).
 struct AdamConstants {
   float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
+  float inv_bias2_sqrt;  // 1 / bias2_sqrt, rounded once
+  bool momentum;         // beta1 != 0
 };
 AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* g);
 void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float* w, float* w_out, float* g, float* m,
                 float* v);
+
+// out[i] = s[i] / c, correctly rounded, for s[i] >= 0 (or NaN) and c in
+// (0, 1]: the Adam step's sqrt(v) / bias2_sqrt, as adam_range computes it
+// (in AVX2, two FMA corrections of s[i] * RN(1 / c) instead of a division).
+// For the tests.
+void divide_by_bias2(const float* s, int64_t n, float c, float* out);
 
 }  // namespace shazip::model::train

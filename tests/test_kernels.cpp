@@ -24,6 +24,7 @@
 #include "model/kernel_math.h"
 #include "model/kernel_predictor.h"
 #include "model/online.h"
+#include "model/params.h"
 #include "model/step_kernels.h"
 #include "model/train_kernels.h"
 
@@ -504,6 +505,125 @@ TEST_CASE("train::grad_norm: one dot8, or (format 10) the sum8 of its blocks' do
   CHECK(train::grad_norm(lumpy.data(), 2 * train::kNormBlock, true) > 64.0f);
   // Within one block the two are the same sum.
   CHECK(train::grad_norm(p, 1000, true) == train::grad_norm(p, 1000, false));
+}
+
+TEST_CASE("train::divide_by_bias2 is the division over whole binades", "[kernels]") {
+  // Adam's sqrt(v) / bias2_sqrt without the divider in AVX2: two FMA
+  // corrections of s * RN(1 / c), proved to round as the division does;
+  // checked on every float of [1, 2) for bias corrections of the default
+  // beta2's schedule and odd divisors, and on zeros, extremes, inf and NaN.
+  SimdScope restore;
+  const bool simd = GENERATE(false, true);
+  if (!select_kernels(simd)) return;
+  INFO((simd ? "AVX2" : "plain C++"));
+  std::vector<float> divisors;
+  for (const double t : {1.0, 2.0, 7.0, 1000.0, 50000.0, 1e6}) {
+    divisors.push_back(static_cast<float>(std::sqrt(1.0 - std::pow(0.9999, t))));
+  }
+  divisors.push_back(static_cast<float>(std::sqrt(1.0 - 0.9)));
+  divisors.push_back(0.7071068f);
+  divisors.push_back(std::nextafter(1.0f, 0.0f));
+  const int64_t chunk = int64_t{1} << 20;
+  std::vector<float> s(static_cast<size_t>(chunk)), out(s.size());
+  for (const float c : divisors) {
+    INFO("c = " << c);
+    int64_t wrong = 0;
+    for (uint32_t first = 0; first < (1u << 23); first += static_cast<uint32_t>(chunk)) {
+      for (int64_t i = 0; i < chunk; ++i) {
+        const uint32_t bits = 0x3F800000u | (first + static_cast<uint32_t>(i));
+        std::memcpy(&s[static_cast<size_t>(i)], &bits, sizeof bits);
+      }
+      train::divide_by_bias2(s.data(), chunk, c, out.data());
+      for (size_t i = 0; i < s.size(); ++i) wrong += !same_bits(out[i], s[i] / c);
+    }
+    CHECK(wrong == 0);
+    // sqrt of the smallest subnormal and of the largest float, zero, inf, NaN;
+    // 17 values: both kernels' tails.
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> odd{0.0f,  std::sqrt(std::numeric_limits<float>::denorm_min()), 1e-30f, 3e-7f, 0.5f,
+                                 1.0f,  c,  2.0f, 1234.5f, 6.5e9f, std::sqrt(std::numeric_limits<float>::max()),
+                                 inf,   nan, 0.1f, 1e-20f, 7.0f, 1e19f};
+    std::vector<float> got(odd.size());
+    train::divide_by_bias2(odd.data(), static_cast<int64_t>(odd.size()), c, got.data());
+    for (size_t i = 0; i < odd.size(); ++i) {
+      INFO("s = " << odd[i]);
+      CHECK(same_bits(got[i], odd[i] / c));
+    }
+  }
+}
+
+TEST_CASE("without momentum train::adam_range steps as torch.optim.Adam and leaves m alone", "[kernels]") {
+  // beta1 = 0 (every preset): the first moment 0 * m + 1 * g is g but for the
+  // sign of a zero, which moves no weight but a -0, and no weight is -0 (the
+  // test below); so the step skips m. Against the formula with m, at random
+  // m of both signs, with zero gradients of both signs at zero weights, a
+  // zero v, a gradient whose square overflows and a NaN.
+  SimdScope restore;
+  const bool simd = GENERATE(false, true);
+  if (!select_kernels(simd)) return;
+  INFO((simd ? "AVX2" : "plain C++"));
+  const float clip = GENERATE(0.01f, 1e30f);
+  INFO("clip " << clip);
+  const int64_t n = 1003;
+  const train::AdamConfig cfg{1e-3, 0.0, 0.9999, 1e-6, clip, true};
+  std::vector<float> w = random_floats(n, 21, 0.1f), g = random_floats(n, 22, 0.5f), m = random_floats(n, 23, 0.01f);
+  std::vector<float> v = random_floats(n, 24, 0.01f);
+  for (float& x : v) x = x * x;
+  for (int64_t i = 0; i < 40; ++i) {
+    g[static_cast<size_t>(i)] = (i & 1) ? -0.0f : 0.0f;
+    if (i < 20) w[static_cast<size_t>(i)] = 0.0f;
+  }
+  v[40] = 0.0f;
+  const bool no_clip = clip > 1.0f;  // a NaN makes the norm NaN, and then nothing clips
+  if (no_clip) {
+    g[41] = 1e20f;  // g * g overflows
+    g[42] = std::numeric_limits<float>::quiet_NaN();
+  }
+  g[43] = -0.0f;
+  v[43] = 0.0f;
+  const double beta2_pow = std::pow(0.9999, 3.0);
+  // The reference: torch.optim.Adam's formula with m, in plain C++.
+  std::vector<float> ref_w(w), ref_g(g), ref_m(m), ref_v(v);
+  {
+    const train::AdamConstants k = train::adam_constants(cfg, 0.0, beta2_pow, n, ref_g.data());
+    REQUIRE(!k.momentum);
+    REQUIRE(k.c1 == 1.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t j = static_cast<size_t>(i);
+      const float gi = k.coef < 1.0f ? ref_g[j] * k.coef : ref_g[j];
+      ref_g[j] = gi;
+      ref_m[j] = k.b1 * ref_m[j] + k.c1 * gi;
+      ref_v[j] = k.b2 * ref_v[j] + k.c2 * (gi * gi);
+      ref_w[j] = ref_w[j] - k.step_size * (ref_m[j] / (std::sqrt(ref_v[j]) / k.bias2_sqrt + k.eps));
+    }
+  }
+  std::vector<float> w_out(static_cast<size_t>(n), -1.0f), g2(g), m2(m), v2(v);
+  const train::AdamConstants k = train::adam_constants(cfg, 0.0, beta2_pow, n, g2.data());
+  train::adam_range(k, 0, 517, w.data(), w_out.data(), g2.data(), m2.data(), v2.data());
+  train::adam_range(k, 517, n, w.data(), w_out.data(), g2.data(), nullptr, v2.data());  // m may be null
+  CHECK(same_bits(w_out, ref_w));
+  CHECK(same_bits(g2, ref_g));
+  CHECK(same_bits(v2, ref_v));
+  CHECK(same_bits(m2, m));  // neither read nor written
+  if (no_clip) {
+    CHECK(std::isnan(w_out[42]));
+    CHECK(w_out[41] == w[41]);  // sqrt(inf) / c = inf: no step
+  }
+}
+
+TEST_CASE("no initial weight is -0", "[kernels]") {
+  // What lets Adam without momentum skip m (the test above): w - x is -0
+  // only for w = -0, so no weight ever is -0 if none starts so.
+  for (int level = 1; level <= 9; ++level) {
+    INFO("preset " << level);
+    const ModelConfig cfg = preset(level).model;
+    const FlatLayout layout(cfg);
+    std::vector<float> flat(static_cast<size_t>(layout.size()));
+    layout.init(flat.data());
+    int64_t negative_zeros = 0;
+    for (const float x : flat) negative_zeros += x == 0.0f && std::signbit(x);
+    CHECK(negative_zeros == 0);
+  }
 }
 
 TEST_CASE("train::adam_range into other weights and in ranges gives the in-place adam_step's bits", "[kernels]") {
