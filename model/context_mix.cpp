@@ -184,11 +184,12 @@ struct Slot {
 
 // Zero-initialised array whose pages nobody touches (small inputs, short fuzz
 // runs) cost nothing: every structure below is laid out so that all-zero
-// memory is its initial state. Large arrays (the hashed tables) are mapped on
-// Linux and asked for transparent huge pages: their reads are random, and
-// with 4 KiB pages most of them also missed the TLB (on dickens, level 2's
-// mixing stage runs about 1.25x faster with huge pages, level 3's 1.27x;
-// RESULTS.md).
+// memory is its initial state. Arrays of 64 KiB and more (the tables) are
+// mapped on Linux, so that a thread of their own faults their pages in ahead
+// (Prefaulter), and those of 2 MiB and more asked for transparent huge pages:
+// their reads are random, and with 4 KiB pages most of them also missed the
+// TLB (on dickens, level 2's mixing stage runs about 1.25x faster with huge
+// pages, level 3's 1.27x; RESULTS.md).
 // Only speed depends on this, never a value.
 std::atomic<uint64_t> g_mapped_bytes{0};
 
@@ -223,7 +224,9 @@ std::atomic<bool> g_prefault{true};  // set_table_prefault's setting
 // 4 s per 740 MB, a third of the default preset's mixing time on a 768 KB
 // file (RESULTS.md, "Tables faulted in ahead"). MADV_POPULATE_WRITE maps a
 // page as a write would but writes nothing, so it never races with the
-// coder's own writes: whichever comes first maps the page, zeroed.
+// coder's own writes: whichever comes first maps the page, zeroed. And a
+// page mapped so is never the shared zero page first, whose copy on the
+// coder's first write would flush the other core's TLB (ZeroArray).
 // Only speed depends on this, never a value.
 class Prefaulter {
  public:
@@ -274,10 +277,10 @@ class ZeroArray {
   explicit ZeroArray(size_t n) : bytes_(n * sizeof(T)) {
     if (n == 0) return;
 #if defined(__linux__)
-    if (bytes_ >= kHugeBytes) {
+    if (bytes_ >= kMapBytes) {
       void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
+      if (bytes_ >= kHugeBytes) madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
       data_ = static_cast<T*>(p);
       mapped_ = true;
       g_mapped_bytes += bytes_;
@@ -306,7 +309,14 @@ class ZeroArray {
   Region region() const { return mapped_ ? Region{data_, bytes_} : Region{}; }
 
  private:
-  static constexpr size_t kHugeBytes = size_t{4} << 20;  // two huge pages and up
+  // Mapped from 64 KiB: on the heap, a table's pages were first read as the
+  // shared zero page and then copied on the first write, and each such copy
+  // flushed the page from the other core's TLB (an IPI, which on a virtual
+  // machine exits to the host): 2,000-4,000 flushes on an input of 50-100 KB,
+  // whose tables of 0.25-2 MiB mapped and prefaulted code 5-19% faster
+  // (RESULTS.md, "Small tables faulted in ahead").
+  static constexpr size_t kMapBytes = size_t{64} << 10;
+  static constexpr size_t kHugeBytes = size_t{2} << 20;  // a huge page and up
   void release() {
 #if defined(__linux__)
     if (mapped_) {
@@ -945,8 +955,10 @@ struct ContextMixer::Impl {
     layer2 = Mixer(mixers, layer2_contexts(t), even);
     if (one_sided) layer2_match = Mixer(mixers, kMatchContexts, even);
 
+    for (const Table* table : {&order0, &order1}) regions.push_back(table->region());
     for (const Table& table : hashed) regions.push_back(table.region());
     for (const Table& table : run_tables) regions.push_back(table.region());
+    regions.push_back(state_maps.region());
     for (const auto* array : {&shared_table, &long_table}) regions.push_back(array->region());
     for (const auto* array : {&indirect2, &indirect1, &indirect_word}) regions.push_back(array->region());
     regions.push_back(word_next.region());
