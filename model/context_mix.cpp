@@ -312,9 +312,10 @@ class ZeroArray {
   // Mapped from 64 KiB: on the heap, a table's pages were first read as the
   // shared zero page and then copied on the first write, and each such copy
   // flushed the page from the other core's TLB (an IPI, which on a virtual
-  // machine exits to the host): 2,000-4,000 flushes on an input of 50-100 KB,
+  // machine exits to the host): 2,000-4,000 flushes on an input of 40-110 KB,
   // whose tables of 0.25-2 MiB mapped and prefaulted code 5-19% faster
-  // (RESULTS.md, "Small tables faulted in ahead").
+  // (RESULTS.md, "Adam without momentum and without the divider; small
+  // tables faulted in ahead").
   static constexpr size_t kMapBytes = size_t{64} << 10;
   static constexpr size_t kHugeBytes = size_t{2} << 20;  // a huge page and up
   void release() {

@@ -563,7 +563,8 @@ namespace {
 // of either sign leaves every weight but a -0 as it was, while no weight is
 // ever -0 (init_values draws none, and w - x is -0 only for w = -0). A NaN in m
 // comes with one in v, and w is then NaN either way (the subtraction keeps
-// w's). So the steps are the same bits; m is 16-28% of Adam's memory traffic.
+// w's). So the steps are the same bits; m was a quarter of Adam's memory
+// traffic (RESULTS.md, "Adam without momentum and without the divider").
 inline void adam_element(const AdamConstants& k, const float* w, float* w_out, float* g, float* m, float* v,
                          int64_t i) {
   const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
