@@ -17,6 +17,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "coder/quantize.h"
@@ -433,16 +434,18 @@ TEST_CASE("emulated CUDA training kernels compute the CPU training kernels' bits
 
 TEST_CASE("emulated CUDA Adam step computes train::adam_step's bits with the block norm", "[simt]") {
   // Three whole norm blocks and a short one; the clip active (a norm far
-  // above it) and not; three steps each, the moments carried.
+  // above it) and not; with momentum and without (the presets'); three steps
+  // each, the moments carried.
   const int64_t n = 3 * train::kNormBlock + 40;
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0, 1);
-  for (const double clip : {0.5, 1e6}) {
-    INFO("clip " << clip);
+  const std::pair<double, double> runs[] = {{0.5, 0.5}, {0.5, 0.0}, {1e6, 0.5}, {1e6, 0.0}};  // clip, beta1
+  for (const auto& [clip, beta1] : runs) {
+    INFO("clip " << clip << ", beta1 " << beta1);
     std::vector<float> w(n), m(n, 0.0f), v(n, 0.0f);
     for (float& x : w) x = normal(rng);
     std::vector<float> w2 = w, m2 = m, v2 = v, scratch(cuda_simt::adam_scratch_floats(n));
-    const train::AdamConfig cfg{1e-3, 0.5, 0.999, 1e-6, clip, true};
+    const train::AdamConfig cfg{1e-3, beta1, 0.999, 1e-6, clip, true};
     double b1 = 1, b2 = 1;
     for (int step = 0; step < 3; ++step) {
       std::vector<float> g(n);
