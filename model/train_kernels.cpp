@@ -570,7 +570,7 @@ inline void adam_element(const AdamConstants& k, const float* w, float* w_out, f
   const float gi = k.coef < 1.0f ? g[i] * k.coef : g[i];
   g[i] = gi;
   float mi = gi;
-  if (k.momentum) m[i] = mi = k.b1 * m[i] + k.c1 * gi;
+  if (k.momentum()) m[i] = mi = k.b1 * m[i] + k.c1 * gi;
   v[i] = k.b2 * v[i] + k.c2 * (gi * gi);
   w_out[i] = w[i] - k.step_size * (mi / (std::sqrt(v[i]) / k.bias2_sqrt + k.eps));
 }
@@ -605,7 +605,7 @@ __attribute__((target("avx2,fma"))) void adam_avx2(const AdamConstants& k, int64
                                                    float* g, float* m, float* v) {
   const __m256 coef = _mm256_set1_ps(k.coef), b1 = _mm256_set1_ps(k.b1), c1 = _mm256_set1_ps(k.c1);
   const __m256 b2 = _mm256_set1_ps(k.b2), c2 = _mm256_set1_ps(k.c2), step = _mm256_set1_ps(k.step_size);
-  const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), inv_bias2 = _mm256_set1_ps(k.inv_bias2_sqrt);
+  const __m256 bias2 = _mm256_set1_ps(k.bias2_sqrt), inv_bias2 = _mm256_set1_ps(1.0f / k.bias2_sqrt);
   const __m256 eps = _mm256_set1_ps(k.eps);
   const bool clip = k.coef < 1.0f;
   int64_t i = 0;
@@ -655,14 +655,12 @@ AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double bet
   const float norm = grad_norm(g, n, cfg.block_norm);
   k.coef = static_cast<float>(cfg.clip) / (norm + 1e-6f);
   // Adam as torch.optim.Adam, each constant rounded once to float.
-  k.momentum = cfg.beta1 != 0.0;
   k.b1 = static_cast<float>(cfg.beta1);
   k.c1 = static_cast<float>(1.0 - cfg.beta1);
   k.b2 = static_cast<float>(cfg.beta2);
   k.c2 = static_cast<float>(1.0 - cfg.beta2);
   k.step_size = static_cast<float>(cfg.lr / (1.0 - beta1_pow));
   k.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - beta2_pow));
-  k.inv_bias2_sqrt = 1.0f / k.bias2_sqrt;
   k.eps = static_cast<float>(cfg.eps);
   return k;
 }
@@ -682,7 +680,7 @@ void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float*
                 float* v) {
 #if defined(__x86_64__)
   if (step::simd()) {
-    if (k.momentum) return adam_avx2<true>(k, end - begin, w + begin, w_out + begin, g + begin, m + begin, v + begin);
+    if (k.momentum()) return adam_avx2<true>(k, end - begin, w + begin, w_out + begin, g + begin, m + begin, v + begin);
     return adam_avx2<false>(k, end - begin, w + begin, w_out + begin, g + begin, nullptr, v + begin);
   }
 #endif

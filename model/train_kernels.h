@@ -162,8 +162,8 @@ void adam_step(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_
 // the trainer writes the next weights beside it, KernelPredictor).
 struct AdamConstants {
   float coef, b1, c1, b2, c2, step_size, bias2_sqrt, eps;
-  float inv_bias2_sqrt;  // 1 / bias2_sqrt, rounded once
-  bool momentum;         // beta1 != 0
+  // Without it (b1 = 0: beta1 = 0, or too small for a float) c1 is 1.
+  bool momentum() const { return b1 != 0.0f; }
 };
 AdamConstants adam_constants(const AdamConfig& cfg, double beta1_pow, double beta2_pow, int64_t n, const float* g);
 void adam_range(const AdamConstants& k, int64_t begin, int64_t end, const float* w, float* w_out, float* g, float* m,

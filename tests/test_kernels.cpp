@@ -586,7 +586,7 @@ TEST_CASE("without momentum train::adam_range steps as torch.optim.Adam and leav
   std::vector<float> ref_w(w), ref_g(g), ref_m(m), ref_v(v);
   {
     const train::AdamConstants k = train::adam_constants(cfg, 0.0, beta2_pow, n, ref_g.data());
-    REQUIRE(!k.momentum);
+    REQUIRE(!k.momentum());
     REQUIRE(k.c1 == 1.0f);
     for (int64_t i = 0; i < n; ++i) {
       const size_t j = static_cast<size_t>(i);

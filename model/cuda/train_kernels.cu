@@ -428,12 +428,11 @@ __global__ void norm_kernel(const float* lanes, int64_t blocks, float* partial, 
 
 struct AdamConstants {
   float b1, c1, b2, c2, step_size, bias2_sqrt, eps;
-  bool momentum;  // beta1 != 0
 };
 
 // train's adam_element, the clip's coefficient read from the device; without
-// momentum m is neither read nor written (the same bits: train_kernels.cpp),
-// a quarter less memory traffic.
+// momentum (b1 = 0) m is neither read nor written (the same bits:
+// train_kernels.cpp), a quarter less memory traffic.
 __global__ void adam_kernel(AdamConstants k, const float* coef_ptr, int64_t n, float* w, float* g, float* m,
                             float* v) {
   const int64_t i = global_index();
@@ -442,7 +441,7 @@ __global__ void adam_kernel(AdamConstants k, const float* coef_ptr, int64_t n, f
   const float gi = coef < 1.0f ? g[i] * coef : g[i];
   g[i] = gi;
   float mi = gi;
-  if (k.momentum) {
+  if (k.b1 != 0.0f) {
     mi = k.b1 * m[i] + k.c1 * gi;
     m[i] = mi;
   }
@@ -904,7 +903,6 @@ cudaError_t adam_step_device(const train::AdamConfig& cfg, double beta1_pow, dou
   // Adam as torch.optim.Adam, each constant rounded once to float (as
   // train::adam_step).
   AdamConstants k;
-  k.momentum = cfg.beta1 != 0.0;
   k.b1 = static_cast<float>(cfg.beta1);
   k.c1 = static_cast<float>(1.0 - cfg.beta1);
   k.b2 = static_cast<float>(cfg.beta2);
