@@ -164,6 +164,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   h.content_crc = content_crc;
   CompressReport local;
   CompressReport& rep = report ? *report : local;
+  rep = CompressReport{};
 
   std::vector<uint8_t> payload;
   if (n > 0) {

@@ -526,3 +526,27 @@ TEST_CASE("parallel blocks: jobs are planned within the memory available", "[dri
   CHECK(decode_memory(report.header) == compress_memory(model::kDefaultPreset, s.size()));
   CHECK(decode_memory(Header{}) == 0);
 }
+
+namespace {
+
+std::vector<uint8_t> noise(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("compress_buffer fills a reused report afresh", "[driver]") {
+  const std::vector<uint8_t> rand = noise(20000, 2);
+  const std::string s = text(20000);
+  CompressOptions options;
+  options.preset = 1;
+  CompressReport report;
+  compress_buffer(rand.data(), rand.size(), options, &report);
+  CHECK(report.fell_back);
+  compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
+  CHECK(!report.fell_back);
+  CHECK(report.header.method == Method::kNeural);
+}
