@@ -96,6 +96,28 @@ class ProgressSum {
   const ProgressFn& out_;
 };
 
+// Thrown through the progress callback of give_up_check().
+struct GiveUp {};
+
+// The progress callback compress_buffer() codes n bytes with: options'
+// own, and the check of kGiveUpBytes (when options.give_up), which throws
+// GiveUp after setting report.gave_up_at and telling options' callback that
+// the rest costs 8 bits a byte, stored.
+ProgressFn give_up_check(const CompressOptions& options, int streams, uint64_t n, CompressReport& report) {
+  if (!options.give_up) return options.progress;
+  return [&options, &report, n, at = give_up_point(streams), checked = false](uint64_t done, double bits) mutable {
+    if (!checked && done >= at && done < n) {
+      checked = true;
+      if (bits >= 8.0 * static_cast<double>(done)) {
+        report.gave_up_at = done;
+        if (options.progress) options.progress(n, bits + 8.0 * static_cast<double>(n - done));
+        throw GiveUp{};
+      }
+    }
+    if (options.progress) options.progress(done, bits);
+  };
+}
+
 // The model and streams compress_buffer() codes n > 0 bytes with.
 CodingParams compress_params(int preset, uint64_t n) {
   const model::Preset p = model::preset(preset);
@@ -167,12 +189,20 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   rep = CompressReport{};
 
   std::vector<uint8_t> payload;
+  bool gave_up = false;
   if (n > 0) {
     CodingParams params = compress_params(options.preset, n);
     params.runtime = options.runtime;
     params.lookahead = lookahead_pays(params, options.sharers);
     coder::VectorSink<std::vector<uint8_t>> sink(payload);
-    rep.stats = encode_neural(data, n, params, sink, options.progress);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      rep.stats = encode_neural(data, n, params, sink, give_up_check(options, params.streams, n, rep));
+    } catch (const GiveUp&) {
+      gave_up = true;
+      rep.stats = CodingStats{};
+      rep.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     h.method = Method::kNeural;
     h.preset = options.preset;
     h.model = params.model;
@@ -182,7 +212,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
     h.payload_size = payload.size();
   }
   std::vector<uint8_t> out = write_header(h);
-  if (h.method == Method::kNeural && out.size() + payload.size() >= n + kStoredHeaderSize) {
+  if (h.method == Method::kNeural && (gave_up || out.size() + payload.size() >= n + kStoredHeaderSize)) {
     // The model could not shrink this input: store it.
     rep.fell_back = true;
     h = Header{};
@@ -231,6 +261,7 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
     sum.stats.predict_seconds += s.predict_seconds;
     sum.stats.train_seconds += s.train_seconds;
     sum.fell_back = sum.fell_back && reports[i].fell_back;
+    sum.gave_up_at += reports[i].gave_up_at;
     total += parts[i].size();
   }
   sum.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

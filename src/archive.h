@@ -2,6 +2,7 @@
 // the method, runs the driver, writes and checks the header and the checksum.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -10,18 +11,38 @@
 
 namespace shazip {
 
+// Inputs that the model does not shrink at all (already compressed,
+// encrypted or random data) are stored. Coding all of such an input first
+// takes as long as text (some 20 s a megabyte on two cores: a 100 MB video
+// half an hour), so the encoder checks once, when it has coded
+// give_up_point(B) bytes: if the model's code length of those bytes is not
+// below 8 bits a byte (it has saved nothing), it stops and stores the
+// input. With B streams those bytes are the start of each stream, B evenly
+// spaced places of the input, so text anywhere in it shows. Text is below 8
+// bits a byte from its first kilobytes, and so is data that the model
+// shrinks by a fraction of a percent (a JPEG: 7.97); compressed archives
+// stay at 8.00-8.04 (benchmarks/RESULTS.md, "Incompressible inputs stored
+// early"). Only the encoder decides; the archive is an ordinary stored one.
+constexpr uint64_t kGiveUpBytes = 128 << 10;
+constexpr uint64_t give_up_point(int streams) {
+  return std::max<uint64_t>(kGiveUpBytes, uint64_t{4096} * static_cast<uint64_t>(std::max(streams, 1)));
+}
+
 struct CompressOptions {
   int preset = model::kDefaultPreset;
   model::RuntimeOptions runtime;
   ProgressFn progress;  // optional: bytes done, model bits so far
   int sharers = 1;      // codings running at once in this process (see lookahead_pays)
+  bool give_up = true;  // store early an input that the model does not shrink (kGiveUpBytes)
 };
 
 struct CompressReport {
-  Header header;           // of the (first) archive
-  CodingStats stats;       // of the neural pass (compress_blocks: summed; seconds: wall time)
-  bool fell_back = false;  // neural output was not smaller: stored instead (every block)
-  size_t blocks = 1;       // archives written (compress_blocks)
+  Header header;            // of the (first) archive
+  CodingStats stats;        // of the neural pass (compress_blocks: summed; seconds: wall time)
+  bool fell_back = false;   // neural output was not smaller: stored instead (every block)
+  uint64_t gave_up_at = 0;  // > 0: stored after the model saved nothing over this many
+                            // bytes, the rest not coded (compress_blocks: summed)
+  size_t blocks = 1;        // archives written (compress_blocks)
 };
 
 // Returns the complete archive. Never larger than n + kStoredHeaderSize.

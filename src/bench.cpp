@@ -74,6 +74,14 @@ std::string base_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// "model (step)" GFLOP/s with the share of a GPU's peak; "-" where the model
+// ran too little to measure (stored early).
+std::string model_rates_text(const ModelRates& m) {
+  if (m.model_gflops <= 0) return "-";
+  return fmt("%.2f", m.model_gflops) + " (" + fmt("%.2f", m.step_gflops) +
+         (m.peak_gflops > 0 ? "; " + fmt("%.3g", m.peak_percent()) + "% of peak" : "") + ")";
+}
+
 }  // namespace
 
 std::vector<uint8_t> zstd_compress(const std::vector<uint8_t>& data, int level, bool ultra_long) {
@@ -134,6 +142,7 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     CompressOptions co;
     co.preset = preset;
     co.runtime = options.runtime;
+    co.give_up = options.give_up;
     const uint64_t n = data.size();
     const auto t_start = Clock::now();
     co.progress = [&](uint64_t done, double bits) {
@@ -154,6 +163,7 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
                             options.runtime.device);
     row.compressed = archive.size();
     row.stored = report.fell_back;
+    row.gave_up = report.gave_up_at > 0;
     row.header = write_header(report.header).size();
     row.model_bits = report.stats.model_bits;
     row.nn_bits = report.stats.nn_bits;
@@ -198,8 +208,8 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
   out += line;
   for (const BenchRow& r : rows) {
     const double n = r.original ? static_cast<double>(r.original) : 1;
-    const std::string model = r.is_shazip() ? fmt("%.4f", r.model_bits / n) : "-";
-    const std::string nn = r.is_shazip() ? fmt("%.4f", r.nn_bits / n) : "-";
+    const std::string model = r.has_model_bits() ? fmt("%.4f", r.model_bits / n) : "-";
+    const std::string nn = r.has_model_bits() ? fmt("%.4f", r.nn_bits / n) : "-";
     std::snprintf(line, sizeof line, "%-20s %-24s %11llu %11llu %7.3f %7.4f %9s %9s %10.1f %10.1f %5s\n",
                   base_name(r.file).c_str(), (r.compressor + (r.stored ? " (stored)" : "")).c_str(),
                   static_cast<unsigned long long>(r.original), static_cast<unsigned long long>(r.compressed),
@@ -211,6 +221,10 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
       "bpc: archive bits per character. model bpc: the code length under the coder's probabilities\n"
       "(the archive is that plus the header and the coder's flush). SHA-RNN: the neural model's own\n"
       "cross-entropy, before mixing with context models.\n";
+  if (std::any_of(rows.begin(), rows.end(), [](const BenchRow& r) { return r.gave_up; })) {
+    out += "(stored) with \"-\": stored early, the model having saved nothing over the input's first part\n"
+           "(the rest not coded).\n";
+  }
   for (const BenchRow& r : rows) {
     const ModelRates& m = r.rates;
     if (!r.is_shazip() || m.model_gflops <= 0) continue;
@@ -238,10 +252,11 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
            ", \"round_trip\": " + (r.round_trip ? "true" : "false");
     if (r.is_shazip()) {
       out += ", \"header_bytes\": " + std::to_string(r.header) + ", \"stored\": " + (r.stored ? "true" : "false") +
-             ", \"model_bits_per_char\": " + fmt("%.6f", r.model_bits / n) +
-             ", \"sha_rnn_bits_per_char\": " + fmt("%.6f", r.nn_bits / n) +
+             ", \"gave_up\": " + (r.gave_up ? "true" : "false") +
+             ", \"model_bits_per_char\": " + (r.gave_up ? "null" : fmt("%.6f", r.model_bits / n)) +
+             ", \"sha_rnn_bits_per_char\": " + (r.gave_up ? "null" : fmt("%.6f", r.nn_bits / n)) +
              ", \"coder_overhead_bytes\": " +
-             fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8) +
+             (r.gave_up ? "null" : fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8)) +
              ", \"model_gflop_per_s\": " + fmt("%.4f", r.rates.model_gflops) +
              ", \"step_gflop_per_s\": " + fmt("%.4f", r.rates.step_gflops) +
              ", \"gpu_peak_gflop_per_s\": " + fmt("%.1f", r.rates.peak_gflops) + ", \"curve\": [";
@@ -263,8 +278,8 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
     const double n = r.original ? static_cast<double>(r.original) : 1;
     out += csv_field(r.file) + "," + csv_field(r.compressor) + "," + std::to_string(r.original) + "," +
            std::to_string(r.compressed) + "," + fmt("%.6f", r.ratio()) + "," + fmt("%.6f", r.bpc()) + "," +
-           (r.is_shazip() ? fmt("%.6f", r.model_bits / n) : "") + "," +
-           (r.is_shazip() ? fmt("%.6f", r.nn_bits / n) : "") + "," + fmt("%.3f", r.compress_kbs) + "," +
+           (r.has_model_bits() ? fmt("%.6f", r.model_bits / n) : "") + "," +
+           (r.has_model_bits() ? fmt("%.6f", r.nn_bits / n) : "") + "," + fmt("%.3f", r.compress_kbs) + "," +
            fmt("%.3f", r.decompress_kbs) + "," + (r.round_trip ? "1" : "0") + "," +
            (r.is_shazip() ? fmt("%.4f", r.rates.model_gflops) : "") + "," +
            (r.is_shazip() ? fmt("%.4f", r.rates.step_gflops) : "") +
@@ -292,14 +307,13 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
     }
     const double n = r.original ? static_cast<double>(r.original) : 1;
     out += "| " + base_name(r.file) + " | " + std::to_string(r.original) + " | " + r.compressor + ": " +
-           std::to_string(r.compressed) + " | " + fmt("%.3f", r.bpc()) + " | " + fmt("%.3f", r.nn_bits / n) + " | " +
+           std::to_string(r.compressed) + (r.stored ? " (stored)" : "") + " | " + fmt("%.3f", r.bpc()) + " | " +
+           (r.has_model_bits() ? fmt("%.3f", r.nn_bits / n) : "-") + " | " +
            (z19 ? std::to_string(z19->compressed) : "-") + " | " + (z19 ? fmt("%.3f", z19->bpc()) : "-") + " | " +
            (z19 && z19->compressed ? fmt("%+.1f%%", 100.0 * (static_cast<double>(r.compressed) / z19->compressed - 1))
                                    : "-") +
            " | " + (z22 ? std::to_string(z22->compressed) : "-") + " | " + fmt("%.1f", r.compress_kbs) + " / " +
-           fmt("%.1f", r.decompress_kbs) + " | " + fmt("%.2f", r.rates.model_gflops) + " (" +
-           fmt("%.2f", r.rates.step_gflops) +
-           (r.rates.peak_gflops > 0 ? "; " + fmt("%.3g", r.rates.peak_percent()) + "% of peak" : "") + ") | " +
+           fmt("%.1f", r.decompress_kbs) + " | " + model_rates_text(r.rates) + " | " +
            (all_ok ? "all OK" : "FAILED") + " |\n";
   }
   return out;

@@ -37,6 +37,7 @@ struct BenchRow {
   double model_bits = 0;   // code length under the coder's probabilities
   double nn_bits = 0;      // the SHA-RNN's own cross-entropy, in bits
   bool stored = false;     // fell back to the stored method
+  bool gave_up = false;    // stored early (kGiveUpBytes): no model or SHA-RNN code length
   ModelRates rates;        // the model's arithmetic rates
   // Learning curve (shazip only): (bytes coded, model bits so far).
   std::vector<std::pair<uint64_t, double>> curve;
@@ -44,12 +45,14 @@ struct BenchRow {
   double ratio() const { return compressed ? static_cast<double>(original) / compressed : 0; }
   double bpc() const { return original ? 8.0 * compressed / original : 0; }
   bool is_shazip() const { return compressor.rfind("shazip", 0) == 0; }
+  bool has_model_bits() const { return is_shazip() && !gave_up; }
 };
 
 struct BenchOptions {
   std::vector<int> presets;  // shazip presets to run
   model::RuntimeOptions runtime;
   bool zstd = true;          // also the zstd rows
+  bool give_up = true;       // CompressOptions::give_up
   // Called with a line of progress text (empty: clear), e.g. for a terminal;
   // `milestone` marks a line that a display limiting its rate should still
   // show: the start of a step (a preset's compression or decompression, a

@@ -37,6 +37,7 @@ struct Options {
   std::vector<std::string> files;
   bool decompress = false, to_stdout = false, force = false, remove = false;
   bool list = false, test = false, recursive = false;
+  bool no_early_store = false;  // code every input to its end (CompressOptions::give_up off)
   // Benchmark mode (-b).
   bool bench = false, json = false, csv = false, markdown = false, no_zstd = false;
   std::string plot;
@@ -476,6 +477,7 @@ void process(const std::string& in, const Options& o) {
     CompressOptions co;
     co.preset = o.level;
     co.runtime = runtime_from(o);
+    co.give_up = !o.no_early_store;
     note_gpu_preset_on_cpu(o, co.runtime);
     Progress progress(display_name(in), input.size(), show);
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
@@ -494,10 +496,15 @@ void process(const std::string& in, const Options& o) {
     if (o.verbosity >= 1) {
       const double n = static_cast<double>(input.size());
       const std::string blocks = report.blocks > 1 ? ", " + std::to_string(report.blocks) + " blocks" : "";
+      // Stored early (kGiveUpBytes): say how much the model tried.
+      const std::string stored =
+          !report.fell_back ? ""
+          : report.gave_up_at ? ", stored: the model saved nothing over " + human_bytes(report.gave_up_at) + " tried"
+                              : ", stored";
       std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s%s), %s%s\n", display_name(in).c_str(),
                    static_cast<unsigned long long>(input.size()), result.size(),
                    n ? 100.0 * result.size() / n : 100.0, n ? 8.0 * result.size() / n : 0.0,
-                   report.fell_back ? ", stored" : "", blocks.c_str(), out == "-" ? "(stdout)" : out.c_str(),
+                   stored.c_str(), blocks.c_str(), out == "-" ? "(stdout)" : out.c_str(),
                    report.stats.seconds > 0
                        ? (", " + speed_text(n, report.stats.seconds)).c_str()
                        : "");
@@ -584,6 +591,7 @@ int run_bench(const Options& o) {
   bo.presets = parse_levels(o.levels, o.level);
   bo.runtime = runtime_from(o);
   bo.zstd = !o.no_zstd;
+  bo.give_up = !o.no_early_store;
   // The run in progress (which preset, how far), shared by the callback's
   // copies.
   auto progress = std::make_shared<ProgressWriter>(progress_mode(o));
@@ -776,6 +784,9 @@ int main(int argc, char** argv) {
   app.add_option("-T,--threads", o.threads,
                  "LibTorch intra-op threads (recorded; decoding reuses it; unused by format 7 on the CPU)")
       ->check(CLI::Range(1, 256));
+  app.add_flag("--no-early-store", o.no_early_store,
+               "Code every input to its end, even one the model saves nothing on over its first 128 KB "
+               "(stored early otherwise)");
   app.add_option("-j,--jobs", o.jobs,
                  "Parallel blocks, N at a time (0: one job per two cores): compressing cuts each input into "
                  "--block-size blocks, separate archives (some ratio lost); -d and -t decode N blocks at once")

@@ -538,6 +538,30 @@ TEST_CASE("incompressible data is stored: at most the stored header larger", "[c
   CHECK(slurp(dir / "noise.out") == noise);
 }
 
+TEST_CASE("data the model does not shrink is stored early, and says so", "[cli]") {
+  // 160 KiB of noise: the model gives up after kGiveUpBytes (archive.h).
+  TempDir dir;
+  std::mt19937_64 rng(6);
+  std::vector<uint8_t> noise(160 << 10);
+  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  spit(dir / "noise", noise);
+  const std::string said = capture(kBin + " -1 " + q(dir / "noise") + " 2>&1");
+  CHECK(said.find("stored: the model saved nothing over 128.") != std::string::npos);
+  CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
+  REQUIRE(run(kBin + " -q -t " + q(dir / "noise.shz")) == 0);
+  // --no-early-store codes it to its end, then stores it as before.
+  const std::string whole = capture(kBin + " -1 -f --no-early-store " + q(dir / "noise") + " 2>&1");
+  CHECK(whole.find(", stored)") != std::string::npos);
+  CHECK(whole.find("saved nothing") == std::string::npos);
+  CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
+  // The benchmark's row: stored, no code lengths of the model (null, not 0).
+  const std::string json = capture(kBin + " -q -b --json --no-zstd -1 " + q(dir / "noise") + " 2>/dev/null");
+  CHECK(json.find("\"stored\": true, \"gave_up\": true, \"model_bits_per_char\": null, "
+                  "\"sha_rnn_bits_per_char\": null, \"coder_overhead_bytes\": null") != std::string::npos);
+  const std::string table = capture(kBin + " -q -b --no-zstd -1 " + q(dir / "noise") + " 2>/dev/null");
+  CHECK(table.find("stored early") != std::string::npos);
+}
+
 TEST_CASE("empty and one-byte files round-trip", "[cli]") {
   TempDir dir;
   for (const auto& content : {std::vector<uint8_t>{}, std::vector<uint8_t>{'x'}}) {
@@ -1391,6 +1415,26 @@ TEST_CASE("GPU: round trips, two runs give the same archive, the archive names t
   }
 }
 
+TEST_CASE("GPU: noise is stored early, the coding stopped on the GPU", "[gpu][cli]") {
+  if (capture(kBin + " -V").find("CUDA available") == std::string::npos) {
+    WARN("no CUDA device or no CUDA build: [gpu] test skipped");
+    return;
+  }
+  TempDir dir;
+  std::mt19937_64 rng(7);
+  std::vector<uint8_t> noise(300 << 10);
+  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  spit(dir / "noise", noise);
+  for (const char* level : {"-2", "-6"}) {
+    INFO("preset " << level);
+    const std::string said =
+        capture(kBin + " -f --device cuda " + level + " " + q(dir / "noise") + " 2>&1");
+    CHECK(said.find("stored: the model saved nothing over") != std::string::npos);
+    CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
+    CHECK(run(kBin + " -q -t " + q(dir / "noise.shz")) == 0);
+  }
+}
+
 TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON and CSV hold every field",
           "[cli][bench]") {
   TempDir dir;
@@ -1428,7 +1472,7 @@ TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON an
     CHECK(r.get("compress_kb_per_s")->number > 0);
     CHECK(r.get("decompress_kb_per_s")->number > 0);
     if (i == 0) {
-      for (const char* key : {"header_bytes", "stored", "model_bits_per_char", "sha_rnn_bits_per_char",
+      for (const char* key : {"header_bytes", "stored", "gave_up", "model_bits_per_char", "sha_rnn_bits_per_char",
                               "coder_overhead_bytes", "model_gflop_per_s", "step_gflop_per_s",
                               "gpu_peak_gflop_per_s", "curve"}) {
         INFO(key);
@@ -1438,6 +1482,7 @@ TEST_CASE("shazip -b: sizes equal the shazip and zstd command lines, and JSON an
       CHECK(r.get("model_gflop_per_s")->number > 0);
       CHECK(r.get("step_gflop_per_s")->number > 0);
       CHECK(r.get("gpu_peak_gflop_per_s")->number == 0);
+      CHECK(!r.get("gave_up")->boolean);
       // The archive is the model's code length plus header and a few bytes of flush.
       const double model_bytes = r.get("model_bits_per_char")->number * 5000 / 8;
       const double header = r.get("header_bytes")->number;

@@ -536,6 +536,16 @@ std::vector<uint8_t> noise(size_t n, uint64_t seed) {
   return v;
 }
 
+// The stored archive of data[0..n).
+std::vector<uint8_t> stored_archive(const uint8_t* data, uint64_t n) {
+  Header h;
+  h.original_size = n;
+  h.content_crc = crc32(data, n);
+  std::vector<uint8_t> out = write_header(h);
+  out.insert(out.end(), data, data + n);
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("compress_buffer fills a reused report afresh", "[driver]") {
@@ -549,4 +559,70 @@ TEST_CASE("compress_buffer fills a reused report afresh", "[driver]") {
   compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
   CHECK(!report.fell_back);
   CHECK(report.header.method == Method::kNeural);
+}
+
+TEST_CASE("an input the model does not shrink is stored after give_up_point bytes, one it shrinks anywhere is coded",
+          "[driver]") {
+  CHECK(give_up_point(1) == kGiveUpBytes);
+  CHECK(give_up_point(16) == kGiveUpBytes);
+  CHECK(give_up_point(512) == uint64_t{2} << 20);  // 4 KiB a stream
+  CompressOptions options;
+  options.preset = 1;
+
+  // Noise: stored once the model has coded give_up_point() bytes (6 streams
+  // here), the rest not coded. The progress reaches the end: the rest at 8
+  // bits a byte.
+  const std::vector<uint8_t> rand = noise(200 << 10, 3);
+  ProgressWatch watch;
+  options.progress = watch.fn();
+  CompressReport report;
+  std::vector<uint8_t> archive = compress_buffer(rand.data(), rand.size(), options, &report);
+  CHECK(archive == stored_archive(rand.data(), rand.size()));
+  CHECK(report.fell_back);
+  CHECK(report.gave_up_at >= kGiveUpBytes);
+  CHECK(report.gave_up_at < kGiveUpBytes + 8192);
+  CHECK(report.stats.seconds > 0);
+  CHECK(watch.last_done == rand.size());
+  CHECK(!watch.backwards);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == rand);
+
+  // Without the check: the whole input coded, and stored all the same.
+  options.progress = {};
+  options.give_up = false;
+  archive = compress_buffer(rand.data(), rand.size(), options, &report);
+  CHECK(archive == stored_archive(rand.data(), rand.size()));
+  CHECK(report.fell_back);
+  CHECK(report.gave_up_at == 0);
+  options.give_up = true;
+
+  // Half text, half noise: the streams sample both halves, the text's
+  // savings show from the start, and the whole is coded, smaller than stored.
+  const std::string words = text(100 << 10);
+  std::vector<uint8_t> mixed(words.begin(), words.end());
+  const std::vector<uint8_t> more = noise(100 << 10, 4);
+  mixed.insert(mixed.end(), more.begin(), more.end());
+  archive = compress_buffer(mixed.data(), mixed.size(), options, &report);
+  CHECK(!report.fell_back);
+  CHECK(report.gave_up_at == 0);
+  CHECK(archive.size() < mixed.size() * 3 / 4);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == mixed);
+
+  // Noise shorter than the check: coded to its end, then stored.
+  archive = compress_buffer(rand.data(), 100 << 10, options, &report);
+  CHECK(report.fell_back);
+  CHECK(report.gave_up_at == 0);
+  CHECK(archive == stored_archive(rand.data(), 100 << 10));
+
+  // Parallel blocks check each block: of two blocks of noise the first (140
+  // KiB) gives up, the second (60 KiB) is coded to its end; both stored, the
+  // progress summed to the end.
+  options.progress = watch.fn();
+  archive = compress_blocks(rand.data(), rand.size(), 140 << 10, 2, options, &report);
+  CHECK(report.blocks == 2);
+  CHECK(report.fell_back);
+  CHECK(report.gave_up_at >= kGiveUpBytes);
+  CHECK(report.gave_up_at < kGiveUpBytes + 8192);
+  CHECK(watch.last_done == rand.size());
+  CHECK(!watch.overlapped);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == rand);
 }
