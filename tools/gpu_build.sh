@@ -166,7 +166,7 @@ case "$mode" in
     # The [gpu] tests: the CDF kernels against the CPU quantizer, the CUDA
     # step and training kernels against the CPU's bits, a CUDA predictor's
     # tables, CLI round trips and repeatable archives.
-    for t in "60 test_gpu" "150 test_model [gpu]" "120 test_cli [gpu]"; do
+    for t in "60 test_gpu" "150 test_model [gpu]" "150 test_cli [gpu]"; do
       read -r cap exe tag <<< "$t"
       capped "$cap" build-gpu/$exe ${tag:+"$tag"} --durations yes 2>&1 | tee -a "$out/tests.log" | grep -v '^[0-9.]* s: ' || true
       grep -q 'All tests passed' <(tail -3 "$out/tests.log") || status=1
