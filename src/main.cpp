@@ -407,8 +407,36 @@ bool passes_through(const std::vector<uint8_t>& input, const std::string& out, c
          (input.size() < sizeof kMagic || std::memcmp(input.data(), kMagic, sizeof kMagic) != 0);
 }
 
-// Compresses, decompresses or tests one input. Throws Error.
-void process(const std::string& in, const Options& o) {
+// What the inputs done so far came to (compressed or tested; a failed one
+// not counted), for the summary line after several.
+struct Totals {
+  int files = 0;
+  uint64_t in = 0, out = 0;
+  void add(uint64_t read, uint64_t written) {
+    ++files;
+    in += read;
+    out += written;
+  }
+};
+
+// After two inputs or more, as zstd: "3 files: 30000 => 9000 bytes (...)"
+// compressing, "3 archives OK (30000 bytes)" testing; decompressing is
+// silent, file by file too.
+void print_totals(const Totals& t, const Options& o) {
+  if (o.verbosity < 1 || t.files < 2 || o.list || (o.decompress && !o.test)) return;
+  const auto in = static_cast<unsigned long long>(t.in), out = static_cast<unsigned long long>(t.out);
+  if (o.test) {
+    std::fprintf(stderr, "%d archives OK (%llu bytes)\n", t.files, out);
+    return;
+  }
+  const double n = static_cast<double>(t.in);
+  std::fprintf(stderr, "%d files: %llu => %llu bytes (%.2f%%, %.3f bits per char)\n", t.files, in, out,
+               n ? 100.0 * t.out / n : 100.0, n ? 8.0 * t.out / n : 0.0);
+}
+
+// Compresses, decompresses or tests one input, adding it to `totals`.
+// Throws Error.
+void process(const std::string& in, const Options& o, Totals* totals) {
   const bool is_stdin = in == "-";
   std::string out = o.output;
   if (o.test) {
@@ -443,6 +471,7 @@ void process(const std::string& in, const Options& o) {
   if (!out.empty()) check_output(out, o.force);
 
   std::vector<uint8_t> input = read_file(in);
+  const uint64_t read = input.size();
   const ProgressMode show = progress_mode(o);
   std::vector<uint8_t> result;
   if (passes_through(input, out, o)) {
@@ -471,6 +500,7 @@ void process(const std::string& in, const Options& o) {
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
+      totals->add(read, result.size());
       return;
     }
   } else {
@@ -519,6 +549,7 @@ void process(const std::string& in, const Options& o) {
       throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));
     }
   }
+  totals->add(read, result.size());
 }
 
 // gzip's and zstd's rule: compressed data is not read from a terminal (a user
@@ -864,6 +895,7 @@ int main(int argc, char** argv) {
     return static_cast<int>(ErrorCode::kUsage);
   }
 
+  Totals totals;
   for (const auto& f : o.files) {
     try {
       refuse_directory(f);
@@ -873,7 +905,7 @@ int main(int argc, char** argv) {
       if (o.list) {
         list_archive(f, o);
       } else {
-        process(f, o);
+        process(f, o, &totals);
       }
     } catch (const Error& e) {
       std::fprintf(stderr, "shazip: %s: %s\n", display_name(f).c_str(), e.what());
@@ -883,5 +915,6 @@ int main(int argc, char** argv) {
       if (status == 0) status = static_cast<int>(ErrorCode::kIo);
     }
   }
+  print_totals(totals, o);
   return status;
 }

@@ -538,6 +538,25 @@ TEST_CASE("incompressible data is stored: at most the stored header larger", "[c
   CHECK(slurp(dir / "noise.out") == noise);
 }
 
+TEST_CASE("several inputs end with a summary line, compressed or tested", "[cli]") {
+  TempDir dir;
+  spit(dir / "a", english(3000, 31));
+  spit(dir / "b", english(2000, 32));
+  const std::string a = q(dir / "a"), b = q(dir / "b");
+  const std::string said = capture(kBin + " -1 " + a + " " + b + " 2>&1");
+  const uint64_t archives = slurp(dir / "a.shz").size() + slurp(dir / "b.shz").size();
+  CHECK(said.find("\n2 files: 5000 => " + std::to_string(archives) + " bytes (") != std::string::npos);
+  const std::string tested = capture(kBin + " -t " + a + ".shz " + b + ".shz 2>&1");
+  CHECK(tested.find("\n2 archives OK (5000 bytes)\n") != std::string::npos);
+  // One input, -q, or decompressing: no summary.
+  CHECK(capture(kBin + " -1 -f " + a + " 2>&1").find("files:") == std::string::npos);
+  CHECK(capture(kBin + " -q -1 -f " + a + " " + b + " 2>&1").empty());
+  CHECK(capture(kBin + " -d -f " + a + ".shz " + b + ".shz 2>&1").empty());
+  // A failed input is not counted.
+  const std::string partly = capture(kBin + " -1 -f " + a + " " + q(dir / "missing") + " " + b + " 2>&1");
+  CHECK(partly.find("\n2 files: 5000 => ") != std::string::npos);
+}
+
 TEST_CASE("data the model does not shrink is stored early, and says so", "[cli]") {
   // 160 KiB of noise: the model gives up after kGiveUpBytes (archive.h).
   TempDir dir;
