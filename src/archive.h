@@ -13,8 +13,8 @@ namespace shazip {
 
 // Inputs that the model does not shrink at all (already compressed,
 // encrypted or random data) are stored. Coding all of such an input first
-// takes as long as text (some 20 s a megabyte on two cores: a 100 MB video
-// half an hour), so the encoder checks once, when it has coded
+// takes as long as text (some 20 s a megabyte on two cores: 100 MB half an
+// hour), so the encoder checks once, when it has coded
 // give_up_point(B) bytes: if the model's code length of those bytes is not
 // below 8 bits a byte (it has saved nothing), it stops and stores the
 // input. With B streams those bytes are the start of each stream, B evenly
