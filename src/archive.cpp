@@ -215,6 +215,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   if (h.method == Method::kNeural && (gave_up || out.size() + payload.size() >= n + kStoredHeaderSize)) {
     // The model could not shrink this input: store it.
     rep.fell_back = true;
+    rep.stored_blocks = 1;
     h = Header{};
     h.original_size = n;
     h.content_crc = content_crc;
@@ -262,6 +263,7 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
     sum.stats.train_seconds += s.train_seconds;
     sum.fell_back = sum.fell_back && reports[i].fell_back;
     sum.gave_up_at += reports[i].gave_up_at;
+    sum.stored_blocks += reports[i].stored_blocks;
     total += parts[i].size();
   }
   sum.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

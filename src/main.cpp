@@ -525,7 +525,11 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     progress.clear();
     if (o.verbosity >= 1) {
       const double n = static_cast<double>(input.size());
-      const std::string blocks = report.blocks > 1 ? ", " + std::to_string(report.blocks) + " blocks" : "";
+      // Blocks: how many, and how many of them stored where some are.
+      std::string blocks = report.blocks > 1 ? ", " + std::to_string(report.blocks) + " blocks" : "";
+      if (!report.fell_back && report.stored_blocks > 0) {
+        blocks += ", " + std::to_string(report.stored_blocks) + " stored";
+      }
       // Stored early (kGiveUpBytes): say how much the model tried.
       const std::string stored =
           !report.fell_back ? ""

@@ -579,6 +579,14 @@ TEST_CASE("data the model does not shrink is stored early, and says so", "[cli]"
                   "\"sha_rnn_bits_per_char\": null, \"coder_overhead_bytes\": null") != std::string::npos);
   const std::string table = capture(kBin + " -q -b --no-zstd -1 " + q(dir / "noise") + " 2>/dev/null");
   CHECK(table.find("stored early") != std::string::npos);
+  // -j: each block decides; text then noise, one block each.
+  std::vector<uint8_t> both = english(160 << 10, 8);
+  both.insert(both.end(), noise.begin(), noise.end());
+  spit(dir / "both", both);
+  const std::string blocks = capture(kBin + " -1 -j 1 --block-size 160K " + q(dir / "both") + " 2>&1");
+  CHECK(blocks.find("bits per char, 2 blocks, 1 stored)") != std::string::npos);
+  REQUIRE(run(kBin + " -q -d -c " + q(dir / "both.shz") + " > " + q(dir / "both.out")) == 0);
+  CHECK(slurp(dir / "both.out") == both);
 }
 
 TEST_CASE("empty and one-byte files round-trip", "[cli]") {

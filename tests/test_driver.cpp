@@ -316,6 +316,7 @@ TEST_CASE("parallel blocks: the archives depend on the block size alone and deco
   CHECK(watch.last_done == s.size());
   CHECK(report.blocks == 4);
   CHECK(!report.fell_back);
+  CHECK(report.stored_blocks == 0);
   options.progress = {};
   CHECK(compress_blocks(data, s.size(), block, 1, options) == parallel);
 
@@ -579,6 +580,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   std::vector<uint8_t> archive = compress_buffer(rand.data(), rand.size(), options, &report);
   CHECK(archive == stored_archive(rand.data(), rand.size()));
   CHECK(report.fell_back);
+  CHECK(report.stored_blocks == 1);
   CHECK(report.gave_up_at >= kGiveUpBytes);
   CHECK(report.gave_up_at < kGiveUpBytes + 8192);
   CHECK(report.stats.seconds > 0);
@@ -603,6 +605,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   mixed.insert(mixed.end(), more.begin(), more.end());
   archive = compress_buffer(mixed.data(), mixed.size(), options, &report);
   CHECK(!report.fell_back);
+  CHECK(report.stored_blocks == 0);
   CHECK(report.gave_up_at == 0);
   CHECK(archive.size() < mixed.size() * 3 / 4);
   CHECK(decompress_buffer(archive.data(), archive.size()) == mixed);
@@ -620,6 +623,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   archive = compress_blocks(rand.data(), rand.size(), 140 << 10, 2, options, &report);
   CHECK(report.blocks == 2);
   CHECK(report.fell_back);
+  CHECK(report.stored_blocks == 2);
   CHECK(report.gave_up_at >= kGiveUpBytes);
   CHECK(report.gave_up_at < kGiveUpBytes + 8192);
   CHECK(watch.last_done == rand.size());
