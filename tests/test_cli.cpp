@@ -88,6 +88,14 @@ std::vector<uint8_t> english(size_t n, uint64_t seed) {
   return std::vector<uint8_t>(s.begin(), s.end());
 }
 
+// n random bytes: data no model shrinks.
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
 std::string q(const std::string& s) { return "'" + s + "'"; }
 
 // Compresses `text` as dir/name with preset 1 and returns the archive with its
@@ -526,9 +534,7 @@ TEST_CASE("shazip -j compresses in blocks that decode in parallel", "[cli][block
 
 TEST_CASE("incompressible data is stored: at most the stored header larger", "[cli]") {
   TempDir dir;
-  std::mt19937_64 rng(5);
-  std::vector<uint8_t> noise(30000);
-  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  const std::vector<uint8_t> noise = random_bytes(30000, 5);
   spit(dir / "noise", noise);
   REQUIRE(run(kBin + " -q -1 " + q(dir / "noise")) == 0);
   const auto archive = slurp(dir / "noise.shz");
@@ -560,9 +566,7 @@ TEST_CASE("several inputs end with a summary line, compressed or tested", "[cli]
 TEST_CASE("data the model does not shrink is stored early, and says so", "[cli]") {
   // 160 KiB of noise: the model gives up after kGiveUpBytes (archive.h).
   TempDir dir;
-  std::mt19937_64 rng(6);
-  std::vector<uint8_t> noise(160 << 10);
-  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  const std::vector<uint8_t> noise = random_bytes(160 << 10, 6);
   spit(dir / "noise", noise);
   const std::string said = capture(kBin + " -1 " + q(dir / "noise") + " 2>&1");
   CHECK(said.find("stored: the model saved nothing over 128.") != std::string::npos);
@@ -1448,9 +1452,7 @@ TEST_CASE("GPU: noise is stored early, the coding stopped on the GPU", "[gpu][cl
     return;
   }
   TempDir dir;
-  std::mt19937_64 rng(7);
-  std::vector<uint8_t> noise(300 << 10);
-  for (auto& b : noise) b = static_cast<uint8_t>(rng());
+  const std::vector<uint8_t> noise = random_bytes(300 << 10, 7);
   spit(dir / "noise", noise);
   for (const char* level : {"-2", "-6"}) {
     INFO("preset " << level);
