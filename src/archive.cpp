@@ -214,7 +214,6 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
   std::vector<uint8_t> out = write_header(h);
   if (h.method == Method::kNeural && (gave_up || out.size() + payload.size() >= n + kStoredHeaderSize)) {
     // The model could not shrink this input: store it.
-    rep.fell_back = true;
     rep.stored_blocks = 1;
     h = Header{};
     h.original_size = n;
@@ -252,7 +251,6 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
   CompressReport sum;
   sum.header = reports[0].header;
   sum.blocks = blocks;
-  sum.fell_back = true;
   size_t total = 0;
   for (size_t i = 0; i < blocks; ++i) {
     const CodingStats& s = reports[i].stats;
@@ -261,7 +259,6 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
     sum.stats.nn_bits += s.nn_bits;
     sum.stats.predict_seconds += s.predict_seconds;
     sum.stats.train_seconds += s.train_seconds;
-    sum.fell_back = sum.fell_back && reports[i].fell_back;
     sum.gave_up_at += reports[i].gave_up_at;
     sum.stored_blocks += reports[i].stored_blocks;
     total += parts[i].size();

@@ -39,11 +39,12 @@ struct CompressOptions {
 struct CompressReport {
   Header header;             // of the (first) archive
   CodingStats stats;         // of the neural pass (compress_blocks: summed; seconds: wall time)
-  bool fell_back = false;    // neural output was not smaller: stored instead (every block)
   uint64_t gave_up_at = 0;   // > 0: stored after the model saved nothing over this many
                              // bytes, the rest not coded (compress_blocks: summed)
   size_t blocks = 1;         // archives written (compress_blocks)
-  size_t stored_blocks = 0;  // of which stored
+  size_t stored_blocks = 0;  // of which stored because the model did not shrink them
+  // Every block stored so (an empty input's archive is stored without trying).
+  bool fell_back() const { return stored_blocks == blocks; }
 };
 
 // Returns the complete archive. Never larger than n + kStoredHeaderSize.

@@ -162,7 +162,7 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     row.rates = model_rates(model::preset(preset).model, n, compress_seconds, report.stats.predict_seconds,
                             options.runtime.device);
     row.compressed = archive.size();
-    row.stored = report.fell_back;
+    row.stored = report.fell_back();
     row.gave_up = report.gave_up_at > 0;
     row.header = write_header(report.header).size();
     row.model_bits = report.stats.model_bits;

@@ -527,12 +527,12 @@ void process(const std::string& in, const Options& o, Totals* totals) {
       const double n = static_cast<double>(input.size());
       // Blocks: how many, and how many of them stored where some are.
       std::string blocks = report.blocks > 1 ? ", " + std::to_string(report.blocks) + " blocks" : "";
-      if (!report.fell_back && report.stored_blocks > 0) {
+      if (!report.fell_back() && report.stored_blocks > 0) {
         blocks += ", " + std::to_string(report.stored_blocks) + " stored";
       }
       // Stored early (kGiveUpBytes): say how much the model tried.
       const std::string stored =
-          !report.fell_back ? ""
+          !report.fell_back() ? ""
           : report.gave_up_at ? ", stored: the model saved nothing over " + human_bytes(report.gave_up_at) + " tried"
                               : ", stored";
       std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s%s), %s%s\n", display_name(in).c_str(),

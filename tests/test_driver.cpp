@@ -315,7 +315,7 @@ TEST_CASE("parallel blocks: the archives depend on the block size alone and deco
   CHECK(!watch.backwards);
   CHECK(watch.last_done == s.size());
   CHECK(report.blocks == 4);
-  CHECK(!report.fell_back);
+  CHECK(!report.fell_back());
   CHECK(report.stored_blocks == 0);
   options.progress = {};
   CHECK(compress_blocks(data, s.size(), block, 1, options) == parallel);
@@ -556,9 +556,9 @@ TEST_CASE("compress_buffer fills a reused report afresh", "[driver]") {
   options.preset = 1;
   CompressReport report;
   compress_buffer(rand.data(), rand.size(), options, &report);
-  CHECK(report.fell_back);
+  CHECK(report.fell_back());
   compress_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), options, &report);
-  CHECK(!report.fell_back);
+  CHECK(!report.fell_back());
   CHECK(report.header.method == Method::kNeural);
 }
 
@@ -579,7 +579,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   CompressReport report;
   std::vector<uint8_t> archive = compress_buffer(rand.data(), rand.size(), options, &report);
   CHECK(archive == stored_archive(rand.data(), rand.size()));
-  CHECK(report.fell_back);
+  CHECK(report.fell_back());
   CHECK(report.stored_blocks == 1);
   CHECK(report.gave_up_at >= kGiveUpBytes);
   CHECK(report.gave_up_at < kGiveUpBytes + 8192);
@@ -593,7 +593,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   options.give_up = false;
   archive = compress_buffer(rand.data(), rand.size(), options, &report);
   CHECK(archive == stored_archive(rand.data(), rand.size()));
-  CHECK(report.fell_back);
+  CHECK(report.fell_back());
   CHECK(report.gave_up_at == 0);
   options.give_up = true;
 
@@ -604,7 +604,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   const std::vector<uint8_t> more = noise(100 << 10, 4);
   mixed.insert(mixed.end(), more.begin(), more.end());
   archive = compress_buffer(mixed.data(), mixed.size(), options, &report);
-  CHECK(!report.fell_back);
+  CHECK(!report.fell_back());
   CHECK(report.stored_blocks == 0);
   CHECK(report.gave_up_at == 0);
   CHECK(archive.size() < mixed.size() * 3 / 4);
@@ -612,7 +612,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
 
   // Noise shorter than the check: coded to its end, then stored.
   archive = compress_buffer(rand.data(), 100 << 10, options, &report);
-  CHECK(report.fell_back);
+  CHECK(report.fell_back());
   CHECK(report.gave_up_at == 0);
   CHECK(archive == stored_archive(rand.data(), 100 << 10));
 
@@ -622,7 +622,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   options.progress = watch.fn();
   archive = compress_blocks(rand.data(), rand.size(), 140 << 10, 2, options, &report);
   CHECK(report.blocks == 2);
-  CHECK(report.fell_back);
+  CHECK(report.fell_back());
   CHECK(report.stored_blocks == 2);
   CHECK(report.gave_up_at >= kGiveUpBytes);
   CHECK(report.gave_up_at < kGiveUpBytes + 8192);
