@@ -1,9 +1,11 @@
 #include "src/file_io.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <csignal>
@@ -80,23 +82,45 @@ std::optional<uint64_t> read_number(const char* path, const std::string& key) {
   return std::nullopt;
 }
 
+// What the soft limit `resource` leaves beside `used_key`'s figure in
+// /proc/self/status (kB), or UINT64_MAX without a limit.
+uint64_t rlimit_left(int resource, const char* used_key) {
+  struct rlimit rl;
+  if (getrlimit(resource, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+  const auto kb = read_number("/proc/self/status", used_key);
+  const uint64_t used = kb ? *kb * 1024 : 0;
+  return rl.rlim_cur > used ? rl.rlim_cur - used : 0;
+}
+
+// The process's own limits: ulimit -v (all it maps) and ulimit -d (its data,
+// which from Linux 4.7 includes private mappings such as shazip's tables).
+void apply_rlimits(MemoryCeiling* c) {
+  const uint64_t address_space = rlimit_left(RLIMIT_AS, "VmSize:");
+  if (address_space < c->bytes) *c = {address_space, "the address-space limit (ulimit -v) leaves"};
+  const uint64_t data = rlimit_left(RLIMIT_DATA, "VmData:");
+  if (data < c->bytes) *c = {data, "the data limit (ulimit -d) leaves"};
+}
+
 }  // namespace
 
 uint64_t available_memory() {
-  uint64_t available = UINT64_MAX;
-  if (const auto kb = read_number("/proc/meminfo", "MemAvailable:")) available = *kb * 1024;
+  MemoryCeiling c{UINT64_MAX, ""};
+  if (const auto kb = read_number("/proc/meminfo", "MemAvailable:")) c.bytes = *kb * 1024;
   // cgroup v2 (containers, systemd slices): memory.max may be "max".
   const auto limit = read_number("/sys/fs/cgroup/memory.max", "");
   const auto used = read_number("/sys/fs/cgroup/memory.current", "");
-  if (limit && used) available = std::min(available, *limit > *used ? *limit - *used : 0);
-  return available;
+  if (limit && used) c.bytes = std::min(c.bytes, *limit > *used ? *limit - *used : 0);
+  apply_rlimits(&c);
+  return c.bytes;
 }
 
-uint64_t memory_ceiling() {
-  uint64_t total = UINT64_MAX;
-  if (const auto kb = read_number("/proc/meminfo", "MemTotal:")) total = *kb * 1024;
-  if (const auto limit = read_number("/sys/fs/cgroup/memory.max", "")) total = std::min(total, *limit);
-  return total;
+MemoryCeiling memory_ceiling() {
+  MemoryCeiling c;
+  if (const auto kb = read_number("/proc/meminfo", "MemTotal:")) c.bytes = *kb * 1024;
+  const auto limit = read_number("/sys/fs/cgroup/memory.max", "");
+  if (limit && *limit < c.bytes) c = {*limit, "its cgroup allows"};
+  apply_rlimits(&c);
+  return c;
 }
 
 void install_signal_cleanup() {

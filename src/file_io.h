@@ -16,13 +16,21 @@ std::vector<uint8_t> read_file(const std::string& path);
 bool is_terminal(int fd);
 
 // Memory this process can still take, in bytes: the kernel's MemAvailable,
-// or less where a cgroup (v2) limit leaves less; UINT64_MAX when unknown.
+// or less where a cgroup (v2) limit or the process's own limits (ulimit -v,
+// ulimit -d) leave less; UINT64_MAX when unknown.
 uint64_t available_memory();
 
-// Memory this process could ever take, in bytes: the machine's MemTotal, or
-// a cgroup (v2) limit where lower; UINT64_MAX when unknown. A plan above it
+// Memory this process could ever take, in bytes (UINT64_MAX when unknown),
+// and what sets it, for messages ("this machine has" and so on): the
+// machine's MemTotal, or where lower a cgroup (v2) limit, or what the
+// process's soft limits on its address space (ulimit -v) and its data
+// (ulimit -d) leave beside what it has mapped already. A plan above it
 // cannot run whatever else is freed.
-uint64_t memory_ceiling();
+struct MemoryCeiling {
+  uint64_t bytes = UINT64_MAX;
+  const char* limited_by = "this machine has";
+};
+MemoryCeiling memory_ceiling();
 
 // Throws unless `path` may be written as an output: an existing directory is
 // an I/O error, an existing regular file needs `force`. Devices and pipes

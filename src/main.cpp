@@ -385,11 +385,27 @@ std::string unexpected_error_text(const std::exception& e) {
 // (LibTorch's allocator) or be killed; an archive's header can ask for any
 // size (d=8192 with 64 layers: 1.5 TB). Refused before anything is allocated.
 void refuse_beyond_memory(uint64_t needed, const char* what) {
-  const uint64_t ceiling = memory_ceiling();
-  if (needed <= ceiling) return;
+  const MemoryCeiling ceiling = memory_ceiling();
+  if (needed <= ceiling.bytes) return;
   throw Error(ErrorCode::kIo, std::string(what) + " needs about " + human_bytes(static_cast<double>(needed)) +
                                   " of memory for its model, tables and data, more than the " +
-                                  human_bytes(static_cast<double>(ceiling)) + " this machine has");
+                                  human_bytes(static_cast<double>(ceiling.bytes)) + " " + ceiling.limited_by);
+}
+
+// Runs a coding that refuse_beyond_memory() let through; where an allocation
+// fails all the same (the machine's memory taken by others, or the estimate
+// short of a limit), the error says what the coding needed.
+template <class Coding>
+std::vector<uint8_t> within_memory(uint64_t needed, const char* what, Coding&& coding) {
+  try {
+    return coding();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (unexpected_error_text(e) != "out of memory") throw;
+    throw Error(ErrorCode::kIo, "out of memory: " + std::string(what) + " needs about " +
+                                    human_bytes(static_cast<double>(needed)) + " for its model, tables and data");
+  }
 }
 
 // Whether both paths name one file (a hard or symbolic link counts).
@@ -495,8 +511,10 @@ void process(const std::string& in, const Options& o, Totals* totals) {
       std::fprintf(stderr, "shazip: %s: made on a GPU (%s), decoding on the CPU: no GPU here; it takes longer\n",
                    display_name(in).c_str(), on_cpu->header.backend.blas.c_str());
     }
-    result = decompress_members(
-        input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs);
+    result = within_memory(per_job * jobs + content, "decoding", [&] {
+      return decompress_members(
+          input.data(), members, [&](uint64_t done, double bits) { progress.update(done, bits); }, jobs);
+    });
     progress.clear();
     if (o.test) {
       if (o.verbosity >= 1) std::fprintf(stderr, "%s: OK (%zu bytes)\n", display_name(in).c_str(), result.size());
@@ -518,9 +536,11 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     refuse_beyond_memory(per_job + len, "compressing");  // and the input, held whole
     if (block_size) {
       const int jobs = jobs_for(in, o, block_count(len, block_size), per_job);
-      result = compress_blocks(input.data(), len, block_size, jobs, co, &report);
+      result = within_memory(per_job * jobs + len, "compressing",
+                             [&] { return compress_blocks(input.data(), len, block_size, jobs, co, &report); });
     } else {
-      result = compress_buffer(input.data(), input.size(), co, &report);
+      result = within_memory(per_job + len, "compressing",
+                             [&] { return compress_buffer(input.data(), input.size(), co, &report); });
     }
     progress.clear();
     if (o.verbosity >= 1) {

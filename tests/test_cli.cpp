@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -683,19 +684,23 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
   huge.model.layers = 64;
   spit(dir / "huge.shz", reencode(huge));
   expect("-d " + q(dir / "huge.shz"), 2, " TB of memory for its model, tables and data, more than the");
-  // ... and one that fits the machine but not the memory the process may
-  // take (154M parameters, 4.9 GB by coding_memory's estimate, under a 2.5 GB
-  // address-space limit: the weights twice, their gradients and Adam's two
-  // moments alone take 3.1 GB) fails as out of memory, LibTorch's allocator
-  // error caught, instead of aborting with a backtrace. (8 layers, 3.3 GB by
-  // the estimate, came within the limit once the training step stopped
-  // allocating the weights' transposes, and decoded for many minutes.)
+  // ... and so is one that fits the machine but not the memory the process
+  // may take: 154M parameters, 4.9 GB by decode_memory's estimate, under a
+  // 2.5 GB address-space limit (the weights twice, their gradients and
+  // Adam's two moments alone take 3.1 GB). Before shazip read the process's
+  // limits this one failed part way as out of memory (LibTorch's allocator);
+  // now the limit is named before anything is allocated.
   huge.model.dim = 1024;
   huge.model.layers = 12;
   spit(dir / "big.shz", reencode(huge));
   const std::string limited = "ulimit -v 2500000; " + kBin + " -d -c " + q(dir / "big.shz");
-  CHECK(capture(limited + " 2>&1 >/dev/null") == "shazip: " + dir / "big.shz" + ": out of memory\n");
+  const std::string said = capture(limited + " 2>&1 >/dev/null");
+  INFO(said);
+  CHECK(said.find(" GB of memory for its model, tables and data, more than the ") != std::string::npos);
+  CHECK(said.find(" the address-space limit (ulimit -v) leaves\n") != std::string::npos);
   CHECK(run(limited + " >/dev/null 2>&1") == 2);
+  CHECK(capture("ulimit -d 2500000; " + kBin + " -d -c " + q(dir / "big.shz") + " 2>&1 >/dev/null")
+            .find(" the data limit (ulimit -d) leaves\n") != std::string::npos);
   std::remove((dir / "huge.shz").c_str());
   std::remove((dir / "big.shz").c_str());
   auto gpu = header;  // a GPU's archive whose training ran on LibTorch (no CUDA training kernels)
@@ -750,6 +755,35 @@ TEST_CASE("errors: one line, documented exit code, nothing left behind", "[cli]"
     }
   }
   expect("-d " + q(dir / "good.shz") + " -o /dev/full", 2, "No space left on device");
+}
+
+TEST_CASE("memory: the process's limits are named up front and a failed allocation says what was needed", "[cli]") {
+  TempDir dir;
+  spit(dir / "text", english(1000000, 11));  // ~730 MB of tables at the default preset
+  const std::string cmd = kBin + " -c " + q(dir / "text") + " 2>&1 >/dev/null";
+  // Under ulimit -v the plan is refused before anything is allocated, with
+  // the limit's figure: what it leaves beside what the process has mapped.
+  const std::string refused = capture("ulimit -v 100000; " + cmd);
+  INFO(refused);
+  double needed_mb = 0, left_mb = 0;
+  REQUIRE(std::sscanf(refused.c_str() + refused.find("compressing needs about "),
+                      "compressing needs about %lf MB of memory for its model, tables and data, more than the %lf MB",
+                      &needed_mb, &left_mb) == 2);
+  CHECK(refused.find(" the address-space limit (ulimit -v) leaves\n") != std::string::npos);
+  CHECK(run("ulimit -v 100000; " + kBin + " -c " + q(dir / "text") + " >/dev/null 2>&1") == 2);
+  // A limit 1 MB above the estimate (and what the process had mapped) lets
+  // the plan through; the coding's thread stacks and buffers, which the
+  // estimate leaves out (a few MB here), then fail an allocation, and the
+  // error says how much the coding needed instead of a bare "out of memory".
+  const long base_kb = 100000 - std::lround(left_mb * 1024);
+  const long limit_kb = base_kb + std::lround(needed_mb * 1024) + 1024;
+  const std::string failed = capture("ulimit -v " + std::to_string(limit_kb) + "; " + cmd);
+  char expected[200];
+  std::snprintf(expected, sizeof expected,
+                ": out of memory: compressing needs about %.2f MB for its model, tables and data\n", needed_mb);
+  INFO(failed);
+  CHECK(failed == "shazip: " + dir / "text" + expected);
+  CHECK(dir.entries() == std::vector<std::string>{"text"});
 }
 
 TEST_CASE("compressed data is never written to a terminal", "[cli]") {
