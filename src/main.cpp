@@ -396,7 +396,7 @@ void refuse_beyond_memory(uint64_t needed, const char* what) {
 // fails all the same (the machine's memory taken by others, or the estimate
 // short of a limit), the error says what the coding needed.
 template <class Coding>
-std::vector<uint8_t> within_memory(uint64_t needed, const char* what, Coding&& coding) {
+auto within_memory(uint64_t needed, const char* what, Coding&& coding) -> decltype(coding()) {
   try {
     return coding();
   } catch (const Error&) {
@@ -664,7 +664,15 @@ int run_bench(const Options& o) {
   for (const auto& f : o.files) {
     try {
       refuse_directory(f);
-      const std::vector<BenchRow> r = bench_buffer(f == "-" ? "(stdin)" : f, read_file(f), bo);
+      const std::vector<uint8_t> input = read_file(f);
+      // The largest preset's coding, with the input, its archive and the
+      // decoded copy held at once.
+      uint64_t needed = 0;
+      for (const int preset : bo.presets) needed = std::max(needed, compress_memory(preset, input.size()));
+      needed += 3 * input.size();
+      refuse_beyond_memory(needed, "benchmarking");
+      const std::vector<BenchRow> r = within_memory(
+          needed, "benchmarking", [&] { return bench_buffer(f == "-" ? "(stdin)" : f, input, bo); });
       if (!o.plot.empty() && rows.empty()) {
         // The first file's learning curve.
         OutputFile svg(o.plot, true);

@@ -771,6 +771,10 @@ TEST_CASE("memory: the process's limits are named up front and a failed allocati
                       &needed_mb, &left_mb) == 2);
   CHECK(refused.find(" the address-space limit (ulimit -v) leaves\n") != std::string::npos);
   CHECK(run("ulimit -v 100000; " + kBin + " -c " + q(dir / "text") + " >/dev/null 2>&1") == 2);
+  // So is the benchmark's (its largest preset's coding and three copies of the input).
+  const std::string bench = capture("ulimit -v 100000; " + kBin + " -b --no-zstd " + q(dir / "text") + " 2>&1");
+  CHECK(bench.find("benchmarking needs about ") != std::string::npos);
+  CHECK(bench.find(" the address-space limit (ulimit -v) leaves\n") != std::string::npos);
   // A limit 1 MB above the estimate (and what the process had mapped) lets
   // the plan through; the coding's thread stacks and buffers, which the
   // estimate leaves out (a few MB here), then fail an allocation, and the
