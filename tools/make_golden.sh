@@ -39,6 +39,8 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # A neural archive small enough for the decoding fuzzer (tests/fuzz).
 python3 -c "import sys; sys.stdout.write(('The model learns while it codes. ' * 16)[:500])" |
   "$bin" -q -1 -T 1 -c > ../fuzz/seeds/repeat-500.txt.shz
+# And one of the default preset (its attention), from design.txt's first 500 bytes.
+head -c 500 design.txt | "$bin" -q -2 -T 1 -c > ../fuzz/seeds/design-500-p2.txt.shz
 
 # Broken archives, each named NAME.EXITCODE.shz, derived from design.txt.shz.
 cd ../golden-errors
