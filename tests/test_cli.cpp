@@ -788,6 +788,23 @@ TEST_CASE("memory: the process's limits are named up front and a failed allocati
   INFO(failed);
   CHECK(failed == "shazip: " + dir / "text" + expected);
   CHECK(dir.entries() == std::vector<std::string>{"text"});
+
+  // -j plans its jobs within what the limit leaves: two blocks of 64 KB,
+  // room for one job, run one at a time with a note, the same archive.
+  spit(dir / "small", english(131072, 12));
+  const std::string jobs = kBin + " -j 2 --block-size 64K -c " + q(dir / "small");
+  const std::string one_job = capture("ulimit -v 100000; " + jobs + " 2>&1 >/dev/null");
+  double job_mb = 0;
+  REQUIRE(std::sscanf(one_job.c_str() + one_job.find("compressing needs about "), "compressing needs about %lf MB",
+                      &job_mb) == 1);
+  const long room_kb = base_kb + std::lround(job_mb * 1.5 * 1024);  // one job and a half
+  REQUIRE(run("ulimit -v " + std::to_string(room_kb) + "; " + jobs + " > " + q(dir / "limited.shz") + " 2> " +
+              q(dir / "note")) == 0);
+  const auto note = slurp(dir / "note");
+  CHECK(std::string(note.begin(), note.end()).find("2 jobs would take about ") != std::string::npos);
+  CHECK(std::string(note.begin(), note.end()).find(": running 1\n") != std::string::npos);
+  REQUIRE(run(jobs + " > " + q(dir / "free.shz") + " 2>/dev/null") == 0);
+  CHECK(slurp(dir / "limited.shz") == slurp(dir / "free.shz"));
 }
 
 TEST_CASE("compressed data is never written to a terminal", "[cli]") {
