@@ -563,6 +563,15 @@ void process(const std::string& in, const Options& o, Totals* totals) {
                        ? (", " + speed_text(n, report.stats.seconds)).c_str()
                        : "");
     }
+    // -v, where the model coded all of it: what coded it, and the SHA-RNN's
+    // own code length (before the mixing stage).
+    const Header& h = report.header;
+    if (o.verbosity >= 2 && h.method == Method::kNeural && report.stored_blocks == 0 && !input.empty()) {
+      std::fprintf(stderr, "  preset %d, SHA-RNN %s, %d stream%s%s: the SHA-RNN alone %.3f bits per char; %.1f s\n",
+                   h.preset, h.model.describe().c_str(), h.streams, h.streams == 1 ? "" : "s",
+                   report.blocks > 1 ? " (the first block)" : "",
+                   report.stats.nn_bits / static_cast<double>(input.size()), report.stats.seconds);
+    }
   }
   OutputFile file(out, o.force);
   file.write(result.data(), result.size());

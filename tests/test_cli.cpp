@@ -331,6 +331,28 @@ TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   CHECK(listed.find("CPU capability") == std::string::npos);
 }
 
+TEST_CASE("shazip -v names the model and the SHA-RNN's own bits per char after a compression", "[cli]") {
+  TempDir dir;
+  spit(dir / "x", english(12000, 3));
+  const std::string plain = capture(kBin + " -1 -c " + q(dir / "x") + " 2>&1 >/dev/null");
+  CHECK(std::count(plain.begin(), plain.end(), '\n') == 1);
+  const std::string verbose = capture(kBin + " -1 -v -c " + q(dir / "x") + " 2>&1 >/dev/null");
+  INFO(verbose);
+  REQUIRE(std::count(verbose.begin(), verbose.end(), '\n') == 2);
+  const std::string second = verbose.substr(verbose.find('\n') + 1);
+  CHECK(second.rfind("  preset 1, SHA-RNN d=64 L=1 ", 0) == 0);
+  CHECK(second.find(", 1 stream: the SHA-RNN alone ") != std::string::npos);
+  double nn_bpc = 0;
+  REQUIRE(std::sscanf(second.c_str() + second.find("alone "), "alone %lf bits per char", &nn_bpc) == 1);
+  CHECK(nn_bpc > 1.0);
+  CHECK(nn_bpc < 8.0);
+  // Stored input has no model to name.
+  spit(dir / "noise", random_bytes(5000, 9));
+  const std::string stored = capture(kBin + " -v -c " + q(dir / "noise") + " 2>&1 >/dev/null");
+  CHECK(std::count(stored.begin(), stored.end(), '\n') == 1);
+  CHECK(stored.find(", stored)") != std::string::npos);
+}
+
 TEST_CASE("a GPU preset on the CPU says it is slow: once per run and not with -q", "[cli]") {
   TempDir dir;
   spit(dir / "t", english(300, 5));
