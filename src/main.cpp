@@ -577,6 +577,11 @@ void process(const std::string& in, const Options& o, Totals* totals) {
   file.write(result.data(), result.size());
   file.copy_metadata_from(in);
   file.commit();
+  // Decompressing is silent, as gzip's and zstd's; -v says what was written, as theirs do.
+  if (o.decompress && o.verbosity >= 2) {
+    std::fprintf(stderr, "%s: %zu bytes, %s\n", display_name(in).c_str(), result.size(),
+                 out == "-" ? "(stdout)" : out.c_str());
+  }
   if (o.remove && !is_stdin && out != "-" && is_regular_file(in)) {  // never a device or a pipe (-o)
     if (unlink(in.c_str()) != 0) {
       throw Error(ErrorCode::kIo, std::string("cannot remove input: ") + std::strerror(errno));

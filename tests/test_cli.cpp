@@ -331,7 +331,7 @@ TEST_CASE("shazip -l shows the header without decoding", "[cli]") {
   CHECK(listed.find("CPU capability") == std::string::npos);
 }
 
-TEST_CASE("shazip -v names the model and the SHA-RNN's own bits per char after a compression", "[cli]") {
+TEST_CASE("shazip -v: the model after compressing and the output after decompressing", "[cli]") {
   TempDir dir;
   spit(dir / "x", english(12000, 3));
   const std::string plain = capture(kBin + " -1 -c " + q(dir / "x") + " 2>&1 >/dev/null");
@@ -346,6 +346,12 @@ TEST_CASE("shazip -v names the model and the SHA-RNN's own bits per char after a
   REQUIRE(std::sscanf(second.c_str() + second.find("alone "), "alone %lf bits per char", &nn_bpc) == 1);
   CHECK(nn_bpc > 1.0);
   CHECK(nn_bpc < 8.0);
+  // Decompressing is silent but with -v, which says what it wrote.
+  REQUIRE(run(kBin + " -q -1 " + q(dir / "x")) == 0);
+  CHECK(capture(kBin + " -d -c " + q(dir / "x.shz") + " 2>&1 >/dev/null").empty());
+  CHECK(capture(kBin + " -d -v -c " + q(dir / "x.shz") + " 2>&1 >/dev/null") ==
+        dir / "x.shz" + ": 12000 bytes, (stdout)\n");
+  CHECK(capture(kBin + " -d -v -f " + q(dir / "x.shz") + " 2>&1") == dir / "x.shz" + ": 12000 bytes, " + dir / "x\n");
   // Stored input has no model to name.
   spit(dir / "noise", random_bytes(5000, 9));
   const std::string stored = capture(kBin + " -v -c " + q(dir / "noise") + " 2>&1 >/dev/null");
