@@ -92,26 +92,26 @@ uint64_t rlimit_left(int resource, const char* used_key) {
   return rl.rlim_cur > used ? rl.rlim_cur - used : 0;
 }
 
-// The process's own limits: ulimit -v (all it maps) and ulimit -d (its data,
-// which from Linux 4.7 includes private mappings such as shazip's tables).
-void apply_rlimits(MemoryCeiling* c) {
-  const uint64_t address_space = rlimit_left(RLIMIT_AS, "VmSize:");
-  if (address_space < c->bytes) *c = {address_space, "the address-space limit (ulimit -v) leaves"};
+// What the process's own limits leave, the lower of ulimit -v (all it maps)
+// and ulimit -d (its data, which from Linux 4.7 includes private mappings
+// such as shazip's tables); UINT64_MAX without either.
+MemoryCeiling process_limit() {
+  MemoryCeiling c{rlimit_left(RLIMIT_AS, "VmSize:"), "the address-space limit (ulimit -v) leaves"};
   const uint64_t data = rlimit_left(RLIMIT_DATA, "VmData:");
-  if (data < c->bytes) *c = {data, "the data limit (ulimit -d) leaves"};
+  if (data < c.bytes) c = {data, "the data limit (ulimit -d) leaves"};
+  return c;
 }
 
 }  // namespace
 
 uint64_t available_memory() {
-  MemoryCeiling c{UINT64_MAX, ""};
-  if (const auto kb = read_number("/proc/meminfo", "MemAvailable:")) c.bytes = *kb * 1024;
+  uint64_t available = UINT64_MAX;
+  if (const auto kb = read_number("/proc/meminfo", "MemAvailable:")) available = *kb * 1024;
   // cgroup v2 (containers, systemd slices): memory.max may be "max".
   const auto limit = read_number("/sys/fs/cgroup/memory.max", "");
   const auto used = read_number("/sys/fs/cgroup/memory.current", "");
-  if (limit && used) c.bytes = std::min(c.bytes, *limit > *used ? *limit - *used : 0);
-  apply_rlimits(&c);
-  return c.bytes;
+  if (limit && used) available = std::min(available, *limit > *used ? *limit - *used : 0);
+  return std::min(available, process_limit().bytes);
 }
 
 MemoryCeiling memory_ceiling() {
@@ -119,8 +119,8 @@ MemoryCeiling memory_ceiling() {
   if (const auto kb = read_number("/proc/meminfo", "MemTotal:")) c.bytes = *kb * 1024;
   const auto limit = read_number("/sys/fs/cgroup/memory.max", "");
   if (limit && *limit < c.bytes) c = {*limit, "its cgroup allows"};
-  apply_rlimits(&c);
-  return c;
+  const MemoryCeiling process = process_limit();
+  return process.bytes < c.bytes ? process : c;
 }
 
 void install_signal_cleanup() {
