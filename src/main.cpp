@@ -534,14 +534,11 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     const uint64_t len = input.size();
     const uint64_t per_job = compress_memory(o.level, block_size ? std::min(block_size, len) : len);
     refuse_beyond_memory(per_job + len, "compressing");  // and the input, held whole
-    if (block_size) {
-      const int jobs = jobs_for(in, o, block_count(len, block_size), per_job);
-      result = within_memory(per_job * jobs + len, "compressing",
-                             [&] { return compress_blocks(input.data(), len, block_size, jobs, co, &report); });
-    } else {
-      result = within_memory(per_job + len, "compressing",
-                             [&] { return compress_buffer(input.data(), input.size(), co, &report); });
-    }
+    const int jobs = block_size ? jobs_for(in, o, block_count(len, block_size), per_job) : 1;
+    result = within_memory(per_job * jobs + len, "compressing", [&] {
+      return block_size ? compress_blocks(input.data(), len, block_size, jobs, co, &report)
+                        : compress_buffer(input.data(), len, co, &report);
+    });
     progress.clear();
     if (o.verbosity >= 1) {
       const double n = static_cast<double>(input.size());
