@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -127,6 +128,23 @@ CodingParams compress_params(int preset, uint64_t n) {
   return params;
 }
 
+// Takes in the output's size only (Encoder::bytes_out() counts it).
+struct DiscardSink final : coder::ByteSink {
+  void write(const uint8_t*, size_t) override {}
+};
+
+// Order-0 entropy, bits a byte, of data (not empty).
+double order0_entropy(const std::vector<uint8_t>& data) {
+  uint64_t counts[256] = {};
+  for (const uint8_t c : data) ++counts[c];
+  double bits = 0;
+  const double n = static_cast<double>(data.size());
+  for (const uint64_t c : counts) {
+    if (c > 0) bits -= static_cast<double>(c) * std::log2(static_cast<double>(c) / n);
+  }
+  return bits / n;
+}
+
 // The memory of one coding of n bytes with this model and these streams.
 uint64_t coding_memory(const model::ModelConfig& model, int streams, uint64_t n) {
   // Weights twice (the step path's and the trainer's at lag 1), gradients,
@@ -178,6 +196,40 @@ model::DeviceKind decode_device(const Header& h) {
   return h.backend.device;
 }
 
+bool stored_at_a_glance(const uint8_t* data, uint64_t n, int preset, uint64_t* looked_at) {
+  if (n == 0) return false;
+  const int streams = compress_params(preset, n).streams;
+  const uint64_t at = give_up_point(streams);
+  if (n <= at) return false;  // the model codes all of it (below the check)
+  // The bytes the model's check would have coded: the first of each stream,
+  // stream after stream (each stream's own text in a row, as the model sees it).
+  const uint64_t len = stream_length(n, streams);
+  const uint64_t each = (at - 1) / static_cast<uint64_t>(streams) + 1;
+  std::vector<uint8_t> sample;
+  sample.reserve(at);
+  for (uint64_t b = 0; b < static_cast<uint64_t>(streams) && b * len < n; ++b) {
+    sample.insert(sample.end(), data + b * len, data + std::min(b * len + std::min(each, len), n));
+  }
+  if (looked_at) *looked_at = sample.size();
+  if (order0_entropy(sample) < kGlanceEntropy) return false;
+
+  model::MixTuning tuning = model::MixTuning::for_level(1);
+  tuning.use_nn = false;
+  model::ContextMixer mixer(1, sample.size(), tuning);
+  DiscardSink sink;
+  coder::Encoder enc(sink);
+  for (const uint8_t byte : sample) {
+    mixer.begin(0);
+    for (int k = 7; k >= 0; --k) {
+      const int bit = (byte >> k) & 1;
+      enc.encode_bit(bit, mixer.predict(0));
+      mixer.update(bit);
+    }
+  }
+  enc.finish();
+  return enc.bytes_out() >= sample.size();
+}
+
 std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const CompressOptions& options,
                                      CompressReport* report) {
   const uint32_t content_crc = crc32(data, n);
@@ -190,7 +242,14 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
 
   std::vector<uint8_t> payload;
   bool gave_up = false;
-  if (n > 0) {
+  uint64_t looked_at = 0;
+  if (options.give_up && options.glance && stored_at_a_glance(data, n, options.preset, &looked_at)) {
+    gave_up = true;  // stored below, the model never built
+    rep.at_a_glance = true;
+    rep.gave_up_at = looked_at;
+    if (options.progress) options.progress(n, 8.0 * static_cast<double>(n));  // all of it at 8 bits a byte
+  } else if (n > 0) {
+    if (options.before_model) options.before_model();
     CodingParams params = compress_params(options.preset, n);
     params.runtime = options.runtime;
     params.lookahead = lookahead_pays(params, options.sharers);
@@ -212,7 +271,7 @@ std::vector<uint8_t> compress_buffer(const uint8_t* data, uint64_t n, const Comp
     h.payload_size = payload.size();
   }
   std::vector<uint8_t> out = write_header(h);
-  if (h.method == Method::kNeural && (gave_up || out.size() + payload.size() >= n + kStoredHeaderSize)) {
+  if (gave_up || (h.method == Method::kNeural && out.size() + payload.size() >= n + kStoredHeaderSize)) {
     // The model could not shrink this input: store it.
     rep.stored_blocks = 1;
     h = Header{};
@@ -263,6 +322,10 @@ std::vector<uint8_t> compress_blocks(const uint8_t* data, uint64_t n, uint64_t b
     sum.stored_blocks += reports[i].stored_blocks;
     total += parts[i].size();
   }
+  // Stored early, every such block at a glance.
+  sum.at_a_glance = sum.gave_up_at > 0 && std::all_of(reports.begin(), reports.end(), [](const CompressReport& r) {
+                      return r.gave_up_at == 0 || r.at_a_glance;
+                    });
   sum.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (report) *report = sum;
   std::vector<uint8_t> out;

@@ -143,6 +143,7 @@ std::vector<BenchRow> bench_buffer(const std::string& name, const std::vector<ui
     co.preset = preset;
     co.runtime = options.runtime;
     co.give_up = options.give_up;
+    co.glance = options.glance;
     const uint64_t n = data.size();
     const auto t_start = Clock::now();
     co.progress = [&](uint64_t done, double bits) {
@@ -222,8 +223,8 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
       "(the archive is that plus the header and the coder's flush). SHA-RNN: the neural model's own\n"
       "cross-entropy, before mixing with context models.\n";
   if (std::any_of(rows.begin(), rows.end(), [](const BenchRow& r) { return r.gave_up; })) {
-    out += "(stored) with \"-\": stored early, the model having saved nothing over the input's first part\n"
-           "(the rest not coded).\n";
+    out += "(stored) with \"-\": stored early, the context models (at a glance) or the model having saved\n"
+           "nothing over the input's first part (the rest not coded).\n";
   }
   for (const BenchRow& r : rows) {
     const ModelRates& m = r.rates;

@@ -53,6 +53,7 @@ struct BenchOptions {
   model::RuntimeOptions runtime;
   bool zstd = true;          // also the zstd rows
   bool give_up = true;       // CompressOptions::give_up
+  bool glance = true;        // CompressOptions::glance
   // Called with a line of progress text (empty: clear), e.g. for a terminal;
   // `milestone` marks a line that a display limiting its rate should still
   // show: the start of a step (a preset's compression or decompression, a

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -381,6 +382,10 @@ std::string unexpected_error_text(const std::exception& e) {
   return line;
 }
 
+// SHAZIP_NO_GLANCE set: no input stored at a glance (CompressOptions::glance),
+// the model's own check alone decides (shazip 0.27's archives; tests).
+bool glance_wanted() { return std::getenv("SHAZIP_NO_GLANCE") == nullptr; }
+
 // A model, tables and data larger than the machine's memory would fail part way
 // (LibTorch's allocator) or be killed; an archive's header can ask for any
 // size (d=8192 with 64 layers: 1.5 TB). Refused before anything is allocated.
@@ -526,6 +531,7 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     co.preset = o.level;
     co.runtime = runtime_from(o);
     co.give_up = !o.no_early_store;
+    co.glance = glance_wanted();
     note_gpu_preset_on_cpu(o, co.runtime);
     Progress progress(display_name(in), input.size(), show);
     co.progress = [&](uint64_t done, double bits) { progress.update(done, bits); };
@@ -533,7 +539,15 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     const uint64_t block_size = block_size_from(o);
     const uint64_t len = input.size();
     const uint64_t per_job = compress_memory(o.level, block_size ? std::min(block_size, len) : len);
-    refuse_beyond_memory(per_job + len, "compressing");  // and the input, held whole
+    // The memory is checked up front for blocks, and for one block once
+    // the glance has let it through (an input stored at a glance needs none
+    // of the model's).
+    const auto refuse = [&] { refuse_beyond_memory(per_job + len, "compressing"); };  // and the input, held whole
+    if (!block_size || block_count(len, block_size) == 1) {
+      co.before_model = refuse;
+    } else {
+      refuse();
+    }
     const int jobs = block_size ? jobs_for(in, o, block_count(len, block_size), per_job) : 1;
     result = within_memory(per_job * jobs + len, "compressing", [&] {
       return block_size ? compress_blocks(input.data(), len, block_size, jobs, co, &report)
@@ -550,6 +564,8 @@ void process(const std::string& in, const Options& o, Totals* totals) {
       // Stored early (kGiveUpBytes): say how much the model tried.
       const std::string stored =
           !report.fell_back() ? ""
+          : report.at_a_glance
+              ? ", stored at a glance: the context models saved nothing over " + human_bytes(report.gave_up_at)
           : report.gave_up_at ? ", stored: the model saved nothing over " + human_bytes(report.gave_up_at) + " tried"
                               : ", stored";
       std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s%s), %s%s\n", display_name(in).c_str(),
@@ -658,6 +674,7 @@ int run_bench(const Options& o) {
   bo.runtime = runtime_from(o);
   bo.zstd = !o.no_zstd;
   bo.give_up = !o.no_early_store;
+  bo.glance = glance_wanted();
   // The run in progress (which preset, how far), shared by the callback's
   // copies.
   auto progress = std::make_shared<ProgressWriter>(progress_mode(o));

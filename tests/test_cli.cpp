@@ -593,14 +593,20 @@ TEST_CASE("several inputs end with a summary line, compressed or tested", "[cli]
 }
 
 TEST_CASE("data the model does not shrink is stored early, and says so", "[cli]") {
-  // 160 KiB of noise: the model gives up after kGiveUpBytes (archive.h).
+  // 160 KiB of noise: stored at a glance, the context models alone having
+  // saved nothing on the bytes that the model's check would see (archive.h).
   TempDir dir;
   const std::vector<uint8_t> noise = random_bytes(160 << 10, 6);
   spit(dir / "noise", noise);
   const std::string said = capture(kBin + " -1 " + q(dir / "noise") + " 2>&1");
-  CHECK(said.find("stored: the model saved nothing over 128.") != std::string::npos);
+  CHECK(said.find("stored at a glance: the context models saved nothing over 128.") != std::string::npos);
   CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
   REQUIRE(run(kBin + " -q -t " + q(dir / "noise.shz")) == 0);
+  // Without the glance the model gives up after kGiveUpBytes: the same archive.
+  const std::string model = capture("SHAZIP_NO_GLANCE=1 " + kBin + " -1 -c " + q(dir / "noise") + " 2>&1 > " +
+                                    q(dir / "model.shz"));
+  CHECK(model.find("stored: the model saved nothing over 128.") != std::string::npos);
+  CHECK(slurp(dir / "model.shz") == slurp(dir / "noise.shz"));
   // --no-early-store codes it to its end, then stores it as before.
   const std::string whole = capture(kBin + " -1 -f --no-early-store " + q(dir / "noise") + " 2>&1");
   CHECK(whole.find(", stored)") != std::string::npos);
@@ -833,6 +839,20 @@ TEST_CASE("memory: the process's limits are named up front and a failed allocati
   CHECK(std::string(note.begin(), note.end()).find(": running 1\n") != std::string::npos);
   REQUIRE(run(jobs + " > " + q(dir / "free.shz") + " 2>/dev/null") == 0);
   CHECK(slurp(dir / "limited.shz") == slurp(dir / "free.shz"));
+
+  // Noise that the model would not shrink is stored at a glance, which
+  // needs none of the model's memory: under the limit that refused the
+  // text, 2 MB of it are stored, not refused; and at preset 4, whose level-3
+  // tables take some 2 GB beside the default's 0.7.
+  const std::vector<uint8_t> noise = random_bytes(2000000, 13);
+  spit(dir / "noise", noise);
+  for (const char* level : {"", " -4"}) {
+    const std::string stored = capture("ulimit -v 100000; " + kBin + level + " " + q(dir / "noise") + " 2>&1");
+    INFO(stored);
+    CHECK(stored.find("stored at a glance") != std::string::npos);
+    CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
+    REQUIRE(std::remove((dir / "noise.shz").c_str()) == 0);
+  }
 }
 
 TEST_CASE("compressed data is never written to a terminal", "[cli]") {
@@ -1540,7 +1560,7 @@ TEST_CASE("GPU: noise is stored early, the coding stopped on the GPU", "[gpu][cl
   for (const char* level : {"-2", "-6"}) {
     INFO("preset " << level);
     const std::string said =
-        capture(kBin + " -f --device cuda " + level + " " + q(dir / "noise") + " 2>&1");
+        capture("SHAZIP_NO_GLANCE=1 " + kBin + " -f --device cuda " + level + " " + q(dir / "noise") + " 2>&1");
     CHECK(said.find("stored: the model saved nothing over") != std::string::npos);
     CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
     CHECK(run(kBin + " -q -t " + q(dir / "noise.shz")) == 0);

@@ -569,6 +569,7 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   CHECK(give_up_point(512) == uint64_t{2} << 20);  // 4 KiB a stream
   CompressOptions options;
   options.preset = 1;
+  options.glance = false;  // the model's own check (the glance: the next test)
 
   // Noise: stored once the model has coded give_up_point() bytes (6 streams
   // here), the rest not coded. The progress reaches the end: the rest at 8
@@ -628,5 +629,77 @@ TEST_CASE("an input the model does not shrink is stored after give_up_point byte
   CHECK(report.gave_up_at < kGiveUpBytes + 8192);
   CHECK(watch.last_done == rand.size());
   CHECK(!watch.overlapped);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == rand);
+  CHECK(!report.at_a_glance);
+}
+
+TEST_CASE("an input the context models alone do not shrink is stored at a glance, before the model is built",
+          "[driver]") {
+  CompressOptions options;
+  options.preset = 1;
+  int models = 0;  // how often compress_buffer went on to build the model
+  options.before_model = [&models] { ++models; };
+
+  // Noise: the 131,072 bytes that the model's check would see (the first
+  // 21,846 of each of 6 streams), coded by the context models alone, come to
+  // more than that: stored, no model built. Its progress goes to the end.
+  const std::vector<uint8_t> rand = noise(200 << 10, 3);
+  CHECK(stored_at_a_glance(rand.data(), rand.size(), 1));
+  ProgressWatch watch;
+  options.progress = watch.fn();
+  CompressReport report;
+  std::vector<uint8_t> archive = compress_buffer(rand.data(), rand.size(), options, &report);
+  CHECK(archive == stored_archive(rand.data(), rand.size()));
+  CHECK(report.fell_back());
+  CHECK(report.at_a_glance);
+  CHECK(report.gave_up_at == 6 * 21846);
+  CHECK(models == 0);
+  CHECK(watch.last_done == rand.size());
+  options.progress = {};
+
+  // A walk of small random steps: every byte value about as often (an
+  // order-0 entropy near 8, so the glance is taken), but each byte one of
+  // four after the last. The context models see that: coded by the model.
+  std::vector<uint8_t> walk(rand.size());
+  for (size_t i = 1; i < walk.size(); ++i) walk[i] = static_cast<uint8_t>(walk[i - 1] + 1 + (rand[i] & 3) * 5);
+  CHECK(!stored_at_a_glance(walk.data(), walk.size(), 1));
+  archive = compress_buffer(walk.data(), walk.size(), options, &report);
+  CHECK(!report.fell_back());
+  CHECK(!report.at_a_glance);
+  CHECK(models == 1);
+  CHECK(archive.size() < walk.size() / 3);
+  CHECK(decompress_buffer(archive.data(), archive.size()) == walk);
+
+  // Nothing to glance at below the model's check (the model codes it all,
+  // then stores it), or for text; the glance off, or the early store off.
+  CHECK(!stored_at_a_glance(rand.data(), kGiveUpBytes, 1));
+  // With more than 32 streams (a GPU preset: 64 streams for 2 MiB) the
+  // glance takes 4 KiB of each, as the check would.
+  const std::vector<uint8_t> more = noise(2 << 20, 5);
+  uint64_t looked_at = 0;
+  CHECK(stored_at_a_glance(more.data(), more.size(), 6, &looked_at));
+  CHECK(looked_at == 64 * 4096);
+  const std::string words = text(200 << 10);
+  CHECK(!stored_at_a_glance(reinterpret_cast<const uint8_t*>(words.data()), words.size(), 1));
+  archive = compress_buffer(rand.data(), 100 << 10, options, &report);
+  CHECK(report.fell_back());
+  CHECK(!report.at_a_glance);
+  CHECK(models == 2);
+  for (const bool glance : {false, true}) {
+    CompressOptions off = options;
+    off.glance = glance;
+    off.give_up = !glance;
+    compress_buffer(rand.data(), rand.size(), off, &report);
+    CHECK(report.fell_back());
+    CHECK(!report.at_a_glance);
+  }
+  CHECK(models == 4);
+
+  // Parallel blocks glance each block: of two blocks of noise the first
+  // (140 KiB) is stored at a glance, the second (60 KiB) coded and stored.
+  archive = compress_blocks(rand.data(), rand.size(), 140 << 10, 2, options, &report);
+  CHECK(report.stored_blocks == 2);
+  CHECK(report.at_a_glance);
+  CHECK(models == 5);
   CHECK(decompress_buffer(archive.data(), archive.size()) == rand);
 }
