@@ -539,15 +539,9 @@ void process(const std::string& in, const Options& o, Totals* totals) {
     const uint64_t block_size = block_size_from(o);
     const uint64_t len = input.size();
     const uint64_t per_job = compress_memory(o.level, block_size ? std::min(block_size, len) : len);
-    // The memory is checked up front for blocks, and for one block once
-    // the glance has let it through (an input stored at a glance needs none
-    // of the model's).
-    const auto refuse = [&] { refuse_beyond_memory(per_job + len, "compressing"); };  // and the input, held whole
-    if (!block_size || block_count(len, block_size) == 1) {
-      co.before_model = refuse;
-    } else {
-      refuse();
-    }
+    // The memory is checked for each block once the glance has let it
+    // through: an input stored at a glance needs none of the model's.
+    co.before_model = [&] { refuse_beyond_memory(per_job + len, "compressing"); };  // and the input, held whole
     const int jobs = block_size ? jobs_for(in, o, block_count(len, block_size), per_job) : 1;
     result = within_memory(per_job * jobs + len, "compressing", [&] {
       return block_size ? compress_blocks(input.data(), len, block_size, jobs, co, &report)

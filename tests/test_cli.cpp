@@ -842,15 +842,16 @@ TEST_CASE("memory: the process's limits are named up front and a failed allocati
 
   // Noise that the model would not shrink is stored at a glance, which
   // needs none of the model's memory: under the limit that refused the
-  // text, 2 MB of it are stored, not refused; and at preset 4, whose level-3
-  // tables take some 2 GB beside the default's 0.7.
+  // text, 2 MB of it are stored, not refused; at preset 4, whose level-3
+  // tables take some 2 GB beside the default's 0.7, and in blocks.
   const std::vector<uint8_t> noise = random_bytes(2000000, 13);
   spit(dir / "noise", noise);
-  for (const char* level : {"", " -4"}) {
-    const std::string stored = capture("ulimit -v 100000; " + kBin + level + " " + q(dir / "noise") + " 2>&1");
+  for (const auto& [options, archives] : {std::pair<std::string, size_t>{"", 1}, {" -4", 1},
+                                          {" -j 2 --block-size 1M", 2}}) {
+    const std::string stored = capture("ulimit -v 100000; " + kBin + options + " " + q(dir / "noise") + " 2>&1");
     INFO(stored);
     CHECK(stored.find("stored at a glance") != std::string::npos);
-    CHECK(slurp(dir / "noise.shz").size() == noise.size() + shazip::kStoredHeaderSize);
+    CHECK(slurp(dir / "noise.shz").size() == noise.size() + archives * shazip::kStoredHeaderSize);
     REQUIRE(std::remove((dir / "noise.shz").c_str()) == 0);
   }
 }
