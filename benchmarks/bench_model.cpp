@@ -56,10 +56,6 @@ using namespace shazip;
 
 namespace {
 
-struct NullSink final : coder::ByteSink {
-  void write(const uint8_t*, size_t) override {}
-};
-
 std::vector<uint8_t> load(const std::string& path) {
   try {
     return read_file(path);
@@ -240,7 +236,7 @@ int main(int argc, char** argv) {
         std::printf("wrote %s\n", dump_path.c_str());
         return 0;
       }
-      NullSink sink;
+      coder::NullSink sink;
       const CodingStats s = encode_neural(data.data(), data.size(), params, sink);
       const double n = static_cast<double>(data.size());
       std::string name = path.substr(path.find_last_of('/') + 1);

@@ -134,4 +134,9 @@ struct VectorSink final : ByteSink {
   Vector& out;
 };
 
+// Sink that drops the output: for the coded size alone (Encoder::bytes_out()).
+struct NullSink final : ByteSink {
+  void write(const uint8_t*, size_t) override {}
+};
+
 }  // namespace shazip::coder

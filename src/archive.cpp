@@ -128,11 +128,6 @@ CodingParams compress_params(int preset, uint64_t n) {
   return params;
 }
 
-// Takes in the output's size only (Encoder::bytes_out() counts it).
-struct DiscardSink final : coder::ByteSink {
-  void write(const uint8_t*, size_t) override {}
-};
-
 // Order-0 entropy, bits a byte, of data (not empty).
 double order0_entropy(const std::vector<uint8_t>& data) {
   uint64_t counts[256] = {};
@@ -216,7 +211,7 @@ bool stored_at_a_glance(const uint8_t* data, uint64_t n, int preset, uint64_t* l
   model::MixTuning tuning = model::MixTuning::for_level(1);
   tuning.use_nn = false;
   model::ContextMixer mixer(1, sample.size(), tuning);
-  DiscardSink sink;
+  coder::NullSink sink;
   coder::Encoder enc(sink);
   for (const uint8_t byte : sample) {
     mixer.begin(0);
