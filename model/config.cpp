@@ -68,6 +68,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !more_runs) s << " more-runs=0";
   if (mix >= 2 && !word_indirect) s << " word-indirect=0";
   if (mix >= 2 && !mixer_selectors) s << " mixer-selectors=0";
+  if (mix >= 2 && !layer2_inputs) s << " layer2-inputs=0";
   return s.str();
 }
 
@@ -103,6 +104,7 @@ std::string ModelConfig::validate() const {
   if (more_runs < 0 || more_runs > 1) return "more run maps must be 0 or 1";
   if (word_indirect < 0 || word_indirect > 1) return "the word's indirect context must be 0 or 1";
   if (mixer_selectors < 0 || mixer_selectors > 1) return "the mixer selectors must be 0 or 1";
+  if (layer2_inputs < 0 || layer2_inputs > 1) return "the layer-2 inputs must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -205,6 +207,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.more_runs = m.more_runs != 0;
   t.word_indirect = m.word_indirect != 0;
   t.mixer_selectors = m.mixer_selectors != 0;
+  t.layer2_inputs = m.layer2_inputs != 0;
   return t;
 }
 

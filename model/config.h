@@ -127,6 +127,9 @@ struct ModelConfig {
   int mixer_selectors = 1;  // mix levels 2 and 3: 1, four of layer 1's mixers also picked by
                             //    the last two bytes or their classes (format v22;
                             //    MixTuning::mixer_selectors); 0, as formats up to 21
+  int layer2_inputs = 1;    // mix levels 2 and 3: 1, layer 2 also weighs four of layer 1's
+                            //    inputs, at its sets' own rates (format v23;
+                            //    MixTuning::layer2_inputs); 0, as formats up to 22
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

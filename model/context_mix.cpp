@@ -622,6 +622,15 @@ constexpr int kMaxInputs = kFirstCounter + 2 + 3 * kMaxHashed + kMaxRuns;
 constexpr int kOneSided = 512;
 constexpr int kMaxMixers = 9;   // layer-1 mixers at level 3 with the class contexts (8 without;
                                 // 7 or 8 at level 2, 3 at level 1)
+// The layer-2 inputs (format 23): the first layer's inputs that layer 2 also
+// weighs itself (their weights start at 0): the SHA-RNN's, the bias, the
+// match model's and order 1's; and the rate at which layer 2's weight sets
+// start, in units of mixer2_lr (falling to 1 as the first layer's own rates
+// do). Picked over format 22's stage on benchmarks/mix_sets.sh: 4 inputs
+// against 2 or 6 (RESULTS.md, "Layer-2 inputs").
+constexpr int kLayer2Direct = 4;
+constexpr int kLayer2DirectInputs[kLayer2Direct] = {0, 1, 2, kFirstCounter + 1};
+constexpr int kLayer2RateStart = 6;
 constexpr int kMatchMin = 6;    // bytes hashed to find a match
 constexpr int kMatchCap = 31;   // match lengths above this share a counter
 // The long matches (format 20): the second table's context length (12
@@ -763,6 +772,7 @@ bool uses_scope_context(const MixTuning& t) { return t.scope_context && uses_tex
 bool uses_more_runs(const MixTuning& t) { return t.more_runs && t.level >= 2; }
 bool uses_word_indirect(const MixTuning& t) { return t.word_indirect && t.level >= 2; }
 bool uses_mixer_selectors(const MixTuning& t) { return t.mixer_selectors && t.level >= 2; }
+bool uses_layer2_inputs(const MixTuning& t) { return t.layer2_inputs && t.level >= 2; }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -855,11 +865,14 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
   std::vector<int> contexts = {by_class * 256,             // the partial byte
                                by_class * kMatchContexts,  // the match state
                                by_class * 16 * 8};         // the SHA-RNN's confidence
+  // The layer-2 inputs' stage (format 23) picks the previous byte's mixer's
+  // set also by the byte so far's first three bits (zero where not known yet).
+  const int by_head = uses_layer2_inputs(t) ? 8 : 1;
   if (level >= 2) {
-    contexts.insert(contexts.end(), {by_byte * 6 * 8,  // how many orders know their context
-                                     256 * 8,          // the previous byte
-                                     256 * 8,          // the last markup character
-                                     256});            // order 3's bit history
+    contexts.insert(contexts.end(), {by_byte * 6 * 8,    // how many orders know their context
+                                     256 * 8 * by_head,  // the previous byte
+                                     256 * 8,            // the last markup character
+                                     256});              // order 3's bit history
   }
   if (level >= 3) contexts.push_back(16 * 256);  // the SHA-RNN's confidence and the partial byte
   if (uses_class_contexts(t)) contexts.push_back((kLastClasses4 + 1) * 8);  // the last 4 bytes' classes
@@ -900,6 +913,7 @@ struct ContextMixer::Impl {
         long_matches(uses_long_matches(t)),
         word_indirect(uses_word_indirect(t)),
         selectors(uses_mixer_selectors(t)),
+        layer2_direct(uses_layer2_inputs(t) ? kLayer2Direct : 0),
         n_hashed(hashed_contexts(streams, t)),
         n_runs(run_maps(t)),
         order0(8),
@@ -952,9 +966,10 @@ struct ContextMixer::Impl {
     for (int contexts : layer1_contexts(t)) layer1.emplace_back(n_inputs, contexts, initial, own_rates);
     const int mixers = static_cast<int>(layer1.size());
     SHAZIP_ASSERT(mixers <= kMaxMixers);
-    const std::vector<int32_t> even(static_cast<size_t>(mixers), 65536 / mixers);
-    layer2 = Mixer(mixers, layer2_contexts(t), even);
-    if (one_sided) layer2_match = Mixer(mixers, kMatchContexts, even);
+    std::vector<int32_t> even(static_cast<size_t>(mixers), 65536 / mixers);
+    even.resize(static_cast<size_t>(mixers + layer2_direct), 0);  // the layer-2 inputs' start at 0
+    layer2 = Mixer(mixers + layer2_direct, layer2_contexts(t), even, layer2_direct > 0);
+    if (one_sided) layer2_match = Mixer(mixers + layer2_direct, kMatchContexts, even, layer2_direct > 0);
 
     for (const Table* table : {&order0, &order1}) regions.push_back(table->region());
     for (const Table& table : hashed) regions.push_back(table.region());
@@ -1303,6 +1318,7 @@ struct ContextMixer::Impl {
   const bool long_matches;    // the long matches (context_mix.h)
   const bool word_indirect;   // the word's indirect context (context_mix.h)
   const bool selectors;       // the mixer selectors (context_mix.h)
+  const int layer2_direct;    // the layer-2 inputs (context_mix.h): kLayer2Direct, or none
   const int n_hashed;
   const int n_runs;           // level 2's run maps (run_maps())
   Table order0, order1;
@@ -1329,7 +1345,7 @@ struct ContextMixer::Impl {
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1, {0}};
   Mixer layer2_match{1, 1, {0}};  // the one-sided inputs' second layer-2 vector
-  int x2[padded(kMaxMixers)] = {};  // zero past the last mixer (Mixer's padding)
+  int x2[padded(kMaxMixers + kLayer2Direct)] = {};  // zero past the last input (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
   Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
   Apm apm_order3;  // the text contexts: by order 3
@@ -1379,8 +1395,10 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   for (int c : layer1) contexts += static_cast<uint64_t>(c);
   bytes += inputs * contexts * 4;  // layer 1's weights
   if (uses_own_rates(tuning)) bytes += contexts * 4;  // the weight sets' update counts
-  const int layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0);
-  bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()))) * layer2_sets * 4;
+  const uint64_t layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0);
+  const int direct = uses_layer2_inputs(tuning) ? kLayer2Direct : 0;
+  bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()) + direct)) * layer2_sets * 4;
+  if (direct > 0) bytes += layer2_sets * 4;  // their update counts
   return bytes + b * sizeof(StreamState);  // stream states
 }
 
@@ -1527,7 +1545,9 @@ uint32_t ContextMixer::predict(int nn_p12) {
     int known = 0;
     while (known < 5 && Slot::state(*m.slots[kOrderSlots[known]]) > 0) ++known;
     m.layer1[3].mix(x, ((m.selectors ? c2 * 6 : 0) + known) * 8 + m.bitpos);
-    m.layer1[4].mix(x, static_cast<int>(c1) * 8 + m.bitpos);
+    // With the layer-2 inputs also by the byte so far's first three bits.
+    const int head = m.layer2_direct > 0 ? ((c0 << (8 - m.bitpos)) & 0xFF) >> 5 : 0;
+    m.layer1[4].mix(x, ((static_cast<int>(c1) * 8 + m.bitpos) << (m.layer2_direct > 0 ? 3 : 0)) + head);
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
     if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
@@ -1535,6 +1555,7 @@ uint32_t ContextMixer::predict(int nn_p12) {
   }
   const int mixers = static_cast<int>(m.layer1.size());
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
+  for (int k = 0; k < m.layer2_direct; ++k) m.x2[mixers + k] = x[kLayer2DirectInputs[k]];
   const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
   if (m.one_sided) {
@@ -1622,8 +1643,17 @@ void ContextMixer::update(int bit) {
                                      m.tuning.mixer_lr - static_cast<int64_t>(m.updates >> m.tuning.mixer_decay));
     for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
   }
-  m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
-  if (m.one_sided) m.layer2_match.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
+  if (m.layer2_direct > 0) {
+    // The layer-2 inputs' stage: each layer-2 weight set's own rate as well.
+    const int lr0 = m.tuning.mixer2_lr * kLayer2RateStart;
+    m.layer2.update(m.x2, bit, m.layer2.set_rate(lr0, m.tuning.mixer2_lr), m.tuning.mixer_shift);
+    if (m.one_sided) {
+      m.layer2_match.update(m.x2, bit, m.layer2_match.set_rate(lr0, m.tuning.mixer2_lr), m.tuning.mixer_shift);
+    }
+  } else {
+    m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
+    if (m.one_sided) m.layer2_match.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
+  }
   ++m.updates;
 
   m.c0 = m.c0 << 1 | bit;

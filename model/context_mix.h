@@ -127,6 +127,12 @@ constexpr int kMaxMixLevel = 3;
 // the match state's and the SHA-RNN confidence's also by the last byte's
 // class, and the one of how many orders know their context also by the byte
 // before the last.
+// The layer-2 inputs (format version 23, levels 2 and 3): the second layer
+// also weighs four of the first layer's inputs itself (the SHA-RNN's, the
+// bias, the match model's and order 1's; their weights start at 0), each of
+// its weight sets learns at its own rate (6 * mixer2_lr falling to
+// mixer2_lr, as the first layer's own rates fall), and the previous byte's
+// layer-1 mixer picks its set also by the byte so far's first three bits.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -168,6 +174,8 @@ struct MixTuning {
   bool word_indirect = false;    // levels 2 and 3: the word's indirect context (above);
                                  // a header flag as well
   bool mixer_selectors = false;  // levels 2 and 3: the mixer selectors (above); a header
+                                 // flag as well
+  bool layer2_inputs = false;    // levels 2 and 3: the layer-2 inputs (above); a header
                                  // flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
@@ -211,6 +219,9 @@ bool uses_word_indirect(const MixTuning& t);
 // Whether a mixing stage has the mixer selectors: the tuning asks for them and
 // the level is 2 or 3.
 bool uses_mixer_selectors(const MixTuning& t);
+// Whether a mixing stage has the layer-2 inputs: the tuning asks for them and
+// the level is 2 or 3.
+bool uses_layer2_inputs(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

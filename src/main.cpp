@@ -321,6 +321,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_long_matches(tuning)) with += ", long matches";
       if (model::uses_more_runs(tuning)) with += ", six run maps";
       if (model::uses_mixer_selectors(tuning)) with += ", mixer selectors";
+      if (model::uses_layer2_inputs(tuning)) with += ", layer-2 inputs";
       std::printf("  coding           bitwise, SHA-RNN mixed with context models (mix level %d%s)\n", h.model.mix,
                   with.c_str());
     } else {

@@ -464,20 +464,22 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
   // The more flags are the block's last field: a LEB128 number before the
   // strings, bit k the header's flag bit 16 + k.
   const auto more_at = [&](const std::vector<uint8_t>& a) { return a.size() - h.payload_size - 4 - strings - 1; };
-  for (int more = 0; more < 8; ++more) {
+  for (int more = 0; more < 16; ++more) {
     INFO("more flags " << more);
     h.model.more_runs = more & 1;
     h.model.word_indirect = more >> 1 & 1;
     h.model.mixer_selectors = more >> 2 & 1;
+    h.model.layer2_inputs = more >> 3 & 1;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[more_at(a)] == more);
     const Header p = parse_header(a.data(), a.size(), &header_size);
     CHECK(p.model.more_runs == (more & 1));
     CHECK(p.model.word_indirect == (more >> 1 & 1));
     CHECK(p.model.mixer_selectors == (more >> 2 & 1));
+    CHECK(p.model.layer2_inputs == (more >> 3 & 1));
     CHECK(p.model.scope_context == h.model.scope_context);  // bit 15 beside them, at offset 6
   }
-  // Bits 19 and up are reserved; a needless zero group, or a number past
+  // Bits 20 and up are reserved; a needless zero group, or a number past
   // the 48 bits that the field can hold, is damage.
   const auto good = with_body(h, h.payload_size);
   const size_t at = more_at(good), hs = good.size() - h.payload_size;
@@ -488,29 +490,41 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     reseal(b, hs + bytes.size() - 1);
     return b;
   };
-  CHECK(parse_code(edit({7}), good.size()) == -1);  // the edit itself leaves a valid header
-  for (uint8_t reserved : {8, 16, 64}) {
+  CHECK(parse_code(edit({15}), good.size()) == -1);  // the edit itself leaves a valid header
+  for (uint8_t reserved : {16, 32, 64}) {
     INFO("more flags " << int{reserved});
-    check_reserved_bit_refused(edit({static_cast<uint8_t>(7 | reserved)}));
+    check_reserved_bit_refused(edit({static_cast<uint8_t>(15 | reserved)}));
   }
-  auto a = edit({0x87, 0x00});  // 7, in two bytes
+  auto a = edit({0x8F, 0x00});  // 15, in two bytes
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   a = edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40});  // bit 48 of the field, 64 of the flags: past it
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   check_reserved_bit_refused(edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}));  // bit 47 (flag 63): within it
   // Version 21 has bits 16 and 17 only: it writes 3 with every switch on,
-  // reads the mixer selectors as off, and bit 18 as reserved.
-  h.version = 21;
-  const auto v21 = with_body(h, h.payload_size);
-  CHECK(v21[more_at(v21)] == 3);
-  CHECK(parse_header(v21.data(), v21.size(), &header_size).model.mixer_selectors == 0);
-  CHECK(parse_header(v21.data(), v21.size(), &header_size).model.word_indirect == 1);
-  auto v21_edited = v21;
-  v21_edited[more_at(v21)] = 7;
-  reseal(v21_edited, v21.size() - h.payload_size);
-  check_reserved_bit_refused(v21_edited);
+  // reads the mixer selectors as off, and bit 18 as reserved; version 22
+  // has bits 16 to 18: it writes 7, reads the layer-2 inputs as off, and
+  // bit 19 as reserved.
+  struct Older {
+    uint8_t version;
+    int written;
+    int model::ModelConfig::*newer;  // the switch it reads as off
+    int model::ModelConfig::*newest_known;
+  };
+  for (const Older o : {Older{21, 3, &model::ModelConfig::mixer_selectors, &model::ModelConfig::word_indirect},
+                        Older{22, 7, &model::ModelConfig::layer2_inputs, &model::ModelConfig::mixer_selectors}}) {
+    INFO("version " << int{o.version});
+    h.version = o.version;
+    const auto older = with_body(h, h.payload_size);
+    CHECK(older[more_at(older)] == o.written);
+    CHECK(parse_header(older.data(), older.size(), &header_size).model.*o.newer == 0);
+    CHECK(parse_header(older.data(), older.size(), &header_size).model.*o.newest_known == 1);
+    auto edited = older;
+    edited[more_at(older)] = static_cast<uint8_t>(o.written * 2 + 1);  // the next bit set too
+    reseal(edited, older.size() - h.payload_size);
+    check_reserved_bit_refused(edited);
+  }
   // Version 20 has no such field: its block is a byte shorter and reads
-  // the three switches as off (as do the fixed blocks before version 17).
+  // the four switches as off (as do the fixed blocks before version 17).
   for (const uint8_t version : {uint8_t{20}, uint8_t{16}}) {
     INFO("version " << int{version});
     h.version = version;
@@ -520,6 +534,7 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     CHECK(p.model.more_runs == 0);
     CHECK(p.model.word_indirect == 0);
     CHECK(p.model.mixer_selectors == 0);
+    CHECK(p.model.layer2_inputs == 0);
   }
 }
 
