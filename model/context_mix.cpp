@@ -879,6 +879,10 @@ std::vector<int> layer1_contexts(const MixTuning& t) {
   return contexts;
 }
 
+// The layer-1 inputs that layer 2 also weighs itself: kLayer2Direct with the
+// layer-2 inputs, else none.
+int layer2_direct_inputs(const MixTuning& t) { return uses_layer2_inputs(t) ? kLayer2Direct : 0; }
+
 // Layer 1's inputs (before padding): see kFirstCounter.
 int layer1_inputs(int streams, const MixTuning& t) {
   const int n_hashed = hashed_contexts(streams, t);
@@ -913,7 +917,7 @@ struct ContextMixer::Impl {
         long_matches(uses_long_matches(t)),
         word_indirect(uses_word_indirect(t)),
         selectors(uses_mixer_selectors(t)),
-        layer2_direct(uses_layer2_inputs(t) ? kLayer2Direct : 0),
+        layer2_direct(layer2_direct_inputs(t)),
         n_hashed(hashed_contexts(streams, t)),
         n_runs(run_maps(t)),
         order0(8),
@@ -1396,7 +1400,7 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   bytes += inputs * contexts * 4;  // layer 1's weights
   if (uses_own_rates(tuning)) bytes += contexts * 4;  // the weight sets' update counts
   const uint64_t layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0);
-  const int direct = uses_layer2_inputs(tuning) ? kLayer2Direct : 0;
+  const int direct = layer2_direct_inputs(tuning);
   bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()) + direct)) * layer2_sets * 4;
   if (direct > 0) bytes += layer2_sets * 4;  // their update counts
   return bytes + b * sizeof(StreamState);  // stream states
@@ -1545,9 +1549,10 @@ uint32_t ContextMixer::predict(int nn_p12) {
     int known = 0;
     while (known < 5 && Slot::state(*m.slots[kOrderSlots[known]]) > 0) ++known;
     m.layer1[3].mix(x, ((m.selectors ? c2 * 6 : 0) + known) * 8 + m.bitpos);
+    int previous = static_cast<int>(c1) * 8 + m.bitpos;
     // With the layer-2 inputs also by the byte so far's first three bits.
-    const int head = m.layer2_direct > 0 ? ((c0 << (8 - m.bitpos)) & 0xFF) >> 5 : 0;
-    m.layer1[4].mix(x, ((static_cast<int>(c1) * 8 + m.bitpos) << (m.layer2_direct > 0 ? 3 : 0)) + head);
+    if (m.layer2_direct > 0) previous = previous * 8 + (((c0 << (8 - m.bitpos)) & 0xFF) >> 5);
+    m.layer1[4].mix(x, previous);
     m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
     m.layer1[6].mix(x, Slot::state(*m.slots[3]));
     if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
@@ -1643,17 +1648,13 @@ void ContextMixer::update(int bit) {
                                      m.tuning.mixer_lr - static_cast<int64_t>(m.updates >> m.tuning.mixer_decay));
     for (Mixer& mx : m.layer1) mx.update(m.x, bit, static_cast<int>(lr), m.tuning.mixer_shift);
   }
-  if (m.layer2_direct > 0) {
-    // The layer-2 inputs' stage: each layer-2 weight set's own rate as well.
-    const int lr0 = m.tuning.mixer2_lr * kLayer2RateStart;
-    m.layer2.update(m.x2, bit, m.layer2.set_rate(lr0, m.tuning.mixer2_lr), m.tuning.mixer_shift);
-    if (m.one_sided) {
-      m.layer2_match.update(m.x2, bit, m.layer2_match.set_rate(lr0, m.tuning.mixer2_lr), m.tuning.mixer_shift);
-    }
-  } else {
-    m.layer2.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
-    if (m.one_sided) m.layer2_match.update(m.x2, bit, m.tuning.mixer2_lr, m.tuning.mixer_shift);
-  }
+  // Layer 2 at mixer2_lr, or with the layer-2 inputs at each weight set's own rate.
+  const auto layer2_rate = [&m](Mixer& mx) {
+    const int lr2 = m.tuning.mixer2_lr;
+    return m.layer2_direct > 0 ? mx.set_rate(lr2 * kLayer2RateStart, lr2) : lr2;
+  };
+  m.layer2.update(m.x2, bit, layer2_rate(m.layer2), m.tuning.mixer_shift);
+  if (m.one_sided) m.layer2_match.update(m.x2, bit, layer2_rate(m.layer2_match), m.tuning.mixer_shift);
   ++m.updates;
 
   m.c0 = m.c0 << 1 | bit;
