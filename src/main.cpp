@@ -80,6 +80,14 @@ std::string speed_text(double bytes, double seconds) {
   return buf;
 }
 
+// "32.10%, 2.568 bits per char": the output's size against the input's
+// (bytes > 0).
+std::string ratio_text(double in_bytes, double out_bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f%%, %.3f bits per char", 100.0 * out_bytes / in_bytes, 8.0 * out_bytes / in_bytes);
+  return buf;
+}
+
 // How progress is shown on standard error: not at all; one line redrawn in
 // place at most 5 times a second (a terminal); or, with --progress where
 // standard error is no terminal (a log, a pipe), a new line at most once a
@@ -452,8 +460,8 @@ void print_totals(const Totals& t, const Options& o) {
     return;
   }
   const double n = static_cast<double>(t.in);
-  std::fprintf(stderr, "%d files: %llu => %llu bytes (%.2f%%, %.3f bits per char)\n", t.files, in, out,
-               n ? 100.0 * t.out / n : 100.0, n ? 8.0 * t.out / n : 0.0);
+  const std::string ratio = n ? " (" + ratio_text(n, static_cast<double>(t.out)) + ")" : "";
+  std::fprintf(stderr, "%d files: %llu => %llu bytes%s\n", t.files, in, out, ratio.c_str());
 }
 
 // Compresses, decompresses or tests one input, adding it to `totals`.
@@ -563,13 +571,12 @@ void process(const std::string& in, const Options& o, Totals* totals) {
               ? ", stored at a glance: the context models saved nothing over " + human_bytes(report.gave_up_at)
           : report.gave_up_at ? ", stored: the model saved nothing over " + human_bytes(report.gave_up_at) + " tried"
                               : ", stored";
-      std::fprintf(stderr, "%s: %llu => %zu bytes (%.2f%%, %.3f bits per char%s%s), %s%s\n", display_name(in).c_str(),
-                   static_cast<unsigned long long>(input.size()), result.size(),
-                   n ? 100.0 * result.size() / n : 100.0, n ? 8.0 * result.size() / n : 0.0,
-                   stored.c_str(), blocks.c_str(), out == "-" ? "(stdout)" : out.c_str(),
-                   report.stats.seconds > 0
-                       ? (", " + speed_text(n, report.stats.seconds)).c_str()
-                       : "");
+      // An empty input has no ratio (zstd prints none either).
+      const std::string ratio = n ? " (" + ratio_text(n, static_cast<double>(result.size())) + stored + blocks + ")" : "";
+      std::fprintf(stderr, "%s: %llu => %zu bytes%s, %s%s\n", display_name(in).c_str(),
+                   static_cast<unsigned long long>(input.size()), result.size(), ratio.c_str(),
+                   out == "-" ? "(stdout)" : out.c_str(),
+                   report.stats.seconds > 0 ? (", " + speed_text(n, report.stats.seconds)).c_str() : "");
     }
     // -v, where the model coded all of it: what coded it, and the SHA-RNN's
     // own code length (before the mixing stage).

@@ -636,6 +636,13 @@ TEST_CASE("empty and one-byte files round-trip", "[cli]") {
     CHECK(slurp(dir / "f.shz").size() <= content.size() + shazip::kStoredHeaderSize);
     REQUIRE(run(kBin + " -q -d -c " + q(dir / "f.shz") + " > " + q(dir / "f.out")) == 0);
     CHECK(slurp(dir / "f.out") == content);
+    // The summary line: a ratio where there is one, none for an empty input
+    // (as zstd), where it used to say 100%.
+    const std::string said = capture(kBin + " -c " + q(dir / "f") + " 2>&1 >/dev/null");
+    const std::string sizes = std::to_string(content.size()) + " => " + std::to_string(slurp(dir / "f.shz").size());
+    INFO(said);
+    CHECK(said.find(sizes + " bytes" + (content.empty() ? ", (stdout)" : " (")) != std::string::npos);
+    CHECK((said.find('%') == std::string::npos) == content.empty());
   }
 }
 
