@@ -13,7 +13,7 @@
 //                  [--stream-contexts 0|1] [--class-contexts 0|1] [--own-rates 0|1]
 //                  [--one-sided 0|1] [--nibble-groups 0|1] [--text-contexts 0|1] [--table-shapes 0|1]
 //                  [--long-matches 0|1] [--scope-context 0|1] [--more-runs 0|1] [--word-indirect 0|1]
-//                  [--mixer-selectors 0|1] [--layer2-inputs 0|1]
+//                  [--mixer-selectors 0|1] [--layer2-inputs 0|1] [--shape-contexts 0|1]
 //                  [--portable] [--prefault 0|1] FILE
 // (--level: the mix level, default the highest; --shards: split the streams
 // into K contiguous runs, each mixed apart, to price that design;
@@ -29,7 +29,7 @@
 // scope context; --more-runs, --word-indirect: the same for format 21's
 // more run maps and the word's indirect context; --mixer-selectors: the same
 // for format 22's mixer selectors; --layer2-inputs: for format 23's layer-2
-// inputs;
+// inputs; --shape-contexts: for format 24's shape contexts;
 // --portable: the mixers' portable loops instead of AVX2, same
 // results; --prefault 0: the tables' pages faulted in by the coding
 // thread as it touches them, not ahead on a thread of their own, same
@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
     else if (a == "--word-indirect") t.word_indirect = num() != 0;
     else if (a == "--mixer-selectors") t.mixer_selectors = num() != 0;
     else if (a == "--layer2-inputs") t.layer2_inputs = num() != 0;
+    else if (a == "--shape-contexts") t.shape_contexts = num() != 0;
     else if (a == "--nibble-groups") next();  // applied above, with the level
     else if (a == "--portable") model::set_mixer_simd(false);
     else if (a == "--prefault") prefault = num() != 0;
@@ -194,14 +195,15 @@ int main(int argc, char** argv) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s level=%d%s%s%s%s%s%s%s%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
+  std::printf("%s level=%d%s%s%s%s%s%s%s%s%s%s%s%s%s%s streams=%d shards=%d mixed %.4f bpc", file.c_str(), level,
               t.stream_contexts ? "" : " stream-contexts=0", t.class_contexts ? "" : " class-contexts=0",
               t.own_rates ? "" : " own-rates=0", t.one_sided ? "" : " one-sided=0",
               t.nibble_groups ? "" : " nibble-groups=0", t.text_contexts ? "" : " text-contexts=0",
               t.table_shapes ? "" : " table-shapes=0", t.long_matches ? "" : " long-matches=0",
               t.scope_context ? "" : " scope-context=0", t.more_runs ? "" : " more-runs=0",
               t.word_indirect ? "" : " word-indirect=0", t.mixer_selectors ? "" : " mixer-selectors=0",
-              t.layer2_inputs ? "" : " layer2-inputs=0", streams, shards, bits / n);
+              t.layer2_inputs ? "" : " layer2-inputs=0", t.shape_contexts ? "" : " shape-contexts=0", streams,
+              shards, bits / n);
   if (!nn.empty()) std::printf("  sha-rnn alone %.4f bpc", nn_bits / n);
   std::printf("  %.2f s %.1f KB/s (mixers %s%s)\n", seconds, n / 1e3 / seconds,
               model::mixer_simd() ? "avx2" : "portable", prefaulting ? ", prefault" : "");

@@ -19,7 +19,7 @@
 //   --kernels 0|1 --train-kernels 0|1 --block-norm 0|1 --stream-contexts 0|1 --class-contexts 0|1
 //   --own-rates 0|1 --one-sided 0|1 --nibble-groups 0|1 --text-contexts 0|1 --table-shapes 0|1
 //   --long-matches 0|1 --scope-context 0|1 --more-runs 0|1 --word-indirect 0|1
-//   --mixer-selectors 0|1 --layer2-inputs 0|1
+//   --mixer-selectors 0|1 --layer2-inputs 0|1 --shape-contexts 0|1
 //   --cuda-kernels 0|1 --cuda-train-kernels 0|1   (on CUDA: LibTorch's step or
 //                   training instead of shazip's kernels, to compare)
 //   --tiled 0|1     on CUDA: shazip's kernels' products tiled (default) or
@@ -193,6 +193,7 @@ int main(int argc, char** argv) {
         else if (k == "word-indirect") p.model.word_indirect = std::stoi(v);
         else if (k == "mixer-selectors") p.model.mixer_selectors = std::stoi(v);
         else if (k == "layer2-inputs") p.model.layer2_inputs = std::stoi(v);
+        else if (k == "shape-contexts") p.model.shape_contexts = std::stoi(v);
         else if (k == "groups") p.model.train_groups = std::stoi(v);
         else if (k == "async") async_train = std::stoi(v) != 0;
         else if (k == "tiled") tiled = std::stoi(v) != 0;

@@ -69,6 +69,7 @@ std::string ModelConfig::describe() const {
   if (mix >= 2 && !word_indirect) s << " word-indirect=0";
   if (mix >= 2 && !mixer_selectors) s << " mixer-selectors=0";
   if (mix >= 2 && !layer2_inputs) s << " layer2-inputs=0";
+  if (mix >= 2 && !shape_contexts) s << " shape-contexts=0";
   return s.str();
 }
 
@@ -105,6 +106,7 @@ std::string ModelConfig::validate() const {
   if (word_indirect < 0 || word_indirect > 1) return "the word's indirect context must be 0 or 1";
   if (mixer_selectors < 0 || mixer_selectors > 1) return "the mixer selectors must be 0 or 1";
   if (layer2_inputs < 0 || layer2_inputs > 1) return "the layer-2 inputs must be 0 or 1";
+  if (shape_contexts < 0 || shape_contexts > 1) return "the shape contexts must be 0 or 1";
 
   if (train_groups < 1 || train_groups > 256) return "training groups must be in 1..256";
   if (mix < 0 || mix > kMaxMixLevel) return "mix level must be 0 to " + std::to_string(kMaxMixLevel);
@@ -208,6 +210,7 @@ MixTuning mix_tuning(const ModelConfig& m) {
   t.word_indirect = m.word_indirect != 0;
   t.mixer_selectors = m.mixer_selectors != 0;
   t.layer2_inputs = m.layer2_inputs != 0;
+  t.shape_contexts = m.shape_contexts != 0;
   return t;
 }
 

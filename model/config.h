@@ -130,6 +130,9 @@ struct ModelConfig {
   int layer2_inputs = 1;    // mix levels 2 and 3: 1, layer 2 also weighs four of layer 1's
                             //    inputs, at its sets' own rates (format v23;
                             //    MixTuning::layer2_inputs); 0, as formats up to 22
+  int shape_contexts = 1;   // mix levels 2 and 3 with the class contexts: 1, the shape
+                            //    context and layer 2's third weight vector (format v24;
+                            //    MixTuning::shape_contexts); 0, as formats up to 23
 
   // Whether a CUDA predictor trains on shazip's CUDA kernels (format 10).
   bool cuda_training_kernels() const { return cuda_train_kernels && flat_train && block_norm; }

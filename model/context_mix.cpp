@@ -569,12 +569,13 @@ class Mixer {
 // and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
 // contexts put three others in the places of three of them), the text
 // contexts 6 more, the scope context 1, the word's indirect context 1 and
-// the stream contexts 4 more, in this order (compute_contexts).
+// the shape context 1 and the stream contexts 4 more, in this order
+// (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
 constexpr int kTextHashed = 6;
 constexpr int kStreamHashed = 4;
-constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + 1 + 1 + kStreamHashed;
+constexpr int kMaxHashed = kLevel2Hashed + kTextHashed + 1 + 1 + 1 + kStreamHashed;
 
 // Level 2's indirect contexts remember the two bytes that followed each c2c1
 // and each c1: in direct tables shared by the streams, or with the stream
@@ -586,7 +587,8 @@ constexpr int kStreamIndirect1Bits = 18;
 int hashed_contexts(int streams, const MixTuning& t) {
   if (t.level < 2) return kLevel1Hashed;
   return kLevel2Hashed + (uses_text_contexts(t) ? kTextHashed : 0) + (uses_scope_context(t) ? 1 : 0) +
-         (uses_word_indirect(t) ? 1 : 0) + (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
+         (uses_word_indirect(t) ? 1 : 0) + (uses_shape_contexts(t) ? 1 : 0) +
+         (uses_stream_contexts(streams, t) ? kStreamHashed : 0);
 }
 // Level 2's run maps: the byte that last followed orders 3, 4 and word +
 // previous byte, and with the more run maps (format 21) the word with the
@@ -650,6 +652,11 @@ constexpr int kClassHistory = 12;  // the classes of this many bytes make a cont
 constexpr uint64_t kClassMask = (uint64_t{1} << (kClassBits * kClassHistory)) - 1;
 constexpr int kLastClass = (1 << kClassBits) - 1;          // of the last byte: picks layer 2's set
 constexpr int kLastClasses4 = (1 << (4 * kClassBits)) - 1;  // of the last 4: picks a layer-1 mixer's
+constexpr int kLastClasses3 = (1 << (3 * kClassBits)) - 1;  // of the last 3: the shape contexts' layer-2 set
+// The shape context (format 24): the last two bytes with the classes of the
+// six before them (the last byte with the classes of the last 8, 5 or 12
+// bytes gained less; RESULTS.md, "Shape contexts").
+constexpr uint64_t kShapeClassMask = (uint64_t{1} << (6 * kClassBits)) - 1;
 int char_class(int c) {
   if (c >= 'a' && c <= 'z') return 0;
   if (c >= 'A' && c <= 'Z') return 1;
@@ -773,6 +780,7 @@ bool uses_more_runs(const MixTuning& t) { return t.more_runs && t.level >= 2; }
 bool uses_word_indirect(const MixTuning& t) { return t.word_indirect && t.level >= 2; }
 bool uses_mixer_selectors(const MixTuning& t) { return t.mixer_selectors && t.level >= 2; }
 bool uses_layer2_inputs(const MixTuning& t) { return t.layer2_inputs && t.level >= 2; }
+bool uses_shape_contexts(const MixTuning& t) { return t.shape_contexts && uses_class_contexts(t); }
 
 void set_nibble_groups(MixTuning& t, bool on) {
   t.nibble_groups = on;
@@ -830,6 +838,9 @@ TableBits table_bits(int streams, uint64_t stream_len, const MixTuning& t) {
 // the second layer-1 mixer's weights, and with the one-sided inputs a second
 // weight vector of layer 2.
 constexpr int kMatchContexts = 4 * 8 * 2;
+// The shape contexts' layer-2 weight sets: the last three bytes' classes and
+// the match state.
+constexpr int kShapeLayer2Contexts = (kLastClasses3 + 1) * kMatchContexts;
 
 // The table shapes (format 19): hashed context i's table of 2^bits slots
 // (bits: table_bits()'s `hashed`) shrunk or grown by what the context holds
@@ -917,6 +928,7 @@ struct ContextMixer::Impl {
         long_matches(uses_long_matches(t)),
         word_indirect(uses_word_indirect(t)),
         selectors(uses_mixer_selectors(t)),
+        shape(uses_shape_contexts(t)),
         layer2_direct(layer2_direct_inputs(t)),
         n_hashed(hashed_contexts(streams, t)),
         n_runs(run_maps(t)),
@@ -974,6 +986,7 @@ struct ContextMixer::Impl {
     even.resize(static_cast<size_t>(mixers + layer2_direct), 0);  // the layer-2 inputs' start at 0
     layer2 = Mixer(mixers + layer2_direct, layer2_contexts(t), even, layer2_direct > 0);
     if (one_sided) layer2_match = Mixer(mixers + layer2_direct, kMatchContexts, even, layer2_direct > 0);
+    if (shape) layer2_shape = Mixer(mixers + layer2_direct, kShapeLayer2Contexts, even, layer2_direct > 0);
 
     for (const Table* table : {&order0, &order1}) regions.push_back(table->region());
     for (const Table& table : hashed) regions.push_back(table.region());
@@ -1099,6 +1112,12 @@ struct ContextMixer::Impl {
       s.word_indirect_at = indirect_word_at(s);
       const uint16_t followed = indirect_word[s.word_indirect_at];
       s.base[at] = hash32((uint64_t{followed} << 24 | (h & 0xFFFFFF)) | uint64_t{37} << 56);
+    }
+    if (shape) {
+      // The last two bytes and the classes of the six before them.
+      const int at = kLevel2Hashed + (text ? kTextHashed : 0) + (scope ? 1 : 0) + (word_indirect ? 1 : 0);
+      const uint64_t before = (s.classes >> (2 * kClassBits)) & kShapeClassMask;
+      s.base[at] = hash32((before << 16 | c2c1) ^ uint64_t{38} << 56);
     }
     if (!stream_local) return;
     // The stream contexts: a context's hash hashed again with the stream.
@@ -1322,6 +1341,7 @@ struct ContextMixer::Impl {
   const bool long_matches;    // the long matches (context_mix.h)
   const bool word_indirect;   // the word's indirect context (context_mix.h)
   const bool selectors;       // the mixer selectors (context_mix.h)
+  const bool shape;           // the shape contexts (context_mix.h)
   const int layer2_direct;    // the layer-2 inputs (context_mix.h): kLayer2Direct, or none
   const int n_hashed;
   const int n_runs;           // level 2's run maps (run_maps())
@@ -1349,6 +1369,7 @@ struct ContextMixer::Impl {
   std::vector<Mixer> layer1;
   Mixer layer2{1, 1, {0}};
   Mixer layer2_match{1, 1, {0}};  // the one-sided inputs' second layer-2 vector
+  Mixer layer2_shape{1, 1, {0}};  // the shape contexts' third
   int x2[padded(kMaxMixers + kLayer2Direct)] = {};  // zero past the last input (Mixer's padding)
   Apm apm_order0, apm_order1, apm_order2;
   Apm apm_nn;  // level 3: by the SHA-RNN's confidence and the bit position
@@ -1399,7 +1420,8 @@ uint64_t ContextMixer::memory_bytes(int streams, uint64_t stream_len, const MixT
   for (int c : layer1) contexts += static_cast<uint64_t>(c);
   bytes += inputs * contexts * 4;  // layer 1's weights
   if (uses_own_rates(tuning)) bytes += contexts * 4;  // the weight sets' update counts
-  const uint64_t layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0);
+  const uint64_t layer2_sets = layer2_contexts(tuning) + (uses_one_sided(tuning) ? kMatchContexts : 0) +
+                               (uses_shape_contexts(tuning) ? kShapeLayer2Contexts : 0);
   const int direct = layer2_direct_inputs(tuning);
   bytes += static_cast<uint64_t>(padded(static_cast<int>(layer1.size()) + direct)) * layer2_sets * 4;
   if (direct > 0) bytes += layer2_sets * 4;  // their update counts
@@ -1563,12 +1585,22 @@ uint32_t ContextMixer::predict(int nn_p12) {
   for (int k = 0; k < m.layer2_direct; ++k) m.x2[mixers + k] = x[kLayer2DirectInputs[k]];
   const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
   m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
+  // A second view of the same outputs, by the match state, and with the
+  // shape contexts a third, by the last three bytes' classes and the match
+  // state: averaged in the logistic domain (the division truncating toward
+  // zero).
+  int views = 1, sum = m.layer2.stretched();
   if (m.one_sided) {
-    // A second view of the same outputs, by the match state; the two
-    // averaged in the logistic domain (the division truncating toward zero).
     m.layer2_match.mix(m.x2, match_ctx);
-    m.mix_p12 = squash((m.layer2.stretched() + m.layer2_match.stretched()) / 2);
+    sum += m.layer2_match.stretched();
+    ++views;
   }
+  if (m.shape) {
+    m.layer2_shape.mix(m.x2, static_cast<int>(s.classes & kLastClasses3) * kMatchContexts + match_ctx);
+    sum += m.layer2_shape.stretched();
+    ++views;
+  }
+  if (views > 1) m.mix_p12 = squash(sum / views);
 
   int p16;
   const int a1 = m.apm_order1.refine(m.mix_p12, apm1_ctx);
@@ -1655,6 +1687,7 @@ void ContextMixer::update(int bit) {
   };
   m.layer2.update(m.x2, bit, layer2_rate(m.layer2), m.tuning.mixer_shift);
   if (m.one_sided) m.layer2_match.update(m.x2, bit, layer2_rate(m.layer2_match), m.tuning.mixer_shift);
+  if (m.shape) m.layer2_shape.update(m.x2, bit, layer2_rate(m.layer2_shape), m.tuning.mixer_shift);
   ++m.updates;
 
   m.c0 = m.c0 << 1 | bit;

@@ -133,6 +133,13 @@ constexpr int kMaxMixLevel = 3;
 // its weight sets learns at its own rate (6 * mixer2_lr falling to
 // mixer2_lr, as the first layer's own rates fall), and the previous byte's
 // layer-1 mixer picks its set also by the byte so far's first three bits.
+// The shape contexts (format version 24, levels 2 and 3 with the class
+// contexts): one more hashed context, the last two bytes with the classes of
+// the six before them (a word's shape, a number's, a line's indentation,
+// where the bytes themselves are new), and a third layer-2 weight vector
+// beside the partial byte's and the match state's, picked by the last three
+// bytes' classes and the match state, the three averaged in the logistic
+// domain.
 struct MixTuning {
   int level = 1;             // 1 to 3
   int mixer_lr = 16;         // mixer learning rate (weight step = x * err * lr >> mixer_shift)
@@ -177,6 +184,8 @@ struct MixTuning {
                                  // flag as well
   bool layer2_inputs = false;    // levels 2 and 3: the layer-2 inputs (above); a header
                                  // flag as well
+  bool shape_contexts = false;   // levels 2 and 3 with the class contexts: the shape
+                                 // contexts (above); a header flag as well
 
   // The settings an archive of this mix level was coded with (1 to 3).
   static MixTuning for_level(int level);
@@ -222,6 +231,9 @@ bool uses_mixer_selectors(const MixTuning& t);
 // Whether a mixing stage has the layer-2 inputs: the tuning asks for them and
 // the level is 2 or 3.
 bool uses_layer2_inputs(const MixTuning& t);
+// Whether a mixing stage has the shape contexts: the tuning asks for them and
+// the stage has the class contexts.
+bool uses_shape_contexts(const MixTuning& t);
 // Format 16's switch: the nibble groups on or off, and from level 2 on the
 // initial weights that go with them (on: 2000 for the context models, 16000
 // for the SHA-RNN, tuned with them; off: the level's, as formats up to 15).

@@ -128,6 +128,7 @@ constexpr FlagBit kFlagBits[] = {
     {uint64_t{1} << 17, 21, &model::ModelConfig::word_indirect},  // before: no word's indirect context
     {uint64_t{1} << 18, 22, &model::ModelConfig::mixer_selectors},  // before: coarser mixer sets
     {uint64_t{1} << 19, 23, &model::ModelConfig::layer2_inputs},    // before: layer 2 weighs layer 1 only
+    {uint64_t{1} << 20, 24, &model::ModelConfig::shape_contexts},   // before: no shape context, two layer-2 views
 };
 
 // The neural method's block before its strings, versions 1 to 16: every

@@ -14,7 +14,7 @@ namespace shazip {
 
 // Bumped on every change of the format or of the model's arithmetic (an old
 // archive would otherwise decode to garbage). History in docs/FORMAT.md.
-constexpr uint8_t kFormatVersion = 23;
+constexpr uint8_t kFormatVersion = 24;
 // Oldest version this build decodes.
 constexpr uint8_t kMinFormatVersion = 1;
 // The first version whose neural header is compact: counts as LEB128

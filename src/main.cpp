@@ -309,7 +309,7 @@ void list_member(const Member& m, const Options& o) {
     }
     if (h.model.mix) {
       const model::MixTuning tuning = model::mix_tuning(h.model);
-      // ", with stream, class, text, scope and word indirect contexts", or those of them in
+      // ", with stream, class, text, scope, word indirect and shape contexts", or those of them in
       // use, or nothing
       std::vector<std::string> kinds;
       if (model::uses_stream_contexts(h.streams, tuning)) kinds.push_back("stream");
@@ -317,6 +317,7 @@ void list_member(const Member& m, const Options& o) {
       if (model::uses_text_contexts(tuning)) kinds.push_back("text");
       if (model::uses_scope_context(tuning)) kinds.push_back("scope");
       if (model::uses_word_indirect(tuning)) kinds.push_back("word indirect");
+      if (model::uses_shape_contexts(tuning)) kinds.push_back("shape");
       std::string with;
       for (size_t i = 0; i < kinds.size(); ++i) {
         with += (i == 0 ? ", with " : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];

@@ -928,58 +928,65 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
   // inputs, from 16 on the nibble groups, from 18 on the text contexts, from
   // 19 on the table shapes, from 20 on the long matches and the scope
   // context, from 21 on the more run maps and the word's indirect context,
-  // from 22 on the mixer selectors, from 23 on the layer-2 inputs. The
-  // header says so, and so does -l.
+  // from 22 on the mixer selectors, from 23 on the layer-2 inputs, from 24
+  // on the shape contexts. The header says so, and so does -l.
   struct Switches {
     int version, class_contexts, own_rates, one_sided, nibble_groups, text_contexts, table_shapes, format20;
-    int format21, format22, format23;
+    int format21, format22, format23, format24;
     const char* two_streams;  // how -l names the mixing stage of each
     const char* one_stream;
   };
   for (const Switches& v :
-       {Switches{12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream contexts)", "(mix level 2)"},
-        Switches{13, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream and class contexts)",
+       {Switches{12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream contexts)", "(mix level 2)"},
+        Switches{13, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream and class contexts)",
                  "(mix level 2, with class contexts)"},
-        Switches{14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream and class contexts, own rates)",
+        Switches{14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, "(mix level 2, with stream and class contexts, own rates)",
                  "(mix level 2, with class contexts, own rates)"},
-        Switches{15, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0,
+        Switches{15, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0,
                  "(mix level 2, with stream and class contexts, own rates, one-sided inputs)",
                  "(mix level 2, with class contexts, own rates, one-sided inputs)"},
-        Switches{16, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+        Switches{16, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0,
                  "(mix level 2, with stream and class contexts, own rates, one-sided inputs, nibble groups)",
                  "(mix level 2, with class contexts, own rates, one-sided inputs, nibble groups)"},
-        Switches{17, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+        Switches{17, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0,
                  "(mix level 2, with stream and class contexts, own rates, one-sided inputs, nibble groups)",
                  "(mix level 2, with class contexts, own rates, one-sided inputs, nibble groups)"},
-        Switches{18, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+        Switches{18, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
                  "(mix level 2, with stream, class and text contexts, own rates, one-sided inputs, nibble groups)",
                  "(mix level 2, with class and text contexts, own rates, one-sided inputs, nibble groups)"},
-        Switches{19, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0,
+        Switches{19, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
                  "(mix level 2, with stream, class and text contexts, own rates, one-sided inputs, nibble groups, "
                  "table shapes)",
                  "(mix level 2, with class and text contexts, own rates, one-sided inputs, nibble groups, "
                  "table shapes)"},
-        Switches{20, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0,
+        Switches{20, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0,
                  "(mix level 2, with stream, class, text and scope contexts, own rates, one-sided inputs, nibble "
                  "groups, table shapes, long matches)",
                  "(mix level 2, with class, text and scope contexts, own rates, one-sided inputs, nibble groups, "
                  "table shapes, long matches)"},
-        Switches{21, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0,
+        Switches{21, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0,
                  "(mix level 2, with stream, class, text, scope and word indirect contexts, own rates, one-sided "
                  "inputs, nibble groups, table shapes, long matches, six run maps)",
                  "(mix level 2, with class, text, scope and word indirect contexts, own rates, one-sided inputs, "
                  "nibble groups, table shapes, long matches, six run maps)"},
-        Switches{22, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+        Switches{22, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0,
                  "(mix level 2, with stream, class, text, scope and word indirect contexts, own rates, one-sided "
                  "inputs, nibble groups, table shapes, long matches, six run maps, mixer selectors)",
                  "(mix level 2, with class, text, scope and word indirect contexts, own rates, one-sided inputs, "
                  "nibble groups, table shapes, long matches, six run maps, mixer selectors)"},
-        Switches{23, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        Switches{23, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
                  "(mix level 2, with stream, class, text, scope and word indirect contexts, own rates, one-sided "
                  "inputs, nibble groups, table shapes, long matches, six run maps, mixer selectors, layer-2 "
                  "inputs)",
                  "(mix level 2, with class, text, scope and word indirect contexts, own rates, one-sided inputs, "
-                 "nibble groups, table shapes, long matches, six run maps, mixer selectors, layer-2 inputs)"}}) {
+                 "nibble groups, table shapes, long matches, six run maps, mixer selectors, layer-2 inputs)"},
+        Switches{24, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                 "(mix level 2, with stream, class, text, scope, word indirect and shape contexts, own rates, "
+                 "one-sided inputs, nibble groups, table shapes, long matches, six run maps, mixer selectors, "
+                 "layer-2 inputs)",
+                 "(mix level 2, with class, text, scope, word indirect and shape contexts, own rates, one-sided "
+                 "inputs, nibble groups, table shapes, long matches, six run maps, mixer selectors, layer-2 "
+                 "inputs)"}}) {
     INFO("version " << v.version);
     const std::string vdir = golden + "/v" + std::to_string(v.version);
     const std::vector<uint8_t> two = slurp(vdir + "/streams-2.txt.shz");
@@ -999,6 +1006,7 @@ TEST_CASE("golden archives of every supported version decode byte-exactly", "[cl
     CHECK(h2.model.word_indirect == v.format21);
     CHECK(h2.model.mixer_selectors == v.format22);
     CHECK(h2.model.layer2_inputs == v.format23);
+    CHECK(h2.model.shape_contexts == v.format24);
     CHECK(capture(kBin + " -l " + q(vdir + "/streams-2.txt.shz")).find(v.two_streams) != std::string::npos);
     CHECK(capture(kBin + " -l " + q(vdir + "/design-p2.txt.shz")).find(v.one_stream) != std::string::npos);
   }

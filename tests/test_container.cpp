@@ -464,12 +464,13 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
   // The more flags are the block's last field: a LEB128 number before the
   // strings, bit k the header's flag bit 16 + k.
   const auto more_at = [&](const std::vector<uint8_t>& a) { return a.size() - h.payload_size - 4 - strings - 1; };
-  for (int more = 0; more < 16; ++more) {
+  for (int more = 0; more < 32; ++more) {
     INFO("more flags " << more);
     h.model.more_runs = more & 1;
     h.model.word_indirect = more >> 1 & 1;
     h.model.mixer_selectors = more >> 2 & 1;
     h.model.layer2_inputs = more >> 3 & 1;
+    h.model.shape_contexts = more >> 4 & 1;
     const auto a = with_body(h, h.payload_size);
     CHECK(a[more_at(a)] == more);
     const Header p = parse_header(a.data(), a.size(), &header_size);
@@ -477,9 +478,10 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     CHECK(p.model.word_indirect == (more >> 1 & 1));
     CHECK(p.model.mixer_selectors == (more >> 2 & 1));
     CHECK(p.model.layer2_inputs == (more >> 3 & 1));
+    CHECK(p.model.shape_contexts == (more >> 4 & 1));
     CHECK(p.model.scope_context == h.model.scope_context);  // bit 15 beside them, at offset 6
   }
-  // Bits 20 and up are reserved; a needless zero group, or a number past
+  // Bits 21 and up are reserved; a needless zero group, or a number past
   // the 48 bits that the field can hold, is damage.
   const auto good = with_body(h, h.payload_size);
   const size_t at = more_at(good), hs = good.size() - h.payload_size;
@@ -490,12 +492,12 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     reseal(b, hs + bytes.size() - 1);
     return b;
   };
-  CHECK(parse_code(edit({15}), good.size()) == -1);  // the edit itself leaves a valid header
-  for (uint8_t reserved : {16, 32, 64}) {
+  CHECK(parse_code(edit({31}), good.size()) == -1);  // the edit itself leaves a valid header
+  for (uint8_t reserved : {32, 64}) {
     INFO("more flags " << int{reserved});
-    check_reserved_bit_refused(edit({static_cast<uint8_t>(15 | reserved)}));
+    check_reserved_bit_refused(edit({static_cast<uint8_t>(31 | reserved)}));
   }
-  auto a = edit({0x8F, 0x00});  // 15, in two bytes
+  auto a = edit({0x9F, 0x00});  // 31, in two bytes
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
   a = edit({0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40});  // bit 48 of the field, 64 of the flags: past it
   CHECK(parse_code(a, a.size()) == static_cast<int>(ErrorCode::kCorrupt));
@@ -503,7 +505,8 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
   // Version 21 has bits 16 and 17 only: it writes 3 with every switch on,
   // reads the mixer selectors as off, and bit 18 as reserved; version 22
   // has bits 16 to 18: it writes 7, reads the layer-2 inputs as off, and
-  // bit 19 as reserved.
+  // bit 19 as reserved; version 23 has bits 16 to 19: it writes 15, reads
+  // the shape contexts as off, and bit 20 as reserved.
   struct Older {
     uint8_t version;
     int written;
@@ -511,7 +514,8 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     int model::ModelConfig::*newest_known;
   };
   for (const Older o : {Older{21, 3, &model::ModelConfig::mixer_selectors, &model::ModelConfig::word_indirect},
-                        Older{22, 7, &model::ModelConfig::layer2_inputs, &model::ModelConfig::mixer_selectors}}) {
+                        Older{22, 7, &model::ModelConfig::layer2_inputs, &model::ModelConfig::mixer_selectors},
+                        Older{23, 15, &model::ModelConfig::shape_contexts, &model::ModelConfig::layer2_inputs}}) {
     INFO("version " << int{o.version});
     h.version = o.version;
     const auto older = with_body(h, h.payload_size);
@@ -535,6 +539,7 @@ TEST_CASE("header flag bits 16 and up: the compact block's more flags from versi
     CHECK(p.model.word_indirect == 0);
     CHECK(p.model.mixer_selectors == 0);
     CHECK(p.model.layer2_inputs == 0);
+    CHECK(p.model.shape_contexts == 0);
   }
 }
 

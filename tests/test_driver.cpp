@@ -420,7 +420,8 @@ TEST_CASE("a preset's mix level 3 codes only inputs above 1 MiB", "[driver]") {
 }
 
 TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets and the table shapes, long matches, more "
-          "run maps, the word's indirect context, the mixer selectors and the layer-2 inputs in all",
+          "run maps, the word's indirect context, the mixer selectors, the layer-2 inputs and the shape contexts in "
+          "all",
           "[driver]") {
   // Format 18's text contexts cost the mixing stage some 15% at level 3,
   // which the GPU presets' host cannot spare (model/config.cpp); the archive
@@ -435,6 +436,7 @@ TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets an
     CHECK(model::preset(level).model.word_indirect == 1);  // likewise
     CHECK(model::preset(level).model.mixer_selectors == 1);  // format 22's, in every preset
     CHECK(model::preset(level).model.layer2_inputs == 1);    // format 23's, in every preset
+    CHECK(model::preset(level).model.shape_contexts == 1);   // format 24's, in every preset
   }
   const std::string s = text(3000);
   for (int level : {2, 6}) {
@@ -451,6 +453,7 @@ TEST_CASE("the text contexts are in presets 1 to 5 and not in the GPU presets an
     CHECK(report.header.model.word_indirect == 1);
     CHECK(report.header.model.mixer_selectors == 1);
     CHECK(report.header.model.layer2_inputs == 1);
+    CHECK(report.header.model.shape_contexts == 1);
     CHECK(model::uses_scope_context(model::mix_tuning(report.header.model)) == (level == 2));
     CHECK(decompress_buffer(archive.data(), archive.size()) == std::vector<uint8_t>(s.begin(), s.end()));
   }

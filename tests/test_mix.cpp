@@ -145,6 +145,7 @@ void switches_up_to(MixTuning& t, int format) {
   t.more_runs = t.word_indirect = format >= 21;
   t.mixer_selectors = format >= 22;
   t.layer2_inputs = format >= 23;
+  t.shape_contexts = format >= 24;
 }
 
 }  // namespace
@@ -163,8 +164,8 @@ TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
   const bool table_shapes = GENERATE(false, true);
   // 20: the long matches and the scope context; 21: the more run maps and
   // the word's indirect context as well; 22: the mixer selectors too; 23:
-  // the layer-2 inputs too.
-  const int format = GENERATE(19, 20, 21, 22, 23);
+  // the layer-2 inputs too; 24: the shape contexts too.
+  const int format = GENERATE(19, 20, 21, 22, 23, 24);
   for (const Case c : {Case{2, 16, 65536}, Case{2, 1, 3000}, Case{2, 4, uint64_t{1} << 22}, Case{1, 4, 100000},
                        Case{1, 16, 1 << 20}, Case{3, 64, 200000}, Case{3, 2, 5000}}) {
     CAPTURE(c.level, c.streams, c.stream_len, stream_contexts, class_contexts, own_rates, one_sided, text_contexts,
@@ -180,6 +181,7 @@ TEST_CASE("memory_bytes is what a mixer allocates", "[mix]") {
     t.more_runs = t.word_indirect = format >= 21;
     t.mixer_selectors = format >= 22;
     t.layer2_inputs = format >= 23;
+    t.shape_contexts = format >= 24;
     const size_t before = memory_in_use();
     ContextMixer mixer(c.streams, c.stream_len, t);
     const double allocated = static_cast<double>(memory_in_use() - before);
@@ -396,8 +398,8 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
   // Without the stream and class contexts, the own rates, the one-sided
   // inputs, the nibble groups, the text contexts, the table shapes, the long
   // matches, the scope context, the more run maps, the word's indirect
-  // context, the mixer selectors and the layer-2 inputs (formats up to 11),
-  // and with all thirteen.
+  // context, the mixer selectors, the layer-2 inputs and the shape contexts
+  // (formats up to 11), and with all fourteen.
   const bool contexts = GENERATE(false, true);
   MixTuning tuning = MixTuning::for_level(level);
   tuning.stream_contexts = contexts;
@@ -409,10 +411,12 @@ TEST_CASE("the AVX2 and the portable mixers give the same probabilities", "[mix]
   tuning.table_shapes = contexts;
   tuning.long_matches = tuning.scope_context = contexts;
   tuning.more_runs = tuning.word_indirect = tuning.mixer_selectors = tuning.layer2_inputs = contexts;
+  tuning.shape_contexts = contexts;
   if (lr) tuning.mixer_lr = tuning.mixer_lr_min = lr;
   INFO("mix level " << level << ", mixer rate " << tuning.mixer_lr
                     << ", stream, class, text, scope and word indirect contexts, own rates, one-sided inputs, "
-                       "nibble groups, table shapes, long matches, more run maps, mixer selectors and layer-2 inputs "
+                       "nibble groups, table shapes, long matches, more run maps, mixer selectors, layer-2 inputs "
+                       "and shape contexts "
                     << contexts);
   std::string data = repetitive_text(12000);
   std::mt19937 rng(5);
@@ -936,6 +940,22 @@ TEST_CASE("the layer-2 inputs gain where the SHA-RNN is mostly right", "[mix]") 
   CHECK(extra == layer2_sets * (8 * 4 + 4) + 7 * 2048 * (4 * 104 + 4));
 }
 
+TEST_CASE("the shape contexts: their memory, exactly", "[mix]") {
+  // Format 24's shape context (the last two bytes with the classes of the
+  // six before them) and layer 2's third weight vector (by the last three
+  // bytes' classes and the match state). Their gain is on real text:
+  // RESULTS.md, "Shape contexts" (every corpus file but the 11 KB one smaller; on
+  // the synthetic texts tried here, words and numbers of fixed shapes of 40
+  // to 150 KB, they cost 0.05-0.4%, so no gain is asserted). Their effect on
+  // the probabilities is pinned below and checked at every level.
+  // Memory at level 2, four streams of 1 MiB: the context's table (2^22
+  // slots), three more inputs for every layer-1 weight set (104 -> 112
+  // padded; 67,328 sets), and 512 * 64 layer-2 sets of 12 weights (16
+  // padded) and a count.
+  const uint64_t extra = extra_memory(&MixTuning::shape_contexts, [](MixTuning& t) { switches_up_to(t, 23); });
+  CHECK(extra == (uint64_t{4} << 22) + 67328 * 8 * 4 + 512 * 64 * (16 * 4 + 4));
+}
+
 TEST_CASE("nibble groups: as small within 0.04% in crowded tables with the same memory and none at level 1", "[mix]") {
   // A text with far more bit contexts than the smallest tables hold (60 KB,
   // 2^16 slots a table): where slots are scarce, placing a nibble's four in
@@ -991,12 +1011,13 @@ TEST_CASE("format 16's initial weights come with the nibble groups from level 2 
 }
 
 TEST_CASE("class contexts, own rates, one-sided inputs, text contexts, table shapes, long matches, more run maps, "
-          "the word's indirect context, the mixer selectors and the layer-2 inputs: none at level 1",
+          "the word's indirect context, the mixer selectors, the layer-2 inputs and the shape contexts: none at "
+          "level 1",
           "[mix]") {
   bool MixTuning::*flag = GENERATE(&MixTuning::class_contexts, &MixTuning::own_rates, &MixTuning::one_sided,
                                    &MixTuning::text_contexts, &MixTuning::table_shapes, &MixTuning::long_matches,
                                    &MixTuning::more_runs, &MixTuning::word_indirect, &MixTuning::mixer_selectors,
-                                   &MixTuning::layer2_inputs);
+                                   &MixTuning::layer2_inputs, &MixTuning::shape_contexts);
   INFO((flag == &MixTuning::class_contexts  ? "class contexts"
         : flag == &MixTuning::own_rates     ? "own rates"
         : flag == &MixTuning::one_sided     ? "one-sided inputs"
@@ -1006,7 +1027,8 @@ TEST_CASE("class contexts, own rates, one-sided inputs, text contexts, table sha
         : flag == &MixTuning::more_runs     ? "more run maps"
         : flag == &MixTuning::word_indirect ? "the word's indirect context"
         : flag == &MixTuning::mixer_selectors ? "the mixer selectors"
-                                              : "the layer-2 inputs"));
+        : flag == &MixTuning::layer2_inputs   ? "the layer-2 inputs"
+                                              : "the shape contexts"));
   const std::string data = repetitive_text(6000);
   MixTuning t = MixTuning::for_level(1);
   const std::vector<uint32_t> without = all_probabilities(t, data);
@@ -1021,6 +1043,7 @@ TEST_CASE("class contexts, own rates, one-sided inputs, text contexts, table sha
   for (int level = 2; level <= 3; ++level) {
     INFO("mix level " << level);
     MixTuning u = MixTuning::for_level(level);
+    u.class_contexts = flag == &MixTuning::shape_contexts;  // their classes
     const std::vector<uint32_t> before = all_probabilities(u, data, 1);
     const uint64_t before_bytes = ContextMixer::memory_bytes(1, data.size(), u);
     u.*flag = true;
@@ -1050,9 +1073,10 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     bool format21 = false;  // the more run maps and the word's indirect context
     bool format22 = false;  // the mixer selectors
     bool format23 = false;  // the layer-2 inputs
+    bool format24 = false;  // the shape contexts
   };
-  // Format 23's layer-2 inputs and every switch before them, with and
-  // without the stream contexts; the forty-one without them are format 22's,
+  // Format 24's shape contexts and every switch before them, with and
+  // without the stream contexts; the forty-five without them are format 23's, 22's,
   // 21's, 20's, 19's, 18's, 16's (and 17's), 15's, 14's, 13's, 12's and 11's
   // digests, unchanged.
   for (const Pin& pin : {Pin{1, false, false, false, false, false, 0xfb3edbd601e5a535ull},
@@ -1103,7 +1127,15 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
                          Pin{3, false, true, true, true, true, 0x54d16dded9b44bb6ull, true, true, true, true, true,
                              true},
                          Pin{3, true, true, true, true, true, 0x1282c712e664c372ull, true, true, true, true, true,
-                             true}}) {
+                             true},
+                         Pin{2, false, true, true, true, true, 0xd7cfd1ac67a9b5d4ull, true, true, true, true, true,
+                             true, true},
+                         Pin{2, true, true, true, true, true, 0x8e220b9653653942ull, true, true, true, true, true,
+                             true, true},
+                         Pin{3, false, true, true, true, true, 0x3475b30dce3c5ef0ull, true, true, true, true, true,
+                             true, true},
+                         Pin{3, true, true, true, true, true, 0xfe22598beab5396cull, true, true, true, true, true,
+                             true, true}}) {
     MixTuning t = MixTuning::for_level(pin.level);
     t.stream_contexts = pin.stream_contexts;
     t.class_contexts = pin.class_contexts;
@@ -1116,6 +1148,7 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
     t.more_runs = t.word_indirect = pin.format21;
     t.mixer_selectors = pin.format22;
     t.layer2_inputs = pin.format23;
+    t.shape_contexts = pin.format24;
     uint64_t digest = 0xcbf29ce484222325ull;  // FNV-1a over the probabilities' bytes
     for (const uint32_t p : all_probabilities(t, data)) {
       for (int k = 0; k < 4; ++k) digest = (digest ^ ((p >> (8 * k)) & 0xFF)) * 0x100000001b3ull;
@@ -1125,7 +1158,7 @@ TEST_CASE("each mix level's probabilities are pinned with and without each forma
                       << pin.one_sided << ", nibble groups " << pin.nibble_groups << ", text contexts "
                       << pin.text_contexts << ", table shapes " << pin.table_shapes << ", format 20 " << pin.format20
                       << ", format 21 " << pin.format21 << ", format 22 " << pin.format22 << ", format 23 "
-                      << pin.format23 << ": digest 0x" << std::hex << digest);
+                      << pin.format23 << ", format 24 " << pin.format24 << ": digest 0x" << std::hex << digest);
     CHECK(digest == pin.digest);
   }
 }

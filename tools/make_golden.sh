@@ -31,7 +31,9 @@ for f in design.txt one-byte.txt empty.txt noise.bin; do "$bin" -q -1 -T 1 -c "$
 # the text contexts, from format 19 on the table shapes, from format 20 on
 # the long matches and the scope context, from format 21 on the more run
 # maps and the word's indirect context, from format 22 on the mixer
-# selectors and from format 23 on the layer-2 inputs, with one stream or more; format 17 writes the same bits as 16 behind a shorter header, but
+# selectors, from format 23 on the layer-2 inputs and from format 24 on the
+# shape contexts, with one stream or more; format 17 writes the same bits as
+# 16 behind a shorter header, but
 # from shazip 0.20 this two-stream input trains every 16 positions:
 # model::seg_for_input.)
 "$bin" -q -2 -T 1 -c streams-2.txt > "v$version/streams-2.txt.shz"
@@ -105,8 +107,9 @@ out = {
     # table shapes (format 19), long matches and scope context (format 20, bits 14 and 15);
     # from format 21 the compact block's more flags: bits 16 and 17 the more run maps and
     # the word's indirect context, 18 the mixer selectors (format 22), 19 the layer-2
-    # inputs (format 23), so its bit 4 (flag bit 20) is reserved
-    'reserved-flags.5.shz': flip(more_flags_offset(src), 0x10, True),
+    # inputs (format 23), 20 the shape contexts (format 24), so its bit 5 (flag bit 21)
+    # is reserved
+    'reserved-flags.5.shz': flip(more_flags_offset(src), 0x20, True),
     'newer-version.6.shz': bytes(src[:4]) + bytes([200]) + src[5:],
     # Made on a GPU whose training ran on LibTorch (CUDA training kernels
     # off): only that GPU decodes it. (With them on it would decode anywhere.)

@@ -77,6 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.word_indirect = size % 17 != 0;                     // the same
   tuning.mixer_selectors = size % 19 != 0;                   // the same
   tuning.layer2_inputs = size % 23 != 0;                     // the same
+  tuning.shape_contexts = size % 29 != 0;                    // the same
   if (mode % 2 == 0) {
     std::vector<uint8_t> coded;
     shazip::coder::VectorSink<std::vector<uint8_t>> sink(coded);
