@@ -17,15 +17,16 @@
 #   DUMP_DIR    where the recordings are kept (made when missing: about four
 #               minutes on 2 cores; remake them when the SHA-RNN changes)
 #   BENCH_MIX_ARGS  after --level 2, the sets' level: e.g. --level 3, or
-#               --layer2-inputs 0 for format 22's stage (--mixer-selectors 0
+#               --shape-contexts 0 for format 23's stage (--layer2-inputs 0
+#               as well for format 22's, --mixer-selectors 0
 #               as well for format 21's, --more-runs 0 --word-indirect 0 too
 #               for format 20's, --long-matches 0 --scope-context 0 too for
 #               format 19's, --table-shapes 0 too for format 18's,
 #               --text-contexts 0 too for format 17's)
-# Prints one line per set, "small 1.77508" and "large 1.37108" for shazip
-# 0.29's stage at level 2 (0.26's: 1.77994 and 1.37428; 0.25's: 1.78277
-# and 1.37769; 0.24's: 1.78535 and 1.38275; 0.23's: 1.78833 and 1.38662;
-# 0.22's: 1.78896 and 1.38957),
+# Prints one line per set, "small 1.77147" and "large 1.36820" for shazip
+# 0.30's stage at level 2 (0.29's: 1.77508 and 1.37108; 0.26's: 1.77994
+# and 1.37428; 0.25's: 1.78277 and 1.37769; 0.24's: 1.78535 and 1.38275;
+# 0.23's: 1.78833 and 1.38662; 0.22's: 1.78896 and 1.38957),
 # and leaves each file's bench_mix line in DUMP_DIR/last/.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 CORPUS_DIR DUMP_DIR [BENCH_MIX_ARGS...]" >&2; exit 2; }

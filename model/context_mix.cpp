@@ -568,8 +568,8 @@ class Mixer {
 // previous word, order 5, bytes 2-3 (sparse), each hashed, besides orders 0
 // and 1 in direct tables. Level 2 adds 15 hashed contexts (the class
 // contexts put three others in the places of three of them), the text
-// contexts 6 more, the scope context 1, the word's indirect context 1 and
-// the shape context 1 and the stream contexts 4 more, in this order
+// contexts 6 more, the scope context 1, the word's indirect context 1, the
+// shape context 1 and the stream contexts 4 more, in this order
 // (compute_contexts).
 constexpr int kLevel1Hashed = 8;
 constexpr int kLevel2Hashed = 23;
