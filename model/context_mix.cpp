@@ -1105,17 +1105,17 @@ struct ContextMixer::Impl {
         s.base[29] = hash32((uint64_t{s.word} << 32 | (s.tag * 0x9E3779B1u ^ s.sentence_first)) ^ uint64_t{36} << 56);
       }
     }
+    // The contexts after the text and scope contexts, those in use in turn.
+    int at = kLevel2Hashed + (text ? kTextHashed : 0) + (scope ? 1 : 0);
     if (word_indirect) {
       // The two bytes that followed the word so far and the last byte when
       // they last occurred, with the last three bytes.
-      const int at = kLevel2Hashed + (text ? kTextHashed : 0) + (scope ? 1 : 0);
       s.word_indirect_at = indirect_word_at(s);
       const uint16_t followed = indirect_word[s.word_indirect_at];
-      s.base[at] = hash32((uint64_t{followed} << 24 | (h & 0xFFFFFF)) | uint64_t{37} << 56);
+      s.base[at++] = hash32((uint64_t{followed} << 24 | (h & 0xFFFFFF)) | uint64_t{37} << 56);
     }
     if (shape) {
       // The last two bytes and the classes of the six before them.
-      const int at = kLevel2Hashed + (text ? kTextHashed : 0) + (scope ? 1 : 0) + (word_indirect ? 1 : 0);
       const uint64_t before = (s.classes >> (2 * kClassBits)) & kShapeClassMask;
       s.base[at] = hash32((before << 16 | c2c1) ^ uint64_t{38} << 56);
     }

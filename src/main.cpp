@@ -84,7 +84,8 @@ std::string speed_text(double bytes, double seconds) {
 // (bytes > 0).
 std::string ratio_text(double in_bytes, double out_bytes) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f%%, %.3f bits per char", 100.0 * out_bytes / in_bytes, 8.0 * out_bytes / in_bytes);
+  std::snprintf(buf, sizeof buf, "%.2f%%, %.3f bits per char", 100.0 * out_bytes / in_bytes,
+                8.0 * out_bytes / in_bytes);
   return buf;
 }
 
@@ -573,7 +574,8 @@ void process(const std::string& in, const Options& o, Totals* totals) {
           : report.gave_up_at ? ", stored: the model saved nothing over " + human_bytes(report.gave_up_at) + " tried"
                               : ", stored";
       // An empty input has no ratio (zstd prints none either).
-      const std::string ratio = n ? " (" + ratio_text(n, static_cast<double>(result.size())) + stored + blocks + ")" : "";
+      const std::string ratio =
+          n ? " (" + ratio_text(n, static_cast<double>(result.size())) + stored + blocks + ")" : "";
       std::fprintf(stderr, "%s: %llu => %zu bytes%s, %s%s\n", display_name(in).c_str(),
                    static_cast<unsigned long long>(input.size()), result.size(), ratio.c_str(),
                    out == "-" ? "(stdout)" : out.c_str(),
