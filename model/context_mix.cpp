@@ -517,10 +517,23 @@ class Mixer {
     w_.reserve(static_cast<size_t>(stride_) * static_cast<size_t>(contexts));
     for (int c = 0; c < contexts; ++c) w_.insert(w_.end(), row.begin(), row.end());
   }
-  // Mixed probability (12-bit) of a 1; also keeps the stretched value.
-  int mix(const int* x, int ctx) {
+  // Picks the weight set of context `ctx` for the next mix() and update(),
+  // and asks for its cache lines: predict() picks the sets whose contexts
+  // are known before the slots' lookups, so that their loads overlap those.
+  void select(int ctx) {
     sel_ = &w_[static_cast<size_t>(ctx) * stride_];
-    if (counted_) sel_updates_ = &updates_[static_cast<size_t>(ctx)];
+    const uintptr_t end = reinterpret_cast<uintptr_t>(sel_ + stride_);
+    for (uintptr_t line = reinterpret_cast<uintptr_t>(sel_) & ~uintptr_t{63}; line < end; line += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(line));
+    }
+    if (counted_) {
+      sel_updates_ = &updates_[static_cast<size_t>(ctx)];
+      __builtin_prefetch(sel_updates_);
+    }
+  }
+  // Mixed probability (12-bit) of a 1 with the selected weight set; also
+  // keeps the stretched value.
+  int mix(const int* x) {
 #if defined(__x86_64__)
     const int64_t dot = g_simd.load(std::memory_order_relaxed) ? dot_avx2(x, sel_, stride_) : dot_scalar(x, sel_, n_);
 #else
@@ -1493,6 +1506,44 @@ uint32_t ContextMixer::predict(int nn_p12) {
   int* x = m.x;
   x[0] = m.tuning.use_nn ? stretch(std::clamp(nn_p12, 1, 4095)) : 0;
   x[1] = 256;
+  // Match model: the next bit of the predicted byte, while the byte so far agrees.
+  m.match_slot = nullptr;
+  x[2] = 0;
+  if (s.match_len > 0) {
+    const int expected = expected_bit(m.state[s.match_stream].hist[s.match_ptr], c0, m.bitpos);
+    if (expected >= 0) {
+      const uint32_t len = std::min<uint32_t>(s.match_len, kMatchCap);
+      m.match_slot = &m.match_counters[len * 2 + static_cast<uint32_t>(expected)];
+      x[2] = stretch(Counters::p12(*m.match_slot));
+    }
+  }
+  const int match_bucket = s.match_len == 0 ? 0 : s.match_len < 16 ? 1 : s.match_len < 32 ? 2 : 3;
+  const int match_ctx = (match_bucket * 8 + m.bitpos) * 2 + (m.match_slot != nullptr);
+  const int nn_confidence = (x[0] + 2048) >> 8;  // 0..15, from the stretched SHA-RNN input
+  // The mixers' weight sets whose contexts are known before the slots'
+  // lookups, picked now so that their loads overlap those (tens of MB of
+  // weights at level 3: most sets are not in the cache). The mixer
+  // selectors: the partial byte's mixer also by the class of the byte
+  // before the last, the match state's and the confidence's by the last
+  // byte's class, the known orders' (below) by the byte before the last.
+  const int c2 = static_cast<int>((s.last8 >> 8) & 0xFF);
+  const int class1_sel = m.selectors ? char_class(static_cast<int>(c1)) : 0;
+  m.layer1[0].select((m.selectors ? char_class(c2) * 256 : 0) + c0);
+  m.layer1[1].select(class1_sel * kMatchContexts + match_ctx);
+  m.layer1[2].select((class1_sel * 16 + nn_confidence) * 8 + m.bitpos);
+  if (m.level2) {
+    int previous = static_cast<int>(c1) * 8 + m.bitpos;
+    // With the layer-2 inputs also by the byte so far's first three bits.
+    if (m.layer2_direct > 0) previous = previous * 8 + (((c0 << (8 - m.bitpos)) & 0xFF) >> 5);
+    m.layer1[4].select(previous);
+    m.layer1[5].select(static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
+    if (m.level3) m.layer1[7].select(nn_confidence * 256 + c0);
+    if (m.class_contexts) m.layer1[m.level3 ? 8 : 7].select(static_cast<int>(s.classes & kLastClasses4) * 8 + m.bitpos);
+  }
+  const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
+  m.layer2.select(m.level2 ? class1 << 8 | c0 : m.bitpos);
+  if (m.one_sided) m.layer2_match.select(match_ctx);
+  if (m.shape) m.layer2_shape.select(static_cast<int>(s.classes & kLastClasses3) * kMatchContexts + match_ctx);
   m.slots[0] = &m.order0.at(static_cast<uint32_t>(c0));
   m.slots[1] = &m.order1.at(c1 << 8 | static_cast<uint32_t>(c0));
   for (int i = 0; i < 2; ++i) x[kFirstCounter + i] = stretch(Counters::p12(*m.slots[i]));
@@ -1542,61 +1593,33 @@ uint32_t ContextMixer::predict(int nn_p12) {
       x[kFirstCounter + 2 + i] = stretch(Counters::p12(*m.slots[2 + i]));
     }
   }
-  // Match model: the next bit of the predicted byte, while the byte so far agrees.
-  m.match_slot = nullptr;
-  x[2] = 0;
-  if (s.match_len > 0) {
-    const int expected = expected_bit(m.state[s.match_stream].hist[s.match_ptr], c0, m.bitpos);
-    if (expected >= 0) {
-      const uint32_t len = std::min<uint32_t>(s.match_len, kMatchCap);
-      m.match_slot = &m.match_counters[len * 2 + static_cast<uint32_t>(expected)];
-      x[2] = stretch(Counters::p12(*m.match_slot));
-    }
-  }
-
-  const int match_bucket = s.match_len == 0 ? 0 : s.match_len < 16 ? 1 : s.match_len < 32 ? 2 : 3;
-  const int match_ctx = (match_bucket * 8 + m.bitpos) * 2 + (m.match_slot != nullptr);
-  const int nn_confidence = (x[0] + 2048) >> 8;  // 0..15, from the stretched SHA-RNN input
-  // The mixer selectors: the partial byte's mixer also by the class of the
-  // byte before the last, the match state's and the confidence's by the
-  // last byte's class, the known orders' by the byte before the last.
-  const int c2 = static_cast<int>((s.last8 >> 8) & 0xFF);
-  const int class1_sel = m.selectors ? char_class(static_cast<int>(c1)) : 0;
-  m.layer1[0].mix(x, (m.selectors ? char_class(c2) * 256 : 0) + c0);
-  m.layer1[1].mix(x, class1_sel * kMatchContexts + match_ctx);
-  m.layer1[2].mix(x, (class1_sel * 16 + nn_confidence) * 8 + m.bitpos);
+  // The mixers, their weight sets picked as above (orders' and order 3's
+  // now that the slots are known).
   if (m.level2) {
     // Orders 2, 3, 4, 5, 6 (slots 2, 3, 4, 8, 5): how many in a row have a history.
     static constexpr int kOrderSlots[5] = {2, 3, 4, 8, 5};
     int known = 0;
     while (known < 5 && Slot::state(*m.slots[kOrderSlots[known]]) > 0) ++known;
-    m.layer1[3].mix(x, ((m.selectors ? c2 * 6 : 0) + known) * 8 + m.bitpos);
-    int previous = static_cast<int>(c1) * 8 + m.bitpos;
-    // With the layer-2 inputs also by the byte so far's first three bits.
-    if (m.layer2_direct > 0) previous = previous * 8 + (((c0 << (8 - m.bitpos)) & 0xFF) >> 5);
-    m.layer1[4].mix(x, previous);
-    m.layer1[5].mix(x, static_cast<int>(s.markup & 0xFF) * 8 + m.bitpos);
-    m.layer1[6].mix(x, Slot::state(*m.slots[3]));
-    if (m.level3) m.layer1[7].mix(x, nn_confidence * 256 + c0);
-    if (m.class_contexts) m.layer1[m.level3 ? 8 : 7].mix(x, static_cast<int>(s.classes & kLastClasses4) * 8 + m.bitpos);
+    m.layer1[3].select(((m.selectors ? c2 * 6 : 0) + known) * 8 + m.bitpos);
+    m.layer1[6].select(Slot::state(*m.slots[3]));
   }
   const int mixers = static_cast<int>(m.layer1.size());
+  for (int i = 0; i < mixers; ++i) m.layer1[static_cast<size_t>(i)].mix(x);
   for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
   for (int k = 0; k < m.layer2_direct; ++k) m.x2[mixers + k] = x[kLayer2DirectInputs[k]];
-  const int class1 = m.class_contexts ? static_cast<int>(s.classes & kLastClass) : 0;  // the last byte's
-  m.mix_p12 = m.layer2.mix(m.x2, m.level2 ? class1 << 8 | c0 : m.bitpos);
+  m.mix_p12 = m.layer2.mix(m.x2);
   // A second view of the same outputs, by the match state, and with the
   // shape contexts a third, by the last three bytes' classes and the match
   // state: averaged in the logistic domain (the division truncating toward
   // zero).
   int views = 1, sum = m.layer2.stretched();
   if (m.one_sided) {
-    m.layer2_match.mix(m.x2, match_ctx);
+    m.layer2_match.mix(m.x2);
     sum += m.layer2_match.stretched();
     ++views;
   }
   if (m.shape) {
-    m.layer2_shape.mix(m.x2, static_cast<int>(s.classes & kLastClasses3) * kMatchContexts + match_ctx);
+    m.layer2_shape.mix(m.x2);
     sum += m.layer2_shape.stretched();
     ++views;
   }
