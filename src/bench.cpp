@@ -211,10 +211,11 @@ std::string bench_table(const std::vector<BenchRow>& rows) {
     const double n = r.original ? static_cast<double>(r.original) : 1;
     const std::string model = r.has_model_bits() ? fmt("%.4f", r.model_bits / n) : "-";
     const std::string nn = r.has_model_bits() ? fmt("%.4f", r.nn_bits / n) : "-";
-    std::snprintf(line, sizeof line, "%-20s %-24s %11llu %11llu %7.3f %7.4f %9s %9s %10.1f %10.1f %5s\n",
+    const std::string bpc = r.has_bpc() ? fmt("%.4f", r.bpc()) : "-";
+    std::snprintf(line, sizeof line, "%-20s %-24s %11llu %11llu %7.3f %7s %9s %9s %10.1f %10.1f %5s\n",
                   base_name(r.file).c_str(), (r.compressor + (r.stored ? " (stored)" : "")).c_str(),
                   static_cast<unsigned long long>(r.original), static_cast<unsigned long long>(r.compressed),
-                  r.ratio(), r.bpc(), model.c_str(), nn.c_str(), r.compress_kbs, r.decompress_kbs,
+                  r.ratio(), bpc.c_str(), model.c_str(), nn.c_str(), r.compress_kbs, r.decompress_kbs,
                   r.round_trip ? "OK" : "FAIL");
     out += line;
   }
@@ -248,14 +249,15 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
     out += "  {\"file\": " + json_string(r.file) + ", \"compressor\": " + json_string(r.compressor) +
            ", \"original_bytes\": " + std::to_string(r.original) +
            ", \"compressed_bytes\": " + std::to_string(r.compressed) + ", \"ratio\": " + fmt("%.6f", r.ratio()) +
-           ", \"bits_per_char\": " + fmt("%.6f", r.bpc()) + ", \"compress_kb_per_s\": " + fmt("%.3f", r.compress_kbs) +
+           ", \"bits_per_char\": " + (r.has_bpc() ? fmt("%.6f", r.bpc()) : "null") +
+           ", \"compress_kb_per_s\": " + fmt("%.3f", r.compress_kbs) +
            ", \"decompress_kb_per_s\": " + fmt("%.3f", r.decompress_kbs) +
            ", \"round_trip\": " + (r.round_trip ? "true" : "false");
     if (r.is_shazip()) {
       out += ", \"header_bytes\": " + std::to_string(r.header) + ", \"stored\": " + (r.stored ? "true" : "false") +
              ", \"gave_up\": " + (r.gave_up ? "true" : "false") +
-             ", \"model_bits_per_char\": " + (r.gave_up ? "null" : fmt("%.6f", r.model_bits / n)) +
-             ", \"sha_rnn_bits_per_char\": " + (r.gave_up ? "null" : fmt("%.6f", r.nn_bits / n)) +
+             ", \"model_bits_per_char\": " + (r.has_model_bits() ? fmt("%.6f", r.model_bits / n) : "null") +
+             ", \"sha_rnn_bits_per_char\": " + (r.has_model_bits() ? fmt("%.6f", r.nn_bits / n) : "null") +
              ", \"coder_overhead_bytes\": " +
              (r.gave_up ? "null" : fmt("%.1f", static_cast<double>(r.compressed) - r.header - r.model_bits / 8)) +
              ", \"model_gflop_per_s\": " + fmt("%.4f", r.rates.model_gflops) +
@@ -278,7 +280,8 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
   for (const BenchRow& r : rows) {
     const double n = r.original ? static_cast<double>(r.original) : 1;
     out += csv_field(r.file) + "," + csv_field(r.compressor) + "," + std::to_string(r.original) + "," +
-           std::to_string(r.compressed) + "," + fmt("%.6f", r.ratio()) + "," + fmt("%.6f", r.bpc()) + "," +
+           std::to_string(r.compressed) + "," + fmt("%.6f", r.ratio()) + "," +
+           (r.has_bpc() ? fmt("%.6f", r.bpc()) : "") + "," +
            (r.has_model_bits() ? fmt("%.6f", r.model_bits / n) : "") + "," +
            (r.has_model_bits() ? fmt("%.6f", r.nn_bits / n) : "") + "," + fmt("%.3f", r.compress_kbs) + "," +
            fmt("%.3f", r.decompress_kbs) + "," + (r.round_trip ? "1" : "0") + "," +
@@ -308,9 +311,11 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
     }
     const double n = r.original ? static_cast<double>(r.original) : 1;
     out += "| " + base_name(r.file) + " | " + std::to_string(r.original) + " | " + r.compressor + ": " +
-           std::to_string(r.compressed) + (r.stored ? " (stored)" : "") + " | " + fmt("%.3f", r.bpc()) + " | " +
+           std::to_string(r.compressed) + (r.stored ? " (stored)" : "") + " | " +
+           (r.has_bpc() ? fmt("%.3f", r.bpc()) : "-") + " | " +
            (r.has_model_bits() ? fmt("%.3f", r.nn_bits / n) : "-") + " | " +
-           (z19 ? std::to_string(z19->compressed) : "-") + " | " + (z19 ? fmt("%.3f", z19->bpc()) : "-") + " | " +
+           (z19 ? std::to_string(z19->compressed) : "-") + " | " +
+           (z19 && z19->has_bpc() ? fmt("%.3f", z19->bpc()) : "-") + " | " +
            (z19 && z19->compressed ? fmt("%+.1f%%", 100.0 * (static_cast<double>(r.compressed) / z19->compressed - 1))
                                    : "-") +
            " | " + (z22 ? std::to_string(z22->compressed) : "-") + " | " + fmt("%.1f", r.compress_kbs) + " / " +
@@ -361,7 +366,7 @@ std::string bench_svg(const std::vector<BenchRow>& rows) {
   }
   int zi = 0;
   for (const BenchRow& r : rows) {
-    if (r.is_shazip()) continue;
+    if (r.is_shazip() || !r.has_bpc()) continue;
     PlotSeries line;
     line.label = r.compressor + ": " + fmt("%.3f", r.bpc()) + " (whole file)";
     line.color = zcolors[zi++ % 3];

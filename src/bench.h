@@ -43,9 +43,11 @@ struct BenchRow {
   std::vector<std::pair<uint64_t, double>> curve;
 
   double ratio() const { return compressed ? static_cast<double>(original) / compressed : 0; }
-  double bpc() const { return original ? 8.0 * compressed / original : 0; }
+  // Per-character figures: none for an empty input (the reports say "-" or null).
+  bool has_bpc() const { return original > 0; }
+  double bpc() const { return has_bpc() ? 8.0 * compressed / original : 0; }
   bool is_shazip() const { return compressor.rfind("shazip", 0) == 0; }
-  bool has_model_bits() const { return is_shazip() && !gave_up; }
+  bool has_model_bits() const { return is_shazip() && !gave_up && has_bpc(); }
 };
 
 struct BenchOptions {

@@ -643,6 +643,25 @@ TEST_CASE("empty and one-byte files round-trip", "[cli]") {
     INFO(said);
     CHECK(said.find(sizes + " bytes" + (content.empty() ? ", (stdout)" : " (")) != std::string::npos);
     CHECK((said.find('%') == std::string::npos) == content.empty());
+    // -b: no bits per character for an empty input (they used to read 0).
+    const std::string json = capture(kBin + " -q -b --json -1 " + q(dir / "f") + " 2>/dev/null");
+    Json rows;
+    REQUIRE_NOTHROW(rows = JsonParser(json).parse());
+    REQUIRE(rows.items.size() == 4);  // shazip and three zstd rows
+    for (const Json& r : rows.items) {
+      for (const char* key : {"bits_per_char", "model_bits_per_char", "sha_rnn_bits_per_char"}) {
+        if (!r.get(key)) continue;  // the model's figures are shazip's only
+        INFO(key);
+        CHECK((r.get(key)->kind == Json::kNull) == content.empty());
+      }
+    }
+    const std::string table = capture(kBin + " -q -b --no-zstd -1 " + q(dir / "f") + " 2>/dev/null");
+    const size_t from = table.find('\n') + 1;  // the row after the heading
+    const std::string row = table.substr(from, table.find('\n', from) - from);
+    INFO(table);
+    CHECK((row.find(" - ") != std::string::npos) == content.empty());
+    const std::string csv = capture(kBin + " -q -b --csv --no-zstd -1 " + q(dir / "f") + " 2>/dev/null");
+    CHECK((csv.find(",,,") != std::string::npos) == content.empty());
   }
 }
 
