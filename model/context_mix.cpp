@@ -190,8 +190,11 @@ struct Slot {
 // their reads are random, and with 4 KiB pages most of them also missed the
 // TLB (on dickens, level 2's mixing stage runs about 1.25x faster with huge
 // pages, level 3's 1.27x; RESULTS.md).
-// Only speed depends on this, never a value.
-std::atomic<uint64_t> g_mapped_bytes{0};
+// The mixers' weights are mapped too, on plain pages, and written a set at
+// a time as the sets are first used (Mixer). Only speed depends on this,
+// never a value.
+std::atomic<uint64_t> g_mapped_table_bytes{0};
+std::atomic<uint64_t> g_mapped_other_bytes{0};  // the mixers' weights
 
 // A mapped array's memory (see ZeroArray).
 struct Region {
@@ -274,16 +277,19 @@ class Prefaulter {
 template <class T>
 class ZeroArray {
  public:
-  explicit ZeroArray(size_t n) : bytes_(n * sizeof(T)) {
+  // `table`: one of the stage's tables, on huge pages from 2 MiB and counted
+  // by mapped_table_bytes(); else memory that is meant to be touched
+  // sparsely (the mixers' weights), on plain pages.
+  explicit ZeroArray(size_t n, bool table = true) : bytes_(n * sizeof(T)), table_(table) {
     if (n == 0) return;
 #if defined(__linux__)
     if (bytes_ >= kMapBytes) {
       void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      if (bytes_ >= kHugeBytes) madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
+      if (table && bytes_ >= kHugeBytes) madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
       data_ = static_cast<T*>(p);
       mapped_ = true;
-      g_mapped_bytes += bytes_;
+      (table_ ? g_mapped_table_bytes : g_mapped_other_bytes) += bytes_;
       return;
     }
 #endif
@@ -293,13 +299,14 @@ class ZeroArray {
   ~ZeroArray() { release(); }
   ZeroArray(const ZeroArray&) = delete;
   ZeroArray& operator=(const ZeroArray&) = delete;
-  ZeroArray(ZeroArray&& o) noexcept : data_(o.data_), bytes_(o.bytes_), mapped_(o.mapped_) {
+  ZeroArray(ZeroArray&& o) noexcept : data_(o.data_), bytes_(o.bytes_), table_(o.table_), mapped_(o.mapped_) {
     o.data_ = nullptr;
     o.mapped_ = false;
   }
   ZeroArray& operator=(ZeroArray&& o) noexcept {
     std::swap(data_, o.data_);
     std::swap(bytes_, o.bytes_);
+    std::swap(table_, o.table_);
     std::swap(mapped_, o.mapped_);
     return *this;
   }
@@ -322,7 +329,7 @@ class ZeroArray {
 #if defined(__linux__)
     if (mapped_) {
       munmap(data_, bytes_);
-      g_mapped_bytes -= bytes_;
+      (table_ ? g_mapped_table_bytes : g_mapped_other_bytes) -= bytes_;
       return;
     }
 #endif
@@ -331,6 +338,7 @@ class ZeroArray {
 
   T* data_ = nullptr;
   size_t bytes_;
+  bool table_;
   bool mapped_ = false;
 };
 
@@ -506,25 +514,37 @@ constexpr int kSetRateHalf = 2048;
 class Mixer {
  public:
   // Every weight set starts as `initial` (one weight per input); `counted`:
-  // each set counts its updates (the own rates). The sets are written once,
-  // row after row: a pass over all of them per input took 18-25 ms of a
-  // level-2 or level-3 stage's start (tens of MB of weights at level 3).
+  // each set counts its updates (the own rates). A set is written at its
+  // first use, so that the sets no context picks are never touched (tens
+  // of MB of weights at levels 2 and 3, most of them unused on a small
+  // input): on 4 KiB pages, which only the sets used fault in.
   Mixer(int inputs, int contexts, const std::vector<int32_t>& initial, bool counted = false)
-      : n_(inputs), stride_(padded(inputs)), updates_(counted ? contexts : 0, 0), counted_(counted) {
+      : n_(inputs),
+        stride_(padded(inputs)),
+        initial_(initial),
+        w_(static_cast<size_t>(stride_) * static_cast<size_t>(contexts), false),
+        ready_((static_cast<size_t>(contexts) + 63) / 64, 0),
+        updates_(counted ? contexts : 0, 0),
+        counted_(counted) {
     SHAZIP_ASSERT(initial.size() == static_cast<size_t>(inputs));
-    std::vector<int32_t> row(initial);
-    row.resize(static_cast<size_t>(stride_), 0);  // the padding's weights stay 0
-    w_.reserve(static_cast<size_t>(stride_) * static_cast<size_t>(contexts));
-    for (int c = 0; c < contexts; ++c) w_.insert(w_.end(), row.begin(), row.end());
+    initial_.resize(static_cast<size_t>(stride_), 0);  // the padding's weights stay 0
   }
   // Picks the weight set of context `ctx` for the next mix() and update(),
-  // and asks for its cache lines: predict() picks the sets whose contexts
-  // are known before the slots' lookups, so that their loads overlap those.
+  // and asks for its cache lines (or writes its initial weights): predict()
+  // picks the sets whose contexts are known before the slots' lookups, so
+  // that their loads overlap those.
   void select(int ctx) {
     sel_ = &w_[static_cast<size_t>(ctx) * stride_];
-    const uintptr_t end = reinterpret_cast<uintptr_t>(sel_ + stride_);
-    for (uintptr_t line = reinterpret_cast<uintptr_t>(sel_) & ~uintptr_t{63}; line < end; line += 64) {
-      __builtin_prefetch(reinterpret_cast<const void*>(line));
+    uint64_t& ready = ready_[static_cast<size_t>(ctx) >> 6];
+    const uint64_t bit = uint64_t{1} << (ctx & 63);
+    if ((ready & bit) == 0) {
+      std::copy(initial_.begin(), initial_.end(), sel_);
+      ready |= bit;
+    } else {
+      const uintptr_t end = reinterpret_cast<uintptr_t>(sel_ + stride_);
+      for (uintptr_t line = reinterpret_cast<uintptr_t>(sel_) & ~uintptr_t{63}; line < end; line += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(line));
+      }
     }
     if (counted_) {
       sel_updates_ = &updates_[static_cast<size_t>(ctx)];
@@ -544,6 +564,7 @@ class Mixer {
     return p_;
   }
   int stretched() const { return st_; }
+  Region region() const { return w_.region(); }  // the weights' mapped memory
   // The own rates (format 14): the rate of the selected weight set's next
   // update, lr0 * kSetRateHalf / (kSetRateHalf + n) after n updates, never
   // below `floor`. Counts the update; a set's count stops where the rate
@@ -569,7 +590,9 @@ class Mixer {
 
  private:
   int n_, stride_;
-  std::vector<int32_t> w_;
+  std::vector<int32_t> initial_;  // a set's first weights, padded
+  ZeroArray<int32_t> w_{0};
+  std::vector<uint64_t> ready_;   // a bit per set: written
   std::vector<uint32_t> updates_;  // per weight set (the own rates), else none
   bool counted_;
   int32_t* sel_ = nullptr;
@@ -807,7 +830,8 @@ void set_nibble_groups(MixTuning& t, bool on) {
   t.nn_weight = on ? 16000 : level.nn_weight;
 }
 
-uint64_t mapped_table_bytes() { return g_mapped_bytes.load(); }
+uint64_t mapped_table_bytes() { return g_mapped_table_bytes.load(); }
+uint64_t mapped_bytes() { return g_mapped_table_bytes.load() + g_mapped_other_bytes.load(); }
 
 bool set_table_prefault(bool on) {
   g_prefault = on;
@@ -1447,18 +1471,33 @@ ContextMixer::~ContextMixer() = default;
 
 void ContextMixer::wait_prefault() { impl_->prefaulter.wait(); }
 
-uint64_t ContextMixer::resident_table_bytes() const {
+namespace {
+
+// Bytes of the regions' pages that are in memory.
+uint64_t resident_bytes(const std::vector<Region>& regions) {
   uint64_t bytes = 0;
 #if defined(__linux__)
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   std::vector<unsigned char> in;
-  for (const Region& r : impl_->regions) {
+  for (const Region& r : regions) {
+    if (r.bytes == 0) continue;
     in.resize((r.bytes + page - 1) / page);
     if (mincore(r.data, r.bytes, in.data()) != 0) continue;
     for (const unsigned char v : in) bytes += (v & 1) ? page : 0;
   }
 #endif
   return bytes;
+}
+
+}  // namespace
+
+uint64_t ContextMixer::resident_table_bytes() const { return resident_bytes(impl_->regions); }
+
+uint64_t ContextMixer::resident_weight_bytes() const {
+  std::vector<Region> weights;
+  for (const Mixer& mx : impl_->layer1) weights.push_back(mx.region());
+  for (const Mixer* mx : {&impl_->layer2, &impl_->layer2_match, &impl_->layer2_shape}) weights.push_back(mx->region());
+  return resident_bytes(weights);
 }
 
 int ContextMixer::c0() const { return impl_->c0; }

@@ -262,9 +262,11 @@ bool set_mixer_simd(bool on);
 bool mixer_simd();
 
 // Bytes that live mixing stages hold outside the heap: on Linux their large
-// tables are mapped directly, for huge pages (tests add this to the heap's
-// count to check memory_bytes).
-uint64_t mapped_table_bytes();
+// tables are mapped directly, for huge pages, and so are their mixers'
+// weights, which only the weight sets in use touch (tests add mapped_bytes()
+// to the heap's count to check memory_bytes).
+uint64_t mapped_table_bytes();  // the tables'
+uint64_t mapped_bytes();        // the tables' and the weights
 
 // Each mixing stage faults its mapped tables' pages in on a thread of its own
 // while it codes (a first touch costs a page's zeroing, which on a virtual
@@ -304,9 +306,11 @@ class ContextMixer {
   // The byte completed by the last 8 updates.
   int byte() const;
   // Until the prefaulting thread (set_table_prefault) is done, and how many
-  // bytes of the mapped tables are in memory now (tests).
+  // bytes of the mapped tables, and of the mixers' mapped weights, are in
+  // memory now (tests).
   void wait_prefault();
   uint64_t resident_table_bytes() const;
+  uint64_t resident_weight_bytes() const;
 
  private:
   struct Impl;
