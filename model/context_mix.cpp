@@ -286,7 +286,7 @@ class ZeroArray {
     if (bytes_ >= kMapBytes) {
       void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      if (table && bytes_ >= kHugeBytes) madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
+      if (table_ && bytes_ >= kHugeBytes) madvise(p, bytes_, MADV_HUGEPAGE);  // advice: where THP is off, plain pages
       data_ = static_cast<T*>(p);
       mapped_ = true;
       (table_ ? g_mapped_table_bytes : g_mapped_other_bytes) += bytes_;
@@ -522,7 +522,7 @@ class Mixer {
       : n_(inputs),
         stride_(padded(inputs)),
         initial_(initial),
-        w_(static_cast<size_t>(stride_) * static_cast<size_t>(contexts), false),
+        w_(static_cast<size_t>(stride_) * static_cast<size_t>(contexts), /*table=*/false),
         ready_((static_cast<size_t>(contexts) + 63) / 64, 0),
         updates_(counted ? contexts : 0, 0),
         counted_(counted) {
@@ -1643,8 +1643,10 @@ uint32_t ContextMixer::predict(int nn_p12) {
     m.layer1[6].select(Slot::state(*m.slots[3]));
   }
   const int mixers = static_cast<int>(m.layer1.size());
-  for (int i = 0; i < mixers; ++i) m.layer1[static_cast<size_t>(i)].mix(x);
-  for (int i = 0; i < mixers; ++i) m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
+  for (int i = 0; i < mixers; ++i) {
+    m.layer1[static_cast<size_t>(i)].mix(x);
+    m.x2[i] = m.layer1[static_cast<size_t>(i)].stretched();
+  }
   for (int k = 0; k < m.layer2_direct; ++k) m.x2[mixers + k] = x[kLayer2DirectInputs[k]];
   m.mix_p12 = m.layer2.mix(m.x2);
   // A second view of the same outputs, by the match state, and with the

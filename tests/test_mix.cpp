@@ -357,12 +357,10 @@ TEST_CASE("interleaved streams round-trip exactly through the binary coder", "[m
 
 namespace {
 
-// Every probability the mixer gives over `data` as `streams` interleaved
+// Every probability `mixer` gives over `data` as `streams` interleaved
 // streams (each data.size() / streams bytes), with a SHA-RNN table that
-// changes with the position (some of them sure); the tables sized for
-// `table_len` bytes a stream where that is not 0.
-std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::string& data, int streams = 2,
-                                        uint64_t table_len = 0) {
+// changes with the position (some of them sure).
+std::vector<uint32_t> all_probabilities(ContextMixer& mixer, const std::string& data, int streams) {
   std::array<std::array<uint32_t, coder::kCdfSize>, 3> tables;
   for (int t = 0; t < 3; ++t) {
     std::array<float, 256> probs;
@@ -370,7 +368,6 @@ std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::stri
     coder::quantize_probs(probs.data(), tables[t].data());
   }
   const size_t len = data.size() / static_cast<size_t>(streams);
-  ContextMixer mixer(streams, table_len ? table_len : len, tuning);
   std::vector<uint32_t> ps;
   for (size_t i = 0; i < len; ++i) {
     for (int s = 0; s < streams; ++s) {
@@ -383,6 +380,14 @@ std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::stri
     }
   }
   return ps;
+}
+// The same with a new mixer of `tuning`, its tables sized for `table_len`
+// bytes a stream where that is not 0.
+std::vector<uint32_t> all_probabilities(const MixTuning& tuning, const std::string& data, int streams = 2,
+                                        uint64_t table_len = 0) {
+  const size_t len = data.size() / static_cast<size_t>(streams);
+  ContextMixer mixer(streams, table_len ? table_len : len, tuning);
+  return all_probabilities(mixer, data, streams);
 }
 
 }  // namespace
@@ -479,17 +484,7 @@ TEST_CASE("the mixers' weight sets are written at their first use and unused one
   REQUIRE(weights > 20e6);
   INFO(weights << " bytes of weights mapped");
   CHECK(mixer.resident_weight_bytes() == 0);
-  const std::string data = repetitive_text(8000);
-  for (size_t i = 0; i < 4000; ++i) {
-    for (int s = 0; s < 2; ++s) {
-      const uint8_t byte = static_cast<uint8_t>(data[static_cast<size_t>(s) * 4000 + i]);
-      mixer.begin(s);
-      for (int k = 0; k < 8; ++k) {
-        mixer.predict(2048);
-        mixer.update((byte >> (7 - k)) & 1);
-      }
-    }
-  }
+  all_probabilities(mixer, repetitive_text(8000), 2);
   const double resident = static_cast<double>(mixer.resident_weight_bytes());
   INFO(resident << " of them in memory after 8000 bytes");
   CHECK(resident > 0);
